@@ -362,6 +362,10 @@ class WeightReader:
     def layer(self, index: int) -> LayerMLP:
         raise NotImplementedError
 
+    def unembed(self) -> torch.Tensor:
+        """The unembedding W_U [d_model vocab] (float32; processing: final norm gain folded in, centred over the vocabulary)."""
+        raise NotImplementedError
+
     def layers(self) -> Iterator[LayerMLP]:
         for index in range(self.arch.n_layers):
             yield self.layer(index)
@@ -381,10 +385,20 @@ class LowMemReader(WeightReader):
             ln_name, self._norm = GGUF_FAMILIES[self.arch.family]
             self._ln_template = None if ln_name is None else "blk.{layer}." + ln_name + ".weight"
             self._gain_offset = 0.0
+            self._final_norm = None if self._norm == "ln" else "output_norm.weight"
+            self._unembed_names = ("output.weight", "token_embd.weight")
+            self._softcap = bool(_gguf_field(self._reader, f"{self.arch.family}.final_logit_softcapping"))
         else:
             ln_name, self._gain_offset, self._norm = SAFETENSORS_FAMILIES[self.arch.family]
             self._ln_template = None if ln_name is None else "model.layers.{layer}." + ln_name + ".weight"
             self._files = _safetensors_index(source.path)
+            self._final_norm = None if self._norm == "ln" else "model.norm.weight"
+            self._unembed_names = ("lm_head.weight", "model.embed_tokens.weight")
+            config = json.loads((source.path / "config.json").read_text())
+            self._softcap = bool(config.get("final_logit_softcapping"))
+
+    def _has(self, name: str) -> bool:
+        return name in (self._tensors if self.source.is_gguf else self._files)
 
     @staticmethod
     def supports(source: ModelSource) -> bool:
@@ -420,6 +434,19 @@ class LowMemReader(WeightReader):
         if self._ln_template is not None:
             gain = self._get(self._ln_template.format(layer=index)) + self._gain_offset
         return process_layer(gate, lin, out, gain, self._norm)
+
+    def unembed(self) -> torch.Tensor:
+        name = next((n for n in self._unembed_names if self._has(n)), None)
+        if name is None:
+            raise UserError(f"{self.source.path}: no unembedding ({' or '.join(self._unembed_names)}) in the checkpoint")
+        w_u = self._get(name).T.contiguous()  # stored [vocab d_model]
+        if not self.processing:
+            return w_u
+        if self._final_norm is not None:
+            w_u = w_u * (self._get(self._final_norm) + self._gain_offset)[:, None]
+        if not self._softcap:  # TransformerLens skips center_unembed when logits are soft-capped
+            w_u = w_u - w_u.mean(dim=1, keepdim=True)
+        return w_u
 
 
 def _safetensors_index(folder: Path) -> dict[str, str]:
@@ -487,6 +514,10 @@ class BridgeReader(WeightReader):
             w_gate = self.bridge.W_gate
             gate = None if w_gate is None else w_gate[index].T.float().cpu()
             return LayerMLP(gate=gate, lin=self.bridge.W_in[index].T.float().cpu(), out=self.bridge.W_out[index].float().cpu())
+
+    def unembed(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.bridge.W_U.float().cpu()
 
 
 def open_weights(source: ModelSource, processing: bool = True, loader: str = "auto",
