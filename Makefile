@@ -20,9 +20,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 # The paper's pipeline on the embedded default model (SmolLM2-135M-Instruct).
 demo: setup
 	cd wcos_casestudies && $(PY) main.py $(SECTION5_FLAGS)
+	cd wcos_casestudies && $(PY) casestudies.py
+	cd wcos_casestudies && $(PY) defplot.py && $(PY) selected_plot.py
 
 test: setup
 	$(PY) -m pytest -q tests
 
 bench: setup
 	$(PY) benchmarks/bench_section5.py
+	$(PY) benchmarks/bench_roles.py --layers 2

@@ -51,3 +51,21 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     except KeyboardInterrupt:
         print("interrupted; finished results are kept, rerun to resume", file=sys.stderr)
         return 130
+
+
+def in_notebook() -> bool:
+    """Whether this code runs inside a Jupyter / VS Code interactive kernel."""
+    return "ipykernel" in sys.modules and "IPython" in sys.modules
+
+
+def install_user_error_hook() -> None:
+    """For cell scripts run as scripts: a UserError ends with one line on stderr and exit status 2."""
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if issubclass(kind, UserError):
+            print(f"error: {value}", file=sys.stderr)
+            sys.exit(2)
+        previous(kind, value, traceback)
+
+    sys.excepthook = hook

@@ -464,9 +464,21 @@ def _safetensors_index(folder: Path) -> dict[str, str]:
     return files
 
 
+def load_tokenizer(source: ModelSource) -> Any:
+    """The tokenizer of a source (from the folder, or from the GGUF file itself)."""
+    from transformers import AutoTokenizer
+
+    try:
+        if source.is_gguf:
+            return AutoTokenizer.from_pretrained(source.path.parent, gguf_file=source.path.name)
+        return AutoTokenizer.from_pretrained(source.path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{source.path}: cannot load the tokenizer ({str(exc).splitlines()[0][:160]})") from exc
+
+
 def load_hf_model(source: ModelSource, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> tuple[Any, Any]:
     """The Hugging Face model and tokenizer of a source (a GGUF is dequantised to float32)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -475,8 +487,8 @@ def load_hf_model(source: ModelSource, dtype: torch.dtype = torch.float32, devic
     folder = source.path
     if source.is_gguf:
         folder, kwargs["gguf_file"] = source.path.parent, source.path.name
+    tokenizer = load_tokenizer(source)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, **({"gguf_file": kwargs["gguf_file"]} if source.is_gguf else {}))
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except (OSError, ValueError) as exc:
         raise UserError(f"{source.path}: cannot load the model with transformers ({str(exc).splitlines()[0][:160]})") from exc

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from .artifacts import atomic_write_bytes
 from .utils import CLASS_COLORS, CLASS_NAMES
@@ -145,4 +146,41 @@ def plot_medians(medians: dict[str, torch.Tensor], stem: Path) -> list[Path]:
     ax.set_xlabel("relative depth (layer / (layers - 1))")
     ax.set_ylabel("median cos(w_in, w_out)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return save_figure(fig, stem)
+
+
+# Figure 2 prototypes: class -> list of (gateout, linout, gatelin)
+PROTOTYPES: dict[str, list[tuple[float, float, float]]] = {
+    "enrichment": [(-0.9, 0.9, -1.0), (0.9, 0.9, 1.0)],
+    "conditional enrichment": [(0.0, 0.9, 0.0)],
+    "proportional change": [(-0.9, 0.0, 0.0), (0.9, 0.0, 0.0)],
+    "orthogonal output": [(0.0, 0.0, 0.0)],
+    "depletion": [(-0.9, -0.9, 1.0), (0.9, -0.9, -1.0)],
+    "conditional depletion": [(0.0, -0.9, 0.0)],
+}
+_MARKERS = {"enrichment": "^", "conditional enrichment": "P", "proportional change": "s",
+            "orthogonal output": "o", "depletion": "v", "conditional depletion": "X"}
+
+
+def plot_definition(stem: Path, threshold: float = 0.5) -> list[Path]:
+    """Figure 2: the prototype of each typical class on the (gateout, linout) plane, coloured by gatelin."""
+    fig = Figure(figsize=(5.2, 5.2), layout="constrained")
+    ax = fig.subplots()
+    for t in (-threshold, threshold):
+        ax.axvline(t, color="0.6", lw=0.6, ls=":")
+        ax.axhline(t, color="0.6", lw=0.6, ls=":")
+    points = None
+    for name, prototypes in PROTOTYPES.items():
+        x, y, c = zip(*prototypes)
+        points = ax.scatter(x, y, c=c, cmap="coolwarm", norm=Normalize(-1, 1), s=140, marker=_MARKERS[name],
+                            edgecolors="black", linewidths=0.8, label=name)
+    ax.set_xlim(-1, 1)
+    ax.set_ylim(-1, 1)
+    ax.set_aspect(1)
+    ax.set_xlabel("cos(w_gate, w_out)")
+    ax.set_ylabel("cos(w_in, w_out)")
+    handles = [Line2D([], [], ls="", marker=_MARKERS[name], markersize=9, markerfacecolor="0.85",
+                      markeredgecolor="black", label=name) for name in PROTOTYPES]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    fig.colorbar(points, ax=ax, shrink=0.9).set_label("cos(w_gate, w_in)")
     return save_figure(fig, stem)

@@ -17,8 +17,8 @@ from tqdm import tqdm
 from .cli import UserError
 from .utils import CLASS_NAMES
 
-PAPER_PARTITION = 1000  # the paper's number of partition neurons ...
-PAPER_NEURONS = 32 * 11008  # ... out of OLMo-7B-0424's neurons
+PAPER_PARTITION = 1000  # the paper's number of partition neurons (of OLMo-7B-0424's 352,256)
+PARTITION_CAP = 0.05  # at most this fraction of a small model's neurons
 ATTENTION_THRESHOLD = math.sqrt(0.5)
 TYPICAL_CLASSES = (0, 2, 4, 6, 7, 9)
 ROLE_NAMES = ("partition", "prediction", "suppression", "entropy", "attention_activation", "attention_deactivation")
@@ -34,32 +34,33 @@ def unembed_moments(out_layers: Iterable[torch.Tensor], w_u: torch.Tensor, n_lay
     unit_u = w_u.to(device=device, dtype=torch.float32)
     unit_u = unit_u / unit_u.norm(dim=0, keepdim=True).clamp_min(1e-12)  # [d_model vocab]
     vocab = unit_u.shape[1]
+    mean_u = unit_u.mean(dim=1)  # mean over v of cos(w, u_v) = ŵ · mean_v(û_v)
     stats: dict[str, list[torch.Tensor]] = {"mean": [], "variance": [], "skew": [], "kurtosis": []}
     for w_out in tqdm(out_layers, total=n_layers, desc="unembedding moments", leave=False):
         per_layer: dict[str, list[torch.Tensor]] = {name: [] for name in stats}
         for start in range(0, w_out.shape[0], chunk):
             rows = w_out[start:start + chunk].to(device=device, dtype=torch.float32)
             rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            cos = rows @ unit_u  # [chunk vocab]
-            mean = cos.mean(dim=1, keepdim=True)
-            cos -= mean
-            square = cos.square()
-            variance = square.sum(dim=1, dtype=torch.float64) / (vocab - 1)
-            third = (square * cos).sum(dim=1, dtype=torch.float64) / vocab
-            fourth = square.square().sum(dim=1, dtype=torch.float64) / vocab
-            per_layer["mean"].append(mean.squeeze(1).double())
+            mean = rows @ mean_u  # [chunk]
+            centred = torch.addmm(-mean[:, None].expand(-1, vocab), rows, unit_u)  # C - mean, [chunk vocab]
+            square = centred.square()
+            second = square.sum(dim=1).double()
+            third = square.mul_(centred).sum(dim=1).double()  # square now holds cubes
+            fourth = square.mul_(centred).sum(dim=1).double()
+            variance = second / (vocab - 1)
+            per_layer["mean"].append(mean.double())
             per_layer["variance"].append(variance)
-            per_layer["skew"].append(third / variance.pow(1.5))
-            per_layer["kurtosis"].append(fourth / variance.square() - 3)
-            del cos, square
+            per_layer["skew"].append(third / vocab / variance.pow(1.5))
+            per_layer["kurtosis"].append(fourth / vocab / variance.square() - 3)
+            del centred, square
         for name in stats:
             stats[name].append(torch.cat(per_layer[name]).cpu())
     return {name: torch.stack(values) for name, values in stats.items()}
 
 
 def default_n_partition(n_neurons: int) -> int:
-    """The paper's 1000 partition neurons of OLMo-7B's 352,256, scaled down for smaller models."""
-    return max(1, min(PAPER_PARTITION, round(n_neurons * PAPER_PARTITION / PAPER_NEURONS)))
+    """The paper's 1000 partition neurons, capped at 5% of a small model's neurons."""
+    return max(1, min(PAPER_PARTITION, round(n_neurons * PARTITION_CAP)))
 
 
 def top_neurons(scores: torch.Tensor, n: int) -> torch.Tensor:

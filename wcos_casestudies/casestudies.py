@@ -1,0 +1,114 @@
+# %% [markdown]
+# # Section 6 and Appendix E: functional roles, IO classes and case studies
+#
+# Run cell by cell in VS Code (or Jupyter), or top to bottom:
+# `python casestudies.py [--model MODEL] [--n_partition N] ...` (`--help` lists the flags).
+# Needs the cosines of `main.py` (computes them when missing). Results go to the model's
+# results folder: `roles.pt`, `contingency.csv/.md`, `case_studies.csv/.txt`, `tokens/`.
+
+# %% Set-up: flags (defaults inside a notebook kernel), model, results folder
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent) if "__file__" in globals() else str(Path.cwd().parent))
+
+import pandas as pd
+import torch
+
+from wcos_casestudies import roles as R
+from wcos_casestudies import section6
+from wcos_casestudies.cli import HelpFormatter, default_device, in_notebook, install_user_error_hook, parse_device
+from wcos_casestudies.models import DEFAULT_MODEL, LOADERS, resolve_model
+from wcos_casestudies.results import DEFAULT_RESULTS, ModelResults, Settings
+from wcos_casestudies.utils import CLASS_NAMES, check_threshold
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Section 6 / Appendix E: roles, contingency table, case studies.",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="as in main.py (one model)")
+    parser.add_argument("--n_partition", type=int, default=None,
+                        help="partition neurons (default: the paper's 1000, at most 5%% of the model's neurons)")
+    parser.add_argument("--n_entropy", type=int, default=2, help="entropy neurons (top scores of the last layer)")
+    parser.add_argument("--null_space_dim", type=int, default=None, help="k smallest singular directions of W_U (default 40·d_model/4096)")
+    parser.add_argument("--top_k", type=int, default=64, help="tokens per column of the token tables")
+    parser.add_argument("--skip_attention", action="store_true", help="leave out attention (de)activation neurons (they need the whole model in memory)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="class threshold")
+    parser.add_argument("--legacy_copysign", action="store_true", help="the first release's typical rule")
+    parser.add_argument("--refactor_glu", action="store_true", help="sign-refactored GLU weights")
+    parser.add_argument("--no_processing", action="store_true", help="raw Hugging Face weights")
+    parser.add_argument("--loader", choices=LOADERS, default="auto", help="weight reader (see main.py)")
+    parser.add_argument("--device", default=default_device(), help="where the statistics are computed")
+    parser.add_argument("--format", choices=("pt", "pickle"), default="pt", help="artifact format")
+    parser.add_argument("--results_dir", type=Path, default=DEFAULT_RESULTS, help="root of the results tree")
+    parser.add_argument("--overwrite", action="store_true", help="recompute the role statistics")
+    return parser
+
+
+if not in_notebook():
+    install_user_error_hook()
+args = build_parser().parse_args([] if in_notebook() else None)
+check_threshold(args.threshold)
+settings = Settings(processing=not args.no_processing, refactor_glu=args.refactor_glu, threshold=args.threshold,
+                    rule="legacy_copysign" if args.legacy_copysign else "corrected")
+source = resolve_model(args.model)
+options = section6.RoleOptions(n_partition=args.n_partition, n_entropy=args.n_entropy,
+                               null_space_dim=args.null_space_dim, attention=not args.skip_attention, top_k=args.top_k)
+section6.check_inputs(source, options)
+results = ModelResults(source, settings, root=args.results_dir, fmt=args.format, loader=args.loader,
+                       device=parse_device(args.device))
+print(f"model {source.name} [{source.provenance}]\nresults in {results.folder}")
+
+# %% Cosines and IO classes (from main.py's artifact, computed if missing)
+cosines = results.cosines()
+categories = results.categories()
+n_layers, n_neurons = categories.shape
+print(f"{n_layers} layers x {n_neurons} neurons")
+
+# %% Per-neuron statistics of cos(w_out, W_U) over the vocabulary, and the functional roles
+role_results = section6.compute_roles(results, options, overwrite=args.overwrite)
+info = role_results.info
+print(f"unembedding moments over {info['vocab']} tokens (computed in {info['moments_seconds']} s)")
+print(f"partition neurons: {info['n_partition']}"
+      + ("" if args.n_partition or info['n_partition'] == 1000 else f" (the paper's 1000 capped at 5% of this model's {n_layers * n_neurons} neurons)"))
+print(f"prediction/suppression: excess kurtosis above {info['kurtosis_threshold']:.2f} (largest among partition neurons)")
+for role, mask in role_results.roles.items():
+    print(f"  {role:24s} {int(mask.sum()):6d}")
+top_entropy = torch.topk(role_results.entropy_scores, min(10, n_neurons))
+print(f"entropy scores, last layer (null space of W_U: {info['null_space_dim']} directions), top 10:")
+print("  " + ", ".join(f"{n_layers - 1}.{int(i)}: {float(v):.3f}" for v, i in zip(top_entropy.values, top_entropy.indices)))
+print(f"  median over the layer {float(role_results.entropy_scores.median()):.3f}")
+if role_results.attention_max is not None:
+    strongest = role_results.attention_max[:-1]
+    layer, neuron = divmod(int(strongest.argmax()), n_neurons)
+    print(f"attention (de)activation: largest |cos(w_out, BOS query direction of a next-layer head)| is "
+          f"{float(strongest.max()):.3f} ({layer}.{neuron}); the role needs > {R.ATTENTION_THRESHOLD:.3f}")
+
+# %% Appendix E: contingency table of roles x IO classes
+table = section6.write_contingency(role_results, categories, results.folder)
+with pd.option_context("display.width", 250, "display.max_columns", 20):
+    print(table.set_index("role").rename(columns=lambda c: c.replace("conditional", "cond.").replace("atypical", "atyp.")))
+print(f"-> {results.folder / 'contingency.csv'} (.md)")
+
+# %% Section 6: the case-study neurons
+chosen = R.case_study_neurons(role_results.roles["prediction"], role_results.roles["suppression"],
+                              role_results.moments["kurtosis"], categories)
+neuron_file = section6.write_case_studies(chosen, results.folder)
+for case in chosen:
+    print(f"  {case.name:>10s}  {case.io_class:32s} kurtosis {case.kurtosis:8.1f}  {case.reason}")
+missing = {CLASS_NAMES[code] for code in R.TYPICAL_CLASSES} - {case.io_class for case in chosen}
+if missing:
+    print(f"  no prediction neuron in: {', '.join(sorted(missing))}")
+print(f"-> {neuron_file} (feed to neuroscope/d_recompute_vis.py --neurons $(cat {neuron_file.name}))")
+
+# %% Weight-based analysis of each case-study neuron: cosines, class, top tokens of ±w_out, ±w_in, ±w_gate
+tables = section6.write_token_tables(results, chosen, args.top_k)
+for case in chosen:
+    summary = section6.neuron_summary(results, case.layer, case.neuron)
+    print(f"\n{summary['neuron']}: {summary['class']}; gatelin {summary['gatelin']:+.3f}, "
+          f"gateout {summary['gateout']:+.3f}, linout {summary['linout']:+.3f}")
+    with pd.option_context("display.width", 250, "display.max_columns", 10):
+        print(tables[case.name].head(8).to_string(index=False))
+print(f"\n-> {results.folder / 'tokens'}/<layer>.<neuron>.csv (.md), {args.top_k} tokens each")

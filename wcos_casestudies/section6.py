@@ -1,0 +1,212 @@
+"""Section 6 / Appendix E for one model: roles, contingency table, case studies, token tables.
+
+`casestudies.py` calls these step by step; every result lands in the model's results
+folder (`roles.pt`, `contingency.csv/.md`, `case_studies.csv/.txt`, `tokens/<layer>.<neuron>.csv/.md`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from . import roles as R
+from .artifacts import PROJECT_TAG, atomic_write_text, find_artifact, load_artifact, package_versions, save_artifact
+from .cli import UserError
+from .models import WeightReader, load_bridge, load_tokenizer, open_weights, refactor_glu
+from .results import ModelResults
+from .utils import CLASS_NAMES
+
+
+@dataclass
+class RoleOptions:
+    """The knobs of SPEC 4 (None: the scaled paper default)."""
+
+    n_partition: int | None = None
+    n_entropy: int = 2
+    null_space_dim: int | None = None
+    attention: bool = True
+    top_k: int = 64
+
+
+@dataclass
+class RoleResults:
+    """Everything Appendix E needs: per-neuron statistics, role masks and the thresholds used."""
+
+    moments: dict[str, torch.Tensor]
+    roles: dict[str, torch.Tensor]  # role -> [layer neuron] bool
+    entropy_scores: torch.Tensor  # [neuron] of the last layer
+    attention_max: torch.Tensor | None  # [layer neuron] max |cos| with next layer's BOS query directions
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def check_inputs(source, options: RoleOptions) -> None:
+    """Refuse, before any work, a model without gates and role sizes larger than the model."""
+    from .models import read_arch
+
+    arch = read_arch(source)
+    if not arch.gated:
+        raise UserError(f"{source.name} has no gate weights: prediction and suppression neurons need gatelin")
+    total = arch.n_layers * arch.d_mlp
+    if options.n_partition is not None and not 0 < options.n_partition <= total:
+        raise UserError(f"--n_partition {options.n_partition}: must be between 1 and the model's {total} neurons")
+    if not 0 < options.n_entropy <= arch.d_mlp:
+        raise UserError(f"--n_entropy {options.n_entropy}: must be between 1 and the last layer's {arch.d_mlp} neurons")
+    if options.null_space_dim is not None and not 0 < options.null_space_dim < arch.d_model:
+        raise UserError(f"--null_space_dim {options.null_space_dim}: must be between 1 and d_model - 1 = {arch.d_model - 1}")
+    if options.top_k < 1:
+        raise UserError(f"--top_k {options.top_k}: must be at least 1")
+
+
+def _reader_for(results: ModelResults) -> WeightReader:
+    return open_weights(results.source, processing=results.settings.processing, loader=results.loader,
+                        device=results.device)
+
+
+def _out_layers(reader: WeightReader, refactor: bool):
+    for layer in reader.layers():
+        yield (refactor_glu(layer) if refactor else layer).out
+
+
+def compute_roles(results: ModelResults, options: RoleOptions, overwrite: bool = False) -> RoleResults:
+    """Moments, partition / prediction / suppression / entropy / attention neurons (cached in roles.pt)."""
+    cosines = results.cosines()
+    if cosines["gatelin"] is None:
+        raise UserError(f"{results.source.name} has no gate weights: prediction and suppression neurons need gatelin")
+    gatelin = cosines["gatelin"]
+    n_layers, n_neurons = gatelin.shape
+    path = results.folder / f"roles.{results.fmt}"
+    existing = None if overwrite else find_artifact(results.folder, "roles")
+    stored = load_artifact(existing) if existing is not None else {}
+    if stored and stored["meta"].get("model") != results.meta["model"]:
+        raise UserError(f"{existing}: roles of {stored['meta'].get('model')}, not {results.meta['model']}; use --overwrite")
+    reader = _reader_for(results)
+    w_u = reader.unembed()
+    started = time.perf_counter()
+    if "moments" not in stored:
+        stored["moments"] = R.unembed_moments(_out_layers(reader, results.settings.refactor_glu), w_u, n_layers,
+                                              device=results.device)
+        stored["moments_seconds"] = round(time.perf_counter() - started, 2)
+    moments = stored["moments"]
+
+    n_partition = options.n_partition or R.default_n_partition(n_layers * n_neurons)
+    if n_partition > n_layers * n_neurons:
+        raise UserError(f"--n_partition {n_partition}: the model has only {n_layers * n_neurons} neurons")
+    partition = R.mask_of(R.top_neurons(moments["variance"], n_partition), gatelin.shape)
+    prediction, suppression, kurtosis_threshold = R.prediction_suppression(moments, gatelin, partition)
+
+    k_null = options.null_space_dim or R.default_null_space_dim(w_u.shape[0])
+    last = reader.layer(n_layers - 1)
+    last = refactor_glu(last) if results.settings.refactor_glu else last
+    entropy_scores = R.entropy_scores(last.out, R.unembed_null_space(w_u, k_null))
+    if options.n_entropy > n_neurons:
+        raise UserError(f"--n_entropy {options.n_entropy}: the last layer has only {n_neurons} neurons")
+    entropy = torch.zeros_like(partition)
+    entropy[-1, torch.topk(entropy_scores, options.n_entropy).indices] = True
+
+    role_masks = {"partition": partition, "prediction": prediction, "suppression": suppression, "entropy": entropy}
+    attention_max = None
+    if options.attention:
+        if "attention_scores" not in stored:
+            stored["attention_scores"] = attention_score_table(results, reader.arch.n_layers)
+        scores = stored["attention_scores"]  # list over layers 0..L-2 of [neuron head]
+        activation = torch.zeros_like(partition)
+        deactivation = torch.zeros_like(partition)
+        for layer, layer_scores in enumerate(scores):
+            act, deact = R.attention_roles(layer_scores, gatelin[layer])
+            activation[layer], deactivation[layer] = act, deact
+        role_masks["attention_activation"] = activation
+        role_masks["attention_deactivation"] = deactivation
+        attention_max = torch.zeros_like(gatelin, dtype=torch.float32)
+        for layer, layer_scores in enumerate(scores):
+            attention_max[layer] = layer_scores.abs().max(dim=1).values
+    stored["meta"] = {"project": PROJECT_TAG, "model": results.meta["model"], **results.settings.meta(),
+                      "versions": package_versions()}
+    save_artifact(stored, path)
+    info = {"n_partition": n_partition, "kurtosis_threshold": kurtosis_threshold, "null_space_dim": k_null,
+            "moments_seconds": stored.get("moments_seconds"), "vocab": int(w_u.shape[1])}
+    return RoleResults(moments=moments, roles=role_masks, entropy_scores=entropy_scores, attention_max=attention_max,
+                       info=info)
+
+
+def attention_score_table(results: ModelResults, n_layers: int) -> list[torch.Tensor]:
+    """For layers 0..L-2: cos(w_out, BOS query direction of each head of the next layer), [neuron head] each.
+
+    Needs the whole model in TransformerLens (to run it on BOS).
+    """
+    bridge = load_bridge(results.source, processing=results.settings.processing, device=results.device)
+    directions = R.bos_query_directions(bridge)
+    reader = _reader_for(results)
+    del bridge
+    table = []
+    for layer in range(n_layers - 1):
+        weights = reader.layer(layer)
+        if results.settings.refactor_glu:
+            weights = refactor_glu(weights)
+        table.append(R.attention_scores(weights.out, directions[layer + 1]))
+    return table
+
+
+def write_contingency(role_results: RoleResults, categories: torch.Tensor, folder: Path) -> pd.DataFrame:
+    """Roles x 11 classes as CSV and Markdown."""
+    table = R.contingency(role_results.roles, categories)
+    atomic_write_text(folder / "contingency.csv", table.to_csv(index=False))
+    atomic_write_text(folder / "contingency.md", _markdown(table))
+    return table
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows]) + "\n"
+
+
+def write_case_studies(chosen: list[R.CaseStudy], folder: Path) -> Path:
+    """`case_studies.csv` (why, class, kurtosis) and `case_studies.txt` (names for d_recompute_vis.py --neurons)."""
+    frame = pd.DataFrame([{"neuron": c.name, **asdict(c)} for c in chosen])
+    atomic_write_text(folder / "case_studies.csv", frame.to_csv(index=False))
+    path = folder / "case_studies.txt"
+    atomic_write_text(path, " ".join(c.name for c in chosen) + "\n")
+    return path
+
+
+def token_table(reader: WeightReader, w_u: torch.Tensor, tokenizer: Any, layer: int, neuron: int, k: int,
+                refactor: bool = False) -> pd.DataFrame:
+    """Top-k tokens by dot product with W_U [d_model vocab] for ±w_out, ±w_in, ±w_gate of one neuron (columns)."""
+    weights = reader.layer(layer)
+    if refactor:
+        weights = refactor_glu(weights)
+    columns = {}
+    for label, vector in (("w_out", weights.out[neuron]), ("w_in", weights.lin[neuron]), ("w_gate", weights.gate[neuron])):
+        for sign, prefix in ((1.0, "+"), (-1.0, "-")):
+            indices, _ = R.top_tokens(sign * vector, w_u, k)
+            columns[prefix + label] = [repr(tokenizer.decode([int(i)])) for i in indices]
+    return pd.DataFrame(columns)
+
+
+def write_token_tables(results: ModelResults, chosen: list[R.CaseStudy], k: int) -> dict[str, pd.DataFrame]:
+    """One token table per chosen neuron under tokens/ (CSV and Markdown)."""
+    tokenizer = load_tokenizer(results.source)
+    reader = _reader_for(results)
+    w_u = reader.unembed()
+    tables = {}
+    for case in chosen:
+        table = token_table(reader, w_u, tokenizer, case.layer, case.neuron, k, refactor=results.settings.refactor_glu)
+        stem = results.folder / "tokens" / case.name
+        atomic_write_text(Path(f"{stem}.csv"), table.to_csv(index=False))
+        atomic_write_text(Path(f"{stem}.md"), f"# {case.name} ({case.io_class}; {case.reason})\n\n" + _markdown(table))
+        tables[case.name] = table
+    return tables
+
+
+def neuron_summary(results: ModelResults, layer: int, neuron: int) -> dict[str, Any]:
+    """The three cosines and the class of one neuron."""
+    cosines = results.cosines()
+    code = int(results.categories()[layer, neuron])
+    return {"neuron": f"{layer}.{neuron}", **{k: round(float(v[layer, neuron]), 4) for k, v in cosines.items()},
+            "class": CLASS_NAMES[code]}
