@@ -1,0 +1,1 @@
+"""Activation-based neuron analysis: dataset, one streaming pass, recomputation and HTML pages."""
