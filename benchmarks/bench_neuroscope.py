@@ -26,12 +26,20 @@ from neuroscope.activations import NeuronStats, batch_plan, pad_batch, run_pass 
 PAPER_TOKENS = 20_000_390
 
 
-def random_olmo7b(device: torch.device, dtype: torch.dtype):
-    """OLMo-7B-0424's shapes with random weights, built directly on the device."""
+SHAPES = {  # hidden, intermediate, layers, heads, vocab
+    "olmo-7b": (4096, 11008, 32, 32, 50304),  # OLMo-7B-0424
+    "olmo-test": (256, 688, 4, 4, 50304),  # same code path, small enough for a CPU dry run
+}
+
+
+def random_olmo(shape: str, device: torch.device, dtype: torch.dtype):
+    """An OLMo model of the given shape with random weights, built directly on the device."""
     from transformers import AutoModelForCausalLM, OlmoConfig
 
-    config = OlmoConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                        num_key_value_heads=32, vocab_size=50304, max_position_embeddings=4096, clip_qkv=8.0)
+    hidden, intermediate, layers, heads, vocab = SHAPES[shape]
+    config = OlmoConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                        num_attention_heads=heads, num_key_value_heads=heads, vocab_size=vocab,
+                        max_position_embeddings=4096, clip_qkv=8.0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     return model.eval()
@@ -39,7 +47,7 @@ def random_olmo7b(device: torch.device, dtype: torch.dtype):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--random", choices=["olmo-7b"], default=None, help="random-weight model of these shapes (random tokens)")
+    parser.add_argument("--random", choices=list(SHAPES), default=None, help="random-weight model of these shapes (random tokens)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on CPU")
     parser.add_argument("--batch_size", type=int, default=8)
@@ -51,12 +59,12 @@ def main() -> int:
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
 
     if args.random:
-        model = random_olmo7b(device, dtype)
+        model = random_olmo(args.random, device, dtype)
         gen = torch.Generator().manual_seed(0)
         n_docs = args.batch_size * (args.batches + 1)
         ids = torch.randint(0, model.config.vocab_size, (n_docs, args.seq_len), generator=gen).tolist()
         rows = {"input_ids": ids, "attention_mask": [[1] * args.seq_len] * n_docs}
-        label = f"OLMo-7B-0424 shapes, random {dtype}".replace("torch.", "")
+        label = f"{args.random} shapes ({SHAPES[args.random][2]} x {SHAPES[args.random][1]} neurons), random {dtype}".replace("torch.", "")
         pad_id = 1
     else:
         from neuroscope.data import build_dataset, load_texts

@@ -174,6 +174,16 @@ class NeuronStats:
         return {"mean": self.post_sum.double() / 2 ** FIXED_POINT_BITS / n, "gate_open": gate / n, "sign_frequencies": combos}
 
 
+def _count_true(masks: list[torch.Tensor]) -> torch.Tensor:
+    """Number of True entries over (batch, pos) of each [batch pos neuron] mask: [len(masks) neuron] int64.
+
+    Summed as int32 (exact: a batch has far fewer than 2^31 tokens), about 1.3x faster on GPUs
+    than the default int64 sum. (A matrix product with a row of ones is faster still, but
+    cuBLAS may reduce bf16 products in reduced precision, which is not exact.)
+    """
+    return torch.stack([m.sum(dim=(0, 1), dtype=torch.int32) for m in masks]).long()
+
+
 class BatchReducer:
     """Collects one batch's per-layer reductions from the hooks, then applies them all at once,
     so that an interrupted forward pass never leaves half-updated statistics."""
@@ -183,6 +193,7 @@ class BatchReducer:
         self.pending: dict[int, tuple[torch.Tensor, ...]] = {}
         self.valid: torch.Tensor | None = None  # [batch pos] bool
         self.padded = False
+        self.per_document: bool | None = None  # None: per-document views on CPUs, masked batches elsewhere
 
     def start(self, attention_mask: torch.Tensor) -> None:
         self.valid = attention_mask.bool()
@@ -199,32 +210,30 @@ class BatchReducer:
             highs.append(value), high_pos.append(index)
             value, index = a_i.min(dim=0)
             lows.append(value), low_pos.append(index)
-            totals.append(a_i.sum(dim=0))
+            totals.append(a_i.sum(dim=0, dtype=torch.float32))
             counts.append(torch.stack([g_i.sum(dim=0), u_i.sum(dim=0), (g_i & u_i).sum(dim=0)]))
         stack = torch.stack
         return stack(highs), stack(high_pos), stack(lows), stack(low_pos), stack(totals).sum(dim=0), stack(counts).sum(dim=0)
 
     def __call__(self, layer: int, g: torch.Tensor, u: torch.Tensor, a: torch.Tensor) -> None:
-        valid = self.valid[..., None]  # [batch pos 1]
-        a = a.float()
-        if self.padded and a.device.type == "cpu":
+        if self.padded and (self.per_document if self.per_document is not None else a.device.type == "cpu"):
             high, high_pos, low, low_pos, total, counts = self._per_document(g, u, a)
-            fixed = torch.round(total.double() * 2 ** FIXED_POINT_BITS).long()
-            self.pending[layer] = (high.T, high_pos.T, low.T, low_pos.T, fixed, counts)
-            return
-        if self.padded:
-            high, high_pos = a.masked_fill(~valid, -torch.inf).max(dim=1)  # [batch neuron]
-            low, low_pos = a.masked_fill(~valid, torch.inf).min(dim=1)
-            total = a.masked_fill(~valid, 0).sum(dim=(0, 1))
-            g_pos, u_pos = (g > 0) & valid, (u > 0) & valid
         else:
-            high, high_pos = a.max(dim=1)
-            low, low_pos = a.min(dim=1)
-            total = a.sum(dim=(0, 1))
-            g_pos, u_pos = g > 0, u > 0
-        counts = torch.stack([g_pos.sum(dim=(0, 1)), u_pos.sum(dim=(0, 1)), (g_pos & u_pos).sum(dim=(0, 1))])
+            # in the model's dtype: max and min are exact there, the sum accumulates in float32
+            if self.padded:
+                valid = self.valid[..., None]  # [batch pos 1]
+                high, high_pos = a.masked_fill(~valid, -torch.inf).max(dim=1)  # [batch neuron]
+                low, low_pos = a.masked_fill(~valid, torch.inf).min(dim=1)
+                total = a.masked_fill(~valid, 0).sum(dim=(0, 1), dtype=torch.float32)
+                g_pos, u_pos = (g > 0) & valid, (u > 0) & valid
+            else:
+                high, high_pos = a.max(dim=1)
+                low, low_pos = a.min(dim=1)
+                total = a.sum(dim=(0, 1), dtype=torch.float32)
+                g_pos, u_pos = g > 0, u > 0
+            counts = _count_true([g_pos, u_pos, g_pos & u_pos])
         fixed = torch.round(total.double() * 2 ** FIXED_POINT_BITS).long()
-        self.pending[layer] = (high.T, high_pos.T, low.T, low_pos.T, fixed, counts)
+        self.pending[layer] = (high.float().T, high_pos.T, low.float().T, low_pos.T, fixed, counts)
 
     def apply(self, doc_ids: torch.Tensor) -> None:
         """Fold the batch (documents `doc_ids`, ascending) into the statistics."""

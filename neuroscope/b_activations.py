@@ -32,7 +32,7 @@ from neuroscope.data import check_vocabulary, document_lengths, load_tokenized
 from neuroscope.store import RUN_KEYS, load_stats, save_stats, stats_path
 from wcos_casestudies.artifacts import package_versions
 from wcos_casestudies.cli import HelpFormatter, UserError, default_device, parse_device, parse_dtype, run_main
-from wcos_casestudies.models import DEFAULT_MODEL, load_hf_model, read_arch, resolve_model
+from wcos_casestudies.models import DEFAULT_MODEL, load_hf_model, load_tokenizer, read_arch, resolve_model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not arch.gated:
         raise UserError(f"{source.name} is not a gated model: the pass records gate and linear pre-activations")
     dataset, data_meta = load_tokenized(args.datadir / args.dataset)
+    check_vocabulary(data_meta, len(load_tokenizer(source)), arch.vocab_size, source.name)
     k = args.examples_per_neuron
     if not 1 <= k <= len(dataset):
         raise UserError(f"--examples_per_neuron {k}: must be between 1 and the dataset's {len(dataset)} documents")
@@ -132,7 +133,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model, tokenizer = load_hf_model(source, dtype=dtype, device=device)
     decoder_layers(model)
-    check_vocabulary(data_meta, len(tokenizer), model.config.vocab_size, source.name)
     start = first
     if partial.exists() and not args.overwrite:
         stats, _, data = load_stats(partial, {key: meta[key] for key in (*RUN_KEYS, "shard_index", "num_shards")})
