@@ -3,6 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(abspath $(VENV))/bin/python
+DATA ?= data
 SECTION5_FLAGS := --categories --category_stats --quartiles --plot_fine --plot_coarse --plot_quartiles --plot_all_medians
 
 .PHONY: setup demo test bench clean-results
@@ -22,6 +23,10 @@ demo: setup
 	cd wcos_casestudies && $(PY) main.py $(SECTION5_FLAGS)
 	cd wcos_casestudies && $(PY) casestudies.py
 	cd wcos_casestudies && $(PY) defplot.py && $(PY) selected_plot.py
+	test -d $(DATA)/pydoc || (cd neuroscope && $(PY) a_dataset.py --datadir ../$(DATA) --save_to pydoc)
+	cd neuroscope && $(PY) b_activations.py --datadir ../$(DATA) --dataset pydoc --save_to activations
+	cd neuroscope && $(PY) d_recompute_vis.py --datadir ../$(DATA) --save_to activations \
+		--neurons_from ../results/HuggingFaceTB/SmolLM2-135M-Instruct/case_studies.txt
 
 test: setup
 	$(PY) -m pytest -q tests
@@ -29,3 +34,4 @@ test: setup
 bench: setup
 	$(PY) benchmarks/bench_section5.py
 	$(PY) benchmarks/bench_roles.py --layers 2
+	$(PY) benchmarks/bench_neuroscope.py

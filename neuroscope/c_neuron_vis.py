@@ -90,7 +90,7 @@ h1{font-size:1.4em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:1.6em;bord
 h3{font-size:1em;margin:.3em 0} nav a{margin-right:1em} table{border-collapse:collapse;margin:.5em 0}
 td,th{padding:.15em .7em;border-bottom:1px solid #eee;text-align:left} .num{font-variant-numeric:tabular-nums;color:#555}
 .facts{display:flex;flex-wrap:wrap;gap:2em} .tokenlists{display:flex;gap:2em;flex-wrap:wrap}
-.tokens ol{margin:0;padding-left:2em;columns:2;font-size:.9em}
+.tokens{min-width:26em} .tokens ol{margin:0;padding-left:2.5em;columns:2;column-gap:2.5em;font-size:.9em}
 .example{margin:.8em 0;padding:.5em .7em;border:1px solid #ddd;border-radius:4px}
 .meta{font-size:.8em;color:#666;margin-bottom:.3em} .text{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85em;line-height:1.7;white-space:pre-wrap;word-break:break-word}
 .t{border-radius:2px} .t.peak{outline:2px solid #000;font-weight:bold}

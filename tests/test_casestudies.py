@@ -38,6 +38,11 @@ def test_casestudies_runs_as_a_script(tiny_models, tmp_path):
         tokens = pd.read_csv(folder / "tokens" / f"{name}.csv")
         assert list(tokens.columns) == ["+w_out", "-w_out", "+w_in", "-w_in", "+w_gate", "-w_gate"] and len(tokens) == 5
     assert "partition neurons: 10" in proc.stdout
+    from wcos_casestudies.artifacts import load_artifact
+
+    stored = load_artifact(folder / "roles.pt")
+    assert stored["contingency"]["counts"].sum(dim=1).tolist() == [int(stored["roles"][r].sum()) for r in stored["contingency"]["roles"]]
+    assert stored["moments"]["kurtosis"].shape == (2, 96)
 
 
 def test_casestudies_bad_inputs(tiny_models, tmp_path):
@@ -47,6 +52,20 @@ def test_casestudies_bad_inputs(tiny_models, tmp_path):
     proc = _script(["--model", str(tiny_models["olmo"]), "--results_dir", str(tmp_path), "--n_partition", "100000",
                     "--skip_attention"])
     assert proc.returncode == 2 and "--n_partition" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cosines_of_other_settings_are_refused(tiny_models, tmp_path):
+    """A data.pt made with another threshold (or model) in the folder is an error, not silently reused."""
+    from wcos_casestudies.artifacts import load_artifact, save_artifact
+
+    assert _script(["--model", str(tiny_models["mistral"]), "--results_dir", str(tmp_path), "--skip_attention"]).returncode == 0
+    path = tmp_path / "local" / "mistral" / "data.pt"
+    data = load_artifact(path)
+    data["meta"]["threshold"] = 0.3
+    save_artifact(data, path)
+    proc = _script(["--model", str(tiny_models["mistral"]), "--results_dir", str(tmp_path), "--skip_attention"])
+    assert proc.returncode == 2 and "threshold" in proc.stderr and str(path) in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_figures(tiny_models, tmp_path, capsys):

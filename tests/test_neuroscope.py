@@ -7,7 +7,6 @@ import html
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from neuroscope import a_dataset, b_activations, d_recompute_vis
 from neuroscope.activations import NeuronStats
 from neuroscope.b2_recompute import RecomputeMismatch, recompute_examples
 from neuroscope.data import build_dataset, save_dataset
-from wcos_casestudies.artifacts import load_artifact, save_artifact
+from wcos_casestudies.artifacts import load_artifact
 from wcos_casestudies.cli import run_main
 from wcos_casestudies.models import load_bridge, load_tokenizer, resolve_model
 

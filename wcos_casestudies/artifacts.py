@@ -43,7 +43,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file and a rename, never leaving half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; results should be readable like any file
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -57,6 +60,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Atomic write of a text file (UTF-8)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def markdown_table(frame: Any) -> str:
+    """A pandas DataFrame as a Markdown table (no extra dependency)."""
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows]) + "\n"
+
+
+def write_table(frame: Any, stem: Path, title: str = "") -> None:
+    """Write a DataFrame as `stem.csv` and `stem.md` (atomically), the Markdown under an optional title."""
+    atomic_write_text(Path(f"{stem}.csv"), frame.to_csv(index=False))
+    atomic_write_text(Path(f"{stem}.md"), (f"# {title}\n\n" if title else "") + markdown_table(frame))
 
 
 def _to_numpy(obj: Any) -> Any:

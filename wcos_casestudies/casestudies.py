@@ -87,7 +87,7 @@ if role_results.attention_max is not None:
           f"{float(strongest.max()):.3f} ({layer}.{neuron}); the role needs > {R.ATTENTION_THRESHOLD:.3f}")
 
 # %% Appendix E: contingency table of roles x IO classes
-table = section6.write_contingency(role_results, categories, results.folder)
+table = section6.write_contingency(role_results, categories, results)
 with pd.option_context("display.width", 250, "display.max_columns", 20):
     print(table.set_index("role").rename(columns=lambda c: c.replace("conditional", "cond.").replace("atypical", "atyp.")))
 print(f"-> {results.folder / 'contingency.csv'} (.md)")

@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import pandas as pd
 
 from wcos_casestudies import plotting, reference
-from wcos_casestudies.artifacts import FORMATS, atomic_write_text
+from wcos_casestudies.artifacts import FORMATS, write_table
 from wcos_casestudies.cli import HelpFormatter, UserError, default_device, parse_device, run_main
 from wcos_casestudies.models import DEFAULT_MODEL, LOADERS, ModelSource, expand_model_names, read_arch, resolve_model
 from wcos_casestudies.results import DEFAULT_RESULTS, ModelResults, Settings
@@ -67,27 +67,6 @@ def resolve_all(names: list[str], skip_missing: bool) -> list[ModelSource]:
     if not sources:
         raise UserError("none of the requested models is available")
     return sources
-
-
-def write_table(frame: pd.DataFrame, stem: Path) -> None:
-    """Write a table as CSV and Markdown side by side (atomically)."""
-    atomic_write_text(Path(f"{stem}.csv"), frame.to_csv(index=False))
-    atomic_write_text(Path(f"{stem}.md"), frame.to_markdown(index=False) if _has_tabulate() else _markdown(frame))
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _markdown(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *rows]) + "\n"
 
 
 def counts_frame(counts) -> pd.DataFrame:

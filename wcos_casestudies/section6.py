@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from . import roles as R
-from .artifacts import PROJECT_TAG, atomic_write_text, find_artifact, load_artifact, package_versions, save_artifact
+from .artifacts import PROJECT_TAG, atomic_write_text, find_artifact, load_artifact, package_versions, save_artifact, write_table
 from .cli import UserError
 from .models import WeightReader, load_bridge, load_tokenizer, open_weights, refactor_glu
 from .results import ModelResults
@@ -151,19 +151,17 @@ def attention_score_table(results: ModelResults, n_layers: int) -> list[torch.Te
     return table
 
 
-def write_contingency(role_results: RoleResults, categories: torch.Tensor, folder: Path) -> pd.DataFrame:
-    """Roles x 11 classes as CSV and Markdown."""
+def write_contingency(role_results: RoleResults, categories: torch.Tensor, results: ModelResults) -> pd.DataFrame:
+    """Roles x 11 classes as CSV and Markdown, and in roles.pt with the role masks."""
     table = R.contingency(role_results.roles, categories)
-    atomic_write_text(folder / "contingency.csv", table.to_csv(index=False))
-    atomic_write_text(folder / "contingency.md", _markdown(table))
+    write_table(table, results.folder / "contingency")
+    path = results.folder / f"roles.{results.fmt}"
+    stored = load_artifact(path)
+    stored["roles"] = role_results.roles
+    stored["contingency"] = {"roles": list(table["role"]), "classes": list(CLASS_NAMES),
+                             "counts": torch.tensor(table[list(CLASS_NAMES)].to_numpy())}
+    save_artifact(stored, path)
     return table
-
-
-def _markdown(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *rows]) + "\n"
 
 
 def write_case_studies(chosen: list[R.CaseStudy], folder: Path) -> Path:
@@ -197,9 +195,7 @@ def write_token_tables(results: ModelResults, chosen: list[R.CaseStudy], k: int)
     tables = {}
     for case in chosen:
         table = token_table(reader, w_u, tokenizer, case.layer, case.neuron, k, refactor=results.settings.refactor_glu)
-        stem = results.folder / "tokens" / case.name
-        atomic_write_text(Path(f"{stem}.csv"), table.to_csv(index=False))
-        atomic_write_text(Path(f"{stem}.md"), f"# {case.name} ({case.io_class}; {case.reason})\n\n" + _markdown(table))
+        write_table(table, results.folder / "tokens" / case.name, title=f"{case.name} ({case.io_class}; {case.reason})")
         tables[case.name] = table
     return tables
 
