@@ -153,3 +153,14 @@ def test_bad_input_exit_status_in_a_real_process(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: unknown model")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_published_references_cover_the_paper_models():
+    from wcos_casestudies.models import PAPER_MODELS
+    from wcos_casestudies.reference import published_medians
+
+    for hub_id in PAPER_MODELS.values():
+        counts, medians = published_counts(hub_id), published_medians(hub_id)
+        assert counts is not None and medians is not None, hub_id
+        assert counts.shape == (len(medians), 11), hub_id
+    assert published_counts("allenai/OLMo-7B-0424-hf").sum(dim=1).unique().tolist() == [11008]

@@ -10,27 +10,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .models import PAPER_MODELS
+from .models import PAPER_MODELS, canonical_hub_id
 from .utils import CLASS_NAMES
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
-# keys of published_median_linout.json -> Hugging Face ids
-_MEDIAN_KEYS = {
-    "OLMo-7B-0424": "allenai/OLMo-7B-0424-hf",
-    "OLMo-1B": "allenai/OLMo-1B-hf",
-    "gemma-2-2b": "google/gemma-2-2b",
-    "gemma-2-9b": "google/gemma-2-9b",
-    "Llama-2-7b": "meta-llama/Llama-2-7b-hf",
-    "Llama-3.1-8B": "meta-llama/Llama-3.1-8B",
-    "Llama-3.2-1B": "meta-llama/Llama-3.2-1B",
-    "Llama-3.2-3B": "meta-llama/Llama-3.2-3B",
-    "Mistral-7B": "mistralai/Mistral-7B-v0.1",
-    "Qwen2.5-0.5B": "Qwen/Qwen2.5-0.5B",
-    "Qwen2.5-7B": "Qwen/Qwen2.5-7B",
-    "Yi-6B": "01-ai/Yi-6B",
-}
-
-
 @lru_cache(maxsize=None)
 def _load(name: str) -> dict[str, Any]:
     return json.loads((REFERENCE_DIR / name).read_text())
@@ -44,8 +27,8 @@ def published_counts(hub_id: str) -> torch.Tensor | None:
 
 def published_medians(hub_id: str) -> torch.Tensor | None:
     """Published per-layer median linout (read off a plot, ±0.005) of a paper model, or None."""
-    for key, value in _load("published_median_linout.json")["models"].items():
-        if _MEDIAN_KEYS.get(key) == hub_id:
+    for key, value in _load("published_median_linout.json")["models"].items():  # keyed by paper names
+        if canonical_hub_id(key) == hub_id:
             return torch.tensor(value, dtype=torch.float64)
     return None
 
