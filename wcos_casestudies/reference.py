@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .models import PAPER_MODELS, canonical_hub_id
+from .models import canonical_hub_id
 from .utils import CLASS_NAMES
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
@@ -31,11 +31,6 @@ def published_medians(hub_id: str) -> torch.Tensor | None:
         if canonical_hub_id(key) == hub_id:
             return torch.tensor(value, dtype=torch.float64)
     return None
-
-
-def is_paper_model(hub_id: str) -> bool:
-    """Whether the authors published numbers for this model."""
-    return hub_id in PAPER_MODELS.values()
 
 
 def compare_counts(ours: torch.Tensor, published: torch.Tensor) -> pd.DataFrame:

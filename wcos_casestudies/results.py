@@ -113,10 +113,6 @@ class ModelResults:
             self.save()
         return {name: self.data.get(name) for name in ("gatelin", "gateout", "linout")}
 
-    @property
-    def gated(self) -> bool:
-        return self.meta["arch"]["glu"] != "none" if self.data else True
-
     def categories(self) -> torch.Tensor:
         """IO class code of every neuron [layer neuron]."""
         if "categories" not in self.data:
