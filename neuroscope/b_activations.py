@@ -113,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not arch.gated:
         raise UserError(f"{source.name} is not a gated model: the pass records gate and linear pre-activations")
     dataset, data_meta = load_tokenized(args.datadir / args.dataset)
-    check_vocabulary(data_meta, len(load_tokenizer(source)), arch.vocab_size, source.name)
+    tokenizer = load_tokenizer(source)
+    check_vocabulary(data_meta, len(tokenizer), arch.vocab_size, source.name)
     k = args.examples_per_neuron
     if not 1 <= k <= len(dataset):
         raise UserError(f"--examples_per_neuron {k}: must be between 1 and the dataset's {len(dataset)} documents")
@@ -131,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{final} exists for these settings; nothing to do (--overwrite recomputes)")
         return 0
 
-    model, tokenizer = load_hf_model(source, dtype=dtype, device=device)
+    model, tokenizer = load_hf_model(source, dtype=dtype, device=device, tokenizer=tokenizer)
     decoder_layers(model)
     start = first
     if partial.exists() and not args.overwrite:

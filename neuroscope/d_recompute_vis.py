@@ -65,9 +65,9 @@ class Inputs:
     shape: tuple[int, int]
 
 
-def load_inputs(args: argparse.Namespace) -> Inputs:
-    """Resolve and check the model, the statistics and the dataset, then load the model."""
-    source = resolve_model(args.model)
+def load_inputs(args: argparse.Namespace, source: Any = None) -> Inputs:
+    """Check the model (resolved here unless given), the statistics and the dataset, then load the model."""
+    source = source if source is not None else resolve_model(args.model)
     arch = read_arch(source)
     path = stats_path(args.datadir / args.save_to)
     if not path.exists():
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = resolve_model(args.model)
     arch = read_arch(source)
     neurons = requested_neurons(args, arch.n_layers, arch.d_mlp)  # checked before anything is loaded
-    inputs = load_inputs(args)
+    inputs = load_inputs(args, source)
     started = time.perf_counter()
     try:
         examples = recompute_examples(inputs.model, inputs.dataset, inputs.stats, neurons, args.batch_size,

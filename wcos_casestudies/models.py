@@ -476,8 +476,10 @@ def load_tokenizer(source: ModelSource) -> Any:
         raise UserError(f"{source.path}: cannot load the tokenizer ({str(exc).splitlines()[0][:160]})") from exc
 
 
-def load_hf_model(source: ModelSource, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> tuple[Any, Any]:
-    """The Hugging Face model and tokenizer of a source (a GGUF is dequantised to float32)."""
+def load_hf_model(source: ModelSource, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                  tokenizer: Any = None) -> tuple[Any, Any]:
+    """The Hugging Face model and tokenizer of a source (a GGUF is dequantised to float32); pass a
+    tokenizer already loaded to skip loading it again."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -487,7 +489,7 @@ def load_hf_model(source: ModelSource, dtype: torch.dtype = torch.float32, devic
     folder = source.path
     if source.is_gguf:
         folder, kwargs["gguf_file"] = source.path.parent, source.path.name
-    tokenizer = load_tokenizer(source)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(source)
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except (OSError, ValueError) as exc:
