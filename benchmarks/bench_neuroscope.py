@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from neuroscope.activations import NeuronStats, batch_plan, pad_batch, run_pass
 
-from neuroscope.activations import NeuronStats, batch_plan, pad_batch, run_pass  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PAPER_TOKENS = 20_000_390
 
@@ -68,7 +67,8 @@ def main() -> int:
         pad_id = 1
     else:
         from neuroscope.data import build_dataset, load_texts
-        from wcos_casestudies.models import load_hf_model, resolve_model
+        from wcos_casestudies.models.loading import load_hf_model
+        from wcos_casestudies.models.sources import resolve_model
 
         model, tokenizer = load_hf_model(resolve_model("smollm2-135m"), dtype=dtype, device=device)
         dataset, _ = build_dataset(load_texts("pydoc"), tokenizer, None, max_length=1024)

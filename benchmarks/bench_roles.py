@@ -15,13 +15,10 @@ import argparse
 import resource
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from wcos_casestudies.roles import unembed_moments  # noqa: E402
+from wcos_casestudies.roles import unembed_moments
 
 
 def main() -> int:

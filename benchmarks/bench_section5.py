@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 FLAGS = ["--categories", "--category_stats", "--quartiles", "--plot_fine", "--plot_coarse", "--plot_quartiles",
          "--plot_all_medians"]

@@ -7,13 +7,10 @@ Compares the reductions on CUDA (masked batches, counts by matrix product) with 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from neuroscope.activations import BatchReducer, NeuronStats  # noqa: E402
+from neuroscope.activations import BatchReducer, NeuronStats
 
 
 def reduce(device: str, g, u, a, mask, docs):

@@ -1,42 +1,37 @@
 """Tokenize a text dataset for the activation pass: shuffle (seed 2512800), take a pool of
-4000 x Mtokens documents, tokenize each (BOS first, truncated to --max_length) and keep
-documents in order until Mtokens million tokens; save with `save_to_disk` as DATADIR/SAVE_TO.
+4000 x mtokens documents, tokenize each (BOS first, truncated to --max_length) and keep
+documents in order until mtokens million tokens; save with `save_to_disk` as DATADIR/SAVE_TO.
 
-  python a_dataset.py --datadir data --save_to pydoc                         # embedded text, offline
-  python a_dataset.py --datadir data --save_to dolma_small --dataset emozilla/dolma-v1_7-3B \\
+  python a_dataset.py --datadir ../data --save_to pydoc                       # embedded text, offline
+  python a_dataset.py --datadir ../data --save_to dolma_small --dataset emozilla/dolma-v1_7-3B \\
                       --tokenizer allenai/OLMo-7B-0424-hf                     # the paper's set-up
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from neuroscope.data import EMBEDDED_DATASET, build_dataset, load_texts, save_dataset
-from wcos_casestudies.cli import HelpFormatter, UserError, run_main
-from wcos_casestudies.models import DEFAULT_MODEL, load_tokenizer, resolve_model
+from wcos_casestudies.cli import add_datadir, make_parser, positive_float, positive_int, run_main
+from wcos_casestudies.constants import DEFAULT_MAX_LENGTH, DEFAULT_MODEL, DEFAULT_MTOKENS, EMBEDDED_DATASET
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--datadir", type=Path, required=True, help="folder for tokenized datasets")
-    parser.add_argument("--save_to", required=True, help="name of the tokenized dataset inside --datadir")
-    parser.add_argument("--tokenizer", default=DEFAULT_MODEL, help="model whose tokenizer to use (any --model of main.py)")
+def build_parser():
+    parser = make_parser(__doc__)
+    add_datadir(parser)
+    parser.add_argument("--save_to", required=True, help="name of the tokenized dataset inside --datadir (output)")
     parser.add_argument("--dataset", default=EMBEDDED_DATASET,
-                        help=f"hub dataset name, local .txt (one document per file) / .jsonl / .parquet file or folder, "
-                             f"or `{EMBEDDED_DATASET}` (Python's documentation topics, offline)")
+                        help="text to tokenize (input): a hub dataset name, a local .txt (one document per file) / .jsonl / "
+                             f".parquet file or folder, or `{EMBEDDED_DATASET}` (Python's documentation topics, offline)")
+    parser.add_argument("--tokenizer", default=DEFAULT_MODEL, help="model whose tokenizer to use (any --model of main.py)")
     parser.add_argument("--text_field", default="text", help="column holding the text")
     parser.add_argument("--split", default="train", help="split of a hub dataset")
-    parser.add_argument("--max_length", type=int, default=1024, help="tokens per document at most (BOS included)")
+    parser.add_argument("--max_length", type=positive_int, default=DEFAULT_MAX_LENGTH, help="tokens per document at most (BOS included)")
     amount = parser.add_mutually_exclusive_group()
-    amount.add_argument("--Mtokens", type=float, default=20.0, help="millions of tokens to keep")
+    amount.add_argument("--mtokens", "--Mtokens", dest="mtokens", type=positive_float, default=DEFAULT_MTOKENS,
+                        help="millions of tokens to keep (--Mtokens: the seed's spelling)")
     amount.add_argument("--save_all", action="store_true", help="keep every document")
-    parser.add_argument("--add_bos_token", action=argparse.BooleanOptionalAction, default=True, help="BOS first in every document")
+    parser.add_argument("--no_bos_token", action="store_true", help="do not put BOS first in every document")
     parser.add_argument("--padding", action="store_true", help="pad every document to --max_length (padding is masked later)")
     parser.add_argument("--return_overflowing_tokens", action="store_true", help="split long documents instead of truncating them")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that name")
@@ -45,18 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from neuroscope.data import build_dataset, load_texts, save_dataset
+    from wcos_casestudies.errors import UserError
+    from wcos_casestudies.models.loading import load_tokenizer
+    from wcos_casestudies.models.sources import resolve_model
+
     if args.max_length < 2:
         raise UserError(f"--max_length {args.max_length}: must be at least 2")
-    if not args.save_all and args.Mtokens <= 0:
-        raise UserError(f"--Mtokens {args.Mtokens}: must be positive")
     target = args.datadir / args.save_to
     if target.exists() and not args.overwrite:
         raise UserError(f"{target} exists; choose another --save_to or pass --overwrite")
     source = resolve_model(args.tokenizer)
     tokenizer = load_tokenizer(source)
     texts = load_texts(args.dataset, args.text_field, args.split)
-    dataset, meta = build_dataset(texts, tokenizer, None if args.save_all else args.Mtokens, args.max_length,
-                                  args.add_bos_token, args.return_overflowing_tokens, args.padding, args.text_field)
+    dataset, meta = build_dataset(texts, tokenizer, None if args.save_all else args.mtokens, args.max_length,
+                                  not args.no_bos_token, args.return_overflowing_tokens, args.padding, args.text_field)
     meta.update({"tokenizer": source.name, "dataset": args.dataset})
     save_dataset(dataset, meta, target, overwrite=args.overwrite)
     print(f"{meta['documents']} documents, {meta['tokens']:,} tokens -> {target}")
@@ -65,5 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
     sys.exit(run_main(main))
+
+
+if __name__ == "__main__":
+    cli()

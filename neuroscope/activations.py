@@ -16,10 +16,10 @@ per-layer activations are [batch pos neuron]; statistics are [layer neuron] or [
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -35,7 +35,7 @@ def decoder_layers(model: Any) -> Sequence[Any]:
     """The decoder blocks of a Hugging Face causal LM whose MLP has gate_proj, up_proj, down_proj."""
     layers = getattr(getattr(model, "model", None), "layers", None)
     if layers is None or not all(hasattr(block.mlp, name) for block in layers for name in ("gate_proj", "up_proj", "down_proj")):
-        from wcos_casestudies.cli import UserError
+        from wcos_casestudies.errors import UserError
 
         raise UserError(f"{type(model).__name__}: not a gated MLP model (needs mlp.gate_proj/up_proj/down_proj)")
     return layers
@@ -241,7 +241,7 @@ class BatchReducer:
         if len(self.pending) != stats.top_values.shape[0]:
             raise RuntimeError(f"hooks saw {len(self.pending)} of {stats.top_values.shape[0]} layers")
         layers = sorted(self.pending)
-        high, high_pos, low, low_pos, fixed, counts = (torch.stack([self.pending[l][i] for l in layers]) for i in range(6))
+        high, high_pos, low, low_pos, fixed, counts = (torch.stack([self.pending[layer][i] for layer in layers]) for i in range(6))
         docs = doc_ids.to(stats.top_docs.device).expand(*high.shape)  # [layer neuron batch]
         stats._merge_extremes(high, docs, high_pos, top=True)
         stats._merge_extremes(low, docs, low_pos, top=False)

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from wcos_casestudies.cli import UserError
+from wcos_casestudies.errors import UserError
 
 SHUFFLE_SEED = 2512800
 POOL_PER_MTOKEN = 4000  # documents in the pool per million tokens asked for
@@ -78,7 +78,7 @@ def tokenize_documents(texts: Iterable[str], tokenizer: Any, max_length: int, ad
     """Token ids of each document: BOS first (when asked), truncated to `max_length` (or split, with `overflow`)."""
     bos = tokenizer.bos_token_id
     if add_bos and bos is None:
-        raise UserError("the tokenizer has no BOS token; use --no-add_bos_token")
+        raise UserError("the tokenizer has no BOS token; use --no_bos_token")
     room = max_length - (1 if add_bos else 0)
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]

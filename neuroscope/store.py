@@ -7,7 +7,7 @@ from typing import Any
 
 from neuroscope.activations import NeuronStats
 from wcos_casestudies.artifacts import PROJECT_TAG, load_artifact, save_artifact
-from wcos_casestudies.cli import UserError
+from wcos_casestudies.errors import UserError
 
 # meta keys that must agree between a checkpoint (or shard) and the run that continues (or merges) it
 RUN_KEYS = ("model", "dataset", "documents", "tokens", "k", "batch_size", "dtype", "n_layers", "d_mlp")

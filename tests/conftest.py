@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -26,6 +24,6 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def smollm2_source():
     """The embedded SmolLM2-135M GGUF (installed by the project's set-up)."""
-    from wcos_casestudies.models import resolve_model
+    from wcos_casestudies.models.sources import resolve_model
 
     return resolve_model("smollm2-135m", allow_download=False)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from wcos_casestudies.artifacts import PROJECT_TAG, atomic_write_bytes, find_artifact, load_artifact, save_artifact
-from wcos_casestudies.cli import UserError
+from wcos_casestudies.errors import UserError
 
 
 def _data():

@@ -12,7 +12,7 @@ import pytest
 
 from wcos_casestudies import defplot, selected_plot
 from wcos_casestudies.cli import run_main
-from wcos_casestudies.utils import CLASS_NAMES
+from wcos_casestudies.constants import CLASS_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "wcos_casestudies" / "casestudies.py"

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from wcos_casestudies.utils import (
-    CLASS_NAMES, approx, category_stats, classify, cosine_rows, quartiles, random_cosine_interval,
-)
+from wcos_casestudies.constants import CLASS_NAMES
+from wcos_casestudies.utils import approx, category_stats, classify, cosine_rows, quartiles, random_cosine_interval
 
 # (gatelin, gateout, linout) -> class name under the corrected rule (SPEC 2.2 and Figure 2 prototypes)
 PROTOTYPES = [

@@ -8,12 +8,15 @@ import sys
 import torch
 
 from wcos_casestudies import main as main_script
+from wcos_casestudies import section5
 from wcos_casestudies.artifacts import load_artifact
 from wcos_casestudies.cli import run_main
-from wcos_casestudies.models import ModelSource, open_weights, resolve_model
+from wcos_casestudies.constants import CLASS_NAMES
+from wcos_casestudies.models.readers import open_weights
+from wcos_casestudies.models.sources import ModelSource, resolve_model
 from wcos_casestudies.reference import published_counts
 from wcos_casestudies.results import ModelResults, Settings
-from wcos_casestudies.utils import CLASS_NAMES, category_stats, classify, model_cosines
+from wcos_casestudies.utils import category_stats, classify, model_cosines
 
 ALL_FLAGS = ["--categories", "--category_stats", "--quartiles", "--plot_fine", "--plot_coarse",
              "--plot_quartiles", "--plot_all_medians"]
@@ -87,10 +90,10 @@ def test_comparison_with_published_counts(tmp_path, capsys):
     hub_id = "meta-llama/Llama-3.2-1B"
     published = published_counts(hub_id)
     results = ModelResults(ModelSource(name=hub_id, path=tmp_path, provenance="test"), Settings(), root=tmp_path)
-    main_script.compare_with_publication(results.source, results, published, tmp_path)
+    section5.compare_with_publication(results, published)
     out = capsys.readouterr().out
     assert "0 of 131072 neurons in a different class" in out
-    table = (tmp_path / "comparison_published.csv").read_text().splitlines()
+    table = (results.folder / "comparison_published.csv").read_text().splitlines()
     assert len(table) == 1 + 16 * 11 and all(line.endswith(",0") for line in table[1:])
 
 
@@ -156,7 +159,7 @@ def test_bad_input_exit_status_in_a_real_process(tmp_path):
 
 
 def test_published_references_cover_the_paper_models():
-    from wcos_casestudies.models import PAPER_MODELS
+    from wcos_casestudies.models.registry import PAPER_MODELS
     from wcos_casestudies.reference import published_medians
 
     for hub_id in PAPER_MODELS.values():

@@ -11,13 +11,14 @@ import subprocess
 import pytest
 import torch
 
-from neuroscope import a_dataset, b_activations, d_recompute_vis
+from neuroscope import a_dataset, b2_recompute, b_activations, c_neuron_vis, d_recompute_vis
 from neuroscope.activations import NeuronStats
-from neuroscope.b2_recompute import RecomputeMismatch, recompute_examples
 from neuroscope.data import build_dataset, save_dataset
+from neuroscope.recompute import RecomputeMismatch, recompute_examples
 from wcos_casestudies.artifacts import load_artifact
 from wcos_casestudies.cli import run_main
-from wcos_casestudies.models import load_bridge, load_tokenizer, resolve_model
+from wcos_casestudies.models.loading import load_bridge, load_tokenizer
+from wcos_casestudies.models.sources import resolve_model
 
 TEXTS = [
     "Gated neurons read a direction and write another.",
@@ -71,9 +72,9 @@ def test_pass_matches_brute_force_in_transformer_lens(setup):
     with torch.no_grad():
         for ids in setup["dataset"]["input_ids"]:
             _, cache = bridge.run_with_cache(torch.tensor([ids]))
-            post.append(torch.stack([cache[f"blocks.{l}.mlp.hook_post"][0] for l in range(n_layers)]))  # [layer pos neuron]
-            pre.append(torch.stack([cache[f"blocks.{l}.mlp.hook_pre"][0] for l in range(n_layers)]))
-            lin.append(torch.stack([cache[f"blocks.{l}.mlp.hook_pre_linear"][0] for l in range(n_layers)]))
+            post.append(torch.stack([cache[f"blocks.{i}.mlp.hook_post"][0] for i in range(n_layers)]))  # [layer pos neuron]
+            pre.append(torch.stack([cache[f"blocks.{i}.mlp.hook_pre"][0] for i in range(n_layers)]))
+            lin.append(torch.stack([cache[f"blocks.{i}.mlp.hook_pre_linear"][0] for i in range(n_layers)]))
     stats = setup["stats"]
     n_tokens = sum(p.shape[1] for p in post)
     assert int(stats["n_tokens"]) == n_tokens
@@ -176,7 +177,7 @@ def test_shards_and_merge_are_exact(setup, capsys):
 
 
 def test_recompute_equals_stored_and_fails_loudly(setup):
-    from wcos_casestudies.models import load_hf_model
+    from wcos_casestudies.models.loading import load_hf_model
 
     model, tokenizer = load_hf_model(setup["source"])
     neurons = [(0, 5), (1, 17)]
@@ -200,7 +201,7 @@ def _chromium():
 
 def test_pages(setup, tmp_path, capsys):
     results = tmp_path / "results"
-    argv = ["--model", str(setup["model"]), "--datadir", str(setup["datadir"]), "--save_to", "ref",
+    argv = ["--model", str(setup["model"]), "--datadir", str(setup["datadir"]), "--activations", "ref",
             "--results_dir", str(results), "--device", "cpu", "--top_tokens", "5"]
     # the neuron whose top document is the <script> one, so that the page must escape it
     tokenizer = load_tokenizer(setup["source"])
@@ -218,6 +219,13 @@ def test_pages(setup, tmp_path, capsys):
     assert 'href="../../index.html"' in page and 'id="next"' in page
     index = (folder / "index.html").read_text()
     assert f"L{layer}/N{neuron}/vis.html" in index and "L0/N3/vis.html" in index
+    # the two steps apart (b2_recompute.py keeps the values, c_neuron_vis.py renders them) write the same page
+    page_path = folder / f"L{layer}" / f"N{neuron}" / "vis.html"
+    page_path.unlink()
+    steps = [a for a in argv if a != "--top_tokens" and a != "5"] + ["--neurons", f"{layer}.{neuron}", "0.3"]
+    assert run_main(b2_recompute.main, steps) == 0 and not page_path.exists()
+    assert run_main(c_neuron_vis.main, steps + ["--top_tokens", "5"]) == 0
+    assert page_path.read_text() == page
     browser = _chromium()
     if browser is None:
         pytest.skip("chromium is not installed (.ci/run installs it)")
@@ -245,11 +253,11 @@ def test_bad_inputs(setup, tmp_path, capsys):
     base = ["--model", model, "--datadir", str(datadir), "--device", "cpu"]
     fails(b_activations.main, base + ["--dataset", "nope", "--save_to", "x"], "no such dataset folder")
     fails(b_activations.main, base + ["--dataset", "data", "--save_to", "x", "--examples_per_neuron", "50"], "--examples_per_neuron")
-    vis = base + ["--save_to", "ref", "--results_dir", str(tmp_path)]
+    vis = base + ["--activations", "ref", "--results_dir", str(tmp_path)]
     fails(d_recompute_vis.main, vis + ["--neurons", "1-17"], "LAYER.NEURON")
     fails(d_recompute_vis.main, vis + ["--neurons", "2.0"], "out of range")
     fails(d_recompute_vis.main, vis + ["--neurons", "0.96"], "out of range")
-    other = ["--model", "smollm2-135m", "--datadir", str(datadir), "--save_to", "ref", "--neurons", "0.1", "--device", "cpu",
+    other = ["--model", "smollm2-135m", "--datadir", str(datadir), "--activations", "ref", "--neurons", "0.1", "--device", "cpu",
              "--results_dir", str(tmp_path)]
     fails(d_recompute_vis.main, other, "statistics of local/llama")
     # a dataset tokenized for another tokenizer (SmolLM2's, vocabulary 49152)

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cli import UserError
+from .constants import ARTIFACT_FORMATS
+from .errors import UserError
 
-FORMATS = ("pt", "pickle")
 PROJECT_TAG = "wcos_casestudies"
 
 
@@ -165,7 +165,7 @@ def load_artifact(path: Path, expect_tag: bool = True) -> dict[str, Any]:
 
 def find_artifact(folder: Path, stem: str) -> Path | None:
     """The existing `stem.pt` or `stem.pickle` in `folder` (`.pt` first), or None."""
-    for fmt in FORMATS:
+    for fmt in ARTIFACT_FORMATS:
         candidate = Path(folder) / f"{stem}.{fmt}"
         if candidate.exists():
             return candidate

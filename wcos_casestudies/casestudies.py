@@ -6,43 +6,36 @@
 # Needs the cosines of `main.py` (computes them when missing). Results go to the model's
 # results folder: `roles.pt`, `contingency.csv/.md`, `case_studies.csv/.txt`, `tokens/`.
 
-# %% Set-up: flags (defaults inside a notebook kernel), model, results folder
-import argparse
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent) if "__file__" in globals() else str(Path.cwd().parent))
-
-import pandas as pd
-import torch
-
-from wcos_casestudies import roles as R
-from wcos_casestudies import section6
-from wcos_casestudies.cli import HelpFormatter, default_device, in_notebook, install_user_error_hook, parse_device
-from wcos_casestudies.models import DEFAULT_MODEL, LOADERS, resolve_model
-from wcos_casestudies.results import DEFAULT_RESULTS, ModelResults, Settings
-from wcos_casestudies.utils import CLASS_NAMES, check_threshold
+# %% Set-up: flags (defaults inside a notebook kernel)
+from wcos_casestudies.cli import (
+    add_device,
+    add_model,
+    add_results_dir,
+    add_weight_settings,
+    in_notebook,
+    install_user_error_hook,
+    make_parser,
+    positive_int,
+)
+from wcos_casestudies.constants import ARTIFACT_FORMATS, DEFAULT_TOP_TOKENS
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Section 6 / Appendix E: roles, contingency table, case studies.",
-                                     formatter_class=HelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="as in main.py (one model)")
-    parser.add_argument("--n_partition", type=int, default=None,
-                        help="partition neurons (default: the paper's 1000, at most 5%% of the model's neurons)")
-    parser.add_argument("--n_entropy", type=int, default=2, help="entropy neurons (top scores of the last layer)")
-    parser.add_argument("--null_space_dim", type=int, default=None, help="k smallest singular directions of W_U (default 40·d_model/4096)")
-    parser.add_argument("--top_k", type=int, default=64, help="tokens per column of the token tables")
-    parser.add_argument("--skip_attention", action="store_true", help="leave out attention (de)activation neurons (they need the whole model in memory)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="class threshold")
-    parser.add_argument("--legacy_copysign", action="store_true", help="the first release's typical rule")
-    parser.add_argument("--refactor_glu", action="store_true", help="sign-refactored GLU weights")
-    parser.add_argument("--no_processing", action="store_true", help="raw Hugging Face weights")
-    parser.add_argument("--loader", choices=LOADERS, default="auto", help="weight reader (see main.py)")
-    parser.add_argument("--device", default=default_device(), help="where the statistics are computed")
-    parser.add_argument("--format", choices=("pt", "pickle"), default="pt", help="artifact format")
-    parser.add_argument("--results_dir", type=Path, default=DEFAULT_RESULTS, help="root of the results tree")
+def build_parser():
+    parser = make_parser("Section 6 / Appendix E: roles, contingency table, case studies.")
+    add_model(parser)
+    roles = parser.add_argument_group("roles")
+    roles.add_argument("--n_partition", type=positive_int, default=None,
+                       help="partition neurons (default: the paper's 1000, at most 5%% of the model's neurons)")
+    roles.add_argument("--n_entropy", type=positive_int, default=2, help="entropy neurons (top scores of the last layer)")
+    roles.add_argument("--null_space_dim", type=positive_int, default=None,
+                       help="k smallest singular directions of W_U (default: 40·d_model/4096)")
+    roles.add_argument("--top_k", type=positive_int, default=DEFAULT_TOP_TOKENS, help="tokens per column of the token tables")
+    roles.add_argument("--skip_attention", action="store_true",
+                       help="leave out attention (de)activation neurons (they need the whole model in memory)")
+    add_weight_settings(parser)
+    add_device(parser, "where the statistics are computed")
+    parser.add_argument("--format", choices=ARTIFACT_FORMATS, default="pt", help="artifact format (pickle: the seed's format)")
+    add_results_dir(parser)
     parser.add_argument("--overwrite", action="store_true", help="recompute the role statistics")
     return parser
 
@@ -50,12 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
 if not in_notebook():
     install_user_error_hook()
 args = build_parser().parse_args([] if in_notebook() else None)
-check_threshold(args.threshold)
-settings = Settings(processing=not args.no_processing, refactor_glu=args.refactor_glu, threshold=args.threshold,
-                    rule="legacy_copysign" if args.legacy_copysign else "corrected")
+
+# %% Imports, model and results folder
+import pandas as pd
+import torch
+
+from wcos_casestudies import roles as R
+from wcos_casestudies import section6
+from wcos_casestudies.cli import parse_device, settings_from_args
+from wcos_casestudies.constants import ATTENTION_COSINE, CLASS_NAMES, PAPER_N_PARTITION
+from wcos_casestudies.models.sources import resolve_model
+from wcos_casestudies.results import ModelResults
+
+settings = settings_from_args(args)
 source = resolve_model(args.model)
 options = section6.RoleOptions(n_partition=args.n_partition, n_entropy=args.n_entropy,
-                               null_space_dim=args.null_space_dim, attention=not args.skip_attention, top_k=args.top_k)
+                               null_space_dim=args.null_space_dim, attention=not args.skip_attention)
 section6.check_inputs(source, options)
 results = ModelResults(source, settings, root=args.results_dir, fmt=args.format, loader=args.loader,
                        device=parse_device(args.device))
@@ -72,7 +75,7 @@ role_results = section6.compute_roles(results, options, overwrite=args.overwrite
 info = role_results.info
 print(f"unembedding moments over {info['vocab']} tokens (computed in {info['moments_seconds']} s)")
 print(f"partition neurons: {info['n_partition']}"
-      + ("" if args.n_partition or info['n_partition'] == 1000 else f" (the paper's 1000 capped at 5% of this model's {n_layers * n_neurons} neurons)"))
+      + ("" if args.n_partition or info['n_partition'] == PAPER_N_PARTITION else f" (the paper's 1000 capped at 5% of this model's {n_layers * n_neurons} neurons)"))
 print(f"prediction/suppression: excess kurtosis above {info['kurtosis_threshold']:.2f} (largest among partition neurons)")
 for role, mask in role_results.roles.items():
     print(f"  {role:24s} {int(mask.sum()):6d}")
@@ -84,7 +87,7 @@ if role_results.attention_max is not None:
     strongest = role_results.attention_max[:-1]
     layer, neuron = divmod(int(strongest.argmax()), n_neurons)
     print(f"attention (de)activation: largest |cos(w_out, BOS query direction of a next-layer head)| is "
-          f"{float(strongest.max()):.3f} ({layer}.{neuron}); the role needs > {R.ATTENTION_THRESHOLD:.3f}")
+          f"{float(strongest.max()):.3f} ({layer}.{neuron}); the role needs > {ATTENTION_COSINE:.3f}")
 
 # %% Appendix E: contingency table of roles x IO classes
 table = section6.write_contingency(role_results, categories, results)

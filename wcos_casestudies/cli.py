@@ -1,44 +1,190 @@
-"""Command-line conventions shared by every script: user errors, devices, exit status 2."""
+"""The command-line vocabulary shared by every script: common flags, devices, one line and exit
+status 2 for a user's mistake.
+
+Nothing heavy is imported at module level, so that `--help` answers at once; torch is imported
+only when a device or dtype is parsed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-import torch
+from .constants import (
+    DEFAULT_ACTIVATIONS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MODEL,
+    DEFAULT_PAGE_TOKENS,
+    DEFAULT_RESULTS,
+    DEFAULT_THRESHOLD,
+    DTYPES,
+    LOADERS,
+)
+from .errors import UserError
+
+AUTO_DEVICE = "auto"
 
 
-class UserError(Exception):
-    """A mistake of the user's (bad flag, unknown model, unreadable file): one line, exit status 2."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the description's line breaks; show a flag's default once, and only when it says something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or "default" in text.lower() or action.required or default is None
+                or default is False or default == [] or default is argparse.SUPPRESS or not action.option_strings):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else "%(default)s"
+        return f"{text} (default: {shown})"
 
 
-def default_device() -> str:
-    """CUDA when available, else CPU."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def make_parser(description: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the project's help format."""
+    return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
 
 
-def parse_device(name: str) -> torch.device:
+def add_model(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    """`--model`: one model (or several, and `all`, where the script takes several)."""
+    what = ("Hugging Face id, paper name or seed alias, local checkpoint folder, .gguf file, "
+            "or an embedded model (smollm2-135m, gemma-3-270m)")
+    if several:
+        parser.add_argument("--model", nargs="+", default=[DEFAULT_MODEL], metavar="MODEL",
+                            help=what + "; several, or `all` for the paper's 12")
+    else:
+        parser.add_argument("--model", default=DEFAULT_MODEL, help=what)
+
+
+def add_weight_settings(parser: argparse.ArgumentParser) -> None:
+    """The flags that decide which cosines and classes a run computes (Section 5)."""
+    group = parser.add_argument_group("weights and classes (the same flags as main.py)")
+    group.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="class threshold t, strictly between 0 and 1")
+    group.add_argument("--legacy_copysign", action="store_true",
+                       help="the first code release's typical test for (atypical) enrichment/depletion")
+    group.add_argument("--refactor_glu", action="store_true",
+                       help="flip w_in and w_out of neurons with w_gate·w_in < 0 (same function; gatelin >= 0)")
+    group.add_argument("--no_processing", action="store_true",
+                       help="raw Hugging Face weights instead of TransformerLens' default processing")
+    group.add_argument("--loader", choices=LOADERS, default="auto",
+                       help="lowmem: read MLP weights layer by layer from safetensors/GGUF; "
+                            "tl: load the whole model in TransformerLens; auto: lowmem where supported")
+
+
+def settings_from_args(args: argparse.Namespace) -> Any:
+    """The results `Settings` that the weight flags of `add_weight_settings` describe (checked)."""
+    from .results import Settings
+    from .utils import check_threshold
+
+    check_threshold(args.threshold)
+    return Settings(processing=not args.no_processing, refactor_glu=args.refactor_glu, threshold=args.threshold,
+                    rule="legacy_copysign" if args.legacy_copysign else "corrected")
+
+
+def add_results_dir(parser: argparse.ArgumentParser) -> None:
+    """`--results_dir`: the root of the results tree (one folder per model)."""
+    parser.add_argument("--results_dir", type=Path, default=DEFAULT_RESULTS, help="root of the results tree (output)")
+
+
+def add_device(parser: argparse.ArgumentParser, what: str = "where the model runs") -> None:
+    """`--device`: auto (CUDA when available, else CPU), cpu, cuda or cuda:N."""
+    parser.add_argument("--device", default=AUTO_DEVICE, help=f"{what}: auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
+
+
+def add_dtype(parser: argparse.ArgumentParser) -> None:
+    """`--dtype` of the model's forward pass."""
+    parser.add_argument("--dtype", choices=(AUTO_DEVICE, *DTYPES), default=AUTO_DEVICE,
+                        help="model dtype of the forward pass: auto (bfloat16 on CUDA, float32 on the CPU), " + ", ".join(DTYPES))
+
+
+def add_batch_size(parser: argparse.ArgumentParser) -> None:
+    """`--batch_size`: documents per forward pass."""
+    parser.add_argument("--batch_size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="documents per forward pass")
+
+
+def add_datadir(parser: argparse.ArgumentParser) -> None:
+    """`--datadir`: the folder of tokenized datasets and activation statistics."""
+    parser.add_argument("--datadir", type=Path, required=True,
+                        help="folder that holds the tokenized datasets and the activation statistics")
+
+
+def add_activations(parser: argparse.ArgumentParser) -> None:
+    """`--activations`: the statistics of the activation pass (an input: `b_activations.py --save_to`)."""
+    parser.add_argument("--activations", default=DEFAULT_ACTIVATIONS,
+                        help="statistics folder inside --datadir (input; what b_activations.py --save_to wrote)")
+    parser.add_argument("--dataset", default=None,
+                        help="tokenized dataset inside --datadir (input; default: the one the statistics were made on)")
+
+
+def add_neurons(parser: argparse.ArgumentParser) -> None:
+    """`--neurons` / `--neurons_from`: which neurons a neuroscope script works on."""
+    parser.add_argument("--neurons", nargs="*", default=[], metavar="LAYER.NEURON", help="neurons such as 28.4737, or `all`")
+    parser.add_argument("--neurons_from", type=Path, default=None,
+                        help="a file of LAYER.NEURON names (input; e.g. casestudies.py's case_studies.txt)")
+
+
+def add_top_tokens(parser: argparse.ArgumentParser) -> None:
+    """`--top_tokens`: promoted and suppressed tokens shown on a neuron page."""
+    parser.add_argument("--top_tokens", type=positive_int, default=DEFAULT_PAGE_TOKENS, help="promoted and suppressed tokens shown")
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum` (written in ASCII digits)."""
+
+    def parse(text: str) -> int:
+        if not text.strip().lstrip("+-").isascii() or not text.strip().lstrip("+-").isdigit():
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} must be at least {minimum}")
+        return value
+
+    parse.__name__ = "whole number"  # argparse names the type in its messages
+    return parse
+
+
+positive_int = whole_number(1)
+non_negative_int = whole_number(0)
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number above 0")
+    return value
+
+
+def parse_device(name: str) -> Any:
     """Turn a `--device` value into a torch device, refusing ones this machine lacks."""
+    import torch
+
+    if name == AUTO_DEVICE:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise UserError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from exc
+        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
     return device
 
 
-def parse_dtype(name: str) -> torch.dtype:
-    """Turn a `--dtype` value (float32, bfloat16, float16) into a torch dtype."""
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if name not in dtypes:
-        raise UserError(f"unknown dtype {name!r}; use one of {', '.join(dtypes)}")
-    return dtypes[name]
+def parse_dtype(name: str, device: Any = None) -> Any:
+    """Turn a `--dtype` value (auto, float32, bfloat16, float16) into a torch dtype; auto is bfloat16 on
+    a CUDA `device`, else float32."""
+    import torch
 
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the description's line breaks."""
+    if name == AUTO_DEVICE:
+        return torch.bfloat16 if device is not None and device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise UserError(f"unknown dtype {name!r}; use one of {', '.join(DTYPES)}")
+    return getattr(torch, name)
 
 
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:

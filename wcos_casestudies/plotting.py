@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .artifacts import atomic_write_bytes
-from .utils import CLASS_COLORS, CLASS_NAMES
+from .constants import CLASS_NAMES
+from .utils import CLASS_COLORS
 
 FORMATS = ("pdf", "png")
 

@@ -1,20 +1,20 @@
-"""The authors' published numbers (SPEC 9) and side-by-side comparisons with ours."""
+"""The authors' published numbers (paper, Figures 3 and 4; the authors' later code) and side-by-side comparisons with ours."""
 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from .models import canonical_hub_id
-from .utils import CLASS_NAMES
+from .constants import CLASS_NAMES
+from .models.registry import canonical_hub_id
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
-@lru_cache(maxsize=None)
+@cache
 def _load(name: str) -> dict[str, Any]:
     return json.loads((REFERENCE_DIR / name).read_text())
 

@@ -16,12 +16,11 @@ from typing import Any
 import torch
 
 from .artifacts import PROJECT_TAG, find_artifact, load_artifact, package_versions, save_artifact
-from .cli import UserError
-from .models import ModelSource, WeightsInfo, open_weights
-from .utils import DEFAULT_THRESHOLD, category_stats, classify, model_cosines, quartiles
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RESULTS = REPO_ROOT / "results"
+from .constants import DEFAULT_RESULTS, DEFAULT_THRESHOLD
+from .errors import UserError
+from .models.readers import WeightsInfo, open_weights
+from .models.sources import ModelSource
+from .utils import category_stats, classify, model_cosines, quartiles
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ class Settings:
 
 def model_folder(root: Path, source: ModelSource, settings: Settings) -> Path:
     """The folder of one model's results under `root`."""
-    folder = Path(root) / source.results_name
+    folder = Path(root) / source.name
     return folder / settings.variant if settings.variant else folder
 
 
@@ -95,6 +94,15 @@ class ModelResults:
     @property
     def meta(self) -> dict[str, Any]:
         return self.data["meta"]
+
+    @property
+    def caption(self) -> str:
+        """Model and provenance in one line, for plot titles and table headers."""
+        settings = self.settings
+        weights = "GGUF, dequantised" if self.source.is_gguf else "checkpoint"
+        processing = "TransformerLens processing" if settings.processing else "raw weights"
+        glu = ", GLU refactored" if settings.refactor_glu else ""
+        return f"{self.source.name} ({weights}; {processing}{glu}; t = {settings.threshold:g}, {settings.rule} rule)"
 
     def cosines(self) -> dict[str, torch.Tensor | None]:
         """gatelin, gateout, linout [layer neuron], computed from the weights unless stored."""

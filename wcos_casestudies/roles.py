@@ -1,4 +1,4 @@
-"""Functional roles of neurons (Section 6, Appendix E; SPEC 4) from their weights.
+"""Functional roles of neurons (paper, Section 6 and Appendix E) from their weights.
 
 Shapes: per-layer output weights are [neuron d_model]; W_U is [d_model vocab];
 per-model scores are [layer neuron]. Nothing of size layers x neurons x vocabulary is held.
@@ -14,12 +14,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .cli import UserError
-from .utils import CLASS_NAMES
+from .constants import ATTENTION_COSINE, CLASS_NAMES, NORM_EPS, PAPER_N_PARTITION, PARTITION_CAP
+from .errors import UserError
 
-PAPER_PARTITION = 1000  # the paper's number of partition neurons (of OLMo-7B-0424's 352,256)
-PARTITION_CAP = 0.05  # at most this fraction of a small model's neurons
-ATTENTION_THRESHOLD = math.sqrt(0.5)
 TYPICAL_CLASSES = (0, 2, 4, 6, 7, 9)
 ROLE_NAMES = ("partition", "prediction", "suppression", "entropy", "attention_activation", "attention_deactivation")
 
@@ -32,7 +29,7 @@ def unembed_moments(out_layers: Iterable[torch.Tensor], w_u: torch.Tensor, n_lay
     the unbiased std; skew = mean(z^3), kurtosis = mean(z^4) - 3. Returns [layer neuron] float64 each.
     """
     unit_u = w_u.to(device=device, dtype=torch.float32)
-    unit_u = unit_u / unit_u.norm(dim=0, keepdim=True).clamp_min(1e-12)  # [d_model vocab]
+    unit_u = unit_u / unit_u.norm(dim=0, keepdim=True).clamp_min(NORM_EPS)  # [d_model vocab]
     vocab = unit_u.shape[1]
     mean_u = unit_u.mean(dim=1)  # mean over v of cos(w, u_v) = ŵ · mean_v(û_v)
     stats: dict[str, list[torch.Tensor]] = {"mean": [], "variance": [], "skew": [], "kurtosis": []}
@@ -40,7 +37,7 @@ def unembed_moments(out_layers: Iterable[torch.Tensor], w_u: torch.Tensor, n_lay
         per_layer: dict[str, list[torch.Tensor]] = {name: [] for name in stats}
         for start in range(0, w_out.shape[0], chunk):
             rows = w_out[start:start + chunk].to(device=device, dtype=torch.float32)
-            rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(NORM_EPS)
             mean = rows @ mean_u  # [chunk]
             centred = torch.addmm(-mean[:, None].expand(-1, vocab), rows, unit_u)  # C - mean, [chunk vocab]
             square = centred.square()
@@ -60,7 +57,7 @@ def unembed_moments(out_layers: Iterable[torch.Tensor], w_u: torch.Tensor, n_lay
 
 def default_n_partition(n_neurons: int) -> int:
     """The paper's 1000 partition neurons, capped at 5% of a small model's neurons."""
-    return max(1, min(PAPER_PARTITION, round(n_neurons * PARTITION_CAP)))
+    return max(1, min(PAPER_N_PARTITION, round(n_neurons * PARTITION_CAP)))
 
 
 def top_neurons(scores: torch.Tensor, n: int) -> torch.Tensor:
@@ -108,7 +105,7 @@ def unembed_null_space(w_u: torch.Tensor, k: int) -> torch.Tensor:
 def entropy_scores(w_out: torch.Tensor, null_space: torch.Tensor) -> torch.Tensor:
     """‖projection of w_out onto the null space‖ / ‖w_out‖ for each neuron of [neuron d_model]: [neuron]."""
     w_out = w_out.float()
-    return (w_out @ null_space).norm(dim=1) / w_out.norm(dim=1).clamp_min(1e-12)
+    return (w_out @ null_space).norm(dim=1) / w_out.norm(dim=1).clamp_min(NORM_EPS)
 
 
 def bos_query_directions(bridge) -> torch.Tensor:
@@ -136,13 +133,13 @@ def bos_query_directions(bridge) -> torch.Tensor:
 
 def attention_scores(w_out: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
     """cos(w_out of each neuron, q of each head): [neuron head] for [neuron d_model] and [head d_model]."""
-    w_out = w_out.float() / w_out.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
-    directions = directions.float() / directions.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
+    w_out = w_out.float() / w_out.float().norm(dim=1, keepdim=True).clamp_min(NORM_EPS)
+    directions = directions.float() / directions.float().norm(dim=1, keepdim=True).clamp_min(NORM_EPS)
     return w_out @ directions.T
 
 
 def attention_roles(scores: torch.Tensor, gatelin: torch.Tensor,
-                    threshold: float = ATTENTION_THRESHOLD) -> tuple[torch.Tensor, torch.Tensor]:
+                    threshold: float = ATTENTION_COSINE) -> tuple[torch.Tensor, torch.Tensor]:
     """Activation and deactivation masks [neuron] from one layer's [neuron head] scores.
 
     A neuron counts when |score| > threshold for some head of the next layer; deactivation

@@ -16,21 +16,22 @@ import torch
 
 from . import roles as R
 from .artifacts import PROJECT_TAG, atomic_write_text, find_artifact, load_artifact, package_versions, save_artifact, write_table
-from .cli import UserError
-from .models import WeightReader, load_bridge, load_tokenizer, open_weights, refactor_glu
+from .constants import CLASS_NAMES
+from .errors import UserError
+from .models.glu import refactor_glu
+from .models.loading import load_bridge, load_tokenizer
+from .models.readers import WeightReader, open_weights
 from .results import ModelResults
-from .utils import CLASS_NAMES
 
 
 @dataclass
 class RoleOptions:
-    """The knobs of SPEC 4 (None: the scaled paper default)."""
+    """The knobs of Section 6 / Appendix E (None: the scaled paper default)."""
 
     n_partition: int | None = None
     n_entropy: int = 2
     null_space_dim: int | None = None
     attention: bool = True
-    top_k: int = 64
 
 
 @dataclass
@@ -46,7 +47,7 @@ class RoleResults:
 
 def check_inputs(source, options: RoleOptions) -> None:
     """Refuse, before any work, a model without gates and role sizes larger than the model."""
-    from .models import read_arch
+    from .models.arch import read_arch
 
     arch = read_arch(source)
     if not arch.gated:
@@ -58,8 +59,6 @@ def check_inputs(source, options: RoleOptions) -> None:
         raise UserError(f"--n_entropy {options.n_entropy}: must be between 1 and the last layer's {arch.d_mlp} neurons")
     if options.null_space_dim is not None and not 0 < options.null_space_dim < arch.d_model:
         raise UserError(f"--null_space_dim {options.null_space_dim}: must be between 1 and d_model - 1 = {arch.d_model - 1}")
-    if options.top_k < 1:
-        raise UserError(f"--top_k {options.top_k}: must be at least 1")
 
 
 def _reader_for(results: ModelResults) -> WeightReader:

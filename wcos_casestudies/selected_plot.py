@@ -6,19 +6,10 @@ Paper: Llama-3.2-3B, layers 0 14 27. Other models default to their first, middle
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from wcos_casestudies.cli import HelpFormatter, UserError, default_device, parse_device, run_main
-from wcos_casestudies.models import DEFAULT_MODEL, LOADERS, read_arch, resolve_model
-from wcos_casestudies.plotting import plot_fine
-from wcos_casestudies.results import DEFAULT_RESULTS, ModelResults, Settings
-from wcos_casestudies.utils import random_cosine_interval
+from wcos_casestudies.cli import add_device, add_model, add_results_dir, add_weight_settings, make_parser, run_main
 
 PAPER_MODEL, PAPER_LAYERS = "meta-llama/Llama-3.2-3B", (0, 14, 27)
 
@@ -30,14 +21,27 @@ def default_layers(model: str, n_layers: int) -> list[int]:
     return sorted({0, n_layers // 2, n_layers - 1})
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="as in main.py (one model)")
+def build_parser():
+    parser = make_parser(__doc__)
+    add_model(parser)
     parser.add_argument("--layers", type=int, nargs="+", default=None, help="layers to show (default: see above)")
-    parser.add_argument("--loader", choices=LOADERS, default="auto", help="weight reader (see main.py)")
-    parser.add_argument("--device", default=default_device(), help="where cosines are computed")
-    parser.add_argument("--results_dir", type=Path, default=DEFAULT_RESULTS, help="root of the results tree")
-    args = parser.parse_args(argv)
+    add_weight_settings(parser)
+    add_device(parser, "where cosines are computed")
+    add_results_dir(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from wcos_casestudies.cli import parse_device, settings_from_args
+    from wcos_casestudies.errors import UserError
+    from wcos_casestudies.models.arch import read_arch
+    from wcos_casestudies.models.sources import resolve_model
+    from wcos_casestudies.plotting import plot_fine
+    from wcos_casestudies.results import ModelResults
+    from wcos_casestudies.utils import random_cosine_interval
+
+    settings = settings_from_args(args)
     source = resolve_model(args.model)
     arch = read_arch(source)
     if not arch.gated:
@@ -46,12 +50,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [layer for layer in layers if not 0 <= layer < arch.n_layers]
     if bad:
         raise UserError(f"--layers {' '.join(map(str, bad))}: {source.name} has layers 0..{arch.n_layers - 1}")
-    results = ModelResults(source, Settings(), root=args.results_dir, loader=args.loader, device=parse_device(args.device))
+    results = ModelResults(source, settings, root=args.results_dir, loader=args.loader, device=parse_device(args.device))
     paths = plot_fine(results.cosines(), results.folder / "selected", source.name, layers=layers, ncols=len(layers),
                       baseline=random_cosine_interval(arch.d_model))
     print(f"plot: {paths[0]} (.png), layers {' '.join(map(str, layers))}")
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
     sys.exit(run_main(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,4 +1,4 @@
-"""Cosines between a gated neuron's weights, IO classes, per-layer statistics (SPEC 2).
+"""Cosines between a gated neuron's weights, IO classes, per-layer statistics (paper, Section 3).
 
 Shapes: per-layer weights are [neuron d_model]; per-model results are [layer neuron].
 """
@@ -12,21 +12,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .models import LayerMLP, refactor_glu
+from .constants import CLASS_NAMES, COSINE_NAMES, DEFAULT_THRESHOLD, QUANTILES, RANDOM_INTERVAL_MASS, RULES
+from .models.glu import refactor_glu
+from .models.readers import LayerMLP
 
-CLASS_NAMES: tuple[str, ...] = (
-    "enrichment",
-    "atypical enrichment",
-    "conditional enrichment",
-    "atypical conditional enrichment",
-    "proportional change",
-    "atypical proportional change",
-    "orthogonal output",
-    "depletion",
-    "atypical depletion",
-    "conditional depletion",
-    "atypical conditional depletion",
-)
 CLASS_COLORS: tuple[tuple[float, float, float, float], ...] = (
     (1, 1, 0, 1),
     (1, 1, 0, 0.5),
@@ -40,10 +29,6 @@ CLASS_COLORS: tuple[tuple[float, float, float, float], ...] = (
     (0, 0.5, 0.5, 1),
     (0, 0.5, 0.5, 0.5),
 )
-COSINE_NAMES = ("gatelin", "gateout", "linout")
-DEFAULT_THRESHOLD = 0.5
-RULES = ("corrected", "legacy_copysign")
-QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 # (approx(linout), |approx(gateout)|) -> (typical class, atypical class)
 _CLASS_TABLE = {
@@ -58,7 +43,7 @@ _CLASS_TABLE = {
 
 def check_threshold(threshold: float) -> float:
     """A class threshold must lie strictly between 0 and 1."""
-    from .cli import UserError
+    from .errors import UserError
 
     if not (0.0 < threshold < 1.0) or math.isnan(threshold):
         raise UserError(f"--threshold {threshold}: must lie strictly between 0 and 1 (paper: 0.5)")
@@ -147,7 +132,7 @@ def quartiles(cos: torch.Tensor) -> torch.Tensor:
     return torch.quantile(cos, q, dim=1)
 
 
-def random_cosine_interval(d_model: int, mass: float = 0.95) -> float:
+def random_cosine_interval(d_model: int, mass: float = RANDOM_INTERVAL_MASS) -> float:
     """Half-width r of the central `mass` interval of the cosine of two random directions in d_model dims.
 
     The cosine c has density proportional to (1 - c^2)^((d-3)/2) on [-1, 1]

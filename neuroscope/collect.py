@@ -1,0 +1,155 @@
+"""The activation pass as the scripts run it: settings and shards, checkpoints and resumption,
+merging shard files."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from neuroscope.activations import NeuronStats, batch_plan, decoder_layers, run_pass, shard_range
+from neuroscope.data import check_vocabulary, document_lengths, load_tokenized
+from neuroscope.store import RUN_KEYS, load_stats, save_stats, stats_path
+from wcos_casestudies.artifacts import package_versions
+from wcos_casestudies.cli import parse_device, parse_dtype
+from wcos_casestudies.errors import UserError
+from wcos_casestudies.models.arch import read_arch
+from wcos_casestudies.models.loading import load_hf_model, load_tokenizer
+from wcos_casestudies.models.sources import resolve_model
+
+
+def shard_settings(args: argparse.Namespace) -> tuple[int, int]:
+    """--num_shards/--shard_index, falling back to torchrun's WORLD_SIZE/RANK."""
+    num = args.num_shards if args.num_shards is not None else int(os.environ.get("WORLD_SIZE", 1))
+    index = args.shard_index if args.shard_index is not None else int(os.environ.get("RANK", 0))
+    if num < 1 or not 0 <= index < num:
+        raise UserError(f"--shard_index {index} --num_shards {num}: need 0 <= shard_index < num_shards")
+    return num, index
+
+
+def merge_shards(folder: Path, num_shards: int) -> Path:
+    """Merge shard files in order into stats.pt; they must tile the dataset's batches exactly."""
+    if num_shards < 2:
+        raise UserError("--merge needs --num_shards 2 or more")
+    merged, first_meta, expected_batch = None, None, 0
+    for index in range(num_shards):
+        path = stats_path(folder, num_shards, index)
+        if not path.exists():
+            partial = stats_path(folder, num_shards, index, partial=True)
+            state = "is still running or was interrupted" if partial.exists() else "is missing"
+            raise UserError(f"shards do not add up: {path.name} {state}")
+        stats, meta, _ = load_stats(path, {key: first_meta[key] for key in RUN_KEYS} if first_meta else None)
+        if meta.get("num_shards") != num_shards or meta.get("first_batch") != expected_batch:
+            raise UserError(f"shards do not add up: {path.name} covers batches {meta.get('first_batch')}..{meta.get('last_batch')}, "
+                            f"expected to start at {expected_batch} of a {num_shards}-way split")
+        expected_batch = meta["last_batch"]
+        first_meta = first_meta or meta
+        if merged is None:
+            merged = stats
+        else:
+            merged.merge(stats)
+    n_batches = first_meta["batches"]
+    if expected_batch != n_batches:
+        raise UserError(f"shards do not add up: they cover {expected_batch} of {n_batches} batches")
+    meta = {**first_meta, "num_shards": 1, "shard_index": 0, "first_batch": 0, "last_batch": n_batches,
+            "merged_from": num_shards}
+    path = stats_path(folder)
+    save_stats(merged, meta, path)
+    return path
+
+
+@dataclass
+class PassPlan:
+    """One process's part of the pass: what runs, where its files go, and what they record."""
+
+    source: Any
+    dataset: Any
+    tokenizer: Any
+    plan: list[list[int]]
+    first: int
+    last: int
+    meta: dict[str, Any]
+    final: Path
+    partial: Path
+    device: torch.device
+    dtype: torch.dtype
+
+
+def plan_pass(args: argparse.Namespace) -> PassPlan:
+    """Check the flags, model and dataset, and lay out this shard's batches (nothing heavy is loaded)."""
+    num_shards, shard_index = shard_settings(args)
+    if "LOCAL_RANK" in os.environ and args.device == "cuda":
+        args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+    device = parse_device(args.device)
+    dtype = parse_dtype(args.dtype, device)
+    source = resolve_model(args.model)
+    arch = read_arch(source)
+    if not arch.gated:
+        raise UserError(f"{source.name} is not a gated model: the pass records gate and linear pre-activations")
+    dataset, data_meta = load_tokenized(args.datadir / args.dataset)
+    tokenizer = load_tokenizer(source)
+    check_vocabulary(data_meta, len(tokenizer), arch.vocab_size, source.name)
+    k = args.examples_per_neuron
+    if not 1 <= k <= len(dataset):
+        raise UserError(f"--examples_per_neuron {k}: must be between 1 and the dataset's {len(dataset)} documents")
+    plan = batch_plan(document_lengths(dataset), args.batch_size)
+    first, last = shard_range(len(plan), num_shards, shard_index)
+    meta = {"model": source.name, "provenance": source.provenance, "gguf": source.is_gguf,
+            "dataset": str((args.datadir / args.dataset).resolve()), "documents": len(dataset),
+            "tokens": data_meta["tokens"], "k": k, "batch_size": args.batch_size, "dtype": str(dtype).removeprefix("torch."),
+            "n_layers": arch.n_layers, "d_mlp": arch.d_mlp, "num_shards": num_shards, "shard_index": shard_index,
+            "first_batch": first, "last_batch": last, "batches": len(plan), "versions": package_versions()}
+    folder = args.datadir / args.save_to
+    return PassPlan(source, dataset, tokenizer, plan, first, last, meta, stats_path(folder, num_shards, shard_index),
+                    stats_path(folder, num_shards, shard_index, partial=True), device, dtype)
+
+
+def start_or_resume(run: PassPlan, overwrite: bool) -> tuple[NeuronStats, int]:
+    """Empty statistics at the shard's first batch, or the checkpoint's and the batch it stopped at."""
+    if run.partial.exists() and not overwrite:
+        stats, _, data = load_stats(run.partial, {key: run.meta[key] for key in (*RUN_KEYS, "shard_index", "num_shards")})
+        start = int(data["next_batch"])
+        print(f"resuming from the checkpoint at batch {start} of {run.first}..{run.last}")
+        return stats.to(run.device), start
+    meta = run.meta
+    return NeuronStats.empty(meta["n_layers"], meta["d_mlp"], meta["k"], run.device), run.first
+
+
+def collect(run: PassPlan, overwrite: bool, checkpoint_every: int, stop_after_batches: int | None = None) -> int:
+    """Run (or resume) this shard's pass, with checkpoints, and write its statistics file."""
+    model, tokenizer = load_hf_model(run.source, dtype=run.dtype, device=run.device, tokenizer=run.tokenizer)
+    decoder_layers(model)
+    stats, start = start_or_resume(run, overwrite)
+    stop = run.last if stop_after_batches is None else min(run.last, start + stop_after_batches)
+
+    def checkpoint(next_batch: int) -> None:
+        save_stats(stats, run.meta, run.partial, next_batch=next_batch)
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
+    started = time.perf_counter()
+    shard = f"shard {run.meta['shard_index'] + 1}/{run.meta['num_shards']}"
+    with tqdm(total=stop - start, desc=f"batches ({shard})", unit="batch") as progress:
+        tokens = run_pass(model, run.dataset, stats, run.plan, range(start, stop), pad_id, run.device,
+                          on_checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress)
+    seconds = time.perf_counter() - started
+    if stop < run.last:  # --stop_after_batches: leave a checkpoint, as a killed run would
+        checkpoint(stop)
+        print(f"stopped after batch {stop}; rerun to resume")
+        return 0
+    run.meta.update({"seconds": round(seconds, 2), "tokens_per_second": round(tokens / max(seconds, 1e-9), 1)})
+    save_stats(stats, run.meta, run.final)
+    run.partial.unlink(missing_ok=True)
+    peak = (torch.cuda.max_memory_allocated(run.device) / 2**30 if run.device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    print(f"{tokens:,} tokens in {seconds:.1f} s ({tokens / max(seconds, 1e-9):,.0f} tokens/s); "
+          f"peak {'GPU' if run.device.type == 'cuda' else 'process'} memory {peak:.2f} GiB -> {run.final}")
+    return 0

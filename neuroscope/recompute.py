@@ -1,0 +1,219 @@
+"""Recompute chosen neurons' gate (g), linear (u) and activation (a) values on their selected
+documents: only those documents run, in batches, and each forward pass stops after the last layer
+that is needed. The recomputed extreme value at the stored position must equal the stored one, or
+the run fails loudly (`RecomputeMismatch`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from neuroscope.activations import batch_plan, mlp_hooks, pad_batch, run_model
+from neuroscope.data import load_tokenized
+from neuroscope.store import stats_path
+from wcos_casestudies.artifacts import PROJECT_TAG, load_artifact, save_artifact
+from wcos_casestudies.errors import UserError
+from wcos_casestudies.models.arch import read_arch
+from wcos_casestudies.models.loading import load_hf_model
+from wcos_casestudies.models.sources import ModelSource
+
+Neuron = tuple[int, int]  # (layer, neuron)
+
+
+class RecomputeMismatch(RuntimeError):
+    """A recomputed activation differs from the stored one: the statistics do not belong to this model/data."""
+
+
+@dataclass
+class Example:
+    """One selected document of a neuron, with the neuron's values at every token."""
+
+    doc: int
+    position: int  # of the extreme value
+    stored: float
+    kind: str  # "max" or "min"
+    token_ids: list[int]
+    act: list[float]
+    gate: list[float]
+    lin: list[float]
+
+
+def parse_neuron(text: str, n_layers: int, d_mlp: int) -> Neuron:
+    """'28.4737' -> (28, 4737), checked against the model's size."""
+    parts = text.split(".")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise UserError(f"neuron {text!r}: write neurons as LAYER.NEURON, e.g. 28.4737")
+    layer, neuron = int(parts[0]), int(parts[1])
+    if layer >= n_layers or neuron >= d_mlp:
+        raise UserError(f"neuron {text}: out of range; the model has layers 0..{n_layers - 1} and neurons 0..{d_mlp - 1}")
+    return layer, neuron
+
+
+def selected_documents(stats: dict[str, torch.Tensor], layer: int, neuron: int) -> list[tuple[str, int, int, float]]:
+    """(kind, document, position, stored value) of a neuron's top-k and bottom-k documents."""
+    rows = []
+    for kind, prefix in (("max", "top"), ("min", "bottom")):
+        for doc, pos, value in zip(stats[f"{prefix}_docs"][layer, neuron].tolist(), stats[f"{prefix}_positions"][layer, neuron].tolist(),
+                                   stats[f"{prefix}_values"][layer, neuron].tolist()):
+            if doc >= 0:
+                rows.append((kind, doc, pos, value))
+    return rows
+
+
+def recompute(model: Any, dataset: Any, requests: dict[Neuron, list[int]], batch_size: int, pad_id: int,
+              device: torch.device) -> dict[Neuron, dict[int, tuple[list[float], list[float], list[float]]]]:
+    """For each neuron and each of its documents: (act, gate, lin) at every real token.
+
+    Every needed document runs once, batched by length, up to the deepest layer any of its
+    neurons needs.
+    """
+    by_doc: dict[int, list[Neuron]] = {}
+    for key, docs in requests.items():
+        for doc in docs:
+            by_doc.setdefault(doc, []).append(key)
+    docs = sorted(by_doc)
+    lengths = [int(x) for x in dataset.select(docs)["length"]] if "length" in dataset.column_names else \
+        [sum(m) for m in dataset.select(docs)["attention_mask"]]
+    results: dict[Neuron, dict[int, tuple[list[float], list[float], list[float]]]] = {key: {} for key in requests}
+    for batch in batch_plan(lengths, batch_size):
+        batch_docs = [docs[i] for i in batch]
+        rows = dataset[batch_docs]
+        input_ids, attention_mask = pad_batch(rows["input_ids"], rows["attention_mask"], pad_id, device)
+        wanted = sorted({key for doc in batch_docs for key in by_doc[doc]})
+        captured = capture_neurons(model, input_ids, attention_mask, wanted)
+        for row, doc in enumerate(batch_docs):
+            length = int(attention_mask[row].sum())
+            for key in by_doc[doc]:
+                act, gate, lin = (t[row, :length].tolist() for t in captured[key])
+                results[key][doc] = (act, gate, lin)
+    return results
+
+
+def capture_neurons(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    wanted: list[Neuron]) -> dict[Neuron, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One forward pass (stopping after the deepest layer needed): (a, g, u) [batch pos] of each wanted neuron."""
+    columns: dict[int, list[int]] = {}
+    for layer, neuron in wanted:
+        columns.setdefault(layer, []).append(neuron)
+    captured: dict[Neuron, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def capture(layer: int, g: torch.Tensor, u: torch.Tensor, a: torch.Tensor) -> None:
+        index = torch.tensor(columns[layer], device=a.device)
+        values = [t.index_select(-1, index).float().cpu() for t in (a, g, u)]  # each [batch pos neuron]
+        for column, neuron in enumerate(columns[layer]):
+            captured[(layer, neuron)] = tuple(v[..., column] for v in values)
+
+    layers = sorted(columns)
+    with mlp_hooks(model, capture, layers, stop_after=layers[-1]):
+        run_model(model, input_ids, attention_mask)
+    return captured
+
+
+def tolerance(value: float, dtype: str) -> float:
+    """How far a recomputed value may be from the stored one (different batches, same dtype)."""
+    relative = 1e-4 if dtype == "float32" else 3e-2
+    return relative * abs(value) + (1e-5 if dtype == "float32" else 1e-2)
+
+
+def recompute_examples(model: Any, dataset: Any, stats: dict[str, Any], neurons: list[Neuron], batch_size: int,
+                       pad_id: int, device: torch.device) -> dict[Neuron, list[Example]]:
+    """Every selected document of every neuron, recomputed and checked against the statistics."""
+    selected = {key: selected_documents(stats, *key) for key in neurons}
+    values = recompute(model, dataset, {key: sorted({doc for _, doc, _, _ in rows}) for key, rows in selected.items()},
+                       batch_size, pad_id, device)
+    dtype = stats["meta"]["dtype"]
+    examples: dict[Neuron, list[Example]] = {}
+    for key, rows in selected.items():
+        examples[key] = []
+        for kind, doc, position, stored in rows:
+            act, gate, lin = values[key][doc]
+            if position >= len(act) or abs(act[position] - stored) > tolerance(stored, dtype):
+                got = act[position] if position < len(act) else "nothing (document too short)"
+                raise RecomputeMismatch(
+                    f"neuron {key[0]}.{key[1]}, document {doc}, position {position}: stored {kind} {stored:.6g}, "
+                    f"recomputed {got}; the statistics were not made by this model on this dataset")
+            token_ids = dataset[doc]["input_ids"][:len(act)]
+            examples[key].append(Example(doc, position, stored, kind, token_ids, act, gate, lin))
+    return examples
+
+
+@dataclass
+class Inputs:
+    """What recomputation needs: model, tokenizer, dataset, statistics."""
+
+    model: Any
+    tokenizer: Any
+    dataset: Any
+    dataset_name: str
+    stats: dict[str, Any]
+    pad_id: int
+    device: torch.device
+
+
+def load_statistics(source: ModelSource, datadir: Path, activations: str) -> dict[str, Any]:
+    """The statistics file of `b_activations.py --save_to ACTIVATIONS`, checked to be of this model."""
+    path = stats_path(datadir / activations)
+    if not path.exists():
+        raise UserError(f"{path}: no statistics; run b_activations.py --datadir {datadir} --save_to {activations} first")
+    stats = load_artifact(path)
+    if stats["meta"]["model"] != source.name:
+        raise UserError(f"{path}: statistics of {stats['meta']['model']}, not of {source.name}; pass --model {stats['meta']['model']}")
+    return stats
+
+
+def load_inputs(source: ModelSource, stats: dict[str, Any], dataset_dir: Path | None, device: torch.device) -> Inputs:
+    """The dataset of the statistics (or `dataset_dir`), checked against them, and the model in the statistics' dtype."""
+    dataset_dir = dataset_dir if dataset_dir is not None else Path(stats["meta"]["dataset"])
+    dataset, _ = load_tokenized(dataset_dir)
+    if len(dataset) != stats["meta"]["documents"]:
+        raise UserError(f"{dataset_dir} has {len(dataset)} documents, the statistics were made on {stats['meta']['documents']}")
+    model, tokenizer = load_hf_model(source, dtype=getattr(torch, stats["meta"]["dtype"]), device=device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return Inputs(model, tokenizer, dataset, dataset_dir.name, stats, pad_id, device)
+
+
+def requested_neurons(names: list[str], neurons_from: Path | None, source: ModelSource) -> list[Neuron]:
+    """The neurons named on the command line or in a file (`all`: every neuron), checked and deduplicated."""
+    arch = read_arch(source)
+    names = list(names)
+    if neurons_from is not None:
+        if not neurons_from.is_file():
+            raise UserError(f"--neurons_from {neurons_from}: no such file")
+        names += neurons_from.read_text().split()
+    if names == ["all"]:
+        return [(layer, neuron) for layer in range(arch.n_layers) for neuron in range(arch.d_mlp)]
+    if not names:
+        raise UserError("no neurons given; use --neurons LAYER.NEURON ... (or all) or --neurons_from FILE")
+    return sorted({parse_neuron(name, arch.n_layers, arch.d_mlp) for name in names})
+
+
+def neuron_folder(folder: Path, neuron: Neuron) -> Path:
+    """`<neuroscope folder>/L<layer>/N<neuron>`: the page and the recomputed values of one neuron."""
+    return Path(folder) / f"L{neuron[0]}" / f"N{neuron[1]}"
+
+
+def save_examples(folder: Path, neuron: Neuron, examples: list[Example], meta: dict[str, Any]) -> Path:
+    """`activations.pt` beside the page: the recomputed g, u, a of every selected document of one neuron."""
+    path = neuron_folder(folder, neuron) / "activations.pt"
+    rows = [{**asdict(e), "token_ids": torch.tensor(e.token_ids), "act": torch.tensor(e.act),
+             "gate": torch.tensor(e.gate), "lin": torch.tensor(e.lin)} for e in examples]
+    save_artifact({"meta": {"project": PROJECT_TAG, **meta}, "layer": neuron[0], "neuron": neuron[1], "examples": rows}, path)
+    return path
+
+
+def load_examples(folder: Path, neuron: Neuron, meta: dict[str, Any]) -> list[Example]:
+    """The examples that `save_examples` wrote, refused when they come from other statistics."""
+    path = neuron_folder(folder, neuron) / "activations.pt"
+    if not path.exists():
+        raise UserError(f"{path}: no recomputed values for neuron {neuron[0]}.{neuron[1]}; run b2_recompute.py first")
+    data = load_artifact(path)
+    for key in ("model", "statistics"):
+        if data["meta"].get(key) != meta.get(key):
+            raise UserError(f"{path}: recomputed with {key}={data['meta'].get(key)!r}, not {meta.get(key)!r}; run b2_recompute.py again")
+    return [Example(doc=int(r["doc"]), position=int(r["position"]), stored=float(r["stored"]), kind=str(r["kind"]),
+                    token_ids=r["token_ids"].tolist(), act=r["act"].tolist(), gate=r["gate"].tolist(), lin=r["lin"].tolist())
+            for r in data["examples"]]

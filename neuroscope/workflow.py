@@ -1,0 +1,91 @@
+"""The steps that the neuroscope page scripts share: check the inputs, recompute the chosen
+neurons, keep their values, write their pages. Everything is checked before the model loads."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from neuroscope.recompute import (
+    Example,
+    Inputs,
+    Neuron,
+    RecomputeMismatch,
+    load_examples,
+    load_inputs,
+    load_statistics,
+    recompute_examples,
+    requested_neurons,
+    save_examples,
+)
+from neuroscope.site import neuroscope_folder, write_pages
+from wcos_casestudies.cli import parse_device, settings_from_args
+from wcos_casestudies.errors import UserError
+from wcos_casestudies.models.loading import load_tokenizer
+from wcos_casestudies.models.sources import resolve_model
+from wcos_casestudies.results import ModelResults
+
+
+@dataclass
+class PageRun:
+    """One run of a page script: the model's results, the statistics and the neurons asked for."""
+
+    results: ModelResults
+    stats: dict[str, Any]
+    neurons: list[Neuron]
+    dataset_dir: Path | None
+    device: Any
+    inputs: Inputs | None = None
+
+    @property
+    def folder(self) -> Path:
+        return neuroscope_folder(self.results)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What recomputed values must agree with to be reused: the model and the statistics they came from."""
+        meta = self.stats["meta"]
+        return {"model": meta["model"], "statistics": f"{meta['dataset']} · {meta['tokens']} tokens · k {meta['k']} · {meta['dtype']}"}
+
+
+def open_run(args: argparse.Namespace) -> PageRun:
+    """Check the flags, the model, the neurons and the statistics (nothing heavy is loaded yet)."""
+    settings = settings_from_args(args)
+    device = parse_device(args.device)
+    source = resolve_model(args.model)
+    neurons = requested_neurons(args.neurons, args.neurons_from, source)
+    stats = load_statistics(source, args.datadir, args.activations)
+    results = ModelResults(source, settings, root=args.results_dir, loader=args.loader, device=device)
+    dataset_dir = args.datadir / args.dataset if args.dataset else None
+    return PageRun(results, stats, neurons, dataset_dir, device)
+
+
+def recompute_checked(run: PageRun, batch_size: int) -> dict[Neuron, list[Example]]:
+    """Load the model and dataset, recompute every chosen neuron and check it against the statistics."""
+    run.inputs = load_inputs(run.results.source, run.stats, run.dataset_dir, run.device)
+    try:
+        return recompute_examples(run.inputs.model, run.inputs.dataset, run.stats, run.neurons, batch_size,
+                                  run.inputs.pad_id, run.device)
+    except RecomputeMismatch as exc:
+        raise UserError(f"recomputation does not match the statistics: {exc}") from exc
+
+
+def save_recomputed(run: PageRun, examples: dict[Neuron, list[Example]]) -> list[Path]:
+    """`activations.pt` of every neuron, beside its page."""
+    return [save_examples(run.folder, neuron, rows, run.identity) for neuron, rows in examples.items()]
+
+
+def load_recomputed(run: PageRun) -> dict[Neuron, list[Example]]:
+    """The values `save_recomputed` kept, for every chosen neuron."""
+    return {neuron: load_examples(run.folder, neuron, run.identity) for neuron in run.neurons}
+
+
+def write_run_pages(run: PageRun, examples: dict[Neuron, list[Example]], top_tokens: int) -> list[Path]:
+    """The pages of the chosen neurons and the index."""
+    tokenizer = run.inputs.tokenizer if run.inputs is not None else load_tokenizer(run.results.source)
+    dataset_name = run.inputs.dataset_name if run.inputs is not None else Path(run.stats["meta"]["dataset"]).name
+    return write_pages(run.results, run.stats, dataset_name, examples, tokenizer, top_tokens)
+
+

@@ -1,0 +1,145 @@
+"""Section 5 of the paper for one model: cosines, IO classes, per-layer statistics, tables and plots,
+as the flags of `main.py` ask for them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from . import plotting, reference
+from .artifacts import write_table
+from .constants import CLASS_NAMES, DEFAULT_THRESHOLD, QUANTILES
+from .errors import UserError
+from .models.arch import read_arch
+from .models.registry import expand_model_names
+from .models.sources import ModelSource, resolve_model
+from .results import ModelResults, Settings
+from .utils import random_cosine_interval
+
+
+def resolve_all(names: list[str], skip_missing: bool) -> list[ModelSource]:
+    """Resolve every requested model before anything is written."""
+    sources, missing = [], []
+    for name in expand_model_names(names):
+        try:
+            sources.append(resolve_model(name))
+        except UserError as exc:
+            if not skip_missing:
+                raise
+            missing.append(str(exc))
+    for message in missing:
+        print(f"skipped: {message}", file=sys.stderr)
+    if not sources:
+        raise UserError("none of the requested models is available")
+    return sources
+
+
+def counts_frame(counts) -> pd.DataFrame:
+    """Per-layer class counts as a table with a layer column."""
+    frame = pd.DataFrame(counts.numpy(), columns=list(CLASS_NAMES))
+    frame.insert(0, "layer", range(len(frame)))
+    return frame
+
+
+def run_model(source: ModelSource, args: argparse.Namespace, settings: Settings, device) -> ModelResults:
+    """Everything the flags of `main.py` ask for, for one model."""
+    arch = read_arch(source)
+    needs_gate = args.plot_fine or args.plot_quartiles or args.refactor_glu
+    if needs_gate and not arch.gated:
+        raise UserError(f"{source.name} is not a gated model (no w_gate): --plot_fine, --plot_quartiles and --refactor_glu need gates")
+    results = ModelResults(source, settings, root=args.results_dir, fmt=args.format, overwrite=args.overwrite,
+                           loader=args.loader, device=device)
+    results.cosines()
+    print_header(results, arch)
+    if args.categories:
+        results.categories()
+        print(f"   categories: {results.folder / results.path.name} ['categories']")
+    if args.category_stats:
+        write_category_stats(results)
+    if args.quartiles:
+        write_quartiles(results)
+    write_plots(results, args, random_cosine_interval(arch.d_model))
+    return results
+
+
+def print_header(results: ModelResults, arch) -> None:
+    """Model, shapes, provenance, weights and the random baseline of one run."""
+    meta, settings = results.meta, results.settings
+    baseline = random_cosine_interval(arch.d_model)
+    how = f"reused {results.path.parent}" if results.reused else f"computed in {meta.get('seconds')} s"
+    print(f"\n== {results.source.name}  [{meta['provenance']}]")
+    print(f"   {arch.n_layers} layers x {arch.d_mlp} neurons, d_model {arch.d_model}, {arch.glu}; weights: {meta['processing']}"
+          f"{', GLU signs refactored' if settings.refactor_glu else ''}; loader {meta['loader']}; {how}")
+    print(f"   threshold {settings.threshold} ({settings.rule} rule); 95% of random cosines in d_model {arch.d_model} "
+          f"lie within ±{baseline:.3f}")
+
+
+def write_category_stats(results: ModelResults) -> None:
+    """`category_stats.csv/.md`, the shares over all layers, and the comparison with the published counts."""
+    counts, folder = results.category_stats(), results.folder
+    write_table(counts_frame(counts), folder / "category_stats", title=results.caption)
+    total = counts.sum(0)
+    share = ", ".join(f"{name} {100 * int(n) / int(total.sum()):.1f}%" for name, n in zip(CLASS_NAMES, total) if n)
+    print(f"   classes over all layers: {share}")
+    print(f"   per-layer counts: {folder / 'category_stats.csv'} (.md)")
+    compare_with_publication(results, counts)
+
+
+def write_quartiles(results: ModelResults) -> None:
+    """`quartiles.csv/.md` and, for the paper's models, the comparison of median linout with the published plot."""
+    q, folder = results.quartiles(), results.folder
+    rows = [{"cosine": name, "layer": layer, **{f"q{p:g}": float(values[i, layer]) for i, p in enumerate(QUANTILES)}}
+            for name, values in q.items() for layer in range(values.shape[1])]
+    write_table(pd.DataFrame(rows), folder / "quartiles", title=results.caption)
+    med = q["linout"][2]
+    print(f"   median linout by layer: first {float(med[0]):+.3f}, middle {float(med[len(med) // 2]):+.3f}, "
+          f"last {float(med[-1]):+.3f}  ({folder / 'quartiles.csv'})")
+    published = reference.published_medians(results.source.name)
+    if published is not None and len(published) == len(med) and results.settings.processing:
+        table = reference.compare_medians(med, published)
+        write_table(table, folder / "comparison_median_linout", title=results.caption)
+        print(f"   median linout vs published plot: max |difference| {table['difference'].abs().max():.3f} "
+              f"(published values are read off a plot, ±0.005)")
+
+
+def write_plots(results: ModelResults, args: argparse.Namespace, baseline: float) -> None:
+    """The fine, coarse and box plots that the flags ask for."""
+    folder, name = results.folder, results.source.name
+    paths = []
+    if args.plot_fine:
+        paths += plotting.plot_fine(results.cosines(), folder / "fine", name, baseline=baseline,
+                                    threshold=results.settings.threshold)[:1]
+    if args.plot_coarse:
+        paths += plotting.plot_coarse(results.category_stats(), folder / "coarse", name)[:1]
+    if args.plot_quartiles:
+        paths += plotting.plot_quartiles(results.cosines(), folder / "boxplot", name)[:1]
+    for path in paths:
+        print(f"   plot: {path} (.png)")
+
+
+def compare_with_publication(results: ModelResults, counts) -> None:
+    """For the paper's models: side-by-side class counts with the published ones."""
+    folder = results.folder
+    published = reference.published_counts(results.source.name)
+    if published is None:
+        return
+    if not results.settings.matches_publication:
+        print(f"   (published counts use TransformerLens processing, threshold {DEFAULT_THRESHOLD} and the corrected rule: no comparison)")
+        return
+    if published.shape != counts.shape:
+        print(f"   published counts have shape {tuple(published.shape)}, ours {tuple(counts.shape)}: no comparison")
+        return
+    table = reference.compare_counts(counts, published)
+    write_table(table, folder / "comparison_published", title=results.caption)
+    print(f"   comparison with the published counts ({folder / 'comparison_published.csv'}):")
+    print(reference.summarize_count_comparison(table))
+
+
+def write_medians_plot(medians: dict, results_dir: Path, settings: Settings) -> None:
+    """`medians.pdf/png` at the results root: median linout by relative depth, one line per model."""
+    stem = "medians" + (f"_{settings.variant}" if settings.variant else "")
+    paths = plotting.plot_medians(medians, Path(results_dir) / stem)
+    print(f"\nplot: {paths[0]} (.png), {len(medians)} model(s)")
