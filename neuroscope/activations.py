@@ -1,17 +1,30 @@
 """The activation pass: hooks on a Hugging Face gated MLP and running per-neuron statistics.
 
-For every neuron the pass keeps (SPEC 6), on the device and independent of the number of tokens:
+For every neuron the pass keeps, on the device and independent of the number of tokens:
 - the top-k documents by their maximum of the activation a = act(g) * u over positions
   (value, document, position) and the bottom-k by their minimum;
+- for each of the four sign combinations of (g, u), the top-k documents by their largest |a|
+  among the tokens in that combination (tokens with a = 0 are no examples);
 - the sum of a over real tokens (for the mean), accumulated exactly in 64-bit fixed point,
   so that any split into shards or resumptions gives bit-identical results;
-- counts of g > 0 (gate open), u > 0 and both, from which the four sign combinations follow.
+- counts of g > 0 (gate open), u > 0 and both, from which the four sign combinations follow;
+- a histogram of a with fixed bin edges shared by every neuron (`histogram_edges`), in int64
+  counts, so that shards merge by addition.
+
+Example lists leave out position 0 when it is the BOS token (`bos_id`): BOS has the same
+activation in every document and would fill the lists with k copies of itself. It still counts
+in the mean, the frequencies and the histogram.
 
 Ties are broken by the lower document index (the merge sorts by document, then stably by
 value), and within a document by the first position. Documents are batched by length (a
 fixed plan that depends only on the dataset and the batch size), so little is padded and
 every split of the plan into shards or resumptions runs exactly the same batches. Shapes:
-per-layer activations are [batch pos neuron]; statistics are [layer neuron] or [layer neuron k].
+per-layer activations are [batch pos neuron]; statistics are [layer neuron], [layer neuron k],
+[layer neuron combination k] or [layer neuron bin].
+
+Speed: per layer the pass reduces with value-only reductions (amax / amin, several times faster
+on CPUs than max with indices) and looks up positions only for the candidates that can still
+enter a list (at or above its current k-th value), which after the first batches are few.
 """
 
 from __future__ import annotations
@@ -25,6 +38,61 @@ import torch
 
 FIXED_POINT_BITS = 28  # resolution 2^-28 per batch sum; |sum| up to 3.4e10 fits in int64
 SIGN_COMBINATIONS = ("gate+ lin+", "gate+ lin-", "gate- lin+", "gate- lin-")  # + means > 0
+COMBINATION_SIGNS = (1, -1, -1, 1)  # the sign of a = act(g) * u in each combination (act keeps the sign of g)
+STATISTICS_VERSION = 2  # 2: histogram, sign-combination examples, BOS left out of the example lists
+
+# Histogram of a: the bins follow the float's sign, exponent and top HISTOGRAM_OCTAVE_BITS mantissa bits,
+# i.e. 4 bins per octave of |a| between 2^HISTOGRAM_EXPONENTS[0] and 2^HISTOGRAM_EXPONENTS[1], one bin per
+# sign below (down to 0) and one above (up to infinity).
+HISTOGRAM_OCTAVE_BITS = 2
+HISTOGRAM_EXPONENTS = (-10, 10)
+FLOAT32_MANTISSA_BITS, BFLOAT16_MANTISSA_BITS, FLOAT_EXPONENT_BIAS = 23, 7, 127
+CODE_BITS = 1 + 8 + HISTOGRAM_OCTAVE_BITS  # sign, exponent, top mantissa bits
+DENSE_FRACTION = 1 / 2  # above this share of candidates, positions come from max / min with indices
+
+
+def _octave_bins() -> int:
+    """Bins of |a| between the two histogram exponents."""
+    return (HISTOGRAM_EXPONENTS[1] - HISTOGRAM_EXPONENTS[0]) << HISTOGRAM_OCTAVE_BITS
+
+
+def histogram_bins() -> int:
+    """Number of histogram bins: per sign, one below 2^low, the octave bins, one from 2^high up."""
+    return 2 * (_octave_bins() + 2)
+
+
+def histogram_edges() -> torch.Tensor:
+    """The bin edges [bins + 1] float64, ascending: -inf, -2^high, ..., -2^low, 0, 2^low, ..., 2^high, inf.
+
+    A value v >= 0 (sign bit clear) falls in [edge_i, edge_i+1); a negative one (sign bit set, -0.0
+    included) in (edge_i, edge_i+1]: bins go by |v| rounded down, as the float's bits give them.
+    """
+    low = HISTOGRAM_EXPONENTS[0]
+    per_octave = 1 << HISTOGRAM_OCTAVE_BITS
+    magnitudes = [2.0 ** (low + i // per_octave) * (1 + (i % per_octave) / per_octave) for i in range(_octave_bins() + 1)]
+    positive = torch.tensor(magnitudes + [torch.inf], dtype=torch.float64)
+    return torch.cat([-positive.flip(0), torch.zeros(1, dtype=torch.float64), positive])
+
+
+def histogram_lookup(device: torch.device | str = "cpu") -> torch.Tensor:
+    """The bin of each CODE_BITS-bit code (sign, exponent, top mantissa bits): [2^CODE_BITS] int32."""
+    codes = torch.arange(1 << CODE_BITS)
+    negative = codes >> (CODE_BITS - 1)
+    magnitude = codes & ((1 << (CODE_BITS - 1)) - 1)
+    lowest = (FLOAT_EXPONENT_BIAS + HISTOGRAM_EXPONENTS[0]) << HISTOGRAM_OCTAVE_BITS
+    step = (magnitude - lowest + 1).clamp(0, _octave_bins() + 1)  # 0: below 2^low, last: 2^high and up
+    middle = _octave_bins() + 2  # first bin of v >= 0
+    return torch.where(negative.bool(), middle - 1 - step, middle + step).to(torch.int32).to(device)
+
+
+def histogram_codes(a: torch.Tensor) -> torch.Tensor:
+    """The CODE_BITS-bit code of every value (int32, same shape), read from its bits."""
+    mask = (1 << CODE_BITS) - 1
+    if a.dtype == torch.float32:
+        return (a.view(torch.int32) >> (FLOAT32_MANTISSA_BITS - HISTOGRAM_OCTAVE_BITS)) & mask
+    if a.dtype == torch.bfloat16:
+        return ((a.view(torch.int16) >> (BFLOAT16_MANTISSA_BITS - HISTOGRAM_OCTAVE_BITS)) & mask).int()
+    return histogram_codes(a.float())
 
 
 class StopForward(Exception):
@@ -100,69 +168,134 @@ def pad_batch(rows: list[list[int]], masks: list[list[int]], pad_id: int, device
     return ids.to(device), mask.to(device)
 
 
+def check_activation_signs(model: Any) -> None:
+    """Refuse a model whose act(g) does not keep the sign of g (act(g) >= 0 for g > 0, <= 0 otherwise):
+    the sign-combination examples read (g, u) off the signs of g and a. SiLU, GELU and ReLU keep it."""
+    act = decoder_layers(model)[0].mlp.act_fn
+    parameter = next(model.parameters())
+    probe = torch.tensor([-1e4, -30.0, -3.0, -1.0, -1e-3, -1e-30, -0.0, 0.0, 1e-30, 1e-3, 1.0, 3.0, 30.0, 1e4])
+    with torch.inference_mode():
+        out = act(probe.to(parameter.device, parameter.dtype)).float().cpu()
+    if not bool((torch.where(probe > 0, out >= 0, out <= 0)).all()):
+        from wcos_casestudies.errors import UserError
+
+        raise UserError(f"{type(act).__name__}: act(g) does not keep the sign of g; the sign-combination examples need it")
+
+
+LISTS = ("top", "bottom", *SIGN_COMBINATIONS)  # the ranked example lists, in the order of NeuronStats.keys[:, :, list]
+LIST_SIGNS = (1, -1, *COMBINATION_SIGNS)  # value = sign * key: keys are a, -a and |a|
+
+
+def merge_ranked(keys: torch.Tensor, docs: torch.Tensor, positions: torch.Tensor, new_keys: torch.Tensor,
+                 new_docs: torch.Tensor, new_positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Merge candidates [... m] into ranked lists [... k] (keys descending): ties go to the lower document.
+
+    Empty slots and invalid candidates have key -inf and document -1; a list keeps its length k.
+    """
+    k = keys.shape[-1]
+    all_keys = torch.cat([keys, new_keys], dim=-1)
+    all_docs = torch.cat([docs, new_docs], dim=-1)
+    all_positions = torch.cat([positions, new_positions], dim=-1)
+    by_doc = torch.sort(torch.where(all_docs < 0, torch.iinfo(torch.long).max, all_docs), dim=-1, stable=True).indices
+    all_keys, all_docs, all_positions = (t.gather(-1, by_doc) for t in (all_keys, all_docs, all_positions))
+    order = torch.sort(all_keys, dim=-1, descending=True, stable=True).indices[..., :k]
+    return all_keys.gather(-1, order), all_docs.gather(-1, order), all_positions.gather(-1, order)
+
+
 @dataclass
 class NeuronStats:
-    """Running statistics of every neuron; every tensor lives on one device."""
+    """Running statistics of every neuron; every tensor lives on one device.
 
-    top_values: torch.Tensor  # [layer neuron k] float32, descending
-    top_docs: torch.Tensor  # [layer neuron k] int64
-    top_positions: torch.Tensor  # [layer neuron k] int64
-    bottom_values: torch.Tensor  # ascending
-    bottom_docs: torch.Tensor
-    bottom_positions: torch.Tensor
+    The example lists are kept together, ranked by a key that is a (top), -a (bottom) or |a| (the
+    four sign combinations), in the order of LISTS; the files store them under their own names
+    (`state_dict`): top_*, bottom_* ([layer neuron k]) and combo_* ([layer neuron combination k]).
+    """
+
+    keys: torch.Tensor  # [layer neuron list k] float32, descending; -inf: empty slot
+    docs: torch.Tensor  # [layer neuron list k] int64; -1: empty slot
+    positions: torch.Tensor  # [layer neuron list k] int64
     post_sum: torch.Tensor  # [layer neuron] int64, fixed point 2^-28
     gate_positive: torch.Tensor  # [layer neuron] int64
     lin_positive: torch.Tensor
     both_positive: torch.Tensor
+    histogram: torch.Tensor  # [layer neuron bin] int64, bins of histogram_edges()
     n_tokens: torch.Tensor  # [] int64
+
+    COUNTS = ("post_sum", "gate_positive", "lin_positive", "both_positive", "histogram", "n_tokens")
 
     @classmethod
     def empty(cls, n_layers: int, d_mlp: int, k: int, device: torch.device | str = "cpu") -> NeuronStats:
-        shape = (n_layers, d_mlp, k)
+        lists, pairs = (n_layers, d_mlp, len(LISTS), k), (n_layers, d_mlp)
 
-        def full(value, dtype, size=shape):
+        def full(value, dtype, size=pairs):
             return torch.full(size, value, dtype=dtype, device=device)
 
-        return cls(
-            top_values=full(-torch.inf, torch.float32), top_docs=full(-1, torch.long), top_positions=full(-1, torch.long),
-            bottom_values=full(torch.inf, torch.float32), bottom_docs=full(-1, torch.long), bottom_positions=full(-1, torch.long),
-            post_sum=full(0, torch.long, shape[:2]), gate_positive=full(0, torch.long, shape[:2]),
-            lin_positive=full(0, torch.long, shape[:2]), both_positive=full(0, torch.long, shape[:2]),
-            n_tokens=torch.zeros((), dtype=torch.long, device=device),
-        )
+        return cls(keys=full(-torch.inf, torch.float32, lists), docs=full(-1, torch.long, lists),
+                   positions=full(-1, torch.long, lists), post_sum=full(0, torch.long), gate_positive=full(0, torch.long),
+                   lin_positive=full(0, torch.long), both_positive=full(0, torch.long),
+                   histogram=full(0, torch.long, (*pairs, histogram_bins())),
+                   n_tokens=torch.zeros((), dtype=torch.long, device=device))
 
     @property
     def k(self) -> int:
-        return self.top_values.shape[-1]
+        return self.keys.shape[-1]
+
+    top_values = property(lambda self: self.keys[:, :, 0])  # [layer neuron k] float32, descending
+    top_docs = property(lambda self: self.docs[:, :, 0])
+    top_positions = property(lambda self: self.positions[:, :, 0])
+    bottom_values = property(lambda self: -self.keys[:, :, 1])  # ascending
+    bottom_docs = property(lambda self: self.docs[:, :, 1])
+    bottom_positions = property(lambda self: self.positions[:, :, 1])
+    combo_values = property(lambda self: self.keys[:, :, 2:])  # [layer neuron combination k]: |a|, descending
+    combo_docs = property(lambda self: self.docs[:, :, 2:])
+    combo_positions = property(lambda self: self.positions[:, :, 2:])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The tensors under the names the files use."""
+        lists = {f"{prefix}_{name}": getattr(self, f"{prefix}_{name}").contiguous()
+                 for prefix in ("top", "bottom", "combo") for name in ("values", "docs", "positions")}
+        return {**lists, **{name: getattr(self, name) for name in self.COUNTS}}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> NeuronStats:
-        return cls(**{f.name: state[f.name].to(device) for f in fields(cls)})
+        """Statistics from `state_dict()`'s tensors (KeyError for files without every part)."""
+        def stacked(name: str, bottom_sign: int = 1) -> torch.Tensor:
+            return torch.cat([state[f"top_{name}"][:, :, None], bottom_sign * state[f"bottom_{name}"][:, :, None],
+                              state[f"combo_{name}"]], dim=2).to(device)
+
+        return cls(keys=stacked("values", -1), docs=stacked("docs"), positions=stacked("positions"),
+                   **{name: state[name].to(device) for name in cls.COUNTS})
 
     def to(self, device: torch.device | str) -> NeuronStats:
-        return NeuronStats.from_state_dict(self.state_dict(), device)
+        return NeuronStats(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def thresholds(self, layer: int) -> torch.Tensor:
+        """The k-th key of every list of one layer [list neuron]: a candidate below it cannot enter."""
+        return self.keys[layer, :, :, -1].T
+
+    def merge_candidates(self, keys: torch.Tensor, docs: torch.Tensor, positions: torch.Tensor) -> None:
+        """Merge candidates [layer neuron list m] into every list; only the lists that one of them can
+        enter (a key at or above the list's k-th) are touched."""
+        reach = (keys >= self.keys[..., -1:]) & (keys > -torch.inf)
+        rows = reach.any(dim=-1).nonzero(as_tuple=True)
+        if not len(rows[0]):
+            return
+        merged = merge_ranked(self.keys[rows], self.docs[rows], self.positions[rows], keys[rows], docs[rows], positions[rows])
+        if bool(((merged[1] >= 0) & (merged[2] < 0)).any()):
+            raise RuntimeError("an example entered a list without its position")
+        self.keys[rows], self.docs[rows], self.positions[rows] = merged
 
     def _merge_extremes(self, values: torch.Tensor, docs: torch.Tensor, positions: torch.Tensor, top: bool) -> None:
         """Merge candidates [layer neuron m] into the top (or bottom) k: by value, ties to the lower document."""
-        prefix = "top" if top else "bottom"
-        all_values = torch.cat([getattr(self, f"{prefix}_values"), values], dim=-1)
-        all_docs = torch.cat([getattr(self, f"{prefix}_docs"), docs], dim=-1)
-        all_positions = torch.cat([getattr(self, f"{prefix}_positions"), positions], dim=-1)
-        by_doc = torch.sort(torch.where(all_docs < 0, torch.iinfo(torch.long).max, all_docs), dim=-1, stable=True).indices
-        all_values, all_docs, all_positions = (t.gather(-1, by_doc) for t in (all_values, all_docs, all_positions))
-        order = torch.sort(all_values, dim=-1, descending=top, stable=True).indices[..., :self.k]
-        setattr(self, f"{prefix}_values", all_values.gather(-1, order))
-        setattr(self, f"{prefix}_docs", all_docs.gather(-1, order))
-        setattr(self, f"{prefix}_positions", all_positions.gather(-1, order))
+        index, sign = (0, 1) if top else (1, -1)
+        merged = merge_ranked(self.keys[:, :, index], self.docs[:, :, index], self.positions[:, :, index],
+                              sign * values, docs, positions)
+        self.keys[:, :, index], self.docs[:, :, index], self.positions[:, :, index] = merged
 
     def merge(self, other: NeuronStats) -> None:
         """Add the statistics of a run over other batches (another shard), in place."""
-        self._merge_extremes(other.top_values, other.top_docs, other.top_positions, top=True)
-        self._merge_extremes(other.bottom_values, other.bottom_docs, other.bottom_positions, top=False)
-        for name in ("post_sum", "gate_positive", "lin_positive", "both_positive", "n_tokens"):
+        self.merge_candidates(other.keys, other.docs, other.positions)
+        for name in self.COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def summary(self) -> dict[str, torch.Tensor]:
@@ -184,72 +317,134 @@ def _count_true(masks: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([m.sum(dim=(0, 1), dtype=torch.int32) for m in masks]).long()
 
 
+@dataclass
+class BatchLayout:
+    """Which positions of a batch count: every real token for the sums, counts and histogram; for the
+    example lists, the real tokens from `offset` on, less a leading BOS (`eligible`)."""
+
+    valid: torch.Tensor  # [batch pos] bool: real tokens
+    padded: bool
+    offset: int  # 1 when every document starts with a BOS that is left out, else 0
+    eligible: torch.Tensor | None  # [batch pos-offset 1] bool; None: every position from offset on
+
+    @classmethod
+    def of(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor, bos_id: int | None) -> BatchLayout:
+        valid = attention_mask.bool()
+        bos_first = valid[:, 0] & (input_ids[:, 0] == bos_id) if bos_id is not None else torch.zeros_like(valid[:, 0])
+        offset = 1 if bool(bos_first.all()) and valid.shape[1] > 1 else 0
+        eligible = valid[:, offset:].clone()
+        if offset == 0:
+            eligible[:, 0] &= ~bos_first
+        return cls(valid, not bool(valid.all()), offset, None if bool(eligible.all()) else eligible[..., None])
+
+    def bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """[batch pos-offset 1]: 0 at eligible positions, -inf elsewhere (a + bias leaves them out of a max)."""
+        return torch.zeros((), dtype=dtype, device=self.valid.device).masked_fill(~self.eligible, -torch.inf)
+
+
 class BatchReducer:
     """Collects one batch's per-layer reductions from the hooks, then applies them all at once,
-    so that an interrupted forward pass never leaves half-updated statistics."""
+    so that an interrupted forward pass never leaves half-updated statistics.
 
-    def __init__(self, stats: NeuronStats):
+    `bos_id`: a document's first token, when it is this one, is no example (None: every token is).
+    """
+
+    def __init__(self, stats: NeuronStats, bos_id: int | None = None):
         self.stats = stats
+        self.bos_id = bos_id
         self.pending: dict[int, tuple[torch.Tensor, ...]] = {}
-        self.valid: torch.Tensor | None = None  # [batch pos] bool
-        self.padded = False
-        self.per_document: bool | None = None  # None: per-document views on CPUs, masked batches elsewhere
+        n_layers, d_mlp, bins = stats.histogram.shape
+        device = stats.histogram.device
+        self.lookup = histogram_lookup(device)
+        self.bin_offsets = torch.arange(d_mlp, dtype=torch.int32, device=device) * bins  # [neuron]
+        self.histogram = torch.zeros((n_layers, d_mlp, bins), dtype=torch.int32, device=device)  # this batch's counts
+        self.layout: BatchLayout | None = None
 
-    def start(self, attention_mask: torch.Tensor) -> None:
-        self.valid = attention_mask.bool()
-        self.lengths = self.valid.sum(dim=1).tolist()
-        self.padded = not bool(self.valid.all())
+    def start(self, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None) -> None:
+        ids = input_ids if input_ids is not None else torch.full_like(attention_mask, -1)
+        self.layout = BatchLayout.of(ids, attention_mask, self.bos_id)
         self.pending.clear()
+        self.histogram.zero_()
 
-    def _per_document(self, g: torch.Tensor, u: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Reductions on views of each document's real tokens (no masked copies; for CPUs)."""
-        highs, high_pos, lows, low_pos, totals, counts = [], [], [], [], [], []
-        for i, length in enumerate(self.lengths):
-            a_i, g_i, u_i = a[i, :length], g[i, :length] > 0, u[i, :length] > 0
-            value, index = a_i.max(dim=0)
-            highs.append(value), high_pos.append(index)
-            value, index = a_i.min(dim=0)
-            lows.append(value), low_pos.append(index)
-            totals.append(a_i.sum(dim=0, dtype=torch.float32))
-            counts.append(torch.stack([g_i.sum(dim=0), u_i.sum(dim=0), (g_i & u_i).sum(dim=0)]))
-        stack = torch.stack
-        return stack(highs), stack(high_pos), stack(lows), stack(low_pos), stack(totals).sum(dim=0), stack(counts).sum(dim=0)
+    def _count_histogram(self, layer: int, tokens: torch.Tensor) -> None:
+        """Add the bins of every value of `tokens` [... neuron] to this batch's histogram of `layer`."""
+        bins = self.lookup.index_select(0, histogram_codes(tokens).view(-1)).view(-1, self.bin_offsets.numel())
+        index = (bins + self.bin_offsets).view(-1)
+        self.histogram[layer].view(-1).index_add_(0, index, torch.ones((), dtype=torch.int32, device=index.device).expand(index.numel()))
+
+    def _example_keys(self, a: torch.Tensor, gate_open: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Each document's best key in every list [list batch neuron] float32 (-inf: none), and the tensors
+        [batch pos-offset neuron] whose max or min over positions gave each list's values (a, with -inf or +inf
+        where it is no example; a where the gate is open, else 0; a where it is closed, else 0)."""
+        layout = self.layout
+        a_ex, open_ex = a[:, layout.offset:], gate_open[:, layout.offset:]
+        if layout.eligible is None:
+            ranked_high = ranked_low = a_ex
+            gated = a_ex * open_ex
+            closed = a_ex - gated
+        else:
+            bias = layout.bias(a.dtype)
+            ranked_high, ranked_low = a_ex + bias, a_ex - bias
+            gated = a_ex * (open_ex & layout.eligible)
+            closed = a_ex * layout.eligible - gated
+        keys = torch.stack([ranked_high.amax(dim=1), -ranked_low.amin(dim=1), gated.amax(dim=1), -gated.amin(dim=1),
+                            -closed.amin(dim=1), closed.amax(dim=1)]).float()
+        keys[2:] = torch.where(keys[2:] > 0, keys[2:], -torch.inf)  # a = 0 is no example of a sign combination
+        return keys, (ranked_high, ranked_low, gated, gated, closed, closed)
+
+    def _positions(self, layer: int, keys: torch.Tensor, sources: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Positions [list batch neuron] of the candidates that can still enter a list (-1 for the others): the
+        first position where the list's source holds the candidate's value. Few candidates: looked up one by
+        one; many (the first batches): max / min with indices over the whole source."""
+        candidates = (keys >= self.stats.thresholds(layer)[:, None, :]) & (keys > -torch.inf)
+        positions = torch.full(keys.shape, -1, dtype=torch.long, device=keys.device)
+        found = candidates.nonzero()  # [m 3]: list, document row, neuron; sorted by list
+        dense_above = DENSE_FRACTION * keys[0].numel()
+        for index, part in enumerate(found.split(torch.bincount(found[:, 0], minlength=len(LISTS)).tolist())):
+            if len(part) > dense_above:
+                extreme = sources[index].max(dim=1) if LIST_SIGNS[index] > 0 else sources[index].min(dim=1)
+                positions[index] = extreme.indices + self.layout.offset
+            elif len(part):
+                rows, neurons = part[:, 1], part[:, 2]
+                values = LIST_SIGNS[index] * keys[index, rows, neurons]
+                hits = sources[index][rows, :, neurons] == values[:, None]  # [m pos]
+                positions[index, rows, neurons] = hits.to(torch.uint8).argmax(dim=1) + self.layout.offset
+        return positions
 
     def __call__(self, layer: int, g: torch.Tensor, u: torch.Tensor, a: torch.Tensor) -> None:
-        if self.padded and (self.per_document if self.per_document is not None else a.device.type == "cpu"):
-            high, high_pos, low, low_pos, total, counts = self._per_document(g, u, a)
+        layout = self.layout
+        gate_open, lin_positive = g > 0, u > 0
+        if layout.padded:
+            real = layout.valid[..., None]
+            total = (a * real).sum(dim=(0, 1), dtype=torch.float32)
+            gate_open_real, lin_positive_real = gate_open & real, lin_positive & real
+            self._count_histogram(layer, a[layout.valid])
         else:
-            # in the model's dtype: max and min are exact there, the sum accumulates in float32
-            if self.padded:
-                valid = self.valid[..., None]  # [batch pos 1]
-                high, high_pos = a.masked_fill(~valid, -torch.inf).max(dim=1)  # [batch neuron]
-                low, low_pos = a.masked_fill(~valid, torch.inf).min(dim=1)
-                total = a.masked_fill(~valid, 0).sum(dim=(0, 1), dtype=torch.float32)
-                g_pos, u_pos = (g > 0) & valid, (u > 0) & valid
-            else:
-                high, high_pos = a.max(dim=1)
-                low, low_pos = a.min(dim=1)
-                total = a.sum(dim=(0, 1), dtype=torch.float32)
-                g_pos, u_pos = g > 0, u > 0
-            counts = _count_true([g_pos, u_pos, g_pos & u_pos])
+            total = a.sum(dim=(0, 1), dtype=torch.float32)
+            gate_open_real, lin_positive_real = gate_open, lin_positive
+            self._count_histogram(layer, a)
+        counts = _count_true([gate_open_real, lin_positive_real, gate_open_real & lin_positive_real])
+        keys, sources = self._example_keys(a, gate_open)
+        positions = self._positions(layer, keys, sources)
         fixed = torch.round(total.double() * 2 ** FIXED_POINT_BITS).long()
-        self.pending[layer] = (high.float().T, high_pos.T, low.float().T, low_pos.T, fixed, counts)
+        self.pending[layer] = (keys, positions, fixed, counts)
 
     def apply(self, doc_ids: torch.Tensor) -> None:
-        """Fold the batch (documents `doc_ids`, ascending) into the statistics."""
+        """Fold the batch (documents `doc_ids`, one per row) into the statistics."""
         stats = self.stats
-        if len(self.pending) != stats.top_values.shape[0]:
-            raise RuntimeError(f"hooks saw {len(self.pending)} of {stats.top_values.shape[0]} layers")
+        if len(self.pending) != stats.keys.shape[0]:
+            raise RuntimeError(f"hooks saw {len(self.pending)} of {stats.keys.shape[0]} layers")
         layers = sorted(self.pending)
-        high, high_pos, low, low_pos, fixed, counts = (torch.stack([self.pending[layer][i] for layer in layers]) for i in range(6))
-        docs = doc_ids.to(stats.top_docs.device).expand(*high.shape)  # [layer neuron batch]
-        stats._merge_extremes(high, docs, high_pos, top=True)
-        stats._merge_extremes(low, docs, low_pos, top=False)
+        keys, positions, fixed, counts = (torch.stack([self.pending[layer][i] for layer in layers]) for i in range(4))
+        keys, positions = keys.permute(0, 3, 1, 2), positions.permute(0, 3, 1, 2)  # [layer neuron list batch]
+        valid = keys > -torch.inf
+        stats.merge_candidates(keys, torch.where(valid, doc_ids.to(keys.device), -1), torch.where(valid, positions, -1))
         stats.post_sum += fixed
         stats.gate_positive += counts[:, 0]
         stats.lin_positive += counts[:, 1]
         stats.both_positive += counts[:, 2]
-        stats.n_tokens += self.valid.sum()
+        stats.histogram += self.histogram
+        stats.n_tokens += self.layout.valid.sum()
         self.pending.clear()
 
 
@@ -270,20 +465,22 @@ def shard_range(n_batches: int, num_shards: int = 1, shard_index: int = 0) -> tu
 
 def run_pass(model: Any, dataset: Any, stats: NeuronStats, plan: list[list[int]], batches: range, pad_id: int,
              device: torch.device, on_checkpoint: Callable[[int], None] | None = None, checkpoint_every: int = 0,
-             progress: Any = None) -> int:
+             progress: Any = None, bos_id: int | None = None) -> int:
     """Run the batches `batches` of `plan` over `dataset` (rows with input_ids, attention_mask) into `stats`.
+
+    A document's first token, when it is `bos_id`, is no example (None: every token may be one).
 
     After every `checkpoint_every` batches (and on KeyboardInterrupt, between batches)
     `on_checkpoint(next_batch)` is called. Returns the number of tokens processed.
     """
-    reducer = BatchReducer(stats)
+    reducer = BatchReducer(stats, bos_id)
     tokens = 0
-    with mlp_hooks(model, reducer, range(stats.top_values.shape[0])):
+    with mlp_hooks(model, reducer, range(stats.keys.shape[0])):
         for batch in batches:
             docs = plan[batch]
             rows = dataset[docs]
             input_ids, attention_mask = pad_batch(rows["input_ids"], rows["attention_mask"], pad_id, device)
-            reducer.start(attention_mask)
+            reducer.start(attention_mask, input_ids)
             try:
                 run_model(model, input_ids, attention_mask)
             except KeyboardInterrupt:

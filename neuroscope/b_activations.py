@@ -1,6 +1,8 @@
 """One streaming pass of a model over a tokenized dataset, keeping for every neuron its top-k and
-bottom-k documents (value, document, position), mean activation, gate-open frequency and the
-four sign combinations of (gate, linear) pre-activations. Nothing per token is stored.
+bottom-k documents (value, document, position), the top-k documents by |a| in each of the four
+sign combinations of (gate, linear) pre-activations, the mean activation, the gate-open and
+sign-combination frequencies and a histogram of the activation. Nothing per token is stored.
+Position 0 is no example when it is BOS (--include_bos: it is); it counts everywhere else.
 
   python b_activations.py --datadir ../data --dataset pydoc --save_to activations      # embedded model
   python b_activations.py --model allenai/OLMo-7B-0424-hf --datadir DIR --dataset dolma_small --save_to results
@@ -37,7 +39,10 @@ def build_parser():
     add_datadir(parser)
     parser.add_argument("--dataset", default=EMBEDDED_DATASET, help="tokenized dataset inside --datadir (input; a_dataset.py --save_to)")
     parser.add_argument("--save_to", default=DEFAULT_ACTIVATIONS, help="folder inside --datadir for the statistics (output)")
-    parser.add_argument("--examples_per_neuron", type=positive_int, default=DEFAULT_EXAMPLES, help="k of the top-k and bottom-k documents")
+    parser.add_argument("--examples_per_neuron", type=positive_int, default=DEFAULT_EXAMPLES,
+                        help="k of the top-k, bottom-k and sign-combination documents")
+    parser.add_argument("--include_bos", action="store_true",
+                        help="let position 0 (BOS, the same activation in every document) be an example, as the seed did")
     add_batch_size(parser)
     add_device(parser, "where the model runs (torchrun: cuda becomes cuda:LOCAL_RANK)")
     add_dtype(parser)

@@ -14,7 +14,15 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from neuroscope.activations import NeuronStats, batch_plan, decoder_layers, run_pass, shard_range
+from neuroscope.activations import (
+    STATISTICS_VERSION,
+    NeuronStats,
+    batch_plan,
+    check_activation_signs,
+    decoder_layers,
+    run_pass,
+    shard_range,
+)
 from neuroscope.data import check_vocabulary, document_lengths, load_tokenized
 from neuroscope.store import RUN_KEYS, load_stats, save_stats, stats_path
 from wcos_casestudies.artifacts import package_versions
@@ -105,7 +113,9 @@ def plan_pass(args: argparse.Namespace) -> PassPlan:
             "dataset": str((args.datadir / args.dataset).resolve()), "documents": len(dataset),
             "tokens": data_meta["tokens"], "k": k, "batch_size": args.batch_size, "dtype": str(dtype).removeprefix("torch."),
             "n_layers": arch.n_layers, "d_mlp": arch.d_mlp, "num_shards": num_shards, "shard_index": shard_index,
-            "first_batch": first, "last_batch": last, "batches": len(plan), "versions": package_versions()}
+            "first_batch": first, "last_batch": last, "batches": len(plan), "statistics_version": STATISTICS_VERSION,
+            "examples_without_bos": not args.include_bos and tokenizer.bos_token_id is not None,
+            "bos_id": tokenizer.bos_token_id, "versions": package_versions()}
     folder = args.datadir / args.save_to
     return PassPlan(source, dataset, tokenizer, plan, first, last, meta, stats_path(folder, num_shards, shard_index),
                     stats_path(folder, num_shards, shard_index, partial=True), device, dtype)
@@ -126,6 +136,7 @@ def collect(run: PassPlan, overwrite: bool, checkpoint_every: int, stop_after_ba
     """Run (or resume) this shard's pass, with checkpoints, and write its statistics file."""
     model, tokenizer = load_hf_model(run.source, dtype=run.dtype, device=run.device, tokenizer=run.tokenizer)
     decoder_layers(model)
+    check_activation_signs(model)
     stats, start = start_or_resume(run, overwrite)
     stop = run.last if stop_after_batches is None else min(run.last, start + stop_after_batches)
 
@@ -138,8 +149,9 @@ def collect(run: PassPlan, overwrite: bool, checkpoint_every: int, stop_after_ba
     started = time.perf_counter()
     shard = f"shard {run.meta['shard_index'] + 1}/{run.meta['num_shards']}"
     with tqdm(total=stop - start, desc=f"batches ({shard})", unit="batch") as progress:
+        bos_id = run.meta["bos_id"] if run.meta["examples_without_bos"] else None
         tokens = run_pass(model, run.dataset, stats, run.plan, range(start, stop), pad_id, run.device,
-                          on_checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress)
+                          on_checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress, bos_id=bos_id)
     seconds = time.perf_counter() - started
     if stop < run.last:  # --stop_after_batches: leave a checkpoint, as a killed run would
         checkpoint(stop)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from neuroscope.activations import batch_plan, mlp_hooks, pad_batch, run_model
+from neuroscope.activations import COMBINATION_SIGNS, SIGN_COMBINATIONS, batch_plan, mlp_hooks, pad_batch, run_model
 from neuroscope.data import load_tokenized
 from neuroscope.store import stats_path
 from wcos_casestudies.artifacts import PROJECT_TAG, load_artifact, save_artifact
@@ -22,6 +22,7 @@ from wcos_casestudies.models.loading import load_hf_model
 from wcos_casestudies.models.sources import ModelSource
 
 Neuron = tuple[int, int]  # (layer, neuron)
+LIST_KINDS = ("max", "min", *SIGN_COMBINATIONS)  # the example lists of a neuron, as pages show them
 
 
 class RecomputeMismatch(RuntimeError):
@@ -34,8 +35,8 @@ class Example:
 
     doc: int
     position: int  # of the extreme value
-    stored: float
-    kind: str  # "max" or "min"
+    stored: float  # a at the extreme token, as the statistics keep it
+    kind: str  # one of LIST_KINDS
     token_ids: list[int]
     act: list[float]
     gate: list[float]
@@ -53,12 +54,23 @@ def parse_neuron(text: str, n_layers: int, d_mlp: int) -> Neuron:
     return layer, neuron
 
 
+def stored_lists(stats: dict[str, Any]) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(kind, signed values, documents, positions), each [layer neuron k], of every example list the
+    statistics have (files of the first version have no sign-combination lists)."""
+    lists = [("max", stats["top_values"], stats["top_docs"], stats["top_positions"]),
+             ("min", stats["bottom_values"], stats["bottom_docs"], stats["bottom_positions"])]
+    if "combo_values" in stats:
+        for index, (kind, sign) in enumerate(zip(SIGN_COMBINATIONS, COMBINATION_SIGNS)):
+            lists.append((kind, sign * stats["combo_values"][:, :, index], stats["combo_docs"][:, :, index],
+                          stats["combo_positions"][:, :, index]))
+    return lists
+
+
 def selected_documents(stats: dict[str, torch.Tensor], layer: int, neuron: int) -> list[tuple[str, int, int, float]]:
-    """(kind, document, position, stored value) of a neuron's top-k and bottom-k documents."""
+    """(kind, document, position, stored value) of every example of a neuron (max, min, sign combinations)."""
     rows = []
-    for kind, prefix in (("max", "top"), ("min", "bottom")):
-        for doc, pos, value in zip(stats[f"{prefix}_docs"][layer, neuron].tolist(), stats[f"{prefix}_positions"][layer, neuron].tolist(),
-                                   stats[f"{prefix}_values"][layer, neuron].tolist()):
+    for kind, values, docs, positions in stored_lists(stats):
+        for doc, pos, value in zip(docs[layer, neuron].tolist(), positions[layer, neuron].tolist(), values[layer, neuron].tolist()):
             if doc >= 0:
                 rows.append((kind, doc, pos, value))
     return rows
@@ -176,8 +188,9 @@ def load_inputs(source: ModelSource, stats: dict[str, Any], dataset_dir: Path | 
     return Inputs(model, tokenizer, dataset, dataset_dir.name, stats, pad_id, device)
 
 
-def requested_neurons(names: list[str], neurons_from: Path | None, source: ModelSource) -> list[Neuron]:
-    """The neurons named on the command line or in a file (`all`: every neuron), checked and deduplicated."""
+def requested_neurons(names: list[str], neurons_from: Path | None, source: ModelSource, whole_layers: bool = False) -> list[Neuron]:
+    """The neurons named on the command line or in a file, checked and deduplicated: `LAYER.NEURON`,
+    `LAYER.*` (every neuron of a layer) or `all`; with `whole_layers`, every neuron of their layers."""
     arch = read_arch(source)
     names = list(names)
     if neurons_from is not None:
@@ -187,8 +200,17 @@ def requested_neurons(names: list[str], neurons_from: Path | None, source: Model
     if names == ["all"]:
         return [(layer, neuron) for layer in range(arch.n_layers) for neuron in range(arch.d_mlp)]
     if not names:
-        raise UserError("no neurons given; use --neurons LAYER.NEURON ... (or all) or --neurons_from FILE")
-    return sorted({parse_neuron(name, arch.n_layers, arch.d_mlp) for name in names})
+        raise UserError("no neurons given; use --neurons LAYER.NEURON ... (or LAYER.*, or all) or --neurons_from FILE")
+    chosen = set()
+    for name in names:
+        if name.endswith(".*"):
+            layer, _ = parse_neuron(name[:-1] + "0", arch.n_layers, arch.d_mlp)
+            chosen.update((layer, neuron) for neuron in range(arch.d_mlp))
+        else:
+            chosen.add(parse_neuron(name, arch.n_layers, arch.d_mlp))
+    if whole_layers:
+        chosen = {(layer, neuron) for layer in {layer for layer, _ in chosen} for neuron in range(arch.d_mlp)}
+    return sorted(chosen)
 
 
 def neuron_folder(folder: Path, neuron: Neuron) -> Path:

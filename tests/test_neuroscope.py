@@ -12,7 +12,13 @@ import pytest
 import torch
 
 from neuroscope import a_dataset, b2_recompute, b_activations, c_neuron_vis, d_recompute_vis
-from neuroscope.activations import NeuronStats
+from neuroscope.activations import (
+    SIGN_COMBINATIONS,
+    BatchReducer,
+    NeuronStats,
+    batch_plan,
+    histogram_edges,
+)
 from neuroscope.data import build_dataset, save_dataset
 from neuroscope.recompute import RecomputeMismatch, recompute_examples
 from wcos_casestudies.artifacts import load_artifact
@@ -61,11 +67,47 @@ def run_pass(model, datadir, save_to, batch_size=4, extra=()):
 
 
 STAT_KEYS = ("top_values", "top_docs", "top_positions", "bottom_values", "bottom_docs", "bottom_positions",
-             "post_sum", "gate_positive", "lin_positive", "both_positive", "n_tokens")
+             "combo_values", "combo_docs", "combo_positions", "post_sum", "gate_positive", "lin_positive",
+             "both_positive", "histogram", "n_tokens")
+BOS = 256  # the tiny tokenizer's <bos>
+
+
+def brute_force_lists(post, pre, lin, starts_with_bos, layer, neuron):
+    """Every example list of one neuron by an obvious loop over documents and positions: [(-|key|, doc, position)]
+    sorted, with position 0 left out of documents that start with BOS."""
+    lists = {name: [] for name in ("top", "bottom", *SIGN_COMBINATIONS)}
+    for doc, (acts, gates, lins) in enumerate(zip(post, pre, lin)):
+        a, g, u = acts[layer, :, neuron].tolist(), gates[layer, :, neuron].tolist(), lins[layer, :, neuron].tolist()
+        positions = [p for p in range(len(a)) if not (p == 0 and starts_with_bos[doc])]
+        if positions:
+            best = max(a[p] for p in positions)
+            lists["top"].append((-best, doc, next(p for p in positions if a[p] == best)))
+            worst = min(a[p] for p in positions)
+            lists["bottom"].append((worst, doc, next(p for p in positions if a[p] == worst)))
+        for index, name in enumerate(SIGN_COMBINATIONS):
+            gate_open, lin_positive = index in (0, 1), index in (0, 2)
+            inside = [p for p in positions if (g[p] > 0) == gate_open and (u[p] > 0) == lin_positive and a[p] != 0]
+            if inside:
+                best = max(abs(a[p]) for p in inside)
+                lists[name].append((-best, doc, next(p for p in inside if abs(a[p]) == best)))
+    return {name: sorted(rows) for name, rows in lists.items()}
+
+
+def direct_histogram(values):
+    """Counts of values [n] in the bins of histogram_edges(), one bin at a time (|v| rounded down)."""
+    edges = histogram_edges().tolist()
+    counts = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        if high <= 0:  # a bin of negative values: (low, high], -0.0 in the one that ends at 0
+            counts.append(sum(1 for v in values if low < v <= high and (v < 0 or str(v) == "-0.0")))
+        else:
+            counts.append(sum(1 for v in values if low <= v < high and str(v) != "-0.0"))
+    return counts
 
 
 def test_pass_matches_brute_force_in_transformer_lens(setup):
-    """Every activation of every document, one document at a time, through TransformerLens hooks."""
+    """Every activation of every document, one document at a time, through TransformerLens hooks: the
+    example lists (BOS left out), the sign-combination lists, the mean, the frequencies and the histogram."""
     bridge = load_bridge(setup["source"])
     n_layers, d_mlp = bridge.cfg.n_layers, bridge.cfg.d_mlp
     post, pre, lin = [], [], []
@@ -76,27 +118,29 @@ def test_pass_matches_brute_force_in_transformer_lens(setup):
             pre.append(torch.stack([cache[f"blocks.{i}.mlp.hook_pre"][0] for i in range(n_layers)]))
             lin.append(torch.stack([cache[f"blocks.{i}.mlp.hook_pre_linear"][0] for i in range(n_layers)]))
     stats = setup["stats"]
+    starts_with_bos = [ids[0] == BOS for ids in setup["dataset"]["input_ids"]]
+    assert all(starts_with_bos) and stats["meta"]["examples_without_bos"]
     n_tokens = sum(p.shape[1] for p in post)
     assert int(stats["n_tokens"]) == n_tokens
-    checked_docs = 0
+    checked_lists, histogram_off = 0, 0
     for layer in range(n_layers):
         for neuron in range(d_mlp):
-            for kind, sign in (("top", 1.0), ("bottom", -1.0)):
-                # obvious loop: each document's extreme and its first position, sorted by value then document
-                per_doc = []
-                for doc, acts in enumerate(post):
-                    values = sign * acts[layer, :, neuron]
-                    best = float(values.max())
-                    position = int(torch.nonzero(values == values.max())[0])
-                    per_doc.append((-best, doc, position))
-                per_doc.sort()
-                expected_values = [-sign * v for v, _, _ in per_doc[:K]]
-                assert torch.allclose(stats[f"{kind}_values"][layer, neuron], torch.tensor(expected_values), atol=1e-5)
-                gaps = [per_doc[i + 1][0] - per_doc[i][0] for i in range(K)]
-                if min(gaps) > 1e-4:  # no near-tie at or next to the cut: documents and positions are determined
-                    assert stats[f"{kind}_docs"][layer, neuron].tolist() == [d for _, d, _ in per_doc[:K]]
-                    assert stats[f"{kind}_positions"][layer, neuron].tolist() == [p for _, _, p in per_doc[:K]]
-                    checked_docs += 1
+            expected = brute_force_lists(post, pre, lin, starts_with_bos, layer, neuron)
+            got = {"top": (stats["top_values"], stats["top_docs"], stats["top_positions"], 1),
+                   "bottom": (stats["bottom_values"], stats["bottom_docs"], stats["bottom_positions"], -1)}
+            for index, name in enumerate(SIGN_COMBINATIONS):
+                got[name] = (stats["combo_values"][:, :, index], stats["combo_docs"][:, :, index],
+                             stats["combo_positions"][:, :, index], 1)
+            for name, (values, docs, positions, sign) in got.items():
+                rows = expected[name][:K]
+                assert torch.allclose(sign * values[layer, neuron, :len(rows)], torch.tensor([abs(v) for v, _, _ in rows]),
+                                      atol=1e-5), (layer, neuron, name)
+                assert (docs[layer, neuron, len(rows):] == -1).all()
+                keys = [v for v, _, _ in expected[name][:K + 1]]
+                if all(b - a > 1e-4 for a, b in zip(keys, keys[1:])):  # no near-tie: documents and positions are determined
+                    assert docs[layer, neuron, :len(rows)].tolist() == [d for _, d, _ in rows], (layer, neuron, name)
+                    assert positions[layer, neuron, :len(rows)].tolist() == [p for _, _, p in rows], (layer, neuron, name)
+                    checked_lists += 1
             all_post = torch.cat([p[layer, :, neuron] for p in post])
             all_pre = torch.cat([p[layer, :, neuron] for p in pre])
             all_lin = torch.cat([p[layer, :, neuron] for p in lin])
@@ -104,9 +148,72 @@ def test_pass_matches_brute_force_in_transformer_lens(setup):
             assert float(stats["gate_open"][layer, neuron]) == pytest.approx(float((all_pre > 0).double().mean()), abs=1e-9)
             combos = [((all_pre > 0) & (all_lin > 0)), ((all_pre > 0) & (all_lin <= 0)),
                       ((all_pre <= 0) & (all_lin > 0)), ((all_pre <= 0) & (all_lin <= 0))]
-            expected = torch.tensor([float(c.double().mean()) for c in combos], dtype=torch.float64)
-            assert torch.allclose(stats["sign_frequencies"][layer, neuron], expected, atol=1e-9)
-    assert checked_docs > n_layers * d_mlp  # most neurons had no near-ties
+            expected_freq = torch.tensor([float(c.double().mean()) for c in combos], dtype=torch.float64)
+            assert torch.allclose(stats["sign_frequencies"][layer, neuron], expected_freq, atol=1e-9)
+            direct = torch.tensor(direct_histogram(all_post.tolist()))
+            histogram_off += int((direct - stats["histogram"][layer, neuron]).abs().sum())
+    assert checked_lists > 4 * n_layers * d_mlp  # most lists had no near-ties
+    assert int(stats["histogram"].sum()) == n_tokens * n_layers * d_mlp
+    assert histogram_off <= 4  # TransformerLens rounds differently in the last bit: a value on a bin edge may move
+
+
+def test_reducer_against_brute_force_on_random_values():
+    """Top, bottom, sign-combination lists and histogram against obvious loops: padding, ties (values
+    rounded to 0.1), a = 0, documents of BOS alone or without BOS, every batch size; the histogram exactly."""
+    gen = torch.Generator().manual_seed(3)
+    n_layers, d_mlp, k = 2, 6, 3
+    docs = [[BOS] + torch.randint(0, 9, (int(torch.randint(0, 12, (), generator=gen)),), generator=gen).tolist()
+            for _ in range(11)]
+    docs[3], docs[4] = [BOS], [1, 2, 3]
+    gates = [[torch.randn(len(d), d_mlp, generator=gen).round(decimals=1) for d in docs] for _ in range(n_layers)]
+    lins = [[torch.randn(len(d), d_mlp, generator=gen).round(decimals=1) for d in docs] for _ in range(n_layers)]
+    for layer in range(n_layers):
+        for g, u in zip(gates[layer], lins[layer]):
+            g[:, 0] = g[:, 0].abs()  # neuron 0: the gate is open (or g = 0)
+            u[:, 1] = 0  # neuron 1: a = 0 everywhere, so no sign-combination examples
+    acts = [[torch.nn.functional.silu(g) * u for g, u in zip(gates[layer], lins[layer])] for layer in range(n_layers)]
+    post = [torch.stack([acts[layer][d] for layer in range(n_layers)]) for d in range(len(docs))]  # [layer pos neuron]
+    pre = [torch.stack([gates[layer][d] for layer in range(n_layers)]) for d in range(len(docs))]
+    lin = [torch.stack([lins[layer][d] for layer in range(n_layers)]) for d in range(len(docs))]
+    for batch_size in (1, 3, 4, 11):
+        stats = _reduce(docs, post, pre, lin, batch_size, k, gen)
+        for layer in range(n_layers):
+            for neuron in range(d_mlp):
+                expected = brute_force_lists(post, pre, lin, [d[0] == BOS for d in docs], layer, neuron)
+                for index, name in enumerate(("top", "bottom", *SIGN_COMBINATIONS)):
+                    rows = expected[name][:k]
+                    slots = slice(0, len(rows))
+                    assert stats.docs[layer, neuron, index, slots].tolist() == [d for _, d, _ in rows], (batch_size, name)
+                    assert stats.positions[layer, neuron, index, slots].tolist() == [p for _, _, p in rows], (batch_size, name)
+                    assert stats.keys[layer, neuron, index, slots].tolist() == pytest.approx([abs(v) for v, _, _ in rows])
+                    assert (stats.docs[layer, neuron, index, len(rows):] == -1).all()
+                values = torch.cat([p[layer, :, neuron] for p in post]).tolist()
+                assert stats.histogram[layer, neuron].tolist() == direct_histogram(values)
+    assert int(stats.n_tokens) == sum(len(d) for d in docs)
+
+
+def _reduce(docs, post, pre, lin, batch_size, k, gen):
+    """Run the reducer over documents given as [layer pos neuron] values, batched and right-padded with noise."""
+    n_layers, _, d_mlp = post[0].shape
+    stats = NeuronStats.empty(n_layers, d_mlp, k)
+    reducer = BatchReducer(stats, BOS)
+    for batch in batch_plan([len(d) for d in docs], batch_size):
+        width = max(len(docs[i]) for i in batch)
+        ids = torch.zeros(len(batch), width, dtype=torch.long)
+        mask = torch.zeros(len(batch), width, dtype=torch.long)
+        for row, i in enumerate(batch):
+            ids[row, :len(docs[i])], mask[row, :len(docs[i])] = torch.tensor(docs[i]), 1
+        reducer.start(mask, ids)
+        for layer in range(n_layers):
+            padded = []
+            for values in (pre, lin, post):
+                tensor = 5 * torch.randn(len(batch), width, d_mlp, generator=gen)  # padding: large noise
+                for row, i in enumerate(batch):
+                    tensor[row, :len(docs[i])] = values[i][layer]
+                padded.append(tensor)
+            reducer(layer, *padded)
+        reducer.apply(torch.tensor(batch))
+    return stats
 
 
 def test_ties_go_to_the_lower_document_and_first_position():
@@ -184,11 +291,13 @@ def test_recompute_equals_stored_and_fails_loudly(setup):
     examples = recompute_examples(model, setup["dataset"], setup["stats"], neurons, 3, tokenizer.pad_token_id,
                                   torch.device("cpu"))
     for key in neurons:
-        assert len(examples[key]) == 2 * K
+        kinds = [e.kind for e in examples[key]]
+        assert kinds.count("max") == kinds.count("min") == K and len(kinds) > 2 * K  # and sign-combination examples
         for example in examples[key]:
             assert example.act[example.position] == pytest.approx(example.stored, abs=1e-5)
-            wanted = max(example.act) if example.kind == "max" else min(example.act)
-            assert example.stored == pytest.approx(wanted, abs=1e-5)
+            if example.kind in ("max", "min"):  # position 0 (BOS) is no example
+                wanted = max(example.act[1:]) if example.kind == "max" else min(example.act[1:])
+                assert example.stored == pytest.approx(wanted, abs=1e-5) and example.position > 0
     tampered = {**setup["stats"], "top_values": setup["stats"]["top_values"].clone()}
     tampered["top_values"][1, 17, 0] += 0.5
     with pytest.raises(RecomputeMismatch):
@@ -215,7 +324,7 @@ def test_pages(setup, tmp_path, capsys):
     assert "<script>alert('not run')</script> & other <b>ma" in visible  # truncated at 48 tokens
     assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", page, re.I), "external URL in the page"
     assert not re.search(r"""(src|href)\s*=\s*["'](https?:|//)""", page, re.I)
-    assert page.count('class="example"') == 2 * K and "Max activations" in page and "Min activations" in page
+    assert page.count('class="example"') >= 2 * K and "Max activations" in page and "Min activations" in page
     assert 'href="../../index.html"' in page and 'id="next"' in page
     index = (folder / "index.html").read_text()
     assert f"L{layer}/N{neuron}/vis.html" in index and "L0/N3/vis.html" in index
@@ -233,7 +342,7 @@ def test_pages(setup, tmp_path, capsys):
                           "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'chrome'}",
                           "--dump-dom", (folder / f"L{layer}" / f"N{neuron}" / "vis.html").as_uri()],
                          capture_output=True, text=True, timeout=120).stdout
-    assert dom.count('class="example"') == 2 * K
+    assert dom.count('class="example"') == page.count('class="example"')
     assert "<script>alert" not in dom and "Neuron" in dom
     assert "<script>alert('not run')</script>" in html.unescape(re.sub(r"<[^>]+>", "", dom))
 
@@ -267,25 +376,47 @@ def test_bad_inputs(setup, tmp_path, capsys):
     fails(a_dataset.main, ["--datadir", str(tmp_path), "--save_to", "smol", "--Mtokens", "0.002"], "exists")
 
 
-def test_masked_and_per_document_reductions_agree():
-    """The two ways of skipping padding (per-document views on CPUs, masked batches on GPUs) give the same numbers."""
-    from neuroscope.activations import BatchReducer
-
+def test_lazy_positions_equal_dense_ones():
+    """Positions looked up only for candidates that can enter a list equal those of max/min with indices."""
     gen = torch.Generator().manual_seed(7)
     mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 1 + [0] * 5])
-    g, u = torch.randn(3, 6, 5, generator=gen), torch.randn(3, 6, 5, generator=gen)
-    a = torch.nn.functional.silu(g) * u
-    results = []
-    for per_document in (True, False):
-        reducer = BatchReducer(NeuronStats.empty(1, 5, 2))
-        reducer.per_document = per_document
+    stats = NeuronStats.empty(1, 5, 2)
+    reducer = BatchReducer(stats)
+    for batch in range(4):
+        g, u = torch.randn(3, 6, 5, generator=gen), torch.randn(3, 6, 5, generator=gen)
+        a = torch.nn.functional.silu(g) * u
         reducer.start(mask)
         reducer(0, g, u, a)
-        reducer.apply(torch.tensor([4, 0, 9]))
-        results.append(reducer.stats.state_dict())
-    for key in STAT_KEYS:
-        if key == "post_sum":  # float32 sums in another order: equal up to rounding
-            assert torch.allclose(results[0][key].double(), results[1][key].double(), rtol=1e-6, atol=2 ** 8), key
-        else:
-            assert torch.equal(results[0][key], results[1][key]), key
-    assert int(results[0]["n_tokens"]) == 11
+        keys, positions = reducer.pending[0][:2]
+        real = mask.bool()[..., None]
+        dense = [a.masked_fill(~real, -torch.inf).max(dim=1).indices, a.masked_fill(~real, torch.inf).min(dim=1).indices]
+        looked_up = positions[:2] >= 0
+        assert looked_up[:, 0].all() or batch > 0  # the first batch: every candidate can enter
+        for index in range(2):
+            assert torch.equal(positions[index][looked_up[index]], dense[index][looked_up[index]])
+        reducer.apply(torch.tensor([3 * batch, 3 * batch + 1, 3 * batch + 2]))
+    assert int(stats.n_tokens) == 4 * 11
+
+
+def test_include_bos_lets_position_zero_into_the_examples(setup):
+    """--include_bos reproduces the seed: position 0 may be an example; means, frequencies and histograms do not change."""
+    assert run_pass(setup["model"], setup["datadir"], "withbos", extra=["--include_bos"]) == 0
+    with_bos, ref = load_artifact(setup["datadir"] / "withbos" / "stats.pt"), setup["stats"]
+    assert not with_bos["meta"]["examples_without_bos"]
+    assert (with_bos["top_positions"] == 0).any() and not (ref["top_positions"] == 0).any()
+    assert (with_bos["top_values"][..., 0] >= ref["top_values"][..., 0]).all()
+    assert (with_bos["bottom_values"][..., 0] <= ref["bottom_values"][..., 0]).all()
+    for key in ("post_sum", "gate_positive", "both_positive", "histogram", "n_tokens"):
+        assert torch.equal(with_bos[key], ref[key]), key
+
+
+def test_activation_that_flips_signs_is_refused(setup):
+    from neuroscope.activations import check_activation_signs
+    from wcos_casestudies.errors import UserError
+    from wcos_casestudies.models.loading import load_hf_model
+
+    model, _ = load_hf_model(setup["source"])
+    check_activation_signs(model)
+    model.model.layers[0].mlp.act_fn = torch.nn.Softplus()  # positive for g < 0
+    with pytest.raises(UserError, match="sign"):
+        check_activation_signs(model)
