@@ -1,10 +1,17 @@
-"""Recompute chosen neurons on their max/min documents and write one HTML page each:
-RESULTS/<model>/neuroscope/L<layer>/N<neuron>/vis.html (with the recomputed values in
-activations.pt beside it), plus an index page. b2_recompute.py and c_neuron_vis.py do the two
-steps separately.
+"""Recompute chosen neurons on their example documents and write
+- one self-contained HTML page each (up to --max_pages neurons):
+  RESULTS/<model>/neuroscope/L<layer>/N<neuron>/vis.html (with the recomputed values in
+  activations.pt beside it), plus an index page (b2_recompute.py and c_neuron_vis.py do the two
+  steps separately);
+- with --viewer NAME (the default for `all` and for long lists: NAME = viewer), the compact viewer
+  RESULTS/<model>/neuroscope/NAME/viewer.html of every chosen neuron: one batched pass over the
+  union of their documents (each document once, all layers at once) keeps only windows of float16
+  activations; open viewer.html#LAYER.NEURON.
 
   python d_recompute_vis.py --datadir ../data --activations activations --neurons 29.78 15.714
   python d_recompute_vis.py --datadir ../data --neurons_from ../results/<model>/case_studies.txt
+  python d_recompute_vis.py --datadir ../data --neurons all                 # the viewer of every neuron
+  python d_recompute_vis.py --datadir ../data --neurons 28.* 29.* --viewer late_layers
   python d_recompute_vis.py --model allenai/OLMo-7B-0424-hf --datadir DIR --activations results \\
          --neurons 28.4737 28.9766 31.9634 29.10900 30.10972 29.4180
 
@@ -29,6 +36,8 @@ from wcos_casestudies.cli import (
     add_top_tokens,
     add_weight_settings,
     make_parser,
+    non_negative_int,
+    positive_int,
     run_main,
 )
 
@@ -44,7 +53,28 @@ def build_parser():
     add_top_tokens(parser)
     add_batch_size(parser)
     add_device(parser)
+    add_viewer_flags(parser)
     return parser
+
+
+DEFAULT_MAX_PAGES = 64
+VIEWER_DEFAULTS = {"window": (16, 4), "context": (40, 12), "table_tokens": 10}
+
+
+def add_viewer_flags(parser) -> None:
+    """The flags of the compact viewer and of the choice between pages and viewer."""
+    group = parser.add_argument_group("pages and viewer")
+    group.add_argument("--whole_layers", action="store_true", help="take every neuron of the chosen neurons' layers")
+    group.add_argument("--max_pages", type=non_negative_int, default=DEFAULT_MAX_PAGES,
+                       help="write vis.html pages only when at most this many neurons are chosen")
+    group.add_argument("--viewer", default=None, metavar="NAME",
+                       help="also write the compact viewer into neuroscope/NAME (default: `viewer` when there are too many neurons for pages)")
+    group.add_argument("--window", type=non_negative_int, nargs=2, default=VIEWER_DEFAULTS["window"], metavar=("BEFORE", "AFTER"),
+                       help="viewer: tokens with activations before and after an example's extreme token")
+    group.add_argument("--context", type=non_negative_int, nargs=2, default=VIEWER_DEFAULTS["context"], metavar=("BEFORE", "AFTER"),
+                       help="viewer: grey tokens (text only) shown around the window")
+    group.add_argument("--table_tokens", type=positive_int, default=VIEWER_DEFAULTS["table_tokens"],
+                       help="viewer: tokens in each of the ±w_in and ±w_gate tables")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,13 +82,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     from neuroscope import workflow
 
     run = workflow.open_run(args)
-    started = time.perf_counter()
-    examples = workflow.recompute_checked(run, args.batch_size)
-    seconds = time.perf_counter() - started
-    workflow.save_recomputed(run, examples)
-    pages = workflow.write_run_pages(run, examples, args.top_tokens)
-    print(f"{len(pages)} pages in {run.folder} (index.html); recomputation {seconds:.1f} s "
-          f"({seconds / max(len(pages), 1):.1f} s per neuron)")
+    pages = len(run.neurons) <= args.max_pages
+    viewer = args.viewer or (None if pages else "viewer")
+    if viewer is not None and (not viewer or "/" in viewer or viewer.startswith(".")):
+        from wcos_casestudies.errors import UserError
+
+        raise UserError(f"--viewer {viewer!r}: give a folder name, without / and not starting with a dot")
+    if pages:
+        started = time.perf_counter()
+        examples = workflow.recompute_checked(run, args.batch_size)
+        seconds = time.perf_counter() - started
+        workflow.save_recomputed(run, examples)
+        written = workflow.write_run_pages(run, examples, args.top_tokens)
+        print(f"{len(written)} pages in {run.folder} (index.html); recomputation {seconds:.1f} s "
+              f"({seconds / max(len(written), 1):.1f} s per neuron)")
+    else:
+        print(f"{len(run.neurons)} neurons: no vis.html pages (at most --max_pages {args.max_pages}); the viewer has them all")
+    if viewer is not None:
+        before, after = args.window
+        settings = workflow.ViewerSettings(viewer, before, before + after + 1, tuple(args.context), args.top_tokens, args.table_tokens)
+        folder, size = workflow.write_run_viewer(run, settings, args.batch_size)
+        steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in settings.seconds.items())
+        print(f"viewer of {len(run.neurons)} neurons: {folder / 'viewer.html'} ({size / 2**20:.1f} MiB; {steps})")
     return 0
 
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-from neuroscope.activations import SIGN_COMBINATIONS
-from neuroscope.pages import NeuronPage, render_index, render_page
-from neuroscope.recompute import Example, Neuron, neuron_folder
+from neuroscope.activations import SIGN_COMBINATIONS, histogram_edges
+from neuroscope.facts import LOGIT_BINS, LayerLogitEffects, ModelFacts, layer_logit_effects, model_facts
+from neuroscope.pages import Histogram, NeuronPage, render_index, render_page
+from neuroscope.recompute import LIST_KINDS, Example, Neuron, neuron_folder
+from neuroscope.store import statistics_notes
 from wcos_casestudies.artifacts import atomic_write_text
-from wcos_casestudies.constants import CLASS_NAMES
-from wcos_casestudies.models.glu import refactor_glu
 from wcos_casestudies.models.readers import open_weights
 from wcos_casestudies.results import ModelResults
 
@@ -50,13 +50,6 @@ def navigation(names: list[str], name: str) -> dict[str, str]:
     return nav
 
 
-def output_tokens(w_out: torch.Tensor, w_u: torch.Tensor, top: int) -> tuple[list[int], list[float], list[int], list[float]]:
-    """The token ids w_out promotes and suppresses most (w_out · W_U), with their values."""
-    logits = w_out @ w_u  # [vocab]
-    up, down = torch.topk(logits, top), torch.topk(-logits, top)
-    return up.indices.tolist(), up.values.tolist(), down.indices.tolist(), (-down.values).tolist()
-
-
 def provenance_notes(results: ModelResults) -> list[str]:
     """The lines under a page's title that say where its numbers come from."""
     notes = [results.caption]
@@ -65,40 +58,100 @@ def provenance_notes(results: ModelResults) -> list[str]:
     return notes
 
 
+def activation_histogram(stats: dict[str, Any], layer: int, neuron: int, max_value: float, min_value: float) -> Histogram | None:
+    """The histogram of a (non-empty bins only), with the max and min marked; None for statistics without one."""
+    if "histogram" not in stats:
+        return None
+    counts = stats["histogram"][layer, neuron]
+    used = torch.nonzero(counts).flatten().tolist()
+    first, last = (used[0], used[-1] + 1) if used else (0, 0)
+    edges = histogram_edges()
+    labels = [f"[{edges[i]:.3g}, {edges[i + 1]:.3g})" for i in range(first, last)]
+
+    def bin_of(value: float) -> int:
+        index = int(torch.searchsorted(edges, torch.tensor([value], dtype=torch.float64), right=value >= 0)) - (1 if value >= 0 else 0)
+        return min(max(index, first), last - 1) - first
+
+    marks = [(bin_of(max_value), f"max {max_value:.3g}", "#c00"), (bin_of(min_value), f"min {min_value:.3g}", "#00c")]
+    return Histogram(counts[first:last].tolist(), labels, marks, "a, bins of |a| on a log scale (4 per octave), height log(1 + count)")
+
+
+def logit_histogram(effects: LayerLogitEffects, column: int) -> Histogram:
+    """The histogram of w_out · W_U over the vocabulary, its ends marked."""
+    low, high = float(effects.low[column]), float(effects.high[column])
+    step = (high - low) / LOGIT_BINS
+    labels = [f"[{low + i * step:.3g}, {low + (i + 1) * step:.3g})" for i in range(LOGIT_BINS)]
+    marks = [(LOGIT_BINS - 1, f"most promoted {high:.3g}", "#c00"), (0, f"most suppressed {low:.3g}", "#00c")]
+    return Histogram(effects.histogram[column].tolist(), labels, marks, "w_out · W_U over the vocabulary (linear bins), height log(1 + count)")
+
+
+def why_interesting(facts: ModelFacts, effects: LayerLogitEffects, column: int, layer: int, neuron: int) -> list[str]:
+    """Roles, kurtosis and skew of cos(w_out, W_U), and the case-study reason, as short phrases."""
+    roles = facts.role_names(layer, neuron)
+    kurtosis = float(facts.moments["kurtosis"][layer, neuron]) if facts.moments else float(effects.kurtosis[column])
+    skew = float(facts.moments["skew"][layer, neuron]) if facts.moments else float(effects.skew[column])
+    why = ["roles: " + ", ".join(r.replace("_", " ") for r in roles) if roles else "no functional role",
+           f"kurtosis of cos(w_out, W_U) {kurtosis:.3g}, skew {skew:.3g}"]
+    if (layer, neuron) in facts.reasons:
+        why.append("case study: " + facts.reasons[(layer, neuron)])
+    return why
+
+
+def bos_activation(rows: list[Example], bos_id: int | None) -> float | None:
+    """a at position 0 of an example document that starts with BOS (the same in every such document)."""
+    return next((e.act[0] for e in rows if bos_id is not None and e.token_ids and e.token_ids[0] == bos_id), None)
+
+
+def build_page(results: ModelResults, stats: dict[str, Any], dataset_name: str, rows: list[Example], facts: ModelFacts,
+               effects: LayerLogitEffects, column: int, neuron: Neuron, tokenizer: Any) -> NeuronPage:
+    """The page of one neuron from its examples, the statistics, the weight facts and its logit effects."""
+    layer, index = neuron
+    top = effects.promoted.shape[1]
+    ids = {i for e in rows for i in e.token_ids} | set(effects.promoted[column].tolist()) | set(effects.suppressed[column].tolist())
+    ids |= {i for t in effects.input_tokens.values() for i in t[column].tolist()}
+    text = {i: tokenizer.decode([i]) for i in ids}
+    max_value, min_value = float(stats["top_values"][layer, index, 0]), float(stats["bottom_values"][layer, index, 0])
+    left_out = stats["meta"].get("examples_without_bos", False)
+    histograms = [h for h in (activation_histogram(stats, layer, index, max_value, min_value), logit_histogram(effects, column)) if h]
+    return NeuronPage(
+        model=results.source.name, dataset=dataset_name, layer=layer, neuron=index, io_class=facts.io_class(layer, index),
+        cosines={key: float(value[layer, index]) for key, value in facts.cosines.items()},
+        max_value=max_value, min_value=min_value,
+        mean=float(stats["mean"][layer, index]), gate_open=float(stats["gate_open"][layer, index]),
+        sign_frequencies=dict(zip(SIGN_COMBINATIONS, stats["sign_frequencies"][layer, index].tolist())),
+        promoted=[(text[int(i)], float(v)) for i, v in zip(effects.promoted[column, :top], effects.promoted_values[column, :top])],
+        suppressed=[(text[int(i)], float(v)) for i, v in zip(effects.suppressed[column, :top], effects.suppressed_values[column, :top])],
+        examples={kind: [e for e in rows if e.kind == kind] for kind in LIST_KINDS}, token_text=text,
+        notes=provenance_notes(results) + statistics_notes(stats["meta"]) + facts.notes,
+        why=why_interesting(facts, effects, column, layer, index),
+        input_tables={name: [text[int(i)] for i in t[column]] for name, t in effects.input_tokens.items()},
+        histograms=histograms, bos_value=bos_activation(rows, stats["meta"].get("bos_id")) if left_out else None,
+    )
+
+
 def write_pages(results: ModelResults, stats: dict[str, Any], dataset_name: str, examples: dict[Neuron, list[Example]],
-                tokenizer: Any, top_tokens: int) -> list[Path]:
+                tokenizer: Any, top_tokens: int, table_tokens: int = 10) -> list[Path]:
     """Write the page of every neuron in `examples` and the index; returns the pages' paths."""
     folder = neuroscope_folder(results)
-    cosines, categories = results.cosines(), results.categories()
+    facts = model_facts(results)
     reader = open_weights(results.source, processing=results.settings.processing, loader=results.loader)
     w_u = reader.unembed()
     registry = read_registry(folder)
     names = sort_names({*(f"{layer}.{neuron}" for layer, neuron in examples), *registry})
     written = []
-    for (layer, neuron), rows in sorted(examples.items()):
-        mlp = reader.layer(layer)
-        w_out = (refactor_glu(mlp) if results.settings.refactor_glu else mlp).out[neuron]
-        up_ids, up_values, down_ids, down_values = output_tokens(w_out, w_u, top_tokens)
-        ids = {i for e in rows for i in e.token_ids} | set(up_ids) | set(down_ids)
-        text = {i: tokenizer.decode([i]) for i in ids}
-        name = f"{layer}.{neuron}"
-        page = NeuronPage(
-            model=results.source.name, dataset=dataset_name, layer=layer, neuron=neuron,
-            io_class=CLASS_NAMES[int(categories[layer, neuron])],
-            cosines={key: float(value[layer, neuron]) for key, value in cosines.items() if value is not None},
-            max_value=float(stats["top_values"][layer, neuron, 0]), min_value=float(stats["bottom_values"][layer, neuron, 0]),
-            mean=float(stats["mean"][layer, neuron]), gate_open=float(stats["gate_open"][layer, neuron]),
-            sign_frequencies=dict(zip(SIGN_COMBINATIONS, stats["sign_frequencies"][layer, neuron].tolist())),
-            promoted=[(text[i], v) for i, v in zip(up_ids, up_values)],
-            suppressed=[(text[i], v) for i, v in zip(down_ids, down_values)],
-            max_examples=[e for e in rows if e.kind == "max"], min_examples=[e for e in rows if e.kind == "min"],
-            token_text=text, nav=navigation(names, name), notes=provenance_notes(results),
-        )
-        path = neuron_folder(folder, (layer, neuron)) / "vis.html"
-        atomic_write_text(path, render_page(page))
-        registry[name] = {"layer": layer, "neuron": neuron, "io_class": page.io_class,
-                          "href": f"L{layer}/N{neuron}/vis.html", "note": f"max {page.max_value:.3g}, min {page.min_value:.3g}"}
-        written.append(path)
+    for layer in sorted({layer for layer, _ in examples}):
+        neurons = sorted(n for lay, n in examples if lay == layer)
+        effects = layer_logit_effects(results, reader, w_u, layer, torch.tensor(neurons), top_tokens, table_tokens,
+                                      moments=not facts.moments)
+        for column, neuron in enumerate(neurons):
+            page = build_page(results, stats, dataset_name, examples[(layer, neuron)], facts, effects, column, (layer, neuron), tokenizer)
+            name = f"{layer}.{neuron}"
+            page.nav = navigation(names, name)
+            path = neuron_folder(folder, (layer, neuron)) / "vis.html"
+            atomic_write_text(path, render_page(page))
+            registry[name] = {"layer": layer, "neuron": neuron, "io_class": page.io_class,
+                              "href": f"L{layer}/N{neuron}/vis.html", "note": f"max {page.max_value:.3g}, min {page.min_value:.3g}"}
+            written.append(path)
     atomic_write_text(folder / "neurons.json", json.dumps(registry, indent=1))
     atomic_write_text(folder / "index.html", render_index(results.source.name, list(registry.values())))
     return written

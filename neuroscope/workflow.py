@@ -4,9 +4,14 @@ neurons, keep their values, write their pages. Everything is checked before the 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
 
 from neuroscope.recompute import (
     Example,
@@ -21,6 +26,7 @@ from neuroscope.recompute import (
     save_examples,
 )
 from neuroscope.site import neuroscope_folder, write_pages
+from neuroscope.store import statistics_notes
 from wcos_casestudies.cli import parse_device, settings_from_args
 from wcos_casestudies.errors import UserError
 from wcos_casestudies.models.loading import load_tokenizer
@@ -55,7 +61,7 @@ def open_run(args: argparse.Namespace) -> PageRun:
     settings = settings_from_args(args)
     device = parse_device(args.device)
     source = resolve_model(args.model)
-    neurons = requested_neurons(args.neurons, args.neurons_from, source)
+    neurons = requested_neurons(args.neurons, args.neurons_from, source, getattr(args, "whole_layers", False))
     stats = load_statistics(source, args.datadir, args.activations)
     results = ModelResults(source, settings, root=args.results_dir, loader=args.loader, device=device)
     dataset_dir = args.datadir / args.dataset if args.dataset else None
@@ -89,3 +95,73 @@ def write_run_pages(run: PageRun, examples: dict[Neuron, list[Example]], top_tok
     return write_pages(run.results, run.stats, dataset_name, examples, tokenizer, top_tokens)
 
 
+
+
+@dataclass
+class ViewerSettings:
+    """How the compact viewer is made: its folder name, windows, context and token tables."""
+
+    name: str
+    before: int  # coloured tokens before the extreme one
+    width: int  # coloured tokens in all (before, the extreme one, after)
+    context: tuple[int, int]  # grey tokens before and after the coloured window
+    top_tokens: int  # promoted and suppressed tokens
+    table_tokens: int  # tokens of each of ±w_in, ±w_gate
+    seconds: dict[str, float] = field(default_factory=dict)  # the steps' times, filled in
+
+
+def recompute_all_windows(run: PageRun, settings: ViewerSettings, batch_size: int) -> tuple[dict[int, Any], np.ndarray, np.ndarray]:
+    """One batched pass over the union of the chosen neurons' documents: their example windows, checked
+    against the statistics. Returns the examples by layer and the dataset's tokens and document starts."""
+    from neuroscope.windows import dataset_tokens, layer_examples, recompute_windows
+
+    run.inputs = inputs = load_inputs(run.results.source, run.stats, run.dataset_dir, run.device)
+    tokens, doc_starts = dataset_tokens(inputs.dataset)
+    lengths = np.diff(doc_starts)
+    by_layer: dict[int, list[int]] = {}
+    for layer, neuron in run.neurons:
+        by_layer.setdefault(layer, []).append(neuron)
+    examples = {layer: layer_examples(run.stats, layer, np.asarray(neurons), lengths, settings.before, settings.width)
+                for layer, neurons in by_layer.items()}
+    docs = len(np.unique(np.concatenate([ex.window_doc for ex in examples.values()])))
+    started = time.perf_counter()
+    try:
+        with tqdm(total=-(-docs // batch_size), desc="recompute (all layers at once)", unit="batch") as progress:
+            recompute_windows(inputs.model, inputs.dataset, examples, lengths, batch_size, inputs.pad_id, run.device,
+                              run.stats["meta"]["dtype"], inputs.tokenizer.bos_token_id, progress)
+    except RecomputeMismatch as exc:
+        raise UserError(f"recomputation does not match the statistics: {exc}") from exc
+    settings.seconds["recompute"] = time.perf_counter() - started
+    return examples, tokens, doc_starts
+
+
+def write_run_viewer(run: PageRun, settings: ViewerSettings, batch_size: int) -> tuple[Path, int]:
+    """Recompute the chosen neurons' windows, compute what their weights do, and write the viewer;
+    returns its folder and size in bytes."""
+    from neuroscope.facts import layer_logit_effects, model_facts
+    from neuroscope.viewer import ViewerRun, write_viewer
+    from wcos_casestudies.models.readers import open_weights
+
+    examples, tokens, doc_starts = recompute_all_windows(run, settings, batch_size)
+    started = time.perf_counter()
+    results = run.results
+    facts = model_facts(results)
+    reader = open_weights(results.source, processing=results.settings.processing, loader=results.loader)
+    w_u = reader.unembed()
+    effects = {layer: layer_logit_effects(results, reader, w_u, layer, torch.from_numpy(ex.neurons), settings.top_tokens,
+                                          settings.table_tokens, moments=not facts.moments)
+               for layer, ex in tqdm(sorted(examples.items()), desc="weights · W_U", unit="layer")}
+    moments = {name: {layer: (facts.moments[name][layer, ex.neurons].numpy() if facts.moments else getattr(effects[layer], name).numpy())
+                      for layer, ex in examples.items()} for name in ("kurtosis", "skew")}
+    settings.seconds["weights"] = time.perf_counter() - started
+    started = time.perf_counter()
+    tokenizer = run.inputs.tokenizer
+    vocab = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    vocab += [f"<id {i}>" for i in range(len(vocab), w_u.shape[1])]  # model rows beyond the tokenizer's
+    folder = run.folder / settings.name
+    viewer = ViewerRun(folder, results.source.name, run.inputs.dataset_name, run.stats, facts,
+                       {layer: ex.neurons for layer, ex in examples.items()}, vocab, tokens, doc_starts, settings.context,
+                       [*statistics_notes(run.stats["meta"]), *facts.notes])
+    size = write_viewer(viewer, examples, effects, moments)
+    settings.seconds["write"] = time.perf_counter() - started
+    return folder, size

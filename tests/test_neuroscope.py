@@ -324,7 +324,9 @@ def test_pages(setup, tmp_path, capsys):
     assert "<script>alert('not run')</script> & other <b>ma" in visible  # truncated at 48 tokens
     assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", page, re.I), "external URL in the page"
     assert not re.search(r"""(src|href)\s*=\s*["'](https?:|//)""", page, re.I)
-    assert page.count('class="example"') >= 2 * K and "Max activations" in page and "Min activations" in page
+    assert page.count('class="example"') > 2 * K and "Max activations" in page and "Min activations" in page
+    assert "Sign combinations of (g, u)" in page and "<svg" in page and "Position 0 (BOS) is left out" in page
+    assert "it promotes its “suppressed” list" in page
     assert 'href="../../index.html"' in page and 'id="next"' in page
     index = (folder / "index.html").read_text()
     assert f"L{layer}/N{neuron}/vis.html" in index and "L0/N3/vis.html" in index
@@ -408,6 +410,25 @@ def test_include_bos_lets_position_zero_into_the_examples(setup):
     assert (with_bos["bottom_values"][..., 0] <= ref["bottom_values"][..., 0]).all()
     for key in ("post_sum", "gate_positive", "both_positive", "histogram", "n_tokens"):
         assert torch.equal(with_bos[key], ref[key]), key
+
+
+def test_old_statistics_load_with_a_note(setup, tmp_path, capsys):
+    """Statistics of the first version (no histogram, no sign-combination lists) still make pages, which say
+    what is missing; the pass refuses to continue them."""
+    from wcos_casestudies.artifacts import save_artifact
+
+    old = {key: value for key, value in setup["stats"].items() if not key.startswith(("combo_", "histogram"))}
+    old["meta"] = {key: value for key, value in old["meta"].items() if key not in ("statistics_version", "examples_without_bos")}
+    save_artifact(old, setup["datadir"] / "old" / "stats.pt")
+    capsys.readouterr()
+    assert run_pass(setup["model"], setup["datadir"], "old") == 2
+    assert "older b_activations.py" in capsys.readouterr().err
+    results = tmp_path / "results"
+    argv = ["--model", str(setup["model"]), "--datadir", str(setup["datadir"]), "--activations", "old",
+            "--results_dir", str(results), "--device", "cpu", "--neurons", "1.17"]
+    assert run_main(d_recompute_vis.main, argv) == 0
+    page = (results / "local" / "llama" / "neuroscope" / "L1" / "N17" / "vis.html").read_text()
+    assert "older b_activations.py" in page and "Max activations" in page
 
 
 def test_activation_that_flips_signs_is_refused(setup):

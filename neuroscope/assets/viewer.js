@@ -1,0 +1,465 @@
+"use strict";
+// The neuroscope viewer. Data files in data/ are scripts that call neuroscope.<part>(...); they are
+// loaded with <script> tags (works from file://). Dataset text only ever enters the page as text nodes.
+var neuroscope = (function () {
+  var PAGE_ROWS = 100;
+  var NUMERIC = ["kurtosis", "skew", "max", "min", "mean", "gate_open"];
+  var LABELS = {kurtosis: "kurtosis", skew: "skew", max: "max", min: "min", mean: "mean", gate_open: "gate open"};
+  var KIND_TITLES = {"max": "Max activations", "min": "Min activations"};
+  var data = {meta: null, index: null, vocab: null, docs: {}, layers: {}};
+  var loading = {};
+  var table = {rows: [], sort: "id", descending: false, page: 0};
+
+  // ---- data files
+  function load(name) {
+    if (!loading[name]) {
+      loading[name] = new Promise(function (resolve, reject) {
+        var script = document.createElement("script");
+        script.src = "data/" + name + ".js";
+        script.onload = resolve;
+        script.onerror = function () { reject(new Error("cannot load data/" + name + ".js")); };
+        document.head.appendChild(script);
+      });
+    }
+    return loading[name];
+  }
+  function bytes(b64) {
+    var text = atob(b64), out = new Uint8Array(text.length);
+    for (var i = 0; i < text.length; i++) { out[i] = text.charCodeAt(i); }
+    return out.buffer;
+  }
+  function half(bits) {  // IEEE binary16 -> number
+    var exponent = (bits >> 10) & 31, fraction = bits & 1023, sign = bits & 32768 ? -1 : 1;
+    if (exponent === 0) { return sign * fraction * Math.pow(2, -24); }
+    if (exponent === 31) { return fraction ? NaN : sign * Infinity; }
+    return sign * (1 + fraction / 1024) * Math.pow(2, exponent - 15);
+  }
+  function unpack(p) {
+    var buffer = bytes(p.b64);
+    if (p.dtype === "u1") { return new Uint8Array(buffer); }
+    if (p.dtype === "u2") { return new Uint16Array(buffer); }
+    if (p.dtype === "i4") { return new Int32Array(buffer); }
+    if (p.dtype === "f4") { return new Float32Array(buffer); }
+    var raw = new Uint16Array(buffer), out = new Float32Array(raw.length);
+    for (var i = 0; i < raw.length; i++) { out[i] = half(raw[i]); }
+    return out;
+  }
+  function unpackAll(object) {
+    var out = {};
+    Object.keys(object).forEach(function (key) {
+      var value = object[key];
+      out[key] = value && value.b64 !== undefined ? unpack(value) :
+        value && typeof value === "object" && !Array.isArray(value) && key !== "reasons" ? unpackAll(value) : value;
+    });
+    return out;
+  }
+
+  // ---- small DOM helpers (text only through textContent)
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (key) {
+      if (key === "text") { node.textContent = attrs[key]; } else { node.setAttribute(key, attrs[key]); }
+    });
+    (children || []).forEach(function (child) { if (child) { node.appendChild(child); } });
+    return node;
+  }
+  function fmt(value, digits) {
+    if (value === null || value === undefined || isNaN(value)) { return "–"; }
+    return Number(value).toPrecision(digits || 3).replace(/\.?0+$/, "").replace(/\.?0+e/, "e");
+  }
+  function percent(value) { return (100 * value).toFixed(1) + "%"; }
+  function name(layer, neuron) { return layer + "." + neuron; }
+  function tokenText(id) {
+    var text = data.vocab[id];
+    return text === undefined ? "?" : text;
+  }
+  function shown(text) { return text.replace(/\n/g, "⏎\n") || "∅"; }
+  function colour(value, scale) {
+    var t = scale > 0 ? Math.max(-1, Math.min(1, value / scale)) : 0;
+    var fade = Math.round(255 * (1 - Math.abs(t)));
+    return t >= 0 ? "rgb(255," + fade + "," + fade + ")" : "rgb(" + fade + "," + fade + ",255)";
+  }
+
+  // ---- the index
+  function buildRows() {
+    var ix = data.index, d = data.meta.d_mlp;
+    table.rows = [];
+    for (var i = 0; i < ix.ids.length; i++) {
+      table.rows.push({id: ix.ids[i], layer: Math.floor(ix.ids[i] / d), neuron: ix.ids[i] % d, io_class: ix.io_class[i],
+        roles: ix.roles[i], kurtosis: ix.kurtosis[i], skew: ix.skew[i], max: ix.max[i], min: ix.min[i], mean: ix.mean[i],
+        gate_open: ix.gate_open[i]});
+    }
+  }
+  function select(id, label, options) {
+    var box = el("select", {id: id}, [el("option", {value: "", text: "all"})]);
+    options.forEach(function (o) { box.appendChild(el("option", {value: String(o[0]), text: o[1]})); });
+    return el("label", {}, [document.createTextNode(label + " "), box]);
+  }
+  function buildFilters() {
+    var form = document.getElementById("filters"), meta = data.meta;
+    form.appendChild(select("f-layer", "layer", meta.layers.map(function (l) { return [l, String(l)]; })));
+    form.appendChild(select("f-class", "IO class", meta.class_names.map(function (c, i) { return [i, c]; })));
+    form.appendChild(select("f-role", "role", meta.role_names.map(function (r, i) { return [i, r.replace(/_/g, " ")]; })));
+    NUMERIC.forEach(function (key) {
+      form.appendChild(el("label", {}, [document.createTextNode(LABELS[key] + " ≥ "),
+        el("input", {id: "f-" + key + "-low", type: "number", step: "any"}), document.createTextNode(" ≤ "),
+        el("input", {id: "f-" + key + "-high", type: "number", step: "any"})]));
+    });
+    form.addEventListener("input", function () { table.page = 0; renderTable(); remember(); });
+    form.addEventListener("submit", function (event) { event.preventDefault(); });
+    var head = document.getElementById("table-head");
+    [["id", "neuron"], ["io_class", "IO class"], ["roles", "roles"]].concat(NUMERIC.map(function (k) { return [k, LABELS[k]]; }))
+      .forEach(function (column) {
+        var th = el("th", {"class": "sortable", text: column[1], "data-key": column[0]});
+        th.addEventListener("click", function () {
+          table.descending = table.sort === column[0] ? !table.descending : NUMERIC.indexOf(column[0]) >= 0;
+          table.sort = column[0];
+          renderTable();
+          remember();
+        });
+        head.appendChild(th);
+      });
+    document.getElementById("page-prev").addEventListener("click", function () { table.page -= 1; renderTable(); });
+    document.getElementById("page-next").addEventListener("click", function () { table.page += 1; renderTable(); });
+  }
+  // the index's filters and order live in the hash (#?layer=3&io_class=7&kurtosis_low=5&sort=max&descending=1),
+  // so that a filtered index can be linked to
+  function filterIds() {
+    return ["layer", "io_class", "role"].concat(NUMERIC.map(function (k) { return k + "_low"; }), NUMERIC.map(function (k) { return k + "_high"; }));
+  }
+  function controlOf(key) {
+    return document.getElementById({layer: "f-layer", io_class: "f-class", role: "f-role"}[key] || "f-" + key.replace(/_(low|high)$/, "-$1"));
+  }
+  function remember() {
+    var parts = filterIds().filter(function (key) { return controlOf(key).value !== ""; }).map(function (key) {
+      return key + "=" + encodeURIComponent(controlOf(key).value);
+    });
+    if (table.sort !== "id") { parts.push("sort=" + table.sort, "descending=" + (table.descending ? 1 : 0)); }
+    history.replaceState(null, "", "#?" + parts.join("&"));
+  }
+  function restore(query) {
+    filterIds().forEach(function (key) { controlOf(key).value = ""; });
+    query.split("&").forEach(function (pair) {
+      var kv = pair.split("="), key = kv[0], text = decodeURIComponent(kv[1] || "");
+      if (key === "sort" && ["id", "io_class", "roles"].concat(NUMERIC).indexOf(text) >= 0) { table.sort = text; }
+      else if (key === "descending") { table.descending = text === "1"; }
+      else if (filterIds().indexOf(key) >= 0) { controlOf(key).value = text; }
+    });
+  }
+  function value(id) {
+    var text = document.getElementById(id).value;
+    return text === "" ? null : Number(text);
+  }
+  function filtered() {
+    var layer = value("f-layer"), cls = value("f-class"), role = value("f-role");
+    var bounds = NUMERIC.map(function (k) { return [k, value("f-" + k + "-low"), value("f-" + k + "-high")]; });
+    return table.rows.filter(function (r) {
+      if ((layer !== null && r.layer !== layer) || (cls !== null && r.io_class !== cls) || (role !== null && !(r.roles & (1 << role)))) {
+        return false;
+      }
+      return bounds.every(function (b) { return (b[1] === null || r[b[0]] >= b[1]) && (b[2] === null || r[b[0]] <= b[2]); });
+    });
+  }
+  function roleList(bits) {
+    return data.meta.role_names.filter(function (r, i) { return bits & (1 << i); }).map(function (r) { return r.replace(/_/g, " "); });
+  }
+  function renderTable() {
+    var rows = filtered(), key = table.sort, sign = table.descending ? -1 : 1;
+    rows.sort(function (a, b) { return sign * ((a[key] > b[key]) - (a[key] < b[key])) || a.id - b.id; });
+    var pages = Math.max(1, Math.ceil(rows.length / PAGE_ROWS));
+    table.page = Math.max(0, Math.min(table.page, pages - 1));
+    document.getElementById("count").textContent = rows.length + " of " + table.rows.length + " neurons";
+    document.getElementById("page").textContent = "page " + (table.page + 1) + " of " + pages;
+    var body = document.getElementById("table-body");
+    body.textContent = "";
+    rows.slice(table.page * PAGE_ROWS, (table.page + 1) * PAGE_ROWS).forEach(function (r) {
+      var tr = el("tr", {"class": "row"}, [el("td", {}, [el("a", {href: "#" + name(r.layer, r.neuron), text: name(r.layer, r.neuron)})]),
+        el("td", {text: data.meta.class_names[r.io_class]}), el("td", {text: roleList(r.roles).join(", ")})]);
+      NUMERIC.forEach(function (k) { tr.appendChild(el("td", {"class": "num", text: k === "gate_open" ? percent(r[k]) : fmt(r[k])})); });
+      body.appendChild(tr);
+    });
+  }
+
+  // ---- one neuron
+  function docTokens(doc) {
+    var chunk = data.docs[chunkOf(doc)], local = doc - chunk.first;
+    return chunk.tokens.subarray(chunk.starts[local], chunk.starts[local + 1]);
+  }
+  function chunkOf(doc) {
+    var chunks = data.meta.doc_chunks;
+    for (var i = 0; i < chunks.length; i++) { if (doc < chunks[i][1]) { return i; } }
+    return chunks.length - 1;
+  }
+  function neuronData(layer, neuron) {
+    var L = data.layers[layer], column = -1;
+    for (var i = 0; i < L.neurons.length; i++) { if (L.neurons[i] === neuron) { column = i; break; } }
+    return column < 0 ? null : {L: L, column: column, layer: layer, neuron: neuron};
+  }
+  function examplesOf(n, kind) {
+    var L = n.L, slot = n.column * data.meta.list_kinds.length + kind, out = [];
+    var firstWindow = L.window_offsets[n.column];
+    for (var e = L.list_offsets[slot]; e < L.list_offsets[slot + 1]; e++) {
+      var w = firstWindow + L.example_window[e];
+      out.push({window: w, doc: L.window_doc[w], start: L.window_start[w], length: L.window_length[w], peak: L.example_peak[e],
+        value: L.example_value[e], duplicates: L.example_duplicates[e]});
+    }
+    return out;
+  }
+  function span(text, cls, background, title) {
+    var node = el("span", {"class": cls, text: shown(text)});
+    if (background) { node.style.background = background; }
+    if (title) { node.title = title; }
+    return node;
+  }
+  function exampleText(n, ex, scale, whole) {
+    var tokens = docTokens(ex.doc), width = n.L.width, context = data.meta.context;
+    var from = whole ? 0 : Math.max(0, ex.start - context[0]);
+    var to = whole ? tokens.length : Math.min(tokens.length, ex.start + ex.length + context[1]);
+    var box = el("div", {"class": "text"});
+    if (from > 0) { box.appendChild(document.createTextNode("… ")); }
+    for (var p = from; p < to; p++) {
+      var text = tokenText(tokens[p]);
+      if (p >= ex.start && p < ex.start + ex.length) {
+        var a = n.L.acts[ex.window * width + (p - ex.start)];
+        var cls = "t" + (p === ex.start + ex.peak ? " peak" : "");
+        box.appendChild(span(text, cls, Math.abs(a) / (scale || 1) > 0.005 ? colour(a, scale) : "", "a " + fmt(a)));
+      } else {
+        box.appendChild(span(text, "ctx"));
+      }
+    }
+    if (to < tokens.length) { box.appendChild(document.createTextNode(" …")); }
+    return box;
+  }
+  function exampleBlock(n, ex, rank, scale) {
+    var meta = "#" + rank + " · document " + ex.doc + " · token " + (ex.start + ex.peak) + " · a " + fmt(ex.value, 4) +
+      (ex.duplicates > 1 ? " · ×" + ex.duplicates + " (same text)" : "");
+    var whole = el("details", {}, [el("summary", {text: "whole document (" + docTokens(ex.doc).length + " tokens)"})]);
+    whole.addEventListener("toggle", function () {
+      if (whole.open && whole.childNodes.length === 1) { whole.appendChild(exampleText(n, ex, scale, true)); }
+    });
+    return el("div", {"class": "example"}, [el("div", {"class": "meta", text: meta}), exampleText(n, ex, scale, false), whole]);
+  }
+  function legend(scale, negative) {
+    return el("div", {"class": "legend"}, [el("span", {"class": "num", text: negative ? fmt(-scale) : "0"}),
+      el("span", {"class": "bar " + (negative ? "neg" : "pos")}), el("span", {"class": "num", text: negative ? "0" : fmt(scale)}),
+      el("span", {text: "(this section's own scale; grey: context without values; the extreme token is outlined)"})]);
+  }
+  function exampleSection(n, kind, title, note) {
+    var list = examplesOf(n, kind), section = el("section", {id: "list-" + kind});
+    section.appendChild(el("h2", {text: title}));
+    if (note) { section.appendChild(el("p", {"class": "meta", text: note})); }
+    if (!list.length) { section.appendChild(el("p", {"class": "meta", text: "no examples"})); return section; }
+    var scale = Math.max.apply(null, list.map(function (ex) { return Math.abs(ex.value); }));
+    var negative = list.every(function (ex) { return ex.value <= 0; });
+    section.appendChild(legend(scale, negative));
+    list.forEach(function (ex, i) { section.appendChild(exampleBlock(n, ex, i + 1, scale)); });
+    return section;
+  }
+
+  // ---- histograms as inline SVG
+  var SVG = (function () {  // the SVG namespace, taken from the parser (so that no address is written here)
+    var holder = document.createElement("div");
+    holder.innerHTML = "<svg></svg>";
+    return holder.firstChild.namespaceURI;
+  })();
+  function svg(tag, attrs) {
+    var node = document.createElementNS(SVG, tag);
+    Object.keys(attrs).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+    return node;
+  }
+  function histogram(counts, labels, marks, caption) {
+    var width = 520, height = 120, left = 30, bottom = 18, n = counts.length, top = 0;
+    counts.forEach(function (c) { top = Math.max(top, Math.log10(1 + c)); });
+    var box = svg("svg", {width: width, height: height + bottom, role: "img"});
+    box.appendChild(svg("title", {})).textContent = caption;
+    var bar = (width - left) / Math.max(n, 1);
+    counts.forEach(function (c, i) {
+      var h = top ? height * Math.log10(1 + c) / top : 0;
+      var rect = svg("rect", {x: left + i * bar, y: height - h, width: Math.max(bar - 0.5, 0.5), height: h, fill: "#7a8fb5"});
+      rect.appendChild(svg("title", {})).textContent = labels[i] + ": " + c;
+      box.appendChild(rect);
+    });
+    marks.forEach(function (m) {
+      var x = left + (m.bin + 0.5) * bar;
+      box.appendChild(svg("line", {x1: x, x2: x, y1: 0, y2: height, stroke: m.colour, "stroke-width": 1.5}));
+      var label = svg("text", {x: Math.min(x + 2, width - 60), y: 10 + 11 * (m.row || 0)});
+      label.textContent = m.label;
+      box.appendChild(label);
+    });
+    var axis = svg("text", {x: 0, y: height + bottom - 4});
+    axis.textContent = caption;
+    box.appendChild(axis);
+    return box;
+  }
+  function binOf(edges, v) {
+    for (var i = 0; i < edges.length - 1; i++) {
+      var low = edges[i] === null ? -Infinity : edges[i], high = edges[i + 1] === null ? Infinity : edges[i + 1];
+      if ((v >= 0 && v >= low && v < high) || (v < 0 && v > low && v <= high)) { return i; }
+    }
+    return edges.length - 2;
+  }
+  function activationHistogram(n, max, min) {
+    var L = n.L, edges = data.meta.histogram_edges.map(function (e, i) { return e === null ? (i ? Infinity : -Infinity) : e; });
+    if (!L.histogram) { return el("p", {"class": "meta", text: "no histogram in these statistics"}); }
+    var first = L.histogram.first[n.column], from = L.histogram.offsets[n.column], to = L.histogram.offsets[n.column + 1];
+    var counts = Array.prototype.slice.call(L.histogram.counts.subarray(from, to));
+    var labels = counts.map(function (c, i) { return "[" + fmt(edges[first + i]) + ", " + fmt(edges[first + i + 1]) + ")"; });
+    var marks = [{bin: binOf(edges, max) - first, colour: "#c00", label: "max " + fmt(max)},
+      {bin: binOf(edges, min) - first, colour: "#00c", label: "min " + fmt(min), row: 1}];
+    return histogram(counts, labels, marks, "a, bins of |a| on a log scale (4 per octave), height log(1 + count)");
+  }
+  function logitHistogram(n) {
+    var L = n.L, bins = data.meta.logit_bins, low = L.logit_low[n.column], high = L.logit_high[n.column];
+    var counts = Array.prototype.slice.call(L.logit_histogram.subarray(n.column * bins, (n.column + 1) * bins));
+    var step = (high - low) / bins;
+    var labels = counts.map(function (c, i) { return "[" + fmt(low + i * step) + ", " + fmt(low + (i + 1) * step) + ")"; });
+    var marks = [{bin: 0, colour: "#00c", label: "most suppressed " + fmt(low), row: 1},
+      {bin: bins - 1, colour: "#c00", label: "most promoted " + fmt(high)}];
+    return histogram(counts, labels, marks, "w_out · W_U over the vocabulary (linear bins), height log(1 + count)");
+  }
+
+  // ---- token tables and facts
+  function tokenList(title, ids, values, from, count) {
+    var items = [];
+    for (var i = from; i < from + count; i++) {
+      items.push(el("li", {}, [el("code", {text: JSON.stringify(tokenText(ids[i]))}),
+        values ? el("span", {"class": "num", text: " " + fmt(values[i])}) : null]));
+    }
+    return el("div", {"class": "tokens"}, [el("h3", {text: title}), el("ol", {}, items)]);
+  }
+  function factsTable(title, rows) {
+    return el("table", {}, [el("tr", {}, [el("th", {colspan: 2, text: title})])].concat(rows.map(function (r) {
+      return el("tr", {}, [el("td", {text: r[0]}), el("td", {"class": "num", text: r[1]})]);
+    })));
+  }
+  function whyInteresting(n, row) {
+    var L = n.L, parts = ["IO class: " + data.meta.class_names[row.io_class]];
+    var roles = roleList(row.roles);
+    parts.push(roles.length ? "roles: " + roles.join(", ") : "no functional role");
+    parts.push("kurtosis of cos(w_out, W_U) " + fmt(row.kurtosis) + ", skew " + fmt(row.skew));
+    var reason = L.reasons && L.reasons[String(n.neuron)];
+    if (reason) { parts.push("case study: " + reason); }
+    return el("p", {"class": "why", text: parts.join(" · ")});
+  }
+  function rowOf(layer, neuron) {
+    var id = layer * data.meta.d_mlp + neuron;
+    for (var i = 0; i < table.rows.length; i++) { if (table.rows[i].id === id) { return table.rows[i]; } }
+    return null;
+  }
+  function navigation(row) {
+    var ids = table.rows.map(function (r) { return r.id; }).sort(function (a, b) { return a - b; });
+    var at = ids.indexOf(row.id), d = data.meta.d_mlp, links = [];
+    if (at > 0) { links.push(el("a", {id: "prev", href: "#" + name(Math.floor(ids[at - 1] / d), ids[at - 1] % d), text: "← previous"})); }
+    links.push(el("a", {id: "index", href: "#", text: "index"}));
+    if (at < ids.length - 1) { links.push(el("a", {id: "next", href: "#" + name(Math.floor(ids[at + 1] / d), ids[at + 1] % d), text: "next →"})); }
+    return el("nav", {}, links);
+  }
+  function renderNeuron(layer, neuron, started) {
+    var n = neuronData(layer, neuron), row = rowOf(layer, neuron), view = document.getElementById("neuron-view");
+    view.textContent = "";
+    var L = n.L, c = n.column, k = data.meta.k, top = L.promoted.length / L.neurons.length;
+    var combos = data.meta.sign_combinations, bos = L.bos_value[c];
+    view.appendChild(navigation(row));
+    view.appendChild(el("h1", {id: "neuron-title", text: "Neuron " + name(layer, neuron)}));
+    view.appendChild(el("div", {"class": "meta", text: data.meta.model + " · dataset " + data.meta.dataset + " · layer " + layer + " · neuron " + neuron}));
+    view.appendChild(whyInteresting(n, row));
+    var cos = Object.keys(L.cosines).map(function (key) { return [key, fmt(L.cosines[key][c])]; });
+    var freq = combos.map(function (s, i) { return [s, percent(L.sign_frequencies[c * 4 + i])]; });
+    view.appendChild(el("div", {"class": "facts"}, [factsTable("weights", cos),
+      factsTable("activation a", [["max", fmt(row.max, 4)], ["min", fmt(row.min, 4)], ["mean", fmt(row.mean, 4)],
+        ["gate open (g > 0)", percent(row.gate_open)], ["at BOS", fmt(bos, 4)]]),
+      factsTable("signs of (gate g, linear u)", freq)]));
+    if (data.meta.bos_left_out) {
+      view.appendChild(el("p", {"class": "meta", text: "Position 0 (BOS) is left out of the examples: it has the same activation in " +
+        "every document (a = " + fmt(bos, 4) + " here). It counts in the mean, the frequencies and the histogram; max and min are those of the other tokens."}));
+    }
+    view.appendChild(el("h2", {text: "Distributions"}));
+    view.appendChild(activationHistogram(n, row.max, row.min));
+    view.appendChild(logitHistogram(n));
+    view.appendChild(el("h2", {text: "What the weights do to the logits"}));
+    view.appendChild(el("p", {"class": "meta", text: "When a > 0 the neuron adds a·w_out to the residual stream: it promotes the " +
+      "“promoted” tokens and suppresses the “suppressed” ones. When a < 0 it writes −w_out: it promotes its “suppressed” list."}));
+    var lists = [tokenList("promoted (w_out · W_U)", L.promoted, L.promoted_values, c * top, top),
+      tokenList("suppressed", L.suppressed, L.suppressed_values, c * top, top)];
+    data.meta.input_tables.forEach(function (t) {
+      if (L.inputs[t]) { var m = L.inputs[t].length / L.neurons.length; lists.push(tokenList(t + " · W_U", L.inputs[t], null, c * m, m)); }
+    });
+    view.appendChild(el("div", {"class": "tokenlists"}, lists));
+    view.appendChild(exampleSection(n, 0, KIND_TITLES.max, "the top-" + k + " documents by their largest a"));
+    view.appendChild(exampleSection(n, 1, KIND_TITLES.min, "the bottom-" + k + " documents by their smallest a; a < 0: the neuron writes −w_out here, promoting its “suppressed” tokens"));
+    view.appendChild(el("h2", {text: "Sign combinations of (g, u), by |a|"}));
+    combos.forEach(function (s, i) { view.appendChild(exampleSection(n, i + 2, s + " (" + percent(L.sign_frequencies[c * 4 + i]) + " of tokens)")); });
+    document.title = "neuron " + name(layer, neuron) + " · " + data.meta.model;
+    show("neuron-view");
+    document.body.setAttribute("data-opened-ms", String(Math.round(performance.now() - started)));
+  }
+
+  // ---- routing
+  function show(id) {
+    document.getElementById("index-view").hidden = id !== "index-view";
+    document.getElementById("neuron-view").hidden = id !== "neuron-view";
+    document.getElementById("status").textContent = "";
+  }
+  function parseName(text) {
+    var m = /^\s*(\d+)\.(\d+)\s*$/.exec(text || "");
+    return m ? [Number(m[1]), Number(m[2])] : null;
+  }
+  function route() {
+    var started = performance.now(), hash = decodeURIComponent(location.hash.slice(1)), wanted = parseName(hash);
+    if (!wanted) {
+      if (hash.charAt(0) === "?") { restore(location.hash.slice(2)); }
+      renderTable();
+      show("index-view");
+      document.title = "neurons of " + data.meta.model;
+      return Promise.resolve();
+    }
+    if (!rowOf(wanted[0], wanted[1])) {
+      document.getElementById("status").textContent = "neuron " + name(wanted[0], wanted[1]) + " is not in this viewer";
+      return Promise.resolve();
+    }
+    document.getElementById("status").textContent = "loading layer " + wanted[0] + "…";
+    return Promise.all([load("vocab"), load("layer_" + wanted[0])]).then(function () {
+      var n = neuronData(wanted[0], wanted[1]), needed = {};
+      for (var kind = 0; kind < data.meta.list_kinds.length; kind++) {
+        examplesOf(n, kind).forEach(function (ex) { needed[chunkOf(ex.doc)] = true; });
+      }
+      return Promise.all(Object.keys(needed).map(function (chunk) { return load("docs_" + chunk); }));
+    }).then(function () { renderNeuron(wanted[0], wanted[1], started); window.scrollTo(0, 0); });
+  }
+  function search(event) {
+    event.preventDefault();
+    var wanted = parseName(document.getElementById("search-box").value), note = document.getElementById("search-note");
+    note.textContent = "";
+    if (!wanted) { note.textContent = "write layer.neuron, e.g. 28.28"; return; }
+    if (!rowOf(wanted[0], wanted[1])) { note.textContent = "no neuron " + name(wanted[0], wanted[1]) + " here"; return; }
+    location.hash = name(wanted[0], wanted[1]);
+  }
+  function start() {
+    Promise.all([load("meta"), load("index")]).then(function () {
+      var meta = data.meta;
+      document.getElementById("title").textContent = "Neurons of " + meta.model;
+      document.getElementById("run").textContent = "dataset " + meta.dataset + " (" + meta.tokens + " tokens) · layers " +
+        meta.layers.join(", ") + " · " + table.rows.length + " neurons" + (meta.notes.length ? " · " + meta.notes.join("; ") : "");
+      buildFilters();
+      document.getElementById("search").addEventListener("submit", search);
+      window.addEventListener("hashchange", function () { route().catch(fail); });
+      document.addEventListener("keydown", function (event) {
+        if (event.target.tagName === "INPUT") { return; }
+        var link = document.getElementById(event.key === "ArrowLeft" ? "prev" : event.key === "ArrowRight" ? "next" : "none");
+        if (link) { location.hash = link.getAttribute("href").slice(1); }
+      });
+      return route();
+    }).catch(fail);
+  }
+  function fail(error) { document.getElementById("status").textContent = "error: " + error.message; }
+
+  return {
+    meta: function (m) { data.meta = m; },
+    index: function (ix) { data.index = unpackAll(ix); buildRows(); },
+    vocab: function (v) { data.vocab = v; },
+    docs: function (chunk, d) { data.docs[chunk] = {first: d.first, starts: unpack(d.starts), tokens: unpack(d.tokens)}; },
+    layer: function (layer, d) { data.layers[layer] = unpackAll(d); },
+    start: start
+  };
+})();
+neuroscope.start();

@@ -1,0 +1,159 @@
+"""The compact viewer of every neuron: its data against a direct recomputation, escaping, no address of
+any kind, and the page rendered in headless Chromium (deep link, filters, timing)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from test_neuroscope import TEXTS, run_pass
+
+from neuroscope import d_recompute_vis
+from neuroscope.data import build_dataset, save_dataset
+from neuroscope.recompute import LIST_KINDS, recompute_examples
+from neuroscope.viewer import to_json
+from wcos_casestudies.artifacts import load_artifact
+from wcos_casestudies.cli import run_main
+from wcos_casestudies.models.loading import load_hf_model, load_tokenizer
+from wcos_casestudies.models.sources import resolve_model
+
+URL = re.compile(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}|(src|href)\s*=\s*[\"'](https?:|//)", re.I)
+WINDOW, CONTEXT = (5, 2), (4, 3)  # the viewer's coloured tokens and grey context, before and after the extreme token
+DTYPES = {"u1": "<u1", "u2": "<u2", "i4": "<i4", "f4": "<f4", "f2": "<f2"}
+
+
+@pytest.fixture(scope="module")
+def viewer(tiny_models, tmp_path_factory):
+    """The viewer of every neuron of a tiny Llama over the test texts (one of them hostile markup)."""
+    import datasets
+
+    folder = tiny_models["llama"]
+    source = resolve_model(str(folder))
+    datadir = tmp_path_factory.mktemp("viewer")
+    dataset, meta = build_dataset(datasets.Dataset.from_dict({"text": TEXTS}), load_tokenizer(source), None, max_length=48)
+    meta.update({"tokenizer": source.name, "dataset": "test"})
+    save_dataset(dataset, meta, datadir / "data")
+    assert run_pass(folder, datadir, "ref") == 0
+    results = datadir / "results"
+    argv = ["--model", str(folder), "--datadir", str(datadir), "--activations", "ref", "--results_dir", str(results),
+            "--device", "cpu", "--neurons", "all", "--window", *map(str, WINDOW), "--context", *map(str, CONTEXT)]
+    assert run_main(d_recompute_vis.main, argv) == 0
+    return {"folder": results / "local" / "llama" / "neuroscope" / "viewer", "source": source, "dataset": dataset,
+            "stats": load_artifact(datadir / "ref" / "stats.pt"), "pages": results / "local" / "llama" / "neuroscope"}
+
+
+def read_call(path):
+    """The arguments of the one neuroscope.<part>(...) call that a data file holds."""
+    text = path.read_text()
+    match = re.fullmatch(r"neuroscope\.(\w+)\((.*)\);\n", text, re.S)
+    assert match, path
+    return match.group(1), json.loads(f"[{match.group(2)}]")
+
+
+def unpack(packed):
+    return np.frombuffer(base64.b64decode(packed["b64"]), dtype=DTYPES[packed["dtype"]])
+
+
+def test_viewer_files_hold_only_data_and_no_address(viewer):
+    folder = viewer["folder"]
+    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert names == ["data/docs_0.js", "data/index.js", "data/layer_0.js", "data/layer_1.js", "data/meta.js", "data/vocab.js",
+                     "lists/index.html", "lists/layer_0.html", "lists/layer_1.html", "viewer.html"]
+    assert not (viewer["pages"] / "L0").exists()  # 192 neurons: more than --max_pages, so no vis.html pages
+    for path in folder.rglob("*"):
+        if path.is_file():
+            text = path.read_text()
+            assert not URL.search(text), path
+            if path.suffix == ".js":
+                assert "<" not in text and ">" not in text, path  # nothing in a data file can close a script or open markup
+                read_call(path)
+    assert "<script" not in (folder / "lists" / "layer_0.html").read_text()
+
+
+def test_json_cannot_leave_a_script():
+    text = to_json(["</script><script>alert(1)</script>", "<!--", "a & b", "\u2028"])
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text) == ["</script><script>alert(1)</script>", "<!--", "a & b", "\u2028"]
+
+
+def test_viewer_windows_equal_a_direct_recomputation(viewer):
+    """Each example's window of float16 activations against the neuron's values recomputed document by document,
+    and the lists against the statistics (BOS left out, duplicates of the same text merged)."""
+    layer, neuron = 1, 17
+    _, (number, data) = read_call(viewer["folder"] / "data" / f"layer_{layer}.js")
+    assert number == layer
+    column = list(unpack(data["neurons"])).index(neuron)
+    model, tokenizer = load_hf_model(viewer["source"])
+    direct = recompute_examples(model, viewer["dataset"], viewer["stats"], [(layer, neuron)], 3, tokenizer.pad_token_id,
+                                torch.device("cpu"))[(layer, neuron)]
+    acts = {e.doc: e.act for e in direct}
+    width, lists = data["width"], unpack(data["list_offsets"])
+    first_window = unpack(data["window_offsets"])[column]
+    window_doc, window_start, window_length = (unpack(data[k]) for k in ("window_doc", "window_start", "window_length"))
+    all_acts = unpack(data["acts"]).reshape(-1, width)
+    example_window, example_peak, example_value = (unpack(data[k]) for k in ("example_window", "example_peak", "example_value"))
+    shown = 0
+    for kind in range(len(LIST_KINDS)):
+        slot = column * len(LIST_KINDS) + kind
+        expected = [e for e in direct if e.kind == LIST_KINDS[kind]]
+        for e in range(lists[slot], lists[slot + 1]):
+            w = first_window + example_window[e]
+            doc, start, length = int(window_doc[w]), int(window_start[w]), int(window_length[w])
+            want = np.asarray(acts[doc][start:start + length], dtype=np.float16)
+            assert np.array_equal(all_acts[w, :length], want)
+            position = start + int(example_peak[e])
+            assert position > 0 and any(x.doc == doc and x.position == position and x.stored == pytest.approx(float(example_value[e]))
+                                        for x in expected)
+            shown += 1
+        assert 0 < lists[slot + 1] - lists[slot] <= len(expected) or not expected
+    assert shown >= 2 * 3
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def dump_dom(page, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'chrome'}",
+                           "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
+
+
+def test_viewer_in_chromium(viewer, tmp_path):
+    """A deep link opens the right neuron with the hostile text as text; a filter in the hash narrows the index."""
+    tokenizer = load_tokenizer(viewer["source"])
+    stats = viewer["stats"]
+    script_doc = next(i for i, ids in enumerate(viewer["dataset"]["input_ids"]) if "<script>" in tokenizer.decode(ids))
+    layer, neuron = map(int, torch.nonzero(stats["top_docs"][..., 0] == script_doc)[0])
+    page = (viewer["folder"] / "viewer.html").as_uri()
+    dom = dump_dom(f"{page}#{layer}.{neuron}", tmp_path)
+    assert f">Neuron {layer}.{neuron}<" in dom
+    assert f"document {script_doc} · token {int(stats['top_positions'][layer, neuron, 0])}" in dom
+    assert "<script>alert" not in dom and "<b>" not in dom  # the markup stayed text
+    visible = html.unescape(re.sub(r"<[^>]+>", "", re.sub(r"<(script|style)>.*?</\1>", "", dom, flags=re.S)))
+    ids = viewer["dataset"]["input_ids"][script_doc]
+    position = int(stats["top_positions"][layer, neuron, 0])
+    start = max(0, position - WINDOW[0])
+    shown = ids[max(0, start - CONTEXT[0]):min(len(ids), start + sum(WINDOW) + 1 + CONTEXT[1])]
+    assert "".join(tokenizer.decode([t]) for t in shown) in visible.replace("⏎\n", "\n")
+    assert any(c in "".join(tokenizer.decode([t]) for t in shown) for c in "<>&'")  # the window holds markup characters
+    assert 0 <= int(re.search(r'data-opened-ms="(\d+)"', dom).group(1)) < 10_000
+    for kind in range(len(LIST_KINDS)):
+        assert f'id="list-{kind}"' in dom
+    index = dump_dom(f"{page}#?layer=1&sort=max&descending=1", tmp_path)
+    d_mlp = stats["top_values"].shape[1]
+    assert f">{d_mlp} of {2 * d_mlp} neurons<" in index
+    rows = re.findall(r'<tr class="row"><td><a href="#(\d+)\.(\d+)"', index)
+    assert len(rows) == min(100, d_mlp) and all(int(row[0]) == 1 for row in rows)
+    maxima = [float(stats["top_values"][1, int(n), 0]) for _, n in rows]
+    assert maxima == sorted(maxima, reverse=True)
