@@ -101,4 +101,5 @@ def write_pages(results: ModelResults, stats: dict[str, Any], dataset_name: str,
         written.append(path)
     atomic_write_text(folder / "neurons.json", json.dumps(registry, indent=1))
     atomic_write_text(folder / "index.html", render_index(results.source.name, list(registry.values())))
+    results.write_index()
     return written

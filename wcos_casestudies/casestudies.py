@@ -115,3 +115,6 @@ for case in chosen:
     with pd.option_context("display.width", 250, "display.max_columns", 10):
         print(tables[case.name].head(8).to_string(index=False))
 print(f"\n-> {results.folder / 'tokens'}/<layer>.<neuron>.csv (.md), {args.top_k} tokens each")
+
+# %% One page that links every output of this model
+print(f"all outputs: {results.write_index()}")

@@ -144,6 +144,12 @@ class ModelResults:
             self.save()
         return self.data["quartiles"]
 
+    def write_index(self) -> Path:
+        """Refresh `index.html`, the page that links every output of this model and these settings."""
+        from .report import write_results_index
+
+        return write_results_index(self.folder, self.caption)
+
     def save(self) -> None:
         """Write the artifact atomically in the chosen format."""
         save_artifact(self.data, self.path)

@@ -62,6 +62,7 @@ def run_model(source: ModelSource, args: argparse.Namespace, settings: Settings,
     if args.quartiles:
         write_quartiles(results)
     write_plots(results, args, random_cosine_interval(arch.d_model))
+    print(f"   all outputs: {results.write_index()}")
     return results
 
 
