@@ -21,9 +21,10 @@ import pandas as pd
 from wcos_casestudies import plotting, reference
 from wcos_casestudies.artifacts import FORMATS, write_table
 from wcos_casestudies.cli import HelpFormatter, UserError, default_device, parse_device, run_main
-from wcos_casestudies.models import DEFAULT_MODEL, LOADERS, ModelSource, expand_model_names, read_arch, resolve_model
+from wcos_casestudies.models import DEFAULT_MODEL, LOADERS, ModelSource, expand_model_names, open_weights, read_arch, resolve_model
 from wcos_casestudies.results import DEFAULT_RESULTS, ModelResults, Settings
-from wcos_casestudies.utils import CLASS_NAMES, DEFAULT_THRESHOLD, QUANTILES, check_threshold, random_cosine_interval
+from wcos_casestudies.utils import (CLASS_NAMES, DEFAULT_THRESHOLD, QUANTILES, check_threshold, model_random_regions,
+                                    random_cosine_interval, random_regions_table)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +77,12 @@ def counts_frame(counts) -> pd.DataFrame:
     return frame
 
 
+def layer_random_regions(source: ModelSource, args: argparse.Namespace, settings: Settings):
+    """Per layer and cosine, the central 95% of cosines between different neurons (reads the weights again)."""
+    reader = open_weights(source, processing=settings.processing, loader=args.loader, device=parse_device(args.device))
+    return model_random_regions(reader.layers(), reader.arch.n_layers, refactor=settings.refactor_glu)
+
+
 def run_model(source: ModelSource, args: argparse.Namespace, settings: Settings) -> ModelResults:
     """Everything the flags ask for, for one model."""
     arch = read_arch(source)
@@ -93,6 +100,9 @@ def run_model(source: ModelSource, args: argparse.Namespace, settings: Settings)
           f"{'reused ' + str(results.path.parent) if results.reused else 'computed in ' + str(meta.get('seconds')) + ' s'}")
     print(f"   threshold {settings.threshold} ({settings.rule} rule); 95% of random cosines in d_model {arch.d_model} lie within ±{baseline:.3f}")
     folder = results.folder
+    provenance = plotting.provenance_line(meta["provenance"], settings.processing, settings.threshold, settings.rule,
+                                          settings.refactor_glu)
+    regions = layer_random_regions(source, args, settings) if args.quartiles or args.plot_fine else None
     if args.categories:
         results.categories()
         print(f"   categories: {folder / results.path.name} ['categories']")
@@ -113,6 +123,8 @@ def run_model(source: ModelSource, args: argparse.Namespace, settings: Settings)
             for layer in range(values.shape[1]):
                 rows.append({"cosine": name, "layer": layer, **{f"q{p:g}": float(values[i, layer]) for i, p in enumerate(QUANTILES)}})
         write_table(pd.DataFrame(rows), folder / "quartiles")
+        write_table(random_regions_table(regions), folder / "random_regions")
+        print(f"   per layer, 95% of cosines between different neurons: {folder / 'random_regions.csv'}")
         med = q["linout"][2]
         print(f"   median linout by layer: first {float(med[0]):+.3f}, middle {float(med[len(med) // 2]):+.3f}, last {float(med[-1]):+.3f}"
               f"  ({folder / 'quartiles.csv'})")
@@ -123,13 +135,15 @@ def run_model(source: ModelSource, args: argparse.Namespace, settings: Settings)
             print(f"   median linout vs published plot: max |difference| {table['difference'].abs().max():.3f} "
                   f"(published values are read off a plot, ±0.005)")
     if args.plot_fine:
-        paths = plotting.plot_fine(cosines, folder / "fine", source.name, baseline=baseline, threshold=settings.threshold)
+        paths = plotting.plot_fine(cosines, folder / "fine", source.name, baseline=baseline, threshold=settings.threshold,
+                                   random_regions=regions, provenance=provenance)
         print(f"   plot: {paths[0]} (.png)")
     if args.plot_coarse:
-        paths = plotting.plot_coarse(results.category_stats(), folder / "coarse", source.name)
+        paths = plotting.plot_coarse(results.category_stats(), folder / "coarse", source.name, provenance=provenance)
         print(f"   plot: {paths[0]} (.png)")
     if args.plot_quartiles:
-        paths = plotting.plot_quartiles(cosines, folder / "boxplot", source.name)
+        paths = plotting.plot_quartiles(cosines, folder / "boxplot", source.name, baseline=baseline,
+                                        threshold=settings.threshold, provenance=provenance)
         print(f"   plot: {paths[0]} (.png)")
     return results
 
@@ -165,7 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             medians[source.name] = results.quartiles()["linout"][2]
     if args.plot_all_medians:
         stem = "medians" + (f"_{settings.variant}" if settings.variant else "")
-        paths = plotting.plot_medians(medians, Path(args.results_dir) / stem)
+        provenance = plotting.provenance_line(None, settings.processing, settings.threshold, settings.rule,
+                                              settings.refactor_glu)
+        paths = plotting.plot_medians(medians, Path(args.results_dir) / stem, provenance=provenance)
         print(f"\nplot: {paths[0]} (.png), {len(medians)} model(s)")
     return 0
 

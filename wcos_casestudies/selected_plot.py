@@ -15,10 +15,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from wcos_casestudies.cli import HelpFormatter, UserError, default_device, parse_device, run_main
-from wcos_casestudies.models import DEFAULT_MODEL, LOADERS, read_arch, resolve_model
-from wcos_casestudies.plotting import plot_fine
+from wcos_casestudies.models import DEFAULT_MODEL, LOADERS, open_weights, read_arch, resolve_model
+from wcos_casestudies.plotting import plot_fine, provenance_line
 from wcos_casestudies.results import DEFAULT_RESULTS, ModelResults, Settings
-from wcos_casestudies.utils import random_cosine_interval
+from wcos_casestudies.utils import model_random_regions, random_cosine_interval
 
 PAPER_MODEL, PAPER_LAYERS = "meta-llama/Llama-3.2-3B", (0, 14, 27)
 
@@ -46,9 +46,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [layer for layer in layers if not 0 <= layer < arch.n_layers]
     if bad:
         raise UserError(f"--layers {' '.join(map(str, bad))}: {source.name} has layers 0..{arch.n_layers - 1}")
-    results = ModelResults(source, Settings(), root=args.results_dir, loader=args.loader, device=parse_device(args.device))
-    paths = plot_fine(results.cosines(), results.folder / "selected", source.name, layers=layers, ncols=len(layers),
-                      baseline=random_cosine_interval(arch.d_model))
+    settings = Settings()
+    results = ModelResults(source, settings, root=args.results_dir, loader=args.loader, device=parse_device(args.device))
+    cosines = results.cosines()
+    reader = open_weights(source, processing=settings.processing, loader=args.loader, device=parse_device(args.device))
+    provenance = provenance_line(results.meta["provenance"], settings.processing, settings.threshold, settings.rule)
+    paths = plot_fine(cosines, results.folder / "selected", source.name, layers=layers, ncols=len(layers),
+                      baseline=random_cosine_interval(arch.d_model), threshold=settings.threshold,
+                      random_regions=model_random_regions(reader.layers(), reader.arch.n_layers), provenance=provenance)
     print(f"plot: {paths[0]} (.png), layers {' '.join(map(str, layers))}")
     return 0
 
