@@ -20,7 +20,7 @@ from .constants import DEFAULT_RESULTS, DEFAULT_THRESHOLD
 from .errors import UserError
 from .models.readers import WeightsInfo, open_weights
 from .models.sources import ModelSource
-from .utils import category_stats, classify, model_cosines, quartiles
+from .utils import category_stats, classify, model_cosines, model_random_regions, quartiles
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,25 @@ class ModelResults:
         from .report import write_results_index
 
         return write_results_index(self.folder, self.caption)
+
+    def random_regions(self) -> dict[str, torch.Tensor]:
+        """Per layer, the 2.5% and 97.5% quantiles of each cosine between mismatched neurons ({cosine: [2 layer]})."""
+        if "random_regions" not in self.data:
+            self.cosines()
+            reader = open_weights(self.source, processing=self.settings.processing, loader=self.loader, device=self.device)
+            self.data["random_regions"] = model_random_regions(reader.layers(), reader.arch.n_layers,
+                                                               refactor=self.settings.refactor_glu)
+            self.save()
+        return self.data["random_regions"]
+
+    @property
+    def provenance(self) -> str:
+        """What the plots' numbers rest on: weights, processing, threshold and rule."""
+        from .plotting import provenance_line
+
+        settings = self.settings
+        return provenance_line(self.meta["provenance"], settings.processing, settings.threshold, settings.rule,
+                               settings.refactor_glu)
 
     def save(self) -> None:
         """Write the artifact atomically in the chosen format."""

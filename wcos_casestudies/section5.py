@@ -17,7 +17,7 @@ from .models.arch import read_arch
 from .models.registry import expand_model_names
 from .models.sources import ModelSource, resolve_model
 from .results import ModelResults, Settings
-from .utils import random_cosine_interval
+from .utils import random_cosine_interval, random_regions_table
 
 
 def resolve_all(names: list[str], skip_missing: bool) -> list[ModelSource]:
@@ -95,6 +95,8 @@ def write_quartiles(results: ModelResults) -> None:
     rows = [{"cosine": name, "layer": layer, **{f"q{p:g}": float(values[i, layer]) for i, p in enumerate(QUANTILES)}}
             for name, values in q.items() for layer in range(values.shape[1])]
     write_table(pd.DataFrame(rows), folder / "quartiles", title=results.caption)
+    write_table(random_regions_table(results.random_regions()), folder / "random_regions", title=results.caption)
+    print(f"   per layer, 95% of cosines between different neurons of the layer: {folder / 'random_regions.csv'}")
     med = q["linout"][2]
     print(f"   median linout by layer: first {float(med[0]):+.3f}, middle {float(med[len(med) // 2]):+.3f}, "
           f"last {float(med[-1]):+.3f}  ({folder / 'quartiles.csv'})")
@@ -112,11 +114,13 @@ def write_plots(results: ModelResults, args: argparse.Namespace, baseline: float
     paths = []
     if args.plot_fine:
         paths += plotting.plot_fine(results.cosines(), folder / "fine", name, baseline=baseline,
-                                    threshold=results.settings.threshold)[:1]
+                                    threshold=results.settings.threshold, random_regions=results.random_regions(),
+                                    provenance=results.provenance)[:1]
     if args.plot_coarse:
-        paths += plotting.plot_coarse(results.category_stats(), folder / "coarse", name)[:1]
+        paths += plotting.plot_coarse(results.category_stats(), folder / "coarse", name, provenance=results.provenance)[:1]
     if args.plot_quartiles:
-        paths += plotting.plot_quartiles(results.cosines(), folder / "boxplot", name)[:1]
+        paths += plotting.plot_quartiles(results.cosines(), folder / "boxplot", name, baseline=baseline,
+                                         threshold=results.settings.threshold, provenance=results.provenance)[:1]
     for path in paths:
         print(f"   plot: {path} (.png)")
 
@@ -142,5 +146,6 @@ def compare_with_publication(results: ModelResults, counts) -> None:
 def write_medians_plot(medians: dict, results_dir: Path, settings: Settings) -> None:
     """`medians.pdf/png` at the results root: median linout by relative depth, one line per model."""
     stem = "medians" + (f"_{settings.variant}" if settings.variant else "")
-    paths = plotting.plot_medians(medians, Path(results_dir) / stem)
+    provenance = plotting.provenance_line(None, settings.processing, settings.threshold, settings.rule, settings.refactor_glu)
+    paths = plotting.plot_medians(medians, Path(results_dir) / stem, provenance=provenance)
     print(f"\nplot: {paths[0]} (.png), {len(medians)} model(s)")

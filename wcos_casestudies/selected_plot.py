@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--layers {' '.join(map(str, bad))}: {source.name} has layers 0..{arch.n_layers - 1}")
     results = ModelResults(source, settings, root=args.results_dir, loader=args.loader, device=parse_device(args.device))
     paths = plot_fine(results.cosines(), results.folder / "selected", source.name, layers=layers, ncols=len(layers),
-                      baseline=random_cosine_interval(arch.d_model))
+                      baseline=random_cosine_interval(arch.d_model), threshold=settings.threshold,
+                      random_regions=results.random_regions(), provenance=results.provenance)
     print(f"plot: {paths[0]} (.png), layers {' '.join(map(str, layers))}")
     return 0
 
