@@ -35,6 +35,7 @@ lint: setup
 	$(PY) -m ruff check .
 
 bench: setup
+	$(PY) benchmarks/bench_help.py
 	$(PY) benchmarks/bench_section5.py
 	$(PY) benchmarks/bench_roles.py --layers 2
 	$(PY) benchmarks/bench_neuroscope.py
