@@ -93,3 +93,16 @@ def test_help_loads_no_heavy_module(script):
              "print('HEAVY', heavy)\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120).stdout
     assert "usage:" in out and "HEAVY []" in out, out[-500:]
+
+
+def test_console_entry_points_resolve():
+    """Every console command of pyproject.toml names a callable, and every script has one."""
+    import importlib
+    import tomllib
+
+    commands = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    for command, target in commands.items():
+        module, _, function = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), function)), command
+    targets = {target.partition(":")[0] for target in commands.values()}
+    assert {module_name(ROOT / s) for s in SCRIPTS} - {"wcos_casestudies.casestudies"} <= targets

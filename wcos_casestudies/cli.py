@@ -199,6 +199,14 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         return 130
 
 
+def casestudies() -> None:
+    """Console entry point of the cell script `casestudies.py`: run it top to bottom as `__main__`."""
+    import runpy
+
+    install_user_error_hook()
+    runpy.run_module("wcos_casestudies.casestudies", run_name="__main__", alter_sys=True)
+
+
 def in_notebook() -> bool:
     """Whether this code runs inside a Jupyter / VS Code interactive kernel."""
     return "ipykernel" in sys.modules and "IPython" in sys.modules
