@@ -1,5 +1,5 @@
 """The shape of the project: scripts are thin (no script imports another, `--help` loads no torch),
-the library has no import cycle, and nothing edits sys.path."""
+the library has no import cycle, and nothing edits the import path."""
 
 from __future__ import annotations
 
