@@ -12,14 +12,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from wcos_casestudies.cli import add_datadir, make_parser, positive_float, positive_int, run_main
+from wcos_casestudies.cli import add_datadir, make_parser, plain_name, positive_float, positive_int, run_main
 from wcos_casestudies.constants import DEFAULT_MAX_LENGTH, DEFAULT_MODEL, DEFAULT_MTOKENS, EMBEDDED_DATASET
 
 
 def build_parser():
     parser = make_parser(__doc__)
     add_datadir(parser)
-    parser.add_argument("--save_to", required=True, help="name of the tokenized dataset inside --datadir (output)")
+    parser.add_argument("--save_to", type=plain_name, required=True, help="name of the tokenized dataset inside --datadir (output)")
     parser.add_argument("--dataset", default=EMBEDDED_DATASET,
                         help="text to tokenize (input): a hub dataset name, a local .txt (one document per file) / .jsonl / "
                              f".parquet file or folder, or `{EMBEDDED_DATASET}` (Python's documentation topics, offline)")
@@ -34,29 +34,37 @@ def build_parser():
     parser.add_argument("--no_bos_token", action="store_true", help="do not put BOS first in every document")
     parser.add_argument("--padding", action="store_true", help="pad every document to --max_length (padding is masked later)")
     parser.add_argument("--return_overflowing_tokens", action="store_true", help="split long documents instead of truncating them")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that name")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing dataset of that name (only a dataset that a_dataset.py wrote)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from neuroscope.data import build_dataset, load_texts, save_dataset
+    from neuroscope.data import build_dataset, check_replaceable, load_texts, remove_stale_folders, save_dataset
+    from wcos_casestudies.cli import check_output_location
     from wcos_casestudies.errors import UserError
+    from wcos_casestudies.locks import hold_lock
     from wcos_casestudies.models.loading import load_tokenizer
     from wcos_casestudies.models.sources import resolve_model
 
     if args.max_length < 2:
         raise UserError(f"--max_length {args.max_length}: must be at least 2")
     target = args.datadir / args.save_to
-    if target.exists() and not args.overwrite:
-        raise UserError(f"{target} exists; choose another --save_to or pass --overwrite")
+    check_output_location(args.datadir, "--datadir")
+    if target.exists() or target.is_symlink():
+        if not args.overwrite:
+            raise UserError(f"{target} exists; choose another --save_to or pass --overwrite")
+        check_replaceable(target)
     source = resolve_model(args.tokenizer)
     tokenizer = load_tokenizer(source)
     texts = load_texts(args.dataset, args.text_field, args.split)
-    dataset, meta = build_dataset(texts, tokenizer, None if args.save_all else args.mtokens, args.max_length,
-                                  not args.no_bos_token, args.return_overflowing_tokens, args.padding, args.text_field)
-    meta.update({"tokenizer": source.name, "dataset": args.dataset})
-    save_dataset(dataset, meta, target, overwrite=args.overwrite)
+    with hold_lock(target):
+        remove_stale_folders(target)
+        dataset, meta = build_dataset(texts, tokenizer, None if args.save_all else args.mtokens, args.max_length,
+                                      not args.no_bos_token, args.return_overflowing_tokens, args.padding, args.text_field)
+        meta.update({"tokenizer": source.name, "dataset": args.dataset})
+        save_dataset(dataset, meta, target, overwrite=args.overwrite)
     print(f"{meta['documents']} documents, {meta['tokens']:,} tokens -> {target}")
     if not meta["reached_goal"]:
         print(f"note: the dataset has fewer tokens than asked ({meta['tokens']:,} < {meta['goal_tokens']:,}); kept them all")

@@ -52,11 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from neuroscope import workflow
 
     run = workflow.open_run(args)
-    started = time.perf_counter()
-    examples = workflow.recompute_checked(run, args.batch_size)
-    seconds = time.perf_counter() - started
-    workflow.save_recomputed(run, examples)
-    pages = workflow.write_run_pages(run, examples, args.top_tokens)
+    with workflow.hold_pages(run):
+        started = time.perf_counter()
+        examples = workflow.recompute_checked(run, args.batch_size)
+        seconds = time.perf_counter() - started
+        workflow.save_recomputed(run, examples)
+        pages = workflow.write_run_pages(run, examples, args.top_tokens)
     print(f"{len(pages)} pages in {run.folder} (index.html); recomputation {seconds:.1f} s "
           f"({seconds / max(len(pages), 1):.1f} s per neuron)")
     return 0

@@ -4,6 +4,7 @@ neurons, keep their values, write their pages. Everything is checked before the 
 from __future__ import annotations
 
 import argparse
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from neuroscope.recompute import (
     Inputs,
     Neuron,
     RecomputeMismatch,
+    checked_dataset,
     load_examples,
     load_inputs,
     load_statistics,
@@ -20,9 +22,10 @@ from neuroscope.recompute import (
     requested_neurons,
     save_examples,
 )
-from neuroscope.site import neuroscope_folder, write_pages
-from wcos_casestudies.cli import parse_device, settings_from_args
+from neuroscope.site import neuroscope_folder, read_registry, write_pages
+from wcos_casestudies.cli import check_output_location, parse_device, settings_from_args
 from wcos_casestudies.errors import UserError
+from wcos_casestudies.locks import hold_lock
 from wcos_casestudies.models.loading import load_tokenizer
 from wcos_casestudies.models.sources import resolve_model
 from wcos_casestudies.results import ModelResults
@@ -38,6 +41,7 @@ class PageRun:
     dataset_dir: Path | None
     device: Any
     inputs: Inputs | None = None
+    dataset: Any = None  # loaded and checked by open_run where the run recomputes
 
     @property
     def folder(self) -> Path:
@@ -47,24 +51,37 @@ class PageRun:
     def identity(self) -> dict[str, Any]:
         """What recomputed values must agree with to be reused: the model and the statistics they came from."""
         meta = self.stats["meta"]
-        return {"model": meta["model"], "statistics": f"{meta['dataset']} · {meta['tokens']} tokens · k {meta['k']} · {meta['dtype']}"}
+        return {"model": meta["model"], "statistics": f"{meta['dataset']} · {meta['tokens']} tokens · k {meta['k']} · {meta['dtype']}",
+                "weights_fingerprint": meta.get("weights_fingerprint"), "dataset_fingerprint": meta.get("dataset_fingerprint")}
 
 
-def open_run(args: argparse.Namespace) -> PageRun:
-    """Check the flags, the model, the neurons and the statistics (nothing heavy is loaded yet)."""
+def open_run(args: argparse.Namespace, recomputes: bool = True) -> PageRun:
+    """Check the flags, the model, the neurons, the statistics, the output folder and (where the run
+    `recomputes`) the dataset, before any work and before anything is written (the model is not loaded yet)."""
     settings = settings_from_args(args)
     device = parse_device(args.device)
+    check_output_location(args.results_dir, "--results_dir")
     source = resolve_model(args.model)
     neurons = requested_neurons(args.neurons, args.neurons_from, source)
     stats = load_statistics(source, args.datadir, args.activations)
     results = ModelResults(source, settings, root=args.results_dir, loader=args.loader, device=device)
+    check_output_location(neuroscope_folder(results), "--results_dir")
+    read_registry(neuroscope_folder(results))  # a damaged page index stops the run now, not after the work
     dataset_dir = args.datadir / args.dataset if args.dataset else None
-    return PageRun(results, stats, neurons, dataset_dir, device)
+    run = PageRun(results, stats, neurons, dataset_dir, device)
+    if recomputes:
+        run.dataset, run.dataset_dir = checked_dataset(stats, dataset_dir)
+    return run
+
+
+def hold_pages(run: PageRun) -> AbstractContextManager[Path]:
+    """The lock of the model's pages and their index, held while a run writes them (one writer at a time)."""
+    return hold_lock(run.folder / "neurons.json")
 
 
 def recompute_checked(run: PageRun, batch_size: int) -> dict[Neuron, list[Example]]:
     """Load the model and dataset, recompute every chosen neuron and check it against the statistics."""
-    run.inputs = load_inputs(run.results.source, run.stats, run.dataset_dir, run.device)
+    run.inputs = load_inputs(run.results.source, run.stats, run.dataset_dir, run.device, dataset=run.dataset)
     try:
         return recompute_examples(run.inputs.model, run.inputs.dataset, run.stats, run.neurons, batch_size,
                                   run.inputs.pad_id, run.device)

@@ -50,18 +50,20 @@ import torch
 
 from wcos_casestudies import roles as R
 from wcos_casestudies import section6
-from wcos_casestudies.cli import parse_device, settings_from_args
+from wcos_casestudies.cli import check_output_location, parse_device, settings_from_args
 from wcos_casestudies.constants import ATTENTION_COSINE, CLASS_NAMES, PAPER_N_PARTITION
 from wcos_casestudies.models.sources import resolve_model
 from wcos_casestudies.results import ModelResults
 
 settings = settings_from_args(args)
+check_output_location(args.results_dir, "--results_dir")
 source = resolve_model(args.model)
 options = section6.RoleOptions(n_partition=args.n_partition, n_entropy=args.n_entropy,
                                null_space_dim=args.null_space_dim, attention=not args.skip_attention)
 section6.check_inputs(source, options)
 results = ModelResults(source, settings, root=args.results_dir, fmt=args.format, loader=args.loader,
                        device=parse_device(args.device))
+check_output_location(results.folder, "--results_dir")
 print(f"model {source.name} [{source.provenance}]\nresults in {results.folder}")
 
 # %% Cosines and IO classes (from main.py's artifact, computed if missing)

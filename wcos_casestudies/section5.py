@@ -11,6 +11,7 @@ import pandas as pd
 
 from . import plotting, reference
 from .artifacts import write_table
+from .cli import check_output_location
 from .constants import CLASS_NAMES, DEFAULT_THRESHOLD, QUANTILES
 from .errors import UserError
 from .models.arch import read_arch
@@ -52,6 +53,7 @@ def run_model(source: ModelSource, args: argparse.Namespace, settings: Settings,
         raise UserError(f"{source.name} is not a gated model (no w_gate): --plot_fine, --plot_quartiles and --refactor_glu need gates")
     results = ModelResults(source, settings, root=args.results_dir, fmt=args.format, overwrite=args.overwrite,
                            loader=args.loader, device=device)
+    check_output_location(results.folder, "--results_dir")
     results.cosines()
     print_header(results, arch)
     if args.categories:

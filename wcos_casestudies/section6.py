@@ -18,10 +18,14 @@ from . import roles as R
 from .artifacts import PROJECT_TAG, atomic_write_text, find_artifact, load_artifact, package_versions, save_artifact, write_table
 from .constants import CLASS_NAMES
 from .errors import UserError
+from .fingerprint import short
 from .models.glu import refactor_glu
 from .models.loading import load_bridge, load_tokenizer
 from .models.readers import WeightReader, open_weights
 from .results import ModelResults
+
+ROLES_KIND = "roles"  # meta["kind"] of roles.pt
+ROLES_REMEDY = "move it away, or recompute it with casestudies.py --overwrite"
 
 
 @dataclass
@@ -71,6 +75,20 @@ def _out_layers(reader: WeightReader, refactor: bool):
         yield (refactor_glu(layer) if refactor else layer).out
 
 
+def load_roles(path: Path, results: ModelResults) -> dict[str, Any]:
+    """The cached role statistics, refused when they come from another model or other weights."""
+    stored = load_artifact(path, kind=ROLES_KIND, remedy=ROLES_REMEDY)
+    meta = stored["meta"]
+    if meta.get("model") != results.meta["model"]:
+        raise UserError(f"{path}: roles of {meta.get('model')}, not {results.meta['model']}; {ROLES_REMEDY}")
+    stored_fingerprint = meta.get("weights_fingerprint")
+    if stored_fingerprint != results.fingerprint:
+        what = ("records no weights fingerprint (written by an older version)" if stored_fingerprint is None else
+                f"holds the roles of other weights (fingerprint {short(stored_fingerprint)}, not {short(results.fingerprint)})")
+        raise UserError(f"{path}: {what}; {ROLES_REMEDY}")
+    return stored
+
+
 def compute_roles(results: ModelResults, options: RoleOptions, overwrite: bool = False) -> RoleResults:
     """Moments, partition / prediction / suppression / entropy / attention neurons (cached in roles.pt)."""
     cosines = results.cosines()
@@ -80,9 +98,7 @@ def compute_roles(results: ModelResults, options: RoleOptions, overwrite: bool =
     n_layers, n_neurons = gatelin.shape
     path = results.folder / f"roles.{results.fmt}"
     existing = None if overwrite else find_artifact(results.folder, "roles")
-    stored = load_artifact(existing) if existing is not None else {}
-    if stored and stored["meta"].get("model") != results.meta["model"]:
-        raise UserError(f"{existing}: roles of {stored['meta'].get('model')}, not {results.meta['model']}; use --overwrite")
+    stored = load_roles(existing, results) if existing is not None else {}
     reader = _reader_for(results)
     w_u = reader.unembed()
     started = time.perf_counter()
@@ -123,8 +139,8 @@ def compute_roles(results: ModelResults, options: RoleOptions, overwrite: bool =
         attention_max = torch.zeros_like(gatelin, dtype=torch.float32)
         for layer, layer_scores in enumerate(scores):
             attention_max[layer] = layer_scores.abs().max(dim=1).values
-    stored["meta"] = {"project": PROJECT_TAG, "model": results.meta["model"], **results.settings.meta(),
-                      "versions": package_versions()}
+    stored["meta"] = {"project": PROJECT_TAG, "kind": ROLES_KIND, "model": results.meta["model"], **results.settings.meta(),
+                      "weights_fingerprint": results.fingerprint, "versions": package_versions()}
     save_artifact(stored, path)
     info = {"n_partition": n_partition, "kurtosis_threshold": kurtosis_threshold, "null_space_dim": k_null,
             "moments_seconds": stored.get("moments_seconds"), "vocab": int(w_u.shape[1])}
@@ -155,7 +171,7 @@ def write_contingency(role_results: RoleResults, categories: torch.Tensor, resul
     table = R.contingency(role_results.roles, categories)
     write_table(table, results.folder / "contingency")
     path = results.folder / f"roles.{results.fmt}"
-    stored = load_artifact(path)
+    stored = load_roles(path, results)
     stored["roles"] = role_results.roles
     stored["contingency"] = {"roles": list(table["role"]), "classes": list(CLASS_NAMES),
                              "counts": torch.tensor(table[list(CLASS_NAMES)].to_numpy())}
