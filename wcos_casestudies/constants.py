@@ -58,6 +58,10 @@ DEFAULT_RESULTS = default_results_dir()
 # ---- neuroscope (activation-based analysis)
 EMBEDDED_DATASET = "pydoc"  # Python's documentation topics (pydoc_data): English text that needs no network
 SHUFFLE_SEED = 2512800  # the seed's dataset shuffle
+POOL_PER_MTOKEN = 4000  # the seed's pool: documents per million tokens asked for
+STREAM_BUFFER = 10_000  # documents in the shuffle buffer of a_dataset.py --streaming
+MAX_TOKENIZE_PROCESSES = 8  # a_dataset.py's default --num_proc: the CPU cores, at most this many
+MIN_DOCUMENTS_PER_PROCESS = 500  # fewer documents per tokenizing process are not worth a process
 DEFAULT_MTOKENS = 20.0  # the paper's 20M tokens
 DEFAULT_MAX_LENGTH = 1024
 DEFAULT_EXAMPLES = 16  # top-k and bottom-k documents per neuron
