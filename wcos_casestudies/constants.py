@@ -35,8 +35,10 @@ RANDOM_INTERVAL_MASS = 0.95  # the random-direction baseline covers this much of
 # ---- functional roles (paper, Section 6 and Appendix E)
 PAPER_N_PARTITION = 1000  # partition neurons in the paper (of OLMo-7B-0424's 352,256)
 PARTITION_CAP = 0.05  # the default takes at most this fraction of a small model's neurons
+SELECTIVE_KURTOSIS = 3.0  # excess kurtosis of a Laplace distribution: a lower prediction threshold warns
 ATTENTION_COSINE = math.sqrt(0.5)  # |cos(w_out, q)| above this makes an attention (de)activation neuron
 DEFAULT_TOP_TOKENS = 64  # rows of a weight-based token table
+DEFAULT_N_ENTROPY = 2  # the paper's entropy neurons: the top 2 of the last layer, chosen from a box plot
 
 # ---- numerics
 NORM_EPS = 1e-12  # floor of a vector norm before dividing by it
