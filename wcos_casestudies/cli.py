@@ -112,8 +112,9 @@ def add_datadir(parser: argparse.ArgumentParser) -> None:
 
 def add_activations(parser: argparse.ArgumentParser) -> None:
     """`--activations`: the statistics of the activation pass (an input: `b_activations.py --save_to`)."""
-    parser.add_argument("--activations", default=DEFAULT_ACTIVATIONS,
-                        help="statistics folder inside --datadir (input; what b_activations.py --save_to wrote)")
+    parser.add_argument("--activations", "--save_to", dest="activations", default=DEFAULT_ACTIVATIONS,
+                        help="statistics folder inside --datadir (input; what b_activations.py --save_to wrote; "
+                             "--save_to: the seed's spelling)")
     parser.add_argument("--dataset", default=None,
                         help="tokenized dataset inside --datadir (input; default: the one the statistics were made on)")
 
