@@ -7,21 +7,26 @@ source), written atomically: a half-written dataset is never left under the fina
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wcos_casestudies.constants import EMBEDDED_DATASET, MIN_DOCUMENTS_PER_PROCESS, POOL_PER_MTOKEN, SHUFFLE_SEED, STREAM_BUFFER
 from wcos_casestudies.errors import UserError, first_line
 from wcos_casestudies.fingerprint import dataset_fingerprint
 
-SHUFFLE_SEED = 2512800
-POOL_PER_MTOKEN = 4000  # documents in the pool per million tokens asked for
-EMBEDDED_DATASET = "pydoc"
+TOKENIZE_BATCH = 256  # documents per tokenizer call
+MIN_BLOCK_DOCUMENTS = 256  # documents tokenized at least per block
+MAX_BLOCK_DOCUMENTS = 100_000  # documents tokenized at most per block
 META_FILE = "neuroscope_meta.json"  # beside the arrow files; with "kind": DATASET_KIND, the marker of our datasets
 DATASET_KIND = "tokenized_dataset"
 TEMPORARY_SUFFIX = ".partial"  # a dataset folder being written
@@ -151,51 +156,211 @@ def load_local_texts(path: Path, text_field: str) -> Any:
     return texts
 
 
-def tokenize_documents(texts: Iterable[str], tokenizer: Any, max_length: int, add_bos: bool = True,
-                       overflow: bool = False) -> Iterable[list[int]]:
-    """Token ids of each document: BOS first (when asked), truncated to `max_length` (or split, with `overflow`)."""
-    bos = tokenizer.bos_token_id
-    if add_bos and bos is None:
-        raise UserError("the tokenizer has no BOS token; use --no_bos_token")
-    room = max_length - (1 if add_bos else 0)
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+def stream_texts(dataset: str, text_field: str = "text", split: str = "train", local_shards: int = 16) -> Any:
+    """A `datasets.IterableDataset` of the text (a_dataset.py --streaming): a hub dataset is streamed, so that only
+    the documents used (and one shuffle buffer) are downloaded; local files and the embedded text are loaded as
+    `load_texts` does and handed out in `local_shards` shards."""
+    import datasets
+
+    if dataset == EMBEDDED_DATASET or Path(dataset).expanduser().exists():
+        texts = load_texts(dataset, text_field, split)
+        return texts.to_iterable_dataset(num_shards=max(1, min(local_shards, len(texts))))
+    try:
+        stream = datasets.load_dataset(dataset, split=split, streaming=True)
+    except Exception as exc:  # offline, unknown name, gated: datasets raises many types
+        raise UserError(f"dataset {dataset!r} is neither a local file or folder nor streamable from the hub "
+                        f"({type(exc).__name__}); use a local .txt/.jsonl/.parquet, or `{EMBEDDED_DATASET}`") from exc
+    if stream.column_names is not None and text_field not in stream.column_names:
+        raise UserError(f"{dataset}: no {text_field!r} column (columns: {', '.join(stream.column_names)}); use --text_field")
+    return stream
+
+
+def document_start(tokenizer: Any, add_bos: bool) -> dict[str, Any]:
+    """What goes first in every document: the tokenizer's BOS; for a tokenizer without one (OLMo's), its EOS, as
+    the seed did (the authors' Dolma subset starts every document with <|endoftext|>); nothing without `add_bos`."""
+    if not add_bos:
+        return {"add_bos_token": False, "bos_token_id": None, "bos_token": None, "bos_is_eos": False}
+    for attribute, is_eos in (("bos", False), ("eos", True)):
+        token_id = getattr(tokenizer, f"{attribute}_token_id")
+        if token_id is not None:
+            return {"add_bos_token": True, "bos_token_id": int(token_id), "bos_token": str(getattr(tokenizer, f"{attribute}_token")),
+                    "bos_is_eos": is_eos}
+    raise UserError("the tokenizer has neither a BOS nor an EOS token to put first; use --no_bos_token")
+
+
+def document_digest(text: str) -> bytes:
+    """16 bytes that tell exact duplicate documents apart."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _tokenize_batch(batch: dict[str, list], tokenizer: Any, text_field: str, max_length: int, bos: int | None,
+                    overflow: bool) -> dict[str, list]:
+    """`datasets.map` body: the rows of a batch of documents (BOS first, truncated or split), each with its
+    document's digest and whether it is the document's first row."""
+    room = max_length - (bos is not None)
+    texts = [text or "" for text in batch[text_field]]
+    rows: dict[str, list] = {"input_ids": [], "length": [], "max_id": [], "digest": [], "first": []}
+    for text, ids in zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"]):
         pieces = [ids[i:i + room] for i in range(0, len(ids), room)] if overflow else [ids[:room]]
-        for piece in pieces:
-            row = ([bos] if add_bos else []) + piece
+        digest = document_digest(text)
+        for index, piece in enumerate(pieces):
+            row = ([bos] if bos is not None else []) + piece
             if row:
-                yield row
+                for key, value in (("input_ids", row), ("length", len(row)), ("max_id", max(row)), ("digest", digest),
+                                   ("first", index == 0)):
+                    rows[key].append(value)
+    return rows
+
+
+def tokenize_block(texts: Any, tokenizer: Any, text_field: str, max_length: int, bos: int | None, overflow: bool,
+                   num_proc: int = 1) -> Any:
+    """Tokenize a `datasets.Dataset` of documents with `map(batched=True)`, in up to `num_proc` processes."""
+    import datasets
+
+    procs = max(1, min(num_proc, len(texts) // MIN_DOCUMENTS_PER_PROCESS))
+    features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32")), "length": datasets.Value("int32"),
+                                  "max_id": datasets.Value("int32"), "digest": datasets.Value("binary"), "first": datasets.Value("bool")})
+    if procs > 1:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the processes are the parallelism
+    return texts.map(_tokenize_batch, batched=True, batch_size=TOKENIZE_BATCH, num_proc=procs if procs > 1 else None,
+                     remove_columns=texts.column_names, features=features, keep_in_memory=True, load_from_cache_file=False,
+                     new_fingerprint=uuid.uuid4().hex,  # skips hashing the tokenizer
+                     fn_kwargs={"tokenizer": tokenizer, "text_field": text_field, "max_length": max_length, "bos": bos,
+                                "overflow": overflow})
+
+
+@dataclass
+class Selection:
+    """The rows kept so far: documents in order, exact duplicates dropped, until the token goal."""
+
+    goal: int | None
+    drop_duplicates: bool
+    blocks: list[Any] = field(default_factory=list)
+    tokens: int = 0
+    documents: int = 0  # documents read (kept or not)
+    duplicates: int = 0
+    seen: set[bytes] = field(default_factory=set)
+
+    @property
+    def done(self) -> bool:
+        return self.goal is not None and self.tokens >= self.goal
+
+    def add(self, block: Any) -> None:
+        """Keep the rows of a tokenized block, in order, up to the goal."""
+        kept, keep_document = [], True
+        for index, (length, digest, first) in enumerate(zip(block["length"], block["digest"], block["first"])):
+            if self.done:
+                break
+            if first:
+                self.documents += 1
+                keep_document = not (self.drop_duplicates and digest in self.seen)
+                self.duplicates += not keep_document
+                self.seen.add(digest)
+            if keep_document:
+                kept.append(index)
+                self.tokens += length
+        self.blocks.append(block.select(kept))
+
+    def next_block_size(self, max_length: int) -> int:
+        """Documents to tokenize next: enough to reach the goal at the average so far (10% more), within bounds."""
+        if self.goal is None:
+            return MAX_BLOCK_DOCUMENTS
+        per_document = self.tokens / self.documents if self.documents else max_length / 2
+        wanted = int((self.goal - self.tokens) / max(per_document, 1.0) * 1.1) + MIN_BLOCK_DOCUMENTS
+        return min(MAX_BLOCK_DOCUMENTS, wanted)
+
+
+def select_rows(next_texts: Callable[[int], Any], tokenizer: Any, selection: Selection, text_field: str,
+                max_length: int, bos: int | None, overflow: bool, num_proc: int) -> Selection:
+    """Tokenize blocks of documents from `next_texts(n)` (a `datasets.Dataset`, None at the end) into `selection`."""
+    from tqdm import tqdm
+
+    with tqdm(total=selection.goal, unit="tok", unit_scale=True, desc="tokenizing", leave=False) as progress:
+        while not selection.done:
+            texts = next_texts(selection.next_block_size(max_length))
+            if texts is None or len(texts) == 0:
+                break
+            before = selection.tokens
+            selection.add(tokenize_block(texts, tokenizer, text_field, max_length, bos, overflow, num_proc))
+            progress.update(selection.tokens - before)
+    return selection
+
+
+def pool_blocks(texts: Any, mtokens: float | None) -> Callable[[int], Any]:
+    """The seed's selection: shuffle (seed 2512800), take the pool of 4000 x Mtokens documents, read it in order."""
+    shuffled = texts.shuffle(seed=SHUFFLE_SEED)
+    if mtokens is not None:
+        shuffled = shuffled.select(range(min(len(shuffled), max(1, int(POOL_PER_MTOKEN * mtokens)))))
+    position = 0
+
+    def next_texts(size: int) -> Any:
+        nonlocal position
+        if position >= len(shuffled):
+            return None
+        block = shuffled.select(range(position, min(position + size, len(shuffled))))
+        position += size
+        return block
+
+    return next_texts
+
+
+def stream_blocks(stream: Any, text_field: str, buffer_size: int) -> Callable[[int], Any]:
+    """A buffered shuffle of a stream (seed 2512800, `buffer_size` documents): reads only the documents it hands out
+    plus one buffer."""
+    import datasets
+
+    rows = iter(stream.shuffle(seed=SHUFFLE_SEED, buffer_size=buffer_size))
+
+    def next_texts(size: int) -> Any:
+        texts = [row[text_field] for row in itertools.islice(rows, size)]
+        return datasets.Dataset.from_dict({text_field: texts}) if texts else None
+
+    return next_texts
+
+
+def finish_rows(batch: dict[str, list], max_length: int, pad: int | None) -> dict[str, list]:
+    """`datasets.map` body: attention masks, and padding to `max_length` when `pad` is given."""
+    masks = [[1] * len(ids) for ids in batch["input_ids"]]
+    if pad is not None:
+        batch["input_ids"] = [ids + [pad] * (max_length - len(ids)) for ids in batch["input_ids"]]
+        masks = [mask + [0] * (max_length - len(mask)) for mask in masks]
+    return {"input_ids": batch["input_ids"], "attention_mask": masks, "length": batch["length"]}
 
 
 def build_dataset(texts: Any, tokenizer: Any, mtokens: float | None, max_length: int = 1024, add_bos: bool = True,
-                  overflow: bool = False, padding: bool = False, text_field: str = "text") -> tuple[Any, dict[str, Any]]:
-    """Shuffle (seed 2512800), take the pool of 4000 x Mtokens documents, tokenize, keep documents in
-    order until the token goal is reached (all of them with `mtokens=None`)."""
+                  overflow: bool = False, padding: bool = False, text_field: str = "text", num_proc: int = 1,
+                  drop_duplicates: bool = False, buffer_size: int = STREAM_BUFFER) -> tuple[Any, dict[str, Any]]:
+    """Tokenize `texts` and keep documents in order until `mtokens` million tokens (all of them with None).
+
+    A `datasets.Dataset` gets the seed's selection (`pool_blocks`); a `datasets.IterableDataset` (a_dataset.py
+    --streaming) a buffered shuffle that reads only what it needs (`stream_blocks`): another selection.
+    """
     import datasets
 
-    shuffled = texts.shuffle(seed=SHUFFLE_SEED)
+    datasets.disable_progress_bars()  # the tokens have their own progress bar
+    start = document_start(tokenizer, add_bos)
+    streaming = isinstance(texts, datasets.IterableDataset)
+    next_texts = stream_blocks(texts, text_field, buffer_size) if streaming else pool_blocks(texts, mtokens)
     goal = None if mtokens is None else int(round(mtokens * 1_000_000))
-    if goal is not None:
-        shuffled = shuffled.select(range(min(len(shuffled), max(1, int(POOL_PER_MTOKEN * mtokens)))))
-    rows: list[list[int]] = []
-    total = 0
-    for ids in tokenize_documents((row[text_field] for row in shuffled), tokenizer, max_length, add_bos, overflow):
-        rows.append(ids)
-        total += len(ids)
-        if goal is not None and total >= goal:
-            break
-    if not rows:
+    selection = select_rows(next_texts, tokenizer, Selection(goal, drop_duplicates), text_field, max_length,
+                            start["bos_token_id"], overflow, num_proc)
+    rows = datasets.concatenate_datasets(selection.blocks) if selection.blocks else None
+    if rows is None or len(rows) == 0:
         raise UserError("no documents with tokens in the dataset")
-    masks = [[1] * len(ids) for ids in rows]
-    if padding:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        rows = [ids + [pad] * (max_length - len(ids)) for ids in rows]
-        masks = [m + [0] * (max_length - len(m)) for m in masks]
-    lengths = [sum(m) for m in masks]
-    dataset = datasets.Dataset.from_dict({"input_ids": rows, "attention_mask": masks, "length": lengths})
-    meta = {"documents": len(rows), "tokens": total, "goal_tokens": goal, "reached_goal": goal is None or total >= goal,
-            "max_length": max_length, "add_bos_token": add_bos, "padding": padding, "overflow": overflow,
-            "shuffle_seed": SHUFFLE_SEED, "vocab_size": len(tokenizer), "max_token_id": max(max(r) for r in rows)}
+    max_token_id = max(int(block_max) for block_max in rows["max_id"])
+    pad = (tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0) if padding else None
+    dataset = rows.map(finish_rows, batched=True, remove_columns=rows.column_names, keep_in_memory=True,
+                       features=datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32")),
+                                                   "attention_mask": datasets.Sequence(datasets.Value("int8")),
+                                                   "length": datasets.Value("int32")}),
+                       fn_kwargs={"max_length": max_length, "pad": pad}, new_fingerprint=uuid.uuid4().hex)
+    meta = {"documents": len(dataset), "tokens": selection.tokens, "goal_tokens": goal,
+            "reached_goal": goal is None or selection.tokens >= goal, "max_length": max_length, **start,
+            "padding": padding, "overflow": overflow, "shuffle_seed": SHUFFLE_SEED, "vocab_size": len(tokenizer),
+            "max_token_id": max_token_id, "documents_read": selection.documents,
+            "duplicates_dropped": selection.duplicates if drop_duplicates else None,
+            "selection": f"streaming (buffered shuffle of {buffer_size} documents)" if streaming
+            else f"seed (shuffle, pool of {POOL_PER_MTOKEN} x Mtokens documents)"}
     return dataset, meta
 
 
