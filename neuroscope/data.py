@@ -1,4 +1,4 @@
-"""Text sources, tokenisation and the tokenized dataset on disk (SPEC 6, `a_dataset.py`).
+"""Text sources, tokenisation and the tokenized dataset on disk (the neuroscope's first step, `a_dataset.py`).
 
 A tokenized dataset is a Hugging Face `datasets` folder with `input_ids`,
 `attention_mask` and `length` (real tokens) columns plus `neuroscope_meta.json` (tokenizer, vocabulary size, counts,
