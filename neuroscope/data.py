@@ -237,8 +237,10 @@ def stream_blocks(stream: Any, text_field: str, buffer_size: int) -> Callable[[i
     rows = iter(stream.shuffle(seed=SHUFFLE_SEED, buffer_size=buffer_size))
 
     def next_texts(size: int) -> Any:
-        texts = [row[text_field] for row in itertools.islice(rows, size)]
-        return datasets.Dataset.from_dict({text_field: texts}) if texts else None
+        block = list(itertools.islice(rows, size))
+        if block and text_field not in block[0]:  # a stream whose columns were not known in advance
+            raise UserError(f"the stream has no {text_field!r} column (columns: {', '.join(block[0])}); use --text_field")
+        return datasets.Dataset.from_dict({text_field: [row[text_field] for row in block]}) if block else None
 
     return next_texts
 
