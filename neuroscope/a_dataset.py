@@ -54,7 +54,8 @@ def build_parser():
                             "loading it whole; selects other documents than the seed's shuffle")
     speed.add_argument("--buffer_size", type=positive_int, default=STREAM_BUFFER, help="documents in the --streaming shuffle buffer")
     speed.add_argument("--num_proc", type=positive_int, default=None,
-                       help=f"tokenizing processes (default: the CPU cores, at most {MAX_TOKENIZE_PROCESSES})")
+                       help="tokenizing processes (default: half the CPU cores, at most "
+                            f"{MAX_TOKENIZE_PROCESSES}; one process already uses every core through the tokenizer's threads)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing dataset of that name (only a dataset that a_dataset.py wrote)")
     return parser
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokenizer = load_tokenizer(source)
     read = stream_texts if args.streaming else load_texts
     texts = read(args.dataset, args.text_field, args.split)
-    num_proc = args.num_proc or min(os.cpu_count() or 1, MAX_TOKENIZE_PROCESSES)
+    num_proc = args.num_proc or max(1, min((os.cpu_count() or 1) // 2, MAX_TOKENIZE_PROCESSES))
     with hold_lock(target):
         remove_stale_folders(target)
         dataset, meta = build_dataset(texts, tokenizer, None if args.save_all else args.mtokens, args.max_length,

@@ -262,12 +262,15 @@ class Selection:
         self.blocks.append(block.select(kept))
 
     def next_block_size(self, max_length: int) -> int:
-        """Documents to tokenize next: enough to reach the goal at the average so far (10% more), within bounds."""
+        """Documents to tokenize next: half the goal at max_length / 2 tokens each at first, then enough to reach
+        the goal at the average so far (5% more), within bounds; tokens past the goal are tokenized for nothing."""
         if self.goal is None:
             return MAX_BLOCK_DOCUMENTS
-        per_document = self.tokens / self.documents if self.documents else max_length / 2
-        wanted = int((self.goal - self.tokens) / max(per_document, 1.0) * 1.1) + MIN_BLOCK_DOCUMENTS
-        return min(MAX_BLOCK_DOCUMENTS, wanted)
+        if not self.documents:
+            wanted = int(self.goal / (max_length / 2) / 2)
+        else:
+            wanted = int((self.goal - self.tokens) / max(self.tokens / self.documents, 1.0) * 1.05)
+        return min(MAX_BLOCK_DOCUMENTS, wanted + MIN_BLOCK_DOCUMENTS)
 
 
 def select_rows(next_texts: Callable[[int], Any], tokenizer: Any, selection: Selection, text_field: str,
@@ -312,8 +315,10 @@ def stream_blocks(stream: Any, text_field: str, buffer_size: int) -> Callable[[i
     rows = iter(stream.shuffle(seed=SHUFFLE_SEED, buffer_size=buffer_size))
 
     def next_texts(size: int) -> Any:
-        texts = [row[text_field] for row in itertools.islice(rows, size)]
-        return datasets.Dataset.from_dict({text_field: texts}) if texts else None
+        block = list(itertools.islice(rows, size))
+        if block and text_field not in block[0]:  # a stream whose columns were not known in advance
+            raise UserError(f"the stream has no {text_field!r} column (columns: {', '.join(block[0])}); use --text_field")
+        return datasets.Dataset.from_dict({text_field: [row[text_field] for row in block]}) if block else None
 
     return next_texts
 

@@ -192,3 +192,28 @@ def test_streaming_script_on_local_files_and_an_unreachable_hub(tiny_models, tmp
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "streamable" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_papers_run_streams_the_hub_dataset(no_bos_checkpoint, tmp_path, monkeypatch, capsys):
+    """The paper's command with --streaming, the hub replaced by a stream made here: load_dataset is asked for a
+    stream (nothing is downloaded whole), and every document starts with EOS."""
+    calls = []
+
+    def fake_load_dataset(name, split=None, streaming=False, **kwargs):
+        calls.append((name, split, streaming))
+        texts = random_texts(2000, seed=3)
+        return datasets.IterableDataset.from_generator(lambda: ({"text": t, "id": str(i)} for i, t in enumerate(texts)))
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    argv = ["--datadir", str(tmp_path), "--save_to", "dolma_small", "--dataset", "emozilla/dolma-v1_7-3B",
+            "--tokenizer", str(no_bos_checkpoint), "--Mtokens", "0.05", "--streaming", "--num_proc", "1"]
+    assert run_main(a_dataset.main, argv) == 0
+    assert calls == [("emozilla/dolma-v1_7-3B", "train", True)]
+    dataset, meta = load_tokenized(tmp_path / "dolma_small")
+    assert meta["reached_goal"] and meta["bos_is_eos"] and all(ids[0] == 257 for ids in dataset["input_ids"])
+    assert meta["dataset"] == "emozilla/dolma-v1_7-3B" and "streaming" in meta["selection"]
+    assert "no BOS token" in capsys.readouterr().out
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.IterableDataset.from_generator(
+        lambda: iter([{"content": "x"}])))
+    assert run_main(a_dataset.main, argv[:3] + ["other"] + argv[4:]) == 2
+    assert "no 'text' column (columns: content)" in capsys.readouterr().err

@@ -80,3 +80,22 @@ def test_casestudies_writes_the_entropy_box_plot_and_warns(tiny_models, tmp_path
     for suffix in ("pdf", "png"):
         assert (folder / f"entropy_scores.{suffix}").stat().st_size > 1000
     assert "entropy_scores.csv" in proc.stdout
+
+
+def test_attention_roles_of_a_tokenizer_without_bos_read_eos(tiny_models, tmp_path):
+    """OLMo's tokenizer has no BOS: TransformerLens puts EOS first, as a_dataset.py does, and the attention
+    (de)activation step runs the model on that token."""
+    import shutil
+
+    from wcos_casestudies.models.loading import load_bridge
+    from wcos_casestudies.synthetic import byte_tokenizer
+
+    folder = tmp_path / "olmo"
+    shutil.copytree(tiny_models["olmo"], folder)
+    tokenizer = byte_tokenizer(folder)
+    tokenizer.bos_token = None
+    tokenizer.save_pretrained(folder)
+    bridge = load_bridge(resolve_model(str(folder)))
+    assert bridge.tokenizer.bos_token_id == tokenizer.eos_token_id == 257
+    directions = R.bos_query_directions(bridge)
+    assert directions.shape[:2] == (2, 4) and torch.isfinite(directions).all()

@@ -193,12 +193,13 @@ def write_contingency(role_results: RoleResults, categories: torch.Tensor, resul
     return table
 
 
-def entropy_table(scores: torch.Tensor, layer: int, n_chosen: int) -> pd.DataFrame:
-    """Every last-layer neuron's entropy score, highest first, with its rank and whether it was chosen."""
+def entropy_table(scores: torch.Tensor, layer: int, chosen: torch.Tensor) -> pd.DataFrame:
+    """Every last-layer neuron's entropy score, highest first, with its rank and whether it is an entropy neuron
+    (`chosen`: [neuron] bool)."""
     order = torch.argsort(scores, descending=True, stable=True)
     return pd.DataFrame({"neuron": [f"{layer}.{int(i)}" for i in order], "layer": layer, "index": order.tolist(),
                          "score": [round(float(scores[i]), 6) for i in order], "rank": range(1, len(order) + 1),
-                         "chosen": [rank < n_chosen for rank in range(len(order))]})
+                         "chosen": chosen[order].tolist()})
 
 
 def write_entropy_scores(role_results: RoleResults, results: ModelResults) -> list[Path]:
@@ -207,7 +208,7 @@ def write_entropy_scores(role_results: RoleResults, results: ModelResults) -> li
 
     info = role_results.info
     layer = role_results.moments["kurtosis"].shape[0] - 1
-    table = entropy_table(role_results.entropy_scores, layer, info["n_entropy"])
+    table = entropy_table(role_results.entropy_scores, layer, role_results.roles["entropy"][-1])
     write_table(table, results.folder / "entropy_scores",
                 title=f"entropy scores of layer {layer} (null space of W_U: {info['null_space_dim']} directions)")
     return plot_entropy_scores(role_results.entropy_scores, layer, info["n_entropy"], info["null_space_dim"],
