@@ -25,7 +25,11 @@ demo: setup
 	cd wcos_casestudies && $(PY) defplot.py && $(PY) selected_plot.py
 	test -d $(DATA)/pydoc || (cd neuroscope && $(PY) a_dataset.py --datadir ../$(DATA) --save_to pydoc)
 	cd neuroscope && $(PY) b_activations.py --datadir ../$(DATA) --dataset pydoc --save_to activations
-	cd neuroscope && $(PY) d_recompute_vis.py --datadir ../$(DATA) --save_to activations \
+	cd neuroscope && $(PY) d_recompute_vis.py --datadir ../$(DATA) --activations activations \
+		--neurons_from ../results/HuggingFaceTB/SmolLM2-135M-Instruct/case_studies.txt
+	cd neuroscope && $(PY) d_recompute_vis.py --datadir ../$(DATA) --activations activations --neurons all
+	cd neuroscope && $(PY) d_recompute_vis.py --datadir ../$(DATA) --activations activations --from_viewer viewer \
+		--viewer viewer-case-study-layers --whole_layers \
 		--neurons_from ../results/HuggingFaceTB/SmolLM2-135M-Instruct/case_studies.txt
 
 test: setup lint
@@ -35,6 +39,8 @@ lint: setup
 	$(PY) -m ruff check .
 
 bench: setup
+	$(PY) benchmarks/bench_help.py
 	$(PY) benchmarks/bench_section5.py
 	$(PY) benchmarks/bench_roles.py --layers 2
 	$(PY) benchmarks/bench_neuroscope.py
+	$(PY) benchmarks/bench_viewer.py

@@ -1,6 +1,9 @@
 """Tokenize a text dataset for the activation pass: shuffle (seed 2512800), take a pool of
 4000 x mtokens documents, tokenize each (BOS first, truncated to --max_length) and keep
-documents in order until mtokens million tokens; save with `save_to_disk` as DATADIR/SAVE_TO.
+documents in order until mtokens million tokens, dropping exact duplicate documents; save with
+`save_to_disk` as DATADIR/SAVE_TO. A tokenizer without BOS (OLMo's) puts its EOS first, as the
+seed did. --streaming reads a hub dataset through a buffered shuffle instead of loading it whole
+(another selection of documents).
 
   python a_dataset.py --datadir ../data --save_to pydoc                       # embedded text, offline
   python a_dataset.py --datadir ../data --save_to dolma_small --dataset emozilla/dolma-v1_7-3B \\
@@ -9,17 +12,25 @@ documents in order until mtokens million tokens; save with `save_to_disk` as DAT
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
-from wcos_casestudies.cli import add_datadir, make_parser, positive_float, positive_int, run_main
-from wcos_casestudies.constants import DEFAULT_MAX_LENGTH, DEFAULT_MODEL, DEFAULT_MTOKENS, EMBEDDED_DATASET
+from wcos_casestudies.cli import add_datadir, make_parser, plain_name, positive_float, positive_int, run_main
+from wcos_casestudies.constants import (
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MODEL,
+    DEFAULT_MTOKENS,
+    EMBEDDED_DATASET,
+    MAX_TOKENIZE_PROCESSES,
+    STREAM_BUFFER,
+)
 
 
 def build_parser():
     parser = make_parser(__doc__)
     add_datadir(parser)
-    parser.add_argument("--save_to", required=True, help="name of the tokenized dataset inside --datadir (output)")
+    parser.add_argument("--save_to", type=plain_name, required=True, help="name of the tokenized dataset inside --datadir (output)")
     parser.add_argument("--dataset", default=EMBEDDED_DATASET,
                         help="text to tokenize (input): a hub dataset name, a local .txt (one document per file) / .jsonl / "
                              f".parquet file or folder, or `{EMBEDDED_DATASET}` (Python's documentation topics, offline)")
@@ -31,36 +42,70 @@ def build_parser():
     amount.add_argument("--mtokens", "--Mtokens", dest="mtokens", type=positive_float, default=DEFAULT_MTOKENS,
                         help="millions of tokens to keep (--Mtokens: the seed's spelling)")
     amount.add_argument("--save_all", action="store_true", help="keep every document")
-    parser.add_argument("--no_bos_token", action="store_true", help="do not put BOS first in every document")
+    parser.add_argument("--no_bos_token", dest="add_bos_token", action="store_false",
+                        help="put nothing first in a document (by default BOS goes first; a tokenizer without BOS, such as "
+                             "OLMo's, puts EOS first, as the seed did)")
     parser.add_argument("--padding", action="store_true", help="pad every document to --max_length (padding is masked later)")
     parser.add_argument("--return_overflowing_tokens", action="store_true", help="split long documents instead of truncating them")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that name")
+    parser.add_argument("--keep_duplicates", action="store_true", help="keep exact duplicate documents (dropped by default)")
+    speed = parser.add_argument_group("reading and speed")
+    speed.add_argument("--streaming", action="store_true",
+                       help="stream a hub dataset through a buffered shuffle that reads only what it needs, instead of "
+                            "loading it whole; selects other documents than the seed's shuffle")
+    speed.add_argument("--buffer_size", type=positive_int, default=STREAM_BUFFER, help="documents in the --streaming shuffle buffer")
+    speed.add_argument("--num_proc", type=positive_int, default=None,
+                       help="tokenizing processes (default: half the CPU cores, at most "
+                            f"{MAX_TOKENIZE_PROCESSES}; one process already uses every core through the tokenizer's threads)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing dataset of that name (only a dataset that a_dataset.py wrote)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from neuroscope.data import build_dataset, load_texts, save_dataset
+    from neuroscope.data import build_dataset, check_replaceable, load_texts, remove_stale_folders, save_dataset, stream_texts
+    from wcos_casestudies.cli import check_output_location
     from wcos_casestudies.errors import UserError
+    from wcos_casestudies.locks import hold_lock
     from wcos_casestudies.models.loading import load_tokenizer
     from wcos_casestudies.models.sources import resolve_model
 
     if args.max_length < 2:
         raise UserError(f"--max_length {args.max_length}: must be at least 2")
     target = args.datadir / args.save_to
-    if target.exists() and not args.overwrite:
-        raise UserError(f"{target} exists; choose another --save_to or pass --overwrite")
+    check_output_location(args.datadir, "--datadir")
+    if target.exists() or target.is_symlink():
+        if not args.overwrite:
+            raise UserError(f"{target} exists; choose another --save_to or pass --overwrite")
+        check_replaceable(target)
     source = resolve_model(args.tokenizer)
     tokenizer = load_tokenizer(source)
-    texts = load_texts(args.dataset, args.text_field, args.split)
-    dataset, meta = build_dataset(texts, tokenizer, None if args.save_all else args.mtokens, args.max_length,
-                                  not args.no_bos_token, args.return_overflowing_tokens, args.padding, args.text_field)
-    meta.update({"tokenizer": source.name, "dataset": args.dataset})
-    save_dataset(dataset, meta, target, overwrite=args.overwrite)
-    print(f"{meta['documents']} documents, {meta['tokens']:,} tokens -> {target}")
-    if not meta["reached_goal"]:
-        print(f"note: the dataset has fewer tokens than asked ({meta['tokens']:,} < {meta['goal_tokens']:,}); kept them all")
+    read = stream_texts if args.streaming else load_texts
+    texts = read(args.dataset, args.text_field, args.split)
+    num_proc = args.num_proc or max(1, min((os.cpu_count() or 1) // 2, MAX_TOKENIZE_PROCESSES))
+    with hold_lock(target):
+        remove_stale_folders(target)
+        dataset, meta = build_dataset(texts, tokenizer, None if args.save_all else args.mtokens, args.max_length,
+                                      args.add_bos_token, args.return_overflowing_tokens, args.padding, args.text_field,
+                                      num_proc=num_proc, drop_duplicates=not args.keep_duplicates, buffer_size=args.buffer_size)
+        meta.update({"tokenizer": source.name, "dataset": args.dataset})
+        save_dataset(dataset, meta, target, overwrite=args.overwrite)
+    for line in summary_lines(meta, target):
+        print(line)
     return 0
+
+
+def summary_lines(meta: dict, target) -> list[str]:
+    """What the run did, for the log: counts, the selection, BOS, duplicates, a goal not reached."""
+    lines = [f"{meta['documents']} documents, {meta['tokens']:,} tokens -> {target}", f"selection: {meta['selection']}"]
+    if meta["bos_is_eos"]:
+        lines.append(f"note: the tokenizer has no BOS token; every document starts with its EOS token {meta['bos_token']!r} "
+                     f"(id {meta['bos_token_id']}), as the seed did (the authors' Dolma subset starts every document so)")
+    if meta["duplicates_dropped"]:
+        lines.append(f"dropped {meta['duplicates_dropped']} exact duplicate documents (of {meta['documents_read']} read)")
+    if not meta["reached_goal"]:
+        lines.append(f"note: the dataset has fewer tokens than asked ({meta['tokens']:,} < {meta['goal_tokens']:,}); kept them all")
+    return lines
 
 
 def cli() -> None:

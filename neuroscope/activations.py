@@ -222,6 +222,8 @@ class NeuronStats:
     n_tokens: torch.Tensor  # [] int64
 
     COUNTS = ("post_sum", "gate_positive", "lin_positive", "both_positive", "histogram", "n_tokens")
+    STATE_KEYS = (*(f"{prefix}_{name}" for prefix in ("top", "bottom", "combo") for name in ("values", "docs", "positions")),
+                  *COUNTS)  # the names of `state_dict()`, as the files store them
 
     @classmethod
     def empty(cls, n_layers: int, d_mlp: int, k: int, device: torch.device | str = "cpu") -> NeuronStats:
@@ -252,9 +254,7 @@ class NeuronStats:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The tensors under the names the files use."""
-        lists = {f"{prefix}_{name}": getattr(self, f"{prefix}_{name}").contiguous()
-                 for prefix in ("top", "bottom", "combo") for name in ("values", "docs", "positions")}
-        return {**lists, **{name: getattr(self, name) for name in self.COUNTS}}
+        return {name: getattr(self, name).contiguous() for name in self.STATE_KEYS}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> NeuronStats:

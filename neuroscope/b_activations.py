@@ -27,6 +27,7 @@ from wcos_casestudies.cli import (
     add_model,
     make_parser,
     non_negative_int,
+    plain_name,
     positive_int,
     run_main,
 )
@@ -37,8 +38,8 @@ def build_parser():
     parser = make_parser(__doc__)
     add_model(parser)
     add_datadir(parser)
-    parser.add_argument("--dataset", default=EMBEDDED_DATASET, help="tokenized dataset inside --datadir (input; a_dataset.py --save_to)")
-    parser.add_argument("--save_to", default=DEFAULT_ACTIVATIONS, help="folder inside --datadir for the statistics (output)")
+    parser.add_argument("--dataset", type=plain_name, default=EMBEDDED_DATASET, help="tokenized dataset inside --datadir (input; a_dataset.py --save_to)")
+    parser.add_argument("--save_to", type=plain_name, default=DEFAULT_ACTIVATIONS, help="folder inside --datadir for the statistics (output)")
     parser.add_argument("--examples_per_neuron", type=positive_int, default=DEFAULT_EXAMPLES,
                         help="k of the top-k, bottom-k and sign-combination documents")
     parser.add_argument("--include_bos", action="store_true",
@@ -59,19 +60,26 @@ def build_parser():
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from neuroscope import collect
-    from neuroscope.store import RUN_KEYS, load_stats
+    from neuroscope.store import RUN_KEYS, load_stats, stats_path
+    from wcos_casestudies.errors import UserError
+    from wcos_casestudies.locks import hold_lock
 
     if args.merge:
         num_shards, _ = collect.shard_settings(args)
-        path = collect.merge_shards(args.datadir / args.save_to, num_shards)
+        folder = args.datadir / args.save_to
+        if not folder.is_dir():
+            raise UserError(f"{folder}: no such folder of shard statistics (the --save_to of the shards)")
+        with hold_lock(stats_path(folder)):
+            path = collect.merge_shards(folder, num_shards)
         print(f"merged {num_shards} shards -> {path}")
         return 0
     run = collect.plan_pass(args)
-    if run.final.exists() and not args.overwrite:
-        load_stats(run.final, {key: run.meta[key] for key in RUN_KEYS})
-        print(f"{run.final} exists for these settings; nothing to do (--overwrite recomputes)")
-        return 0
-    return collect.collect(run, args.overwrite, args.checkpoint_every, args.stop_after_batches)
+    with hold_lock(run.final):
+        if run.final.exists() and not args.overwrite:
+            load_stats(run.final, {key: run.meta[key] for key in RUN_KEYS})
+            print(f"{run.final} exists for these settings; nothing to do (--overwrite recomputes)")
+            return 0
+        return collect.collect(run, args.overwrite, args.checkpoint_every, args.stop_after_batches)
 
 
 def cli() -> None:

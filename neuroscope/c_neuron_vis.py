@@ -40,8 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from neuroscope import workflow
 
-    run = workflow.open_run(args)
-    pages = workflow.write_run_pages(run, workflow.load_recomputed(run), args.top_tokens)
+    run = workflow.open_run(args, recomputes=False)
+    with workflow.hold_pages(run):
+        pages = workflow.write_run_pages(run, workflow.load_recomputed(run), args.top_tokens)
     print(f"{len(pages)} pages in {run.folder} (index.html)")
     return 0
 

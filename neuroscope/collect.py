@@ -23,11 +23,12 @@ from neuroscope.activations import (
     run_pass,
     shard_range,
 )
-from neuroscope.data import check_vocabulary, document_lengths, load_tokenized
-from neuroscope.store import RUN_KEYS, load_stats, save_stats, stats_path
-from wcos_casestudies.artifacts import package_versions
-from wcos_casestudies.cli import parse_device, parse_dtype
+from neuroscope.data import META_FILE, check_vocabulary, document_lengths, load_tokenized
+from neuroscope.store import RUN_KEYS, START_AGAIN, check_run, load_stats, save_stats, stats_path
+from wcos_casestudies.artifacts import package_versions, remove_stale_temporaries
+from wcos_casestudies.cli import check_output_location, int_from_environment, parse_device, parse_dtype
 from wcos_casestudies.errors import UserError
+from wcos_casestudies.fingerprint import weights_fingerprint
 from wcos_casestudies.models.arch import read_arch
 from wcos_casestudies.models.loading import load_hf_model, load_tokenizer
 from wcos_casestudies.models.sources import resolve_model
@@ -35,28 +36,52 @@ from wcos_casestudies.models.sources import resolve_model
 
 def shard_settings(args: argparse.Namespace) -> tuple[int, int]:
     """--num_shards/--shard_index, falling back to torchrun's WORLD_SIZE/RANK."""
-    num = args.num_shards if args.num_shards is not None else int(os.environ.get("WORLD_SIZE", 1))
-    index = args.shard_index if args.shard_index is not None else int(os.environ.get("RANK", 0))
+    num = args.num_shards if args.num_shards is not None else int_from_environment("WORLD_SIZE", 1, minimum=1)
+    index = args.shard_index if args.shard_index is not None else int_from_environment("RANK", 0, minimum=0)
     if num < 1 or not 0 <= index < num:
-        raise UserError(f"--shard_index {index} --num_shards {num}: need 0 <= shard_index < num_shards")
+        names = (f"{'--shard_index' if args.shard_index is not None else 'RANK'} {index}, "
+                 f"{'--num_shards' if args.num_shards is not None else 'WORLD_SIZE'} {num}")
+        raise UserError(f"{names}: need 0 <= shard index < number of shards")
     return num, index
 
 
+def current_dataset_fingerprint(meta: dict[str, Any]) -> str | None:
+    """The fingerprint of the dataset that statistics name, as it is on disk now (None where it is gone)."""
+    folder = Path(str(meta.get("dataset", "")))
+    if not (folder / META_FILE).is_file():
+        return None
+    return load_tokenized(folder)[1]["fingerprint"]
+
+
+def load_shard(folder: Path, num_shards: int, index: int, expect: dict[str, Any] | None) -> tuple[NeuronStats, dict[str, Any]]:
+    """One finished shard file, checked against the run's identity `expect` (None: the first shard sets it)."""
+    path = stats_path(folder, num_shards, index)
+    if not path.exists():
+        partial = stats_path(folder, num_shards, index, partial=True)
+        state = "is still running or was interrupted" if partial.exists() else "is missing"
+        raise UserError(f"shards do not add up: {path.name} {state}")
+    remedy = f"rerun shard {index} (--num_shards {num_shards} --shard_index {index}) with --overwrite"
+    stats, meta, _ = load_stats(path, remedy=remedy)
+    if expect is None:
+        expect = {key: meta.get(key) for key in RUN_KEYS}
+        expect["dataset_fingerprint"] = current_dataset_fingerprint(meta) or meta.get("dataset_fingerprint")
+    check_run(path, meta, expect, remedy)
+    return stats, meta
+
+
 def merge_shards(folder: Path, num_shards: int) -> Path:
-    """Merge shard files in order into stats.pt; they must tile the dataset's batches exactly."""
+    """Merge shard files in order into stats.pt; they must be of one run (model, weights, dataset and its
+    contents, settings) and tile the dataset's batches exactly."""
     if num_shards < 2:
         raise UserError("--merge needs --num_shards 2 or more")
     merged, first_meta, expected_batch = None, None, 0
     for index in range(num_shards):
-        path = stats_path(folder, num_shards, index)
-        if not path.exists():
-            partial = stats_path(folder, num_shards, index, partial=True)
-            state = "is still running or was interrupted" if partial.exists() else "is missing"
-            raise UserError(f"shards do not add up: {path.name} {state}")
-        stats, meta, _ = load_stats(path, {key: first_meta[key] for key in RUN_KEYS} if first_meta else None)
+        expect = None if first_meta is None else {key: first_meta[key] for key in RUN_KEYS}
+        stats, meta = load_shard(folder, num_shards, index, expect)
         if meta.get("num_shards") != num_shards or meta.get("first_batch") != expected_batch:
-            raise UserError(f"shards do not add up: {path.name} covers batches {meta.get('first_batch')}..{meta.get('last_batch')}, "
-                            f"expected to start at {expected_batch} of a {num_shards}-way split")
+            raise UserError(f"shards do not add up: {stats_path(folder, num_shards, index).name} covers batches "
+                            f"{meta.get('first_batch')}..{meta.get('last_batch')}, expected to start at {expected_batch} "
+                            f"of a {num_shards}-way split")
         expected_batch = meta["last_batch"]
         first_meta = first_meta or meta
         if merged is None:
@@ -93,8 +118,10 @@ class PassPlan:
 def plan_pass(args: argparse.Namespace) -> PassPlan:
     """Check the flags, model and dataset, and lay out this shard's batches (nothing heavy is loaded)."""
     num_shards, shard_index = shard_settings(args)
+    folder = args.datadir / args.save_to
+    check_output_location(folder, "--save_to")
     if "LOCAL_RANK" in os.environ and args.device == "cuda":
-        args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+        args.device = f"cuda:{int_from_environment('LOCAL_RANK', 0, minimum=0)}"
     device = parse_device(args.device)
     dtype = parse_dtype(args.dtype, device)
     source = resolve_model(args.model)
@@ -103,20 +130,22 @@ def plan_pass(args: argparse.Namespace) -> PassPlan:
         raise UserError(f"{source.name} is not a gated model: the pass records gate and linear pre-activations")
     dataset, data_meta = load_tokenized(args.datadir / args.dataset)
     tokenizer = load_tokenizer(source)
-    check_vocabulary(data_meta, len(tokenizer), arch.vocab_size, source.name)
+    check_vocabulary(data_meta, len(tokenizer), arch.vocab_size, source.argument)
     k = args.examples_per_neuron
     if not 1 <= k <= len(dataset):
         raise UserError(f"--examples_per_neuron {k}: must be between 1 and the dataset's {len(dataset)} documents")
     plan = batch_plan(document_lengths(dataset), args.batch_size)
     first, last = shard_range(len(plan), num_shards, shard_index)
-    meta = {"model": source.name, "provenance": source.provenance, "gguf": source.is_gguf,
+    # the token every document starts with (BOS, or EOS where the dataset put that first, as for OLMo)
+    first_token = data_meta.get("bos_token_id", tokenizer.bos_token_id) if data_meta.get("add_bos_token", True) else None
+    meta = {"model": source.name, "provenance": source.provenance, "gguf": source.is_gguf, "model_path": str(source.path),
+            "weights_fingerprint": weights_fingerprint(source.path), "dataset_fingerprint": data_meta["fingerprint"],
             "dataset": str((args.datadir / args.dataset).resolve()), "documents": len(dataset),
             "tokens": data_meta["tokens"], "k": k, "batch_size": args.batch_size, "dtype": str(dtype).removeprefix("torch."),
             "n_layers": arch.n_layers, "d_mlp": arch.d_mlp, "num_shards": num_shards, "shard_index": shard_index,
             "first_batch": first, "last_batch": last, "batches": len(plan), "statistics_version": STATISTICS_VERSION,
-            "examples_without_bos": not args.include_bos and tokenizer.bos_token_id is not None,
-            "bos_id": tokenizer.bos_token_id, "versions": package_versions()}
-    folder = args.datadir / args.save_to
+            "examples_without_bos": not args.include_bos and first_token is not None, "bos_id": first_token,
+            "versions": package_versions()}
     return PassPlan(source, dataset, tokenizer, plan, first, last, meta, stats_path(folder, num_shards, shard_index),
                     stats_path(folder, num_shards, shard_index, partial=True), device, dtype)
 
@@ -125,7 +154,10 @@ def start_or_resume(run: PassPlan, overwrite: bool) -> tuple[NeuronStats, int]:
     """Empty statistics at the shard's first batch, or the checkpoint's and the batch it stopped at."""
     if run.partial.exists() and not overwrite:
         stats, _, data = load_stats(run.partial, {key: run.meta[key] for key in (*RUN_KEYS, "shard_index", "num_shards")})
-        start = int(data["next_batch"])
+        start = data.get("next_batch")
+        if isinstance(start, bool) or not isinstance(start, int) or not run.first <= start <= run.last:
+            raise UserError(f"{run.partial}: not a checkpoint of this shard (next batch {start!r}, outside "
+                            f"{run.first}..{run.last}); {START_AGAIN}")
         print(f"resuming from the checkpoint at batch {start} of {run.first}..{run.last}")
         return stats.to(run.device), start
     meta = run.meta
@@ -133,11 +165,14 @@ def start_or_resume(run: PassPlan, overwrite: bool) -> tuple[NeuronStats, int]:
 
 
 def collect(run: PassPlan, overwrite: bool, checkpoint_every: int, stop_after_batches: int | None = None) -> int:
-    """Run (or resume) this shard's pass, with checkpoints, and write its statistics file."""
+    """Run (or resume) this shard's pass, with checkpoints, and write its statistics file (call it while
+    holding the lock of `run.final`)."""
+    for path in (run.final, run.partial):
+        remove_stale_temporaries(path)  # of a write that was killed: no other process writes them now
+    stats, start = start_or_resume(run, overwrite)  # a checkpoint that cannot be resumed stops the run before the model loads
     model, tokenizer = load_hf_model(run.source, dtype=run.dtype, device=run.device, tokenizer=run.tokenizer)
     decoder_layers(model)
     check_activation_signs(model)
-    stats, start = start_or_resume(run, overwrite)
     stop = run.last if stop_after_batches is None else min(run.last, start + stop_after_batches)
 
     def checkpoint(next_batch: int) -> None:

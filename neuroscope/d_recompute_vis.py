@@ -37,6 +37,7 @@ from wcos_casestudies.cli import (
     add_weight_settings,
     make_parser,
     non_negative_int,
+    plain_name,
     positive_int,
     run_main,
 )
@@ -67,8 +68,10 @@ def add_viewer_flags(parser) -> None:
     group.add_argument("--whole_layers", action="store_true", help="take every neuron of the chosen neurons' layers")
     group.add_argument("--max_pages", type=non_negative_int, default=DEFAULT_MAX_PAGES,
                        help="write vis.html pages only when at most this many neurons are chosen")
-    group.add_argument("--viewer", default=None, metavar="NAME",
+    group.add_argument("--viewer", type=plain_name, default=None, metavar="NAME",
                        help="also write the compact viewer into neuroscope/NAME (default: `viewer` when there are too many neurons for pages)")
+    group.add_argument("--from_viewer", type=plain_name, default=None, metavar="SOURCE",
+                       help="make --viewer from the whole layers of the existing viewer neuroscope/SOURCE (nothing is recomputed)")
     group.add_argument("--window", type=non_negative_int, nargs=2, default=VIEWER_DEFAULTS["window"], metavar=("BEFORE", "AFTER"),
                        help="viewer: tokens with activations before and after an example's extreme token")
     group.add_argument("--context", type=non_negative_int, nargs=2, default=VIEWER_DEFAULTS["context"], metavar=("BEFORE", "AFTER"),
@@ -81,19 +84,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from neuroscope import workflow
 
+    if args.from_viewer is not None:
+        return copy_layers(args)
     run = workflow.open_run(args)
     pages = len(run.neurons) <= args.max_pages
     viewer = args.viewer or (None if pages else "viewer")
-    if viewer is not None and (not viewer or "/" in viewer or viewer.startswith(".")):
-        from wcos_casestudies.errors import UserError
-
-        raise UserError(f"--viewer {viewer!r}: give a folder name, without / and not starting with a dot")
     if pages:
-        started = time.perf_counter()
-        examples = workflow.recompute_checked(run, args.batch_size)
-        seconds = time.perf_counter() - started
-        workflow.save_recomputed(run, examples)
-        written = workflow.write_run_pages(run, examples, args.top_tokens)
+        with workflow.hold_pages(run):
+            started = time.perf_counter()
+            examples = workflow.recompute_checked(run, args.batch_size)
+            seconds = time.perf_counter() - started
+            workflow.save_recomputed(run, examples)
+            written = workflow.write_run_pages(run, examples, args.top_tokens)
         print(f"{len(written)} pages in {run.folder} (index.html); recomputation {seconds:.1f} s "
               f"({seconds / max(len(written), 1):.1f} s per neuron)")
     else:
@@ -101,9 +103,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if viewer is not None:
         before, after = args.window
         settings = workflow.ViewerSettings(viewer, before, before + after + 1, tuple(args.context), args.top_tokens, args.table_tokens)
-        folder, size = workflow.write_run_viewer(run, settings, args.batch_size)
+        with workflow.hold_viewer(run, viewer):
+            folder, size = workflow.write_run_viewer(run, settings, args.batch_size)
         steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in settings.seconds.items())
         print(f"viewer of {len(run.neurons)} neurons: {folder / 'viewer.html'} ({size / 2**20:.1f} MiB; {steps})")
+    return 0
+
+
+def copy_layers(args) -> int:
+    """--from_viewer: a viewer of whole layers of an existing one, without the model."""
+    from neuroscope import workflow
+    from neuroscope.viewer import extract_layers
+    from wcos_casestudies.errors import UserError
+
+    if args.viewer is None or args.viewer == args.from_viewer:
+        raise UserError("--from_viewer SOURCE needs --viewer NAME, another folder name")
+    run = workflow.open_run(args, recomputes=False)
+    layers = sorted({layer for layer, _ in run.neurons})
+    d_mlp = int(run.stats["top_values"].shape[1])
+    if len(run.neurons) != len(layers) * d_mlp:
+        raise UserError("--from_viewer copies whole layers: give LAYER.* names, all, or --whole_layers")
+    source = run.folder / args.from_viewer
+    if not (source / "data" / "meta.js").is_file():
+        raise UserError(f"{source}: no viewer there; write it first (--viewer {args.from_viewer})")
+    with workflow.hold_viewer(run, args.viewer):
+        size = extract_layers(source, run.folder / args.viewer, layers)
+    print(f"viewer of layers {', '.join(map(str, layers))}: {run.folder / args.viewer / 'viewer.html'} ({size / 2**20:.1f} MiB)")
     return 0
 
 

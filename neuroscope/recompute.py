@@ -14,15 +14,17 @@ import torch
 
 from neuroscope.activations import COMBINATION_SIGNS, SIGN_COMBINATIONS, batch_plan, mlp_hooks, pad_batch, run_model
 from neuroscope.data import load_tokenized
-from neuroscope.store import stats_path
+from neuroscope.store import load_stats, mismatch, stats_path
 from wcos_casestudies.artifacts import PROJECT_TAG, load_artifact, save_artifact
 from wcos_casestudies.errors import UserError
+from wcos_casestudies.fingerprint import short, weights_fingerprint
 from wcos_casestudies.models.arch import read_arch
 from wcos_casestudies.models.loading import load_hf_model
 from wcos_casestudies.models.sources import ModelSource
 
 Neuron = tuple[int, int]  # (layer, neuron)
 LIST_KINDS = ("max", "min", *SIGN_COMBINATIONS)  # the example lists of a neuron, as pages show them
+EXAMPLES_KIND = "recomputed_examples"  # meta["kind"] of activations.pt
 
 
 class RecomputeMismatch(RuntimeError):
@@ -46,7 +48,7 @@ class Example:
 def parse_neuron(text: str, n_layers: int, d_mlp: int) -> Neuron:
     """'28.4737' -> (28, 4737), checked against the model's size."""
     parts = text.split(".")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
         raise UserError(f"neuron {text!r}: write neurons as LAYER.NEURON, e.g. 28.4737")
     layer, neuron = int(parts[0]), int(parts[1])
     if layer >= n_layers or neuron >= d_mlp:
@@ -166,26 +168,54 @@ class Inputs:
     device: torch.device
 
 
+def model_argument(meta: dict[str, Any]) -> str:
+    """The --model value that reaches the model of statistics again (a local model's path, not its name)."""
+    name = str(meta.get("model"))
+    if name.startswith(("local/", "gguf/")):
+        return str(meta.get("model_path", "<the --model that b_activations.py ran with>"))
+    return name
+
+
 def load_statistics(source: ModelSource, datadir: Path, activations: str) -> dict[str, Any]:
-    """The statistics file of `b_activations.py --save_to ACTIVATIONS`, checked to be of this model."""
+    """The statistics file of `b_activations.py --save_to ACTIVATIONS`, checked to be of this model and its weights."""
     path = stats_path(datadir / activations)
     if not path.exists():
         raise UserError(f"{path}: no statistics; run b_activations.py --datadir {datadir} --save_to {activations} first")
-    stats = load_artifact(path)
-    if stats["meta"]["model"] != source.name:
-        raise UserError(f"{path}: statistics of {stats['meta']['model']}, not of {source.name}; pass --model {stats['meta']['model']}")
+    remedy = f"run b_activations.py --datadir {datadir} --save_to {activations} --overwrite"
+    _, meta, stats = load_stats(path, remedy=remedy, allow_old=True)
+    if meta.get("model") != source.name:
+        raise UserError(f"{path}: statistics of {meta.get('model')}, not of {source.name}; pass --model {model_argument(meta)}")
+    stored, current = meta.get("weights_fingerprint"), weights_fingerprint(source.path)
+    if stored is not None and stored != current:  # statistics of an older version carry none: recomputation checks them
+        raise UserError(f"{path}: the statistics {mismatch('weights_fingerprint', stored, current)}; {remedy}")
     return stats
 
 
-def load_inputs(source: ModelSource, stats: dict[str, Any], dataset_dir: Path | None, device: torch.device) -> Inputs:
-    """The dataset of the statistics (or `dataset_dir`), checked against them, and the model in the statistics' dtype."""
-    dataset_dir = dataset_dir if dataset_dir is not None else Path(stats["meta"]["dataset"])
-    dataset, _ = load_tokenized(dataset_dir)
-    if len(dataset) != stats["meta"]["documents"]:
-        raise UserError(f"{dataset_dir} has {len(dataset)} documents, the statistics were made on {stats['meta']['documents']}")
+def checked_dataset(stats: dict[str, Any], dataset_dir: Path | None) -> tuple[Any, Path]:
+    """The dataset of the statistics (or `dataset_dir`) and its folder, refused when its documents or its
+    tokens are not those the statistics were made on."""
+    meta = stats["meta"]
+    dataset_dir = dataset_dir if dataset_dir is not None else Path(meta["dataset"])
+    dataset, data_meta = load_tokenized(dataset_dir)
+    if len(dataset) != meta["documents"]:
+        raise UserError(f"{dataset_dir} has {len(dataset)} documents, the statistics were made on {meta['documents']}")
+    stored = meta.get("dataset_fingerprint")
+    if stored is not None and stored != data_meta["fingerprint"]:  # statistics of an older version carry none
+        raise UserError(f"{dataset_dir}: its tokens are not those the statistics were made on (fingerprint "
+                        f"{short(data_meta['fingerprint'])}, statistics {short(stored)}: rebuilt since, or another dataset); "
+                        "pass the --dataset they were made on, or run b_activations.py again with --overwrite")
+    return dataset, dataset_dir
+
+
+def load_inputs(source: ModelSource, stats: dict[str, Any], dataset_dir: Path | None, device: torch.device,
+                dataset: Any = None) -> Inputs:
+    """The dataset of the statistics (or `dataset_dir`; `dataset` when it is loaded and checked already),
+    checked against them, and the model in the statistics' dtype."""
+    if dataset is None:
+        dataset, dataset_dir = checked_dataset(stats, dataset_dir)
     model, tokenizer = load_hf_model(source, dtype=getattr(torch, stats["meta"]["dtype"]), device=device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Inputs(model, tokenizer, dataset, dataset_dir.name, stats, pad_id, device)
+    return Inputs(model, tokenizer, dataset, Path(dataset_dir).name, stats, pad_id, device)
 
 
 def requested_neurons(names: list[str], neurons_from: Path | None, source: ModelSource, whole_layers: bool = False) -> list[Neuron]:
@@ -196,7 +226,10 @@ def requested_neurons(names: list[str], neurons_from: Path | None, source: Model
     if neurons_from is not None:
         if not neurons_from.is_file():
             raise UserError(f"--neurons_from {neurons_from}: no such file")
-        names += neurons_from.read_text().split()
+        try:
+            names += neurons_from.read_bytes().decode("utf-8").split()
+        except UnicodeDecodeError as exc:
+            raise UserError(f"--neurons_from {neurons_from}: not a UTF-8 text file of LAYER.NEURON names") from exc
     if names == ["all"]:
         return [(layer, neuron) for layer in range(arch.n_layers) for neuron in range(arch.d_mlp)]
     if not names:
@@ -223,7 +256,8 @@ def save_examples(folder: Path, neuron: Neuron, examples: list[Example], meta: d
     path = neuron_folder(folder, neuron) / "activations.pt"
     rows = [{**asdict(e), "token_ids": torch.tensor(e.token_ids), "act": torch.tensor(e.act),
              "gate": torch.tensor(e.gate), "lin": torch.tensor(e.lin)} for e in examples]
-    save_artifact({"meta": {"project": PROJECT_TAG, **meta}, "layer": neuron[0], "neuron": neuron[1], "examples": rows}, path)
+    save_artifact({"meta": {"project": PROJECT_TAG, "kind": EXAMPLES_KIND, **meta}, "layer": neuron[0], "neuron": neuron[1],
+                   "examples": rows}, path)
     return path
 
 
@@ -232,8 +266,8 @@ def load_examples(folder: Path, neuron: Neuron, meta: dict[str, Any]) -> list[Ex
     path = neuron_folder(folder, neuron) / "activations.pt"
     if not path.exists():
         raise UserError(f"{path}: no recomputed values for neuron {neuron[0]}.{neuron[1]}; run b2_recompute.py first")
-    data = load_artifact(path)
-    for key in ("model", "statistics"):
+    data = load_artifact(path, kind=EXAMPLES_KIND, required=("examples",), remedy="run b2_recompute.py again")
+    for key in meta:
         if data["meta"].get(key) != meta.get(key):
             raise UserError(f"{path}: recomputed with {key}={data['meta'].get(key)!r}, not {meta.get(key)!r}; run b2_recompute.py again")
     return [Example(doc=int(r["doc"]), position=int(r["position"]), stored=float(r["stored"]), kind=str(r["kind"]),

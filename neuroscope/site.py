@@ -8,6 +8,7 @@ Layout: `<results>/<model>/neuroscope/L<layer>/N<neuron>/vis.html` (and `activat
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from neuroscope.pages import Histogram, NeuronPage, render_index, render_page
 from neuroscope.recompute import LIST_KINDS, Example, Neuron, neuron_folder
 from neuroscope.store import statistics_notes
 from wcos_casestudies.artifacts import atomic_write_text
+from wcos_casestudies.errors import UserError, first_line
 from wcos_casestudies.models.readers import open_weights
 from wcos_casestudies.results import ModelResults
 
@@ -29,9 +31,20 @@ def neuroscope_folder(results: ModelResults) -> Path:
 
 
 def read_registry(folder: Path) -> dict[str, dict[str, Any]]:
-    """The index entries of the pages written so far (`neurons.json`), by name `layer.neuron`."""
+    """The index entries of the pages written so far (`neurons.json`), by name `layer.neuron`; a file
+    that is not such a table is refused (it would be overwritten)."""
     path = folder / "neurons.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    remedy = "move it away (the index is then rebuilt from the pages written next)"
+    try:
+        registry = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the page index ({first_line(exc)}); {remedy}") from exc
+    if not isinstance(registry, dict) or not all(isinstance(entry, dict) and re.fullmatch(r"[0-9]+\.[0-9]+", name)
+                                                 for name, entry in registry.items()):
+        raise UserError(f"{path}: not the page index this tool writes (LAYER.NEURON entries); {remedy}")
+    return registry
 
 
 def sort_names(names) -> list[str]:
@@ -154,4 +167,5 @@ def write_pages(results: ModelResults, stats: dict[str, Any], dataset_name: str,
             written.append(path)
     atomic_write_text(folder / "neurons.json", json.dumps(registry, indent=1))
     atomic_write_text(folder / "index.html", render_index(results.source.name, list(registry.values())))
+    results.write_index()
     return written

@@ -1,19 +1,32 @@
-"""Files of the activation pass: statistics (final, per shard, checkpoint) under DATADIR/SAVE_TO."""
+"""Files of the activation pass: statistics (final, per shard, checkpoint) under DATADIR/SAVE_TO.
+
+Every statistics file records what it was computed from (model, weights fingerprint, dataset and
+its fingerprint, settings); a checkpoint is resumed, a shard merged and a final file reused only
+when these agree.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from neuroscope.activations import STATISTICS_VERSION, NeuronStats
+from neuroscope.activations import SIGN_COMBINATIONS, STATISTICS_VERSION, NeuronStats, histogram_bins
 from wcos_casestudies.artifacts import PROJECT_TAG, load_artifact, save_artifact
 from wcos_casestudies.errors import UserError
+from wcos_casestudies.fingerprint import short
 
+STATS_KIND = "activation_statistics"  # meta["kind"] of every statistics file
+STATS_KEYS = NeuronStats.STATE_KEYS  # the tensors of a statistics file
+SUMMARY_KEYS = ("mean", "gate_open", "sign_frequencies")  # NeuronStats.summary(), saved beside the raw counts
 # meta keys that must agree between a checkpoint (or shard) and the run that continues (or merges) it
 RUN_KEYS = ("model", "dataset", "documents", "tokens", "k", "batch_size", "dtype", "n_layers", "d_mlp",
-            "statistics_version", "examples_without_bos")
+            "weights_fingerprint", "dataset_fingerprint", "statistics_version", "examples_without_bos")
+START_AGAIN = "rerun b_activations.py with --overwrite to start again"
+FINGERPRINTS = {"dataset_fingerprint": ("on other contents of the dataset", "it was rebuilt since"),
+                "weights_fingerprint": ("with other weights", "another checkpoint of the same name, or its files changed")}
 OLD_STATISTICS_NOTE = ("statistics of an older b_activations.py: no activation histogram, no sign-combination examples, "
                        "and the BOS token may fill the example lists; rerun b_activations.py with --overwrite for them")
+NEW_IN_VERSION_2 = ("combo_values", "combo_docs", "combo_positions", "histogram")  # what older statistics lack
 
 
 def statistics_notes(meta: dict[str, Any]) -> list[str]:
@@ -34,20 +47,61 @@ def stats_path(folder: Path, num_shards: int = 1, shard_index: int = 0, partial:
 def save_stats(stats: NeuronStats, meta: dict[str, Any], path: Path, next_batch: int | None = None) -> None:
     """Atomic save of statistics (moved to the CPU) with their metadata."""
     cpu = stats.to("cpu")
-    data = {"meta": {"project": PROJECT_TAG, **meta}, **cpu.state_dict(), **cpu.summary()}
+    data = {"meta": {"project": PROJECT_TAG, "kind": STATS_KIND, **meta}, **cpu.state_dict(), **cpu.summary()}
     if next_batch is not None:
         data["next_batch"] = next_batch
     save_artifact(data, path)
 
 
-def load_stats(path: Path, expect: dict[str, Any] | None = None) -> tuple[NeuronStats, dict[str, Any], dict[str, Any]]:
-    """Statistics, metadata and the whole file; refuses a file whose meta disagrees with `expect`."""
-    data = load_artifact(path)
-    meta = data["meta"]
-    if meta.get("statistics_version", 1) != STATISTICS_VERSION:
-        raise UserError(f"{path}: {OLD_STATISTICS_NOTE}")
-    for key, value in (expect or {}).items():
+def mismatch(key: str, stored: Any, expected: Any) -> str:
+    """How statistics that disagree with the run on `key` are described."""
+    if key in FINGERPRINTS:
+        if stored is None:
+            return f"record no {key.replace('_', ' ')} (written by an older version)"
+        how, why = FINGERPRINTS[key]
+        return f"were made {how} (fingerprint {short(stored)}, now {short(expected)}: {why})"
+    return f"were made with {key}={stored!r}, not {expected!r}"
+
+
+def check_run(path: Path, meta: dict[str, Any], expect: dict[str, Any], remedy: str = START_AGAIN) -> None:
+    """Refuse statistics whose metadata disagrees with `expect` on any key."""
+    for key, value in expect.items():
         if meta.get(key) != value:
-            raise UserError(f"{path}: statistics with {key}={meta.get(key)!r}, not {value!r}; "
-                            "use the matching settings, or --overwrite to start again")
-    return NeuronStats.from_state_dict(data), meta, data
+            raise UserError(f"{path}: the statistics {mismatch(key, meta.get(key), value)}; {remedy}")
+
+
+def expected_shape(name: str, meta: dict[str, Any]) -> tuple[Any, ...]:
+    """[layer neuron k] for the top and bottom examples, [layer neuron combination k] for the sign-combination
+    examples, [layer neuron bin] for the histogram, [layer neuron] for the sums, [] for the token count."""
+    if name == "n_tokens":
+        return ()
+    layers_neurons = (meta.get("n_layers"), meta.get("d_mlp"))
+    if name.startswith("combo_"):
+        return (*layers_neurons, len(SIGN_COMBINATIONS), meta.get("k"))
+    if name == "histogram":
+        return (*layers_neurons, histogram_bins())
+    return (*layers_neurons, meta.get("k")) if name.startswith(("top_", "bottom_")) else layers_neurons
+
+
+def check_shapes(path: Path, data: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Refuse statistics whose tensors do not have the shapes their metadata (layers, neurons, k) gives."""
+    for name in (key for key in STATS_KEYS if key in data):
+        shape, expected = tuple(getattr(data[name], "shape", ())), expected_shape(name, meta)
+        if shape != expected:
+            raise UserError(f"{path}: {name} has shape {shape}, not {expected} as its metadata says; the file is damaged")
+
+
+def load_stats(path: Path, expect: dict[str, Any] | None = None, remedy: str = START_AGAIN,
+               allow_old: bool = False) -> tuple[NeuronStats | None, dict[str, Any], dict[str, Any]]:
+    """Statistics, metadata and the whole file; refuses another kind of file, damaged shapes and a file
+    whose metadata disagrees with `expect`. Statistics of an older version (no histogram, no sign-combination
+    examples) are refused too, unless `allow_old` (for pages: then no NeuronStats comes back)."""
+    old_keys = tuple(key for key in STATS_KEYS if key not in NEW_IN_VERSION_2)
+    data = load_artifact(path, kind=STATS_KIND, required=("meta", *old_keys, *SUMMARY_KEYS), remedy=remedy)
+    meta = data["meta"]
+    current = meta.get("statistics_version", 1) == STATISTICS_VERSION and all(key in data for key in NEW_IN_VERSION_2)
+    if not current and not allow_old:
+        raise UserError(f"{path}: {OLD_STATISTICS_NOTE}")
+    check_run(path, meta, expect or {}, remedy)
+    check_shapes(path, data, meta)
+    return (NeuronStats.from_state_dict(data) if current else None), meta, data

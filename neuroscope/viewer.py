@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,6 +219,50 @@ def write_viewer(run: ViewerRun, examples: dict[int, LayerExamples], effects: di
     write_page(run.folder)
     write_lists(run, effects, moments)
     return sum(path.stat().st_size for path in run.folder.rglob("*") if path.is_file())
+
+
+def read_call(path: Path) -> list[Any]:
+    """The JSON arguments of the one neuroscope.<part>(...) call that a data file of this module holds."""
+    text = path.read_text(encoding="utf-8")
+    start, stop = text.index("(") + 1, text.rindex(");")
+    return json.loads(f"[{text[start:stop]}]")
+
+
+def unpacked(value: dict[str, str]) -> np.ndarray:
+    """The array that `packed` wrote."""
+    return np.frombuffer(base64.b64decode(value["b64"]), dtype="<" + value["dtype"])
+
+
+def extract_layers(source: Path, target: Path, layers: list[int]) -> int:
+    """A viewer of some whole layers of an existing one (`source`), without recomputing anything: its data
+    files for those layers, the documents and vocabulary, and the index and lists cut to those layers.
+    Returns the new viewer's size in bytes."""
+    meta = read_call(source / "data" / "meta.js")[0]
+    missing = sorted(set(layers) - set(meta["layers"]))
+    if missing:
+        from wcos_casestudies.errors import UserError
+
+        raise UserError(f"{source}: the viewer has no layer {', '.join(map(str, missing))} (it has {meta['layers']})")
+    if target.exists():
+        shutil.rmtree(target)
+    (target / "data").mkdir(parents=True)
+    for path in [*(source / "data").glob("docs_*.js"), source / "data" / "vocab.js", *(source / "data" / f"layer_{layer}.js" for layer in layers)]:
+        shutil.copy(path, target / "data" / path.name)
+    index = read_call(source / "data" / "index.js")[0]
+    keep = np.isin(unpacked(index["ids"]) // meta["d_mlp"], layers)
+    index = {name: {"dtype": value["dtype"], "b64": base64.b64encode(unpacked(value)[keep].tobytes()).decode("ascii")}
+             for name, value in index.items()}
+    meta["layers"] = sorted(layers)
+    atomic_write_text(target / "data" / "meta.js", js_call("meta", meta))
+    atomic_write_text(target / "data" / "index.js", js_call("index", index))
+    shutil.copy(source / "viewer.html", target / "viewer.html")
+    (target / "lists").mkdir()
+    for layer in layers:
+        shutil.copy(source / "lists" / f"layer_{layer}.html", target / "lists" / f"layer_{layer}.html")
+    text = (source / "lists" / "index.html").read_text(encoding="utf-8")
+    kept = "".join(item for item in re.findall(r"<li>.*?</li>", text) if int(re.search(r"layer_(\d+)\.html", item).group(1)) in layers)
+    atomic_write_text(target / "lists" / "index.html", re.sub(r"<ul>.*</ul>", lambda _: f"<ul>{kept}</ul>", text, flags=re.S))
+    return sum(path.stat().st_size for path in target.rglob("*") if path.is_file())
 
 
 def write_page(folder: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from neuroscope.recompute import (
     Inputs,
     Neuron,
     RecomputeMismatch,
+    checked_dataset,
     load_examples,
     load_inputs,
     load_statistics,
@@ -25,10 +27,11 @@ from neuroscope.recompute import (
     requested_neurons,
     save_examples,
 )
-from neuroscope.site import neuroscope_folder, write_pages
+from neuroscope.site import neuroscope_folder, read_registry, write_pages
 from neuroscope.store import statistics_notes
-from wcos_casestudies.cli import parse_device, settings_from_args
+from wcos_casestudies.cli import check_output_location, parse_device, settings_from_args
 from wcos_casestudies.errors import UserError
+from wcos_casestudies.locks import hold_lock
 from wcos_casestudies.models.loading import load_tokenizer
 from wcos_casestudies.models.sources import resolve_model
 from wcos_casestudies.results import ModelResults
@@ -44,6 +47,7 @@ class PageRun:
     dataset_dir: Path | None
     device: Any
     inputs: Inputs | None = None
+    dataset: Any = None  # loaded and checked by open_run where the run recomputes
 
     @property
     def folder(self) -> Path:
@@ -53,24 +57,42 @@ class PageRun:
     def identity(self) -> dict[str, Any]:
         """What recomputed values must agree with to be reused: the model and the statistics they came from."""
         meta = self.stats["meta"]
-        return {"model": meta["model"], "statistics": f"{meta['dataset']} · {meta['tokens']} tokens · k {meta['k']} · {meta['dtype']}"}
+        return {"model": meta["model"], "statistics": f"{meta['dataset']} · {meta['tokens']} tokens · k {meta['k']} · {meta['dtype']}",
+                "weights_fingerprint": meta.get("weights_fingerprint"), "dataset_fingerprint": meta.get("dataset_fingerprint")}
 
 
-def open_run(args: argparse.Namespace) -> PageRun:
-    """Check the flags, the model, the neurons and the statistics (nothing heavy is loaded yet)."""
+def open_run(args: argparse.Namespace, recomputes: bool = True) -> PageRun:
+    """Check the flags, the model, the neurons, the statistics, the output folder and (where the run
+    `recomputes`) the dataset, before any work and before anything is written (the model is not loaded yet)."""
     settings = settings_from_args(args)
     device = parse_device(args.device)
+    check_output_location(args.results_dir, "--results_dir")
     source = resolve_model(args.model)
     neurons = requested_neurons(args.neurons, args.neurons_from, source, getattr(args, "whole_layers", False))
     stats = load_statistics(source, args.datadir, args.activations)
     results = ModelResults(source, settings, root=args.results_dir, loader=args.loader, device=device)
+    check_output_location(neuroscope_folder(results), "--results_dir")
+    read_registry(neuroscope_folder(results))  # a damaged page index stops the run now, not after the work
     dataset_dir = args.datadir / args.dataset if args.dataset else None
-    return PageRun(results, stats, neurons, dataset_dir, device)
+    run = PageRun(results, stats, neurons, dataset_dir, device)
+    if recomputes:
+        run.dataset, run.dataset_dir = checked_dataset(stats, dataset_dir)
+    return run
+
+
+def hold_pages(run: PageRun) -> AbstractContextManager[Path]:
+    """The lock of the model's pages and their index, held while a run writes them (one writer at a time)."""
+    return hold_lock(run.folder / "neurons.json")
+
+
+def hold_viewer(run: PageRun, name: str) -> AbstractContextManager[Path]:
+    """The lock of a viewer folder, held while a run writes it (one writer at a time)."""
+    return hold_lock(run.folder / name)
 
 
 def recompute_checked(run: PageRun, batch_size: int) -> dict[Neuron, list[Example]]:
     """Load the model and dataset, recompute every chosen neuron and check it against the statistics."""
-    run.inputs = load_inputs(run.results.source, run.stats, run.dataset_dir, run.device)
+    run.inputs = load_inputs(run.results.source, run.stats, run.dataset_dir, run.device, dataset=run.dataset)
     try:
         return recompute_examples(run.inputs.model, run.inputs.dataset, run.stats, run.neurons, batch_size,
                                   run.inputs.pad_id, run.device)
@@ -115,7 +137,7 @@ def recompute_all_windows(run: PageRun, settings: ViewerSettings, batch_size: in
     against the statistics. Returns the examples by layer and the dataset's tokens and document starts."""
     from neuroscope.windows import dataset_tokens, layer_examples, recompute_windows
 
-    run.inputs = inputs = load_inputs(run.results.source, run.stats, run.dataset_dir, run.device)
+    run.inputs = inputs = load_inputs(run.results.source, run.stats, run.dataset_dir, run.device, dataset=run.dataset)
     tokens, doc_starts = dataset_tokens(inputs.dataset)
     lengths = np.diff(doc_starts)
     by_layer: dict[int, list[int]] = {}
@@ -128,7 +150,7 @@ def recompute_all_windows(run: PageRun, settings: ViewerSettings, batch_size: in
     try:
         with tqdm(total=-(-docs // batch_size), desc="recompute (all layers at once)", unit="batch") as progress:
             recompute_windows(inputs.model, inputs.dataset, examples, lengths, batch_size, inputs.pad_id, run.device,
-                              run.stats["meta"]["dtype"], inputs.tokenizer.bos_token_id, progress)
+                              run.stats["meta"]["dtype"], run.stats["meta"].get("bos_id", inputs.tokenizer.bos_token_id), progress)
     except RecomputeMismatch as exc:
         raise UserError(f"recomputation does not match the statistics: {exc}") from exc
     settings.seconds["recompute"] = time.perf_counter() - started

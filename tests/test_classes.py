@@ -11,7 +11,7 @@ import torch
 from wcos_casestudies.constants import CLASS_NAMES
 from wcos_casestudies.utils import approx, category_stats, classify, cosine_rows, quartiles, random_cosine_interval
 
-# (gatelin, gateout, linout) -> class name under the corrected rule (SPEC 2.2 and Figure 2 prototypes)
+# (gatelin, gateout, linout) -> class name under the corrected rule (paper Section 3 and the Figure 2 prototypes)
 PROTOTYPES = [
     ((1.0, 0.9, 0.9), "enrichment"),
     ((-1.0, -0.9, 0.9), "enrichment"),  # mirrored variant

@@ -1,4 +1,4 @@
-"""Functional roles on constructed weights where the answer is known (SPEC 4)."""
+"""Functional roles on constructed weights where the answer is known (paper Section 6 and Appendix E)."""
 
 from __future__ import annotations
 

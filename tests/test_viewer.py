@@ -137,7 +137,7 @@ def test_viewer_in_chromium(viewer, tmp_path):
     layer, neuron = map(int, torch.nonzero(stats["top_docs"][..., 0] == script_doc)[0])
     page = (viewer["folder"] / "viewer.html").as_uri()
     dom = dump_dom(f"{page}#{layer}.{neuron}", tmp_path)
-    assert f">Neuron {layer}.{neuron}<" in dom
+    assert f">Neuron {layer}.{neuron}<" in dom, re.search(r"id=\"status\"[^<]*", dom)
     assert f"document {script_doc} · token {int(stats['top_positions'][layer, neuron, 0])}" in dom
     assert "<script>alert" not in dom and "<b>" not in dom  # the markup stayed text
     visible = html.unescape(re.sub(r"<[^>]+>", "", re.sub(r"<(script|style)>.*?</\1>", "", dom, flags=re.S)))
@@ -157,3 +157,24 @@ def test_viewer_in_chromium(viewer, tmp_path):
     assert len(rows) == min(100, d_mlp) and all(int(row[0]) == 1 for row in rows)
     maxima = [float(stats["top_values"][1, int(n), 0]) for _, n in rows]
     assert maxima == sorted(maxima, reverse=True)
+
+
+def test_viewer_of_some_layers_from_an_existing_one(viewer, capsys):
+    """--from_viewer: whole layers of the viewer, copied without the model; the index keeps their neurons only."""
+    pages = viewer["pages"]
+    results = pages.parent.parent.parent
+    datadir = results.parent
+    argv = ["--model", str(viewer["source"].path), "--datadir", str(datadir), "--activations", "ref", "--results_dir", str(results),
+            "--device", "cpu", "--neurons", "1.*", "--from_viewer", "viewer", "--viewer", "layer1"]
+    assert run_main(d_recompute_vis.main, argv) == 0
+    folder = pages / "layer1"
+    assert sorted(p.name for p in (folder / "data").iterdir()) == ["docs_0.js", "index.js", "layer_1.js", "meta.js", "vocab.js"]
+    assert read_call(folder / "data" / "meta.js")[1][0]["layers"] == [1]
+    ids = unpack(read_call(folder / "data" / "index.js")[1][0]["ids"])
+    d_mlp = viewer["stats"]["top_values"].shape[1]
+    assert sorted(ids.tolist()) == list(range(d_mlp, 2 * d_mlp))
+    assert (folder / "data" / "layer_1.js").read_bytes() == (viewer["folder"] / "data" / "layer_1.js").read_bytes()
+    assert "layer_0.html" not in (folder / "lists" / "index.html").read_text()
+    capsys.readouterr()
+    assert run_main(d_recompute_vis.main, argv[:-5] + ["0.1", "--from_viewer", "viewer", "--viewer", "part"]) == 2
+    assert "whole layers" in capsys.readouterr().err

@@ -11,7 +11,9 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,20 @@ import numpy as np
 import torch
 
 from .constants import ARTIFACT_FORMATS
-from .errors import UserError
+from .errors import UserError, first_line
+from .fingerprint import content_digest
 
 PROJECT_TAG = "wcos_casestudies"
+CHECKSUM_KEY = "sha256"  # top-level key of an artifact: content_digest of everything else in it
+TEMPORARY_SUFFIX = ".tmp"
+DEFAULT_REMEDY = "move it away and make it again"
+# meta["kind"] of each artifact, and how messages name it
+KINDS = {
+    "cosines": "the cosines of main.py (data.pt)",
+    "roles": "the role statistics of casestudies.py (roles.pt)",
+    "activation_statistics": "activation statistics of b_activations.py",
+    "recomputed_examples": "recomputed activations of b2_recompute.py",
+}
 
 
 def package_versions() -> dict[str, str]:
@@ -42,7 +55,7 @@ def package_versions() -> dict[str, str]:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file and a rename, never leaving half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -129,38 +142,75 @@ class _SafeUnpickler(pickle.Unpickler):
 
 
 def save_artifact(data: dict[str, Any], path: Path) -> Path:
-    """Save a dict of plain data atomically; the suffix of `path` (.pt or .pickle) picks the format."""
+    """Save a dict of plain data atomically, with a checksum of its contents; the suffix of `path`
+    (.pt or .pickle) picks the format."""
     path = Path(path)
+    payload = {key: value for key, value in _to_cpu(data).items() if key != CHECKSUM_KEY}
+    payload[CHECKSUM_KEY] = content_digest(payload)
     buffer = io.BytesIO()
     if path.suffix == ".pickle":
-        pickle.dump(_to_numpy(data), buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(_to_numpy(payload), buffer, protocol=pickle.HIGHEST_PROTOCOL)
     elif path.suffix == ".pt":
-        torch.save(_to_cpu(data), buffer)
+        torch.save(payload, buffer)
     else:
         raise UserError(f"{path}: unknown artifact format; use .pt or .pickle")
     atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
-def load_artifact(path: Path, expect_tag: bool = True) -> dict[str, Any]:
-    """Load a `.pt` or `.pickle` artifact; an unreadable or foreign file is a UserError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+def _read_file(path: Path, remedy: str) -> Any:
+    """The raw object in a `.pt` or `.pickle` file; a file that does not parse is a UserError naming it."""
     try:
         if path.suffix == ".pickle":
             with path.open("rb") as handle:
-                data = _to_torch(_SafeUnpickler(handle).load())
-        else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+                return _to_torch(_SafeUnpickler(handle).load())
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any failure to parse means the file cannot be trusted
-        raise UserError(
-            f"{path}: cannot read this file ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
-            "it may be truncated or not written by this project. Move it away or rerun with --overwrite"
-        ) from exc
-    if not isinstance(data, dict) or (expect_tag and data.get("meta", {}).get("project") != PROJECT_TAG):
-        raise UserError(f"{path}: not a result file of this project; move it away or rerun with --overwrite")
+        raise UserError(f"{path}: cannot read this file ({first_line(exc)}); it may be truncated or not written by "
+                        f"this project: {remedy}") from exc
+
+
+def _verify_checksum(path: Path, data: dict[str, Any], remedy: str) -> None:
+    """Refuse a file whose contents differ from the checksum stored in it; a file from before checksums
+    (none stored) is read as it is, with a note."""
+    stored = data.pop(CHECKSUM_KEY, None)
+    if stored is None:
+        print(f"note: {path} has no checksum (written by an older version); read without verification", file=sys.stderr)
+        return
+    if not isinstance(stored, str) or stored != content_digest(data):
+        raise UserError(f"{path}: its contents do not match the checksum stored in it (the file was damaged after it was "
+                        f"written): {remedy}")
+
+
+def load_artifact(path: Path, expect_tag: bool = True, kind: str | None = None, required: Iterable[str] = (),
+                  remedy: str = DEFAULT_REMEDY) -> dict[str, Any]:
+    """Load a `.pt` or `.pickle` artifact and verify its checksum; with `kind`, refuse an artifact of another
+    kind, and one without the `required` keys. Every problem is a UserError naming the file and `remedy`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    data = _read_file(path, remedy)
+    meta = data.get("meta") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or (expect_tag and (not isinstance(meta, dict) or meta.get("project") != PROJECT_TAG)):
+        raise UserError(f"{path}: not a result file of this project: {remedy}")
+    _verify_checksum(path, data, remedy)
+    stored_kind = meta.get("kind") if isinstance(meta, dict) else None
+    if kind is not None and stored_kind not in (None, kind):
+        raise UserError(f"{path}: holds {KINDS.get(stored_kind, repr(stored_kind))}, not {KINDS.get(kind, kind)}")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise UserError(f"{path}: not {KINDS.get(kind, 'the file expected')} (it lacks {', '.join(missing)}): {remedy}")
     return data
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporary files that an interrupted atomic write of `path` left beside it (call this only
+    while holding the lock of `path`, so that no other process is writing them)."""
+    stale = sorted(Path(path).parent.glob(f".{Path(path).name}.*{TEMPORARY_SUFFIX}"))
+    for item in stale:
+        if item.is_file() and not item.is_symlink():
+            item.unlink()
+    return stale
 
 
 def find_artifact(folder: Path, stem: str) -> Path | None:

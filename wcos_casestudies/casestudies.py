@@ -4,7 +4,8 @@
 # Run cell by cell in VS Code (or Jupyter), or top to bottom:
 # `python casestudies.py [--model MODEL] [--n_partition N] ...` (`--help` lists the flags).
 # Needs the cosines of `main.py` (computes them when missing). Results go to the model's
-# results folder: `roles.pt`, `contingency.csv/.md`, `case_studies.csv/.txt`, `tokens/`.
+# results folder: `roles.pt`, `entropy_scores.csv/.md/.pdf/.png`, `contingency.csv/.md`,
+# `case_studies.csv/.txt`, `tokens/`.
 
 # %% Set-up: flags (defaults inside a notebook kernel)
 from wcos_casestudies.cli import (
@@ -15,9 +16,10 @@ from wcos_casestudies.cli import (
     in_notebook,
     install_user_error_hook,
     make_parser,
+    positive_float,
     positive_int,
 )
-from wcos_casestudies.constants import ARTIFACT_FORMATS, DEFAULT_TOP_TOKENS
+from wcos_casestudies.constants import ARTIFACT_FORMATS, DEFAULT_N_ENTROPY, DEFAULT_TOP_TOKENS
 
 
 def build_parser():
@@ -26,9 +28,13 @@ def build_parser():
     roles = parser.add_argument_group("roles")
     roles.add_argument("--n_partition", type=positive_int, default=None,
                        help="partition neurons (default: the paper's 1000, at most 5%% of the model's neurons)")
-    roles.add_argument("--n_entropy", type=positive_int, default=2, help="entropy neurons (top scores of the last layer)")
+    roles.add_argument("--n_entropy", type=positive_int, default=DEFAULT_N_ENTROPY,
+                       help="entropy neurons (top scores of the last layer; every score goes to entropy_scores.csv and its box plot)")
     roles.add_argument("--null_space_dim", type=positive_int, default=None,
                        help="k smallest singular directions of W_U (default: 40·d_model/4096)")
+    roles.add_argument("--min_kurtosis", type=positive_float, default=None,
+                       help="floor of the excess-kurtosis threshold of prediction/suppression neurons, as Gurnee et al. "
+                            "used (default: none, the paper's rule: the largest excess kurtosis among partition neurons)")
     roles.add_argument("--top_k", type=positive_int, default=DEFAULT_TOP_TOKENS, help="tokens per column of the token tables")
     roles.add_argument("--skip_attention", action="store_true",
                        help="leave out attention (de)activation neurons (they need the whole model in memory)")
@@ -50,18 +56,21 @@ import torch
 
 from wcos_casestudies import roles as R
 from wcos_casestudies import section6
-from wcos_casestudies.cli import parse_device, settings_from_args
+from wcos_casestudies.cli import check_output_location, parse_device, settings_from_args
 from wcos_casestudies.constants import ATTENTION_COSINE, CLASS_NAMES, PAPER_N_PARTITION
 from wcos_casestudies.models.sources import resolve_model
 from wcos_casestudies.results import ModelResults
 
 settings = settings_from_args(args)
+check_output_location(args.results_dir, "--results_dir")
 source = resolve_model(args.model)
 options = section6.RoleOptions(n_partition=args.n_partition, n_entropy=args.n_entropy,
-                               null_space_dim=args.null_space_dim, attention=not args.skip_attention)
+                               null_space_dim=args.null_space_dim, attention=not args.skip_attention,
+                               min_kurtosis=args.min_kurtosis)
 section6.check_inputs(source, options)
 results = ModelResults(source, settings, root=args.results_dir, fmt=args.format, loader=args.loader,
                        device=parse_device(args.device))
+check_output_location(results.folder, "--results_dir")
 print(f"model {source.name} [{source.provenance}]\nresults in {results.folder}")
 
 # %% Cosines and IO classes (from main.py's artifact, computed if missing)
@@ -76,13 +85,19 @@ info = role_results.info
 print(f"unembedding moments over {info['vocab']} tokens (computed in {info['moments_seconds']} s)")
 print(f"partition neurons: {info['n_partition']}"
       + ("" if args.n_partition or info['n_partition'] == PAPER_N_PARTITION else f" (the paper's 1000 capped at 5% of this model's {n_layers * n_neurons} neurons)"))
-print(f"prediction/suppression: excess kurtosis above {info['kurtosis_threshold']:.2f} (largest among partition neurons)")
+print(f"prediction/suppression: excess kurtosis above {info['kurtosis_threshold']:.2f} "
+      + ("(largest among partition neurons)" if info["kurtosis_threshold"] == info["kurtosis_rule"]
+         else f"(--min_kurtosis; the largest among partition neurons is {info['kurtosis_rule']:.2f})"))
+if info["kurtosis_warning"]:
+    print(info["kurtosis_warning"])
 for role, mask in role_results.roles.items():
     print(f"  {role:24s} {int(mask.sum()):6d}")
 top_entropy = torch.topk(role_results.entropy_scores, min(10, n_neurons))
 print(f"entropy scores, last layer (null space of W_U: {info['null_space_dim']} directions), top 10:")
 print("  " + ", ".join(f"{n_layers - 1}.{int(i)}: {float(v):.3f}" for v, i in zip(top_entropy.values, top_entropy.indices)))
 print(f"  median over the layer {float(role_results.entropy_scores.median()):.3f}")
+entropy_files = section6.write_entropy_scores(role_results, results)
+print(f"-> {results.folder / 'entropy_scores.csv'} (.md; every neuron of the last layer), box plot {entropy_files[0].name} (.png)")
 if role_results.attention_max is not None:
     strongest = role_results.attention_max[:-1]
     layer, neuron = divmod(int(strongest.argmax()), n_neurons)
@@ -115,3 +130,6 @@ for case in chosen:
     with pd.option_context("display.width", 250, "display.max_columns", 10):
         print(tables[case.name].head(8).to_string(index=False))
 print(f"\n-> {results.folder / 'tokens'}/<layer>.<neuron>.csv (.md), {args.top_k} tokens each")
+
+# %% One page that links every output of this model
+print(f"all outputs: {results.write_index()}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -84,7 +85,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
 
 def add_results_dir(parser: argparse.ArgumentParser) -> None:
-    """`--results_dir`: the root of the results tree (one folder per model)."""
+    """`--results_dir`: the root of the results tree (one folder per model); scripts check it with
+    `check_output_location` before their work starts."""
     parser.add_argument("--results_dir", type=Path, default=DEFAULT_RESULTS, help="root of the results tree (output)")
 
 
@@ -112,9 +114,9 @@ def add_datadir(parser: argparse.ArgumentParser) -> None:
 
 def add_activations(parser: argparse.ArgumentParser) -> None:
     """`--activations`: the statistics of the activation pass (an input: `b_activations.py --save_to`)."""
-    parser.add_argument("--activations", default=DEFAULT_ACTIVATIONS,
+    parser.add_argument("--activations", type=plain_name, default=DEFAULT_ACTIVATIONS,
                         help="statistics folder inside --datadir (input; what b_activations.py --save_to wrote)")
-    parser.add_argument("--dataset", default=None,
+    parser.add_argument("--dataset", type=plain_name, default=None,
                         help="tokenized dataset inside --datadir (input; default: the one the statistics were made on)")
 
 
@@ -160,6 +162,43 @@ def positive_float(text: str) -> float:
     return value
 
 
+def plain_name(text: str) -> str:
+    """An argparse type: the name of a folder inside --datadir (no `.`, `..`, path separators or absolute paths)."""
+    separators = [sep for sep in ("/", os.sep, os.altsep) if sep]
+    if not text or text in (".", "..") or any(sep in text for sep in separators) or text != text.strip() or "\0" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a plain folder name (a name inside --datadir, without "
+                                         "'.', '..' or path separators)")
+    return text
+
+
+def int_from_environment(name: str, default: int, minimum: int) -> int:
+    """A whole number from the environment variable `name` (torchrun's WORLD_SIZE, RANK, LOCAL_RANK), or `default`."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        return whole_number(minimum)(text)
+    except argparse.ArgumentTypeError as exc:
+        raise UserError(f"the environment variable {name}={text!r}: {exc}") from exc
+
+
+def check_output_location(path: Path, flag: str) -> None:
+    """Refuse, before any work, an output folder that cannot be made or written: a file in its way, or a
+    folder without write permission. Nothing is created."""
+    path = Path(path)
+    for candidate in (path, *path.parents):
+        if candidate.is_symlink() and not candidate.exists():
+            raise UserError(f"{flag} {path}: {candidate} is a broken symbolic link")
+        if candidate.exists():
+            break
+    else:
+        candidate = Path.cwd()
+    if not candidate.is_dir():
+        raise UserError(f"{flag} {path}: {candidate} is a file, not a folder")
+    if not os.access(candidate, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: {candidate} is not writable")
+
+
 def parse_device(name: str) -> Any:
     """Turn a `--device` value into a torch device, refusing ones this machine lacks."""
     import torch
@@ -197,6 +236,14 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     except KeyboardInterrupt:
         print("interrupted; finished results are kept, rerun to resume", file=sys.stderr)
         return 130
+
+
+def casestudies() -> None:
+    """Console entry point of the cell script `casestudies.py`: run it top to bottom as `__main__`."""
+    import runpy
+
+    install_user_error_hook()
+    runpy.run_module("wcos_casestudies.casestudies", run_name="__main__", alter_sys=True)
 
 
 def in_notebook() -> bool:

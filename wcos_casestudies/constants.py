@@ -35,8 +35,10 @@ RANDOM_INTERVAL_MASS = 0.95  # the random-direction baseline covers this much of
 # ---- functional roles (paper, Section 6 and Appendix E)
 PAPER_N_PARTITION = 1000  # partition neurons in the paper (of OLMo-7B-0424's 352,256)
 PARTITION_CAP = 0.05  # the default takes at most this fraction of a small model's neurons
+SELECTIVE_KURTOSIS = 3.0  # excess kurtosis of a Laplace distribution: a lower prediction threshold warns
 ATTENTION_COSINE = math.sqrt(0.5)  # |cos(w_out, q)| above this makes an attention (de)activation neuron
 DEFAULT_TOP_TOKENS = 64  # rows of a weight-based token table
+DEFAULT_N_ENTROPY = 2  # the paper's entropy neurons: the top 2 of the last layer, chosen from a box plot
 
 # ---- numerics
 NORM_EPS = 1e-12  # floor of a vector norm before dividing by it
@@ -58,6 +60,10 @@ DEFAULT_RESULTS = default_results_dir()
 # ---- neuroscope (activation-based analysis)
 EMBEDDED_DATASET = "pydoc"  # Python's documentation topics (pydoc_data): English text that needs no network
 SHUFFLE_SEED = 2512800  # the seed's dataset shuffle
+POOL_PER_MTOKEN = 4000  # the seed's pool: documents per million tokens asked for
+STREAM_BUFFER = 10_000  # documents in the shuffle buffer of a_dataset.py --streaming
+MAX_TOKENIZE_PROCESSES = 8  # a_dataset.py's default --num_proc: half the CPU cores (the tokenizer threads), at most this many
+MIN_DOCUMENTS_PER_PROCESS = 500  # fewer documents per tokenizing process are not worth a process
 DEFAULT_MTOKENS = 20.0  # the paper's 20M tokens
 DEFAULT_MAX_LENGTH = 1024
 DEFAULT_EXAMPLES = 16  # top-k and bottom-k documents per neuron

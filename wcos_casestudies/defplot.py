@@ -24,10 +24,12 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from wcos_casestudies.cli import check_output_location
     from wcos_casestudies.plotting import plot_definition
     from wcos_casestudies.utils import check_threshold
 
     check_threshold(args.threshold)
+    check_output_location(args.out.parent, "--out")
     paths = plot_definition(args.out, threshold=args.threshold)
     print(f"plot: {paths[0]} (.png)")
     return 0

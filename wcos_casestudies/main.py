@@ -16,6 +16,7 @@ from wcos_casestudies.cli import (
     add_model,
     add_results_dir,
     add_weight_settings,
+    check_output_location,
     make_parser,
     parse_device,
     run_main,
@@ -51,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     device = parse_device(args.device)
+    check_output_location(args.results_dir, "--results_dir")
     from wcos_casestudies import section5
 
     sources = section5.resolve_all(args.model, args.skip_missing)

@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .artifacts import PROJECT_TAG, find_artifact, load_artifact, package_versions, save_artifact
-from .constants import DEFAULT_RESULTS, DEFAULT_THRESHOLD
+from .constants import CLASS_NAMES, COSINE_NAMES, DEFAULT_RESULTS, DEFAULT_THRESHOLD, QUANTILES
 from .errors import UserError
+from .fingerprint import short, weights_fingerprint
+from .models.arch import ArchInfo, read_arch
 from .models.readers import WeightsInfo, open_weights
 from .models.sources import ModelSource
-from .utils import category_stats, classify, model_cosines, quartiles
+from .utils import category_stats, classify, model_cosines, model_random_regions, quartiles
+
+COSINES_KIND = "cosines"  # meta["kind"] of data.pt
+RESULTS_REMEDY = "move it away, or recompute it with main.py --overwrite"
+COSINE_TOLERANCE = 1e-6  # a stored cosine may exceed 1 in magnitude by rounding, not more
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,41 @@ def model_folder(root: Path, source: ModelSource, settings: Settings) -> Path:
     return folder / settings.variant if settings.variant else folder
 
 
+def _check_tensor(value: Any, shape: tuple[int, ...], name: str, where: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+        found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise UserError(f"{where}: {name} has shape {found}, but the model's is {shape}")
+    return value
+
+
+def _check_cosines(value: torch.Tensor, name: str, where: str) -> None:
+    value = value.double()
+    if not bool(torch.isfinite(value).all()) or float(value.abs().max()) > 1 + COSINE_TOLERANCE:
+        raise UserError(f"{where}: {name} holds values outside [-1, 1] (from {float(value.min()):.3g} to "
+                        f"{float(value.max()):.3g}), which no cosine can be")
+
+
+def check_contents(data: dict[str, Any], arch: ArchInfo, where: str) -> None:
+    """Refuse cosines and derived statistics whose shapes do not fit the model, cosines outside [-1, 1],
+    class codes that do not exist and class counts that do not add up to the layer's neurons."""
+    shape = (arch.n_layers, arch.d_mlp)
+    for name in COSINE_NAMES if arch.gated else ("linout",):
+        _check_cosines(_check_tensor(data.get(name), shape, name, where), name, where)
+    if "categories" in data:
+        codes = _check_tensor(data["categories"], shape, "categories", where)
+        if codes.numel() and not 0 <= int(codes.min()) <= int(codes.max()) < len(CLASS_NAMES):
+            raise UserError(f"{where}: categories holds class codes outside 0..{len(CLASS_NAMES) - 1}")
+    if "category_stats" in data:
+        counts = _check_tensor(data["category_stats"], (arch.n_layers, len(CLASS_NAMES)), "category_stats", where)
+        if not bool((counts.sum(dim=1) == arch.d_mlp).all()):
+            raise UserError(f"{where}: category_stats does not count {arch.d_mlp} neurons in every layer")
+    if "quartiles" in data:
+        if not isinstance(data["quartiles"], dict):
+            raise UserError(f"{where}: quartiles is not a table of cosines")
+        for name, value in data["quartiles"].items():
+            _check_cosines(_check_tensor(value, (len(QUANTILES), arch.n_layers), f"quartiles[{name}]", where), name, where)
+
+
 class ModelResults:
     """One model's artifact: cosines always; categories, counts and quartiles on demand."""
 
@@ -75,21 +117,34 @@ class ModelResults:
         self.data: dict[str, Any] = {}
         existing = None if overwrite else find_artifact(self.folder, "data")
         if existing is not None:
-            self.data = load_artifact(existing)
+            self.data = load_artifact(existing, kind=COSINES_KIND, required=("linout",), remedy=RESULTS_REMEDY)
             self._check_meta(existing)
+            try:
+                check_contents(self.data, read_arch(source), str(existing))
+            except UserError as exc:
+                raise UserError(f"{exc}; {RESULTS_REMEDY}") from exc
             self.reused = True
         else:
             self.reused = False
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The weights' fingerprint: cached cosines are reused only for the same one."""
+        return weights_fingerprint(self.source.path)
 
     def _check_meta(self, path: Path) -> None:
         meta = self.data["meta"]
         expected = {"model": self.source.name, "gguf": self.source.is_gguf, **self.settings.meta()}
         for key, value in expected.items():
             if meta.get(key) != value:
-                raise UserError(
-                    f"{path}: holds results with {key}={meta.get(key)!r}, not {value!r}; "
-                    "move it away or rerun with --overwrite"
-                )
+                raise UserError(f"{path}: holds results with {key}={meta.get(key)!r}, not {value!r}; {RESULTS_REMEDY}")
+        stored = meta.get("weights_fingerprint")
+        if stored != self.fingerprint:
+            what = ("records no weights fingerprint (written by an older version)" if stored is None else
+                    f"holds the cosines of other weights ({meta.get('provenance')}, fingerprint {short(stored)})")
+            raise UserError(f"{path}: {what}, not of {self.source.path} (fingerprint {short(self.fingerprint)}); another "
+                            "checkpoint of the same name, or its files changed since: pass another --results_dir, or "
+                            "recompute it with main.py --overwrite")
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -114,10 +169,12 @@ class ModelResults:
             values = model_cosines(reader.layers(), reader.arch.n_layers, device=self.device,
                                    refactor=self.settings.refactor_glu, desc=f"cosines {self.source.name}")
             self.data = {
-                "meta": {"project": PROJECT_TAG, **asdict(WeightsInfo.of(reader)), **self.settings.meta(),
-                         "versions": package_versions(), "seconds": round(time.perf_counter() - started, 2)},
+                "meta": {"project": PROJECT_TAG, "kind": COSINES_KIND, **asdict(WeightsInfo.of(reader)), **self.settings.meta(),
+                         "weights_fingerprint": self.fingerprint, "versions": package_versions(),
+                         "seconds": round(time.perf_counter() - started, 2)},
                 **{k: v for k, v in values.items() if v is not None},
             }
+            check_contents(self.data, reader.arch, f"{self.source.path}: the weights do not fit the config")
             self.save()
         return {name: self.data.get(name) for name in ("gatelin", "gateout", "linout")}
 
@@ -143,6 +200,31 @@ class ModelResults:
             self.data["quartiles"] = {name: quartiles(value) for name, value in self.cosines().items() if value is not None}
             self.save()
         return self.data["quartiles"]
+
+    def write_index(self) -> Path:
+        """Refresh `index.html`, the page that links every output of this model and these settings."""
+        from .report import write_results_index
+
+        return write_results_index(self.folder, self.caption)
+
+    def random_regions(self) -> dict[str, torch.Tensor]:
+        """Per layer, the 2.5% and 97.5% quantiles of each cosine between mismatched neurons ({cosine: [2 layer]})."""
+        if "random_regions" not in self.data:
+            self.cosines()
+            reader = open_weights(self.source, processing=self.settings.processing, loader=self.loader, device=self.device)
+            self.data["random_regions"] = model_random_regions(reader.layers(), reader.arch.n_layers,
+                                                               refactor=self.settings.refactor_glu)
+            self.save()
+        return self.data["random_regions"]
+
+    @property
+    def provenance(self) -> str:
+        """What the plots' numbers rest on: weights, processing, threshold and rule."""
+        from .plotting import provenance_line
+
+        settings = self.settings
+        return provenance_line(self.meta["provenance"], settings.processing, settings.threshold, settings.rule,
+                               settings.refactor_glu)
 
     def save(self) -> None:
         """Write the artifact atomically in the chosen format."""

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .constants import ATTENTION_COSINE, CLASS_NAMES, NORM_EPS, PAPER_N_PARTITION, PARTITION_CAP
+from .constants import ATTENTION_COSINE, CLASS_NAMES, NORM_EPS, PAPER_N_PARTITION, PARTITION_CAP, SELECTIVE_KURTOSIS
 from .errors import UserError
 
 TYPICAL_CLASSES = (0, 2, 4, 6, 7, 9)
@@ -76,18 +76,33 @@ def mask_of(indices: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return mask
 
 
-def prediction_suppression(moments: dict[str, torch.Tensor], gatelin: torch.Tensor,
-                           partition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+def prediction_suppression(moments: dict[str, torch.Tensor], gatelin: torch.Tensor, partition: torch.Tensor,
+                           min_kurtosis: float | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Masks of prediction and suppression neurons and the kurtosis threshold used.
 
-    Both have excess kurtosis above the largest among partition neurons; prediction when
-    sign(gatelin) * sign(skew) > 0, else suppression.
+    Both have excess kurtosis above the largest among partition neurons (the paper's rule), or above
+    `min_kurtosis` where that is larger; prediction when sign(gatelin) * sign(skew) > 0, else suppression.
     """
     kurtosis = moments["kurtosis"]
     threshold = float(kurtosis[partition.bool()].max())
+    if min_kurtosis is not None:
+        threshold = max(threshold, float(min_kurtosis))
     high = kurtosis > threshold
     agree = torch.sign(gatelin) * torch.sign(moments["skew"]) > 0
     return high & agree, high & ~agree, threshold
+
+
+def selectivity_warning(high: torch.Tensor, threshold: float) -> str | None:
+    """A warning with the numbers when the kurtosis threshold lets through neurons whose vocabulary distribution is
+    hardly heavier-tailed than a Gaussian's (excess kurtosis below a Laplace distribution's); None otherwise.
+    `high`: [layer neuron] mask of prediction or suppression neurons."""
+    if threshold >= SELECTIVE_KURTOSIS:
+        return None
+    total, last_three = int(high.sum()), int(high[-3:].sum())
+    return (f"warning: the prediction/suppression threshold is an excess kurtosis of {threshold:.2f}, below "
+            f"{SELECTIVE_KURTOSIS:g} (a Laplace distribution's): {total} of {high.numel()} neurons "
+            f"({100 * total / high.numel():.1f}%) pass, {last_three} of them in the last three layers; the role is not "
+            f"selective here. --min_kurtosis sets a fixed floor (as Gurnee et al. did)")
 
 
 def default_null_space_dim(d_model: int) -> int:

@@ -11,13 +11,14 @@ import pandas as pd
 
 from . import plotting, reference
 from .artifacts import write_table
+from .cli import check_output_location
 from .constants import CLASS_NAMES, DEFAULT_THRESHOLD, QUANTILES
 from .errors import UserError
 from .models.arch import read_arch
 from .models.registry import expand_model_names
 from .models.sources import ModelSource, resolve_model
 from .results import ModelResults, Settings
-from .utils import random_cosine_interval
+from .utils import random_cosine_interval, random_regions_table
 
 
 def resolve_all(names: list[str], skip_missing: bool) -> list[ModelSource]:
@@ -52,6 +53,7 @@ def run_model(source: ModelSource, args: argparse.Namespace, settings: Settings,
         raise UserError(f"{source.name} is not a gated model (no w_gate): --plot_fine, --plot_quartiles and --refactor_glu need gates")
     results = ModelResults(source, settings, root=args.results_dir, fmt=args.format, overwrite=args.overwrite,
                            loader=args.loader, device=device)
+    check_output_location(results.folder, "--results_dir")
     results.cosines()
     print_header(results, arch)
     if args.categories:
@@ -62,6 +64,7 @@ def run_model(source: ModelSource, args: argparse.Namespace, settings: Settings,
     if args.quartiles:
         write_quartiles(results)
     write_plots(results, args, random_cosine_interval(arch.d_model))
+    print(f"   all outputs: {results.write_index()}")
     return results
 
 
@@ -94,6 +97,8 @@ def write_quartiles(results: ModelResults) -> None:
     rows = [{"cosine": name, "layer": layer, **{f"q{p:g}": float(values[i, layer]) for i, p in enumerate(QUANTILES)}}
             for name, values in q.items() for layer in range(values.shape[1])]
     write_table(pd.DataFrame(rows), folder / "quartiles", title=results.caption)
+    write_table(random_regions_table(results.random_regions()), folder / "random_regions", title=results.caption)
+    print(f"   per layer, 95% of cosines between different neurons of the layer: {folder / 'random_regions.csv'}")
     med = q["linout"][2]
     print(f"   median linout by layer: first {float(med[0]):+.3f}, middle {float(med[len(med) // 2]):+.3f}, "
           f"last {float(med[-1]):+.3f}  ({folder / 'quartiles.csv'})")
@@ -111,11 +116,13 @@ def write_plots(results: ModelResults, args: argparse.Namespace, baseline: float
     paths = []
     if args.plot_fine:
         paths += plotting.plot_fine(results.cosines(), folder / "fine", name, baseline=baseline,
-                                    threshold=results.settings.threshold)[:1]
+                                    threshold=results.settings.threshold, random_regions=results.random_regions(),
+                                    provenance=results.provenance)[:1]
     if args.plot_coarse:
-        paths += plotting.plot_coarse(results.category_stats(), folder / "coarse", name)[:1]
+        paths += plotting.plot_coarse(results.category_stats(), folder / "coarse", name, provenance=results.provenance)[:1]
     if args.plot_quartiles:
-        paths += plotting.plot_quartiles(results.cosines(), folder / "boxplot", name)[:1]
+        paths += plotting.plot_quartiles(results.cosines(), folder / "boxplot", name, baseline=baseline,
+                                         threshold=results.settings.threshold, provenance=results.provenance)[:1]
     for path in paths:
         print(f"   plot: {path} (.png)")
 
@@ -141,5 +148,6 @@ def compare_with_publication(results: ModelResults, counts) -> None:
 def write_medians_plot(medians: dict, results_dir: Path, settings: Settings) -> None:
     """`medians.pdf/png` at the results root: median linout by relative depth, one line per model."""
     stem = "medians" + (f"_{settings.variant}" if settings.variant else "")
-    paths = plotting.plot_medians(medians, Path(results_dir) / stem)
+    provenance = plotting.provenance_line(None, settings.processing, settings.threshold, settings.rule, settings.refactor_glu)
+    paths = plotting.plot_medians(medians, Path(results_dir) / stem, provenance=provenance)
     print(f"\nplot: {paths[0]} (.png), {len(medians)} model(s)")

@@ -16,12 +16,16 @@ import torch
 
 from . import roles as R
 from .artifacts import PROJECT_TAG, atomic_write_text, find_artifact, load_artifact, package_versions, save_artifact, write_table
-from .constants import CLASS_NAMES
+from .constants import CLASS_NAMES, DEFAULT_N_ENTROPY
 from .errors import UserError
+from .fingerprint import short
 from .models.glu import refactor_glu
 from .models.loading import load_bridge, load_tokenizer
 from .models.readers import WeightReader, open_weights
 from .results import ModelResults
+
+ROLES_KIND = "roles"  # meta["kind"] of roles.pt
+ROLES_REMEDY = "move it away, or recompute it with casestudies.py --overwrite"
 
 
 @dataclass
@@ -29,9 +33,10 @@ class RoleOptions:
     """The knobs of Section 6 / Appendix E (None: the scaled paper default)."""
 
     n_partition: int | None = None
-    n_entropy: int = 2
+    n_entropy: int = DEFAULT_N_ENTROPY
     null_space_dim: int | None = None
     attention: bool = True
+    min_kurtosis: float | None = None  # floor of the prediction/suppression threshold (None: the paper's rule alone)
 
 
 @dataclass
@@ -71,18 +76,53 @@ def _out_layers(reader: WeightReader, refactor: bool):
         yield (refactor_glu(layer) if refactor else layer).out
 
 
+def load_roles(path: Path, results: ModelResults) -> dict[str, Any]:
+    """The cached role statistics, refused when they come from another model or other weights."""
+    stored = load_artifact(path, kind=ROLES_KIND, remedy=ROLES_REMEDY)
+    meta = stored["meta"]
+    if meta.get("model") != results.meta["model"]:
+        raise UserError(f"{path}: roles of {meta.get('model')}, not {results.meta['model']}; {ROLES_REMEDY}")
+    stored_fingerprint = meta.get("weights_fingerprint")
+    if stored_fingerprint != results.fingerprint:
+        what = ("records no weights fingerprint (written by an older version)" if stored_fingerprint is None else
+                f"holds the roles of other weights (fingerprint {short(stored_fingerprint)}, not {short(results.fingerprint)})")
+        raise UserError(f"{path}: {what}; {ROLES_REMEDY}")
+    return stored
+
+
+def _stored_roles(results: ModelResults, overwrite: bool) -> dict[str, Any]:
+    """What roles.pt holds for this model and these weights (empty with `overwrite` or when there is none)."""
+    existing = None if overwrite else find_artifact(results.folder, "roles")
+    return load_roles(existing, results) if existing is not None else {}
+
+
+def _last_layer_entropy_scores(reader: WeightReader, w_u: torch.Tensor, k_null: int, refactor: bool) -> torch.Tensor:
+    """Entropy score of every last-layer neuron: share of w_out in W_U's k smallest singular directions."""
+    last = reader.layer(reader.arch.n_layers - 1)
+    last = refactor_glu(last) if refactor else last
+    return R.entropy_scores(last.out, R.unembed_null_space(w_u, k_null))
+
+
+def _attention_masks(stored: dict[str, Any], results: ModelResults, gatelin: torch.Tensor,
+                     n_layers: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Attention (de)activation masks [layer neuron] and each neuron's largest |cos| with a next-layer BOS query."""
+    if "attention_scores" not in stored:
+        stored["attention_scores"] = attention_score_table(results, n_layers)
+    masks = {name: torch.zeros_like(gatelin, dtype=torch.bool) for name in ("attention_activation", "attention_deactivation")}
+    attention_max = torch.zeros_like(gatelin, dtype=torch.float32)
+    for layer, layer_scores in enumerate(stored["attention_scores"]):  # layers 0..L-2, [neuron head] each
+        masks["attention_activation"][layer], masks["attention_deactivation"][layer] = R.attention_roles(layer_scores, gatelin[layer])
+        attention_max[layer] = layer_scores.abs().max(dim=1).values
+    return masks, attention_max
+
+
 def compute_roles(results: ModelResults, options: RoleOptions, overwrite: bool = False) -> RoleResults:
     """Moments, partition / prediction / suppression / entropy / attention neurons (cached in roles.pt)."""
-    cosines = results.cosines()
-    if cosines["gatelin"] is None:
+    gatelin = results.cosines()["gatelin"]
+    if gatelin is None:
         raise UserError(f"{results.source.name} has no gate weights: prediction and suppression neurons need gatelin")
-    gatelin = cosines["gatelin"]
     n_layers, n_neurons = gatelin.shape
-    path = results.folder / f"roles.{results.fmt}"
-    existing = None if overwrite else find_artifact(results.folder, "roles")
-    stored = load_artifact(existing) if existing is not None else {}
-    if stored and stored["meta"].get("model") != results.meta["model"]:
-        raise UserError(f"{existing}: roles of {stored['meta'].get('model')}, not {results.meta['model']}; use --overwrite")
+    stored = _stored_roles(results, overwrite)
     reader = _reader_for(results)
     w_u = reader.unembed()
     started = time.perf_counter()
@@ -93,43 +133,33 @@ def compute_roles(results: ModelResults, options: RoleOptions, overwrite: bool =
     moments = stored["moments"]
 
     n_partition = options.n_partition or R.default_n_partition(n_layers * n_neurons)
-    if n_partition > n_layers * n_neurons:
-        raise UserError(f"--n_partition {n_partition}: the model has only {n_layers * n_neurons} neurons")
-    partition = R.mask_of(R.top_neurons(moments["variance"], n_partition), gatelin.shape)
-    prediction, suppression, kurtosis_threshold = R.prediction_suppression(moments, gatelin, partition)
-
-    k_null = options.null_space_dim or R.default_null_space_dim(w_u.shape[0])
-    last = reader.layer(n_layers - 1)
-    last = refactor_glu(last) if results.settings.refactor_glu else last
-    entropy_scores = R.entropy_scores(last.out, R.unembed_null_space(w_u, k_null))
     if options.n_entropy > n_neurons:
         raise UserError(f"--n_entropy {options.n_entropy}: the last layer has only {n_neurons} neurons")
+    partition = R.mask_of(R.top_neurons(moments["variance"], n_partition), gatelin.shape)
+    prediction, suppression, kurtosis_threshold = R.prediction_suppression(moments, gatelin, partition, options.min_kurtosis)
+
+    k_null = options.null_space_dim or R.default_null_space_dim(w_u.shape[0])
+    stored["entropy_scores"] = _last_layer_entropy_scores(reader, w_u, k_null, results.settings.refactor_glu)
     entropy = torch.zeros_like(partition)
-    entropy[-1, torch.topk(entropy_scores, options.n_entropy).indices] = True
+    entropy[-1, torch.topk(stored["entropy_scores"], options.n_entropy).indices] = True
 
     role_masks = {"partition": partition, "prediction": prediction, "suppression": suppression, "entropy": entropy}
     attention_max = None
     if options.attention:
-        if "attention_scores" not in stored:
-            stored["attention_scores"] = attention_score_table(results, reader.arch.n_layers)
-        scores = stored["attention_scores"]  # list over layers 0..L-2 of [neuron head]
-        activation = torch.zeros_like(partition)
-        deactivation = torch.zeros_like(partition)
-        for layer, layer_scores in enumerate(scores):
-            act, deact = R.attention_roles(layer_scores, gatelin[layer])
-            activation[layer], deactivation[layer] = act, deact
-        role_masks["attention_activation"] = activation
-        role_masks["attention_deactivation"] = deactivation
-        attention_max = torch.zeros_like(gatelin, dtype=torch.float32)
-        for layer, layer_scores in enumerate(scores):
-            attention_max[layer] = layer_scores.abs().max(dim=1).values
-    stored["meta"] = {"project": PROJECT_TAG, "model": results.meta["model"], **results.settings.meta(),
+        attention_masks, attention_max = _attention_masks(stored, results, gatelin, n_layers)
+        role_masks.update(attention_masks)
+    info = {"n_partition": n_partition, "kurtosis_threshold": kurtosis_threshold,
+            "kurtosis_rule": float(moments["kurtosis"][partition].max()), "min_kurtosis": options.min_kurtosis,
+            "kurtosis_warning": R.selectivity_warning(prediction | suppression, kurtosis_threshold),
+            "null_space_dim": k_null, "n_entropy": options.n_entropy, "moments_seconds": stored.get("moments_seconds"),
+            "vocab": int(w_u.shape[1])}
+    stored["meta"] = {"project": PROJECT_TAG, "kind": ROLES_KIND, "model": results.meta["model"], **results.settings.meta(),
+                      "weights_fingerprint": results.fingerprint,
+                      **{key: info[key] for key in ("kurtosis_threshold", "kurtosis_rule", "min_kurtosis", "null_space_dim")},
                       "versions": package_versions()}
-    save_artifact(stored, path)
-    info = {"n_partition": n_partition, "kurtosis_threshold": kurtosis_threshold, "null_space_dim": k_null,
-            "moments_seconds": stored.get("moments_seconds"), "vocab": int(w_u.shape[1])}
-    return RoleResults(moments=moments, roles=role_masks, entropy_scores=entropy_scores, attention_max=attention_max,
-                       info=info)
+    save_artifact(stored, path=results.folder / f"roles.{results.fmt}")
+    return RoleResults(moments=moments, roles=role_masks, entropy_scores=stored["entropy_scores"],
+                       attention_max=attention_max, info=info)
 
 
 def attention_score_table(results: ModelResults, n_layers: int) -> list[torch.Tensor]:
@@ -155,12 +185,34 @@ def write_contingency(role_results: RoleResults, categories: torch.Tensor, resul
     table = R.contingency(role_results.roles, categories)
     write_table(table, results.folder / "contingency")
     path = results.folder / f"roles.{results.fmt}"
-    stored = load_artifact(path)
+    stored = load_roles(path, results)
     stored["roles"] = role_results.roles
     stored["contingency"] = {"roles": list(table["role"]), "classes": list(CLASS_NAMES),
                              "counts": torch.tensor(table[list(CLASS_NAMES)].to_numpy())}
     save_artifact(stored, path)
     return table
+
+
+def entropy_table(scores: torch.Tensor, layer: int, chosen: torch.Tensor) -> pd.DataFrame:
+    """Every last-layer neuron's entropy score, highest first, with its rank and whether it is an entropy neuron
+    (`chosen`: [neuron] bool)."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    return pd.DataFrame({"neuron": [f"{layer}.{int(i)}" for i in order], "layer": layer, "index": order.tolist(),
+                         "score": [round(float(scores[i]), 6) for i in order], "rank": range(1, len(order) + 1),
+                         "chosen": chosen[order].tolist()})
+
+
+def write_entropy_scores(role_results: RoleResults, results: ModelResults) -> list[Path]:
+    """`entropy_scores.csv` / `.md` (every last-layer neuron) and their box plot `entropy_scores.pdf` / `.png`."""
+    from .role_plots import plot_entropy_scores
+
+    info = role_results.info
+    layer = role_results.moments["kurtosis"].shape[0] - 1
+    table = entropy_table(role_results.entropy_scores, layer, role_results.roles["entropy"][-1])
+    write_table(table, results.folder / "entropy_scores",
+                title=f"entropy scores of layer {layer} (null space of W_U: {info['null_space_dim']} directions)")
+    return plot_entropy_scores(role_results.entropy_scores, layer, info["n_entropy"], info["null_space_dim"],
+                               results.folder / "entropy_scores", results.caption)
 
 
 def write_case_studies(chosen: list[R.CaseStudy], folder: Path) -> Path:

@@ -9,7 +9,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from wcos_casestudies.cli import add_device, add_model, add_results_dir, add_weight_settings, make_parser, run_main
+from wcos_casestudies.cli import (
+    add_device,
+    add_model,
+    add_results_dir,
+    add_weight_settings,
+    make_parser,
+    non_negative_int,
+    run_main,
+)
 
 PAPER_MODEL, PAPER_LAYERS = "meta-llama/Llama-3.2-3B", (0, 14, 27)
 
@@ -24,7 +32,7 @@ def default_layers(model: str, n_layers: int) -> list[int]:
 def build_parser():
     parser = make_parser(__doc__)
     add_model(parser)
-    parser.add_argument("--layers", type=int, nargs="+", default=None, help="layers to show (default: see above)")
+    parser.add_argument("--layers", type=non_negative_int, nargs="+", default=None, help="layers to show (default: see above)")
     add_weight_settings(parser)
     add_device(parser, "where cosines are computed")
     add_results_dir(parser)
@@ -33,7 +41,7 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from wcos_casestudies.cli import parse_device, settings_from_args
+    from wcos_casestudies.cli import check_output_location, parse_device, settings_from_args
     from wcos_casestudies.errors import UserError
     from wcos_casestudies.models.arch import read_arch
     from wcos_casestudies.models.sources import resolve_model
@@ -42,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from wcos_casestudies.utils import random_cosine_interval
 
     settings = settings_from_args(args)
+    check_output_location(args.results_dir, "--results_dir")
     source = resolve_model(args.model)
     arch = read_arch(source)
     if not arch.gated:
@@ -51,8 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad:
         raise UserError(f"--layers {' '.join(map(str, bad))}: {source.name} has layers 0..{arch.n_layers - 1}")
     results = ModelResults(source, settings, root=args.results_dir, loader=args.loader, device=parse_device(args.device))
+    check_output_location(results.folder, "--results_dir")
     paths = plot_fine(results.cosines(), results.folder / "selected", source.name, layers=layers, ncols=len(layers),
-                      baseline=random_cosine_interval(arch.d_model))
+                      baseline=random_cosine_interval(arch.d_model), threshold=settings.threshold,
+                      random_regions=results.random_regions(), provenance=results.provenance)
     print(f"plot: {paths[0]} (.png), layers {' '.join(map(str, layers))}")
     return 0
 

@@ -9,6 +9,7 @@ import math
 from collections.abc import Iterable
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -29,6 +30,11 @@ CLASS_COLORS: tuple[tuple[float, float, float, float], ...] = (
     (0, 0.5, 0.5, 1),
     (0, 0.5, 0.5, 0.5),
 )
+# Layer-specific random regions: central 95% of the cosines between mismatched neurons of a layer
+RANDOM_REGION_QUANTILES = (0.025, 0.975)
+RANDOM_REGION_COLUMNS = tuple(f"q{p:g}_random" for p in RANDOM_REGION_QUANTILES)
+RANDOM_REGION_PAIRS = 20_000  # mismatched pairs sampled per layer (2.5% quantile to about ±0.002)
+RANDOM_REGION_SEED = 0
 
 # (approx(linout), |approx(gateout)|) -> (typical class, atypical class)
 _CLASS_TABLE = {
@@ -154,3 +160,69 @@ def random_cosine_interval(d_model: int, mass: float = RANDOM_INTERVAL_MASS) -> 
     cumulative = np.concatenate([[0.0], np.cumsum((density[1:] + density[:-1]) / 2)])
     cumulative /= cumulative[-1]
     return float(np.interp(mass, cumulative, grid))
+
+
+def mismatched_sample(n_neurons: int, n_pairs: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Neurons (rows, columns) whose pairs (i in rows, j in columns, i != j) are the mismatched pairs of a layer.
+
+    Every neuron on both sides (all n(n-1) ordered pairs, no randomness) when n^2 <= n_pairs; else two
+    independent random subsets of ceil(sqrt(n_pairs)) neurons each, so that every ordered pair i != j
+    is equally likely to be among the (about n_pairs) pairs.
+    """
+    if n_neurons < 2:
+        raise ValueError("mismatched pairs need at least two neurons")
+    size = math.ceil(math.sqrt(n_pairs))
+    if size >= n_neurons:
+        return torch.arange(n_neurons), torch.arange(n_neurons)
+    rows = torch.randperm(n_neurons, generator=generator)[:size]
+    columns = torch.randperm(n_neurons, generator=generator)[:size]
+    return rows, columns
+
+
+def _unit_rows(weights: torch.Tensor) -> torch.Tensor:
+    weights = weights.double()
+    return weights / weights.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+
+
+def mismatched_cosine_quantiles(layer: LayerMLP, generator: torch.Generator, n_pairs: int = RANDOM_REGION_PAIRS,
+                                levels: tuple[float, ...] = RANDOM_REGION_QUANTILES) -> dict[str, tuple[float, ...]]:
+    """Quantiles (default 2.5% and 97.5%) of each cosine between mismatched neurons i != j of one layer.
+
+    gatelin: cos(w_gate[i], w_in[j]), gateout: cos(w_gate[i], w_out[j]), linout: cos(w_in[i], w_out[j]),
+    over the pairs of `mismatched_sample`; the gate ones are left out for a layer without gate.
+    This is the layer's own chance level: what the cosines look like when nothing ties the two vectors.
+    """
+    rows, columns = mismatched_sample(layer.lin.shape[0], n_pairs, generator)
+    mismatched = rows[:, None] != columns[None, :]
+    operands = {"gatelin": (layer.gate, layer.lin), "gateout": (layer.gate, layer.out), "linout": (layer.lin, layer.out)}
+    regions = {}
+    for name, (first, second) in operands.items():
+        if first is None:
+            continue
+        cosines = (_unit_rows(first[rows]) @ _unit_rows(second[columns]).T).cpu()
+        regions[name] = tuple(torch.quantile(cosines[mismatched], torch.tensor(levels, dtype=torch.float64)).tolist())
+    return regions
+
+
+def model_random_regions(layers: Iterable[LayerMLP], n_layers: int, seed: int = RANDOM_REGION_SEED,
+                         n_pairs: int = RANDOM_REGION_PAIRS, refactor: bool = False,
+                         desc: str = "random regions") -> dict[str, torch.Tensor]:
+    """Per cosine, the layer-specific random region of every layer: [2 layer] float64 (rows 2.5% and 97.5%).
+
+    One generator seeded with `seed` serves the layers in order, so equal inputs give equal regions.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    rows: dict[str, list[tuple[float, ...]]] = {}
+    for layer in tqdm(layers, total=n_layers, desc=desc, leave=False):
+        if refactor:
+            layer = refactor_glu(layer)
+        for name, bounds in mismatched_cosine_quantiles(layer, generator, n_pairs).items():
+            rows.setdefault(name, []).append(bounds)
+    return {name: torch.tensor(bounds, dtype=torch.float64).T for name, bounds in rows.items()}
+
+
+def random_regions_table(regions: dict[str, torch.Tensor]) -> pd.DataFrame:
+    """Long table of `model_random_regions`: cosine, layer, q0.025_random, q0.975_random."""
+    rows = [{"cosine": name, "layer": layer, **dict(zip(RANDOM_REGION_COLUMNS, values[:, layer].tolist()))}
+            for name, values in regions.items() for layer in range(values.shape[1])]
+    return pd.DataFrame(rows, columns=["cosine", "layer", *RANDOM_REGION_COLUMNS])

@@ -404,8 +404,8 @@ var neuroscope = (function () {
     var m = /^\s*(\d+)\.(\d+)\s*$/.exec(text || "");
     return m ? [Number(m[1]), Number(m[2])] : null;
   }
-  function route() {
-    var started = performance.now(), hash = decodeURIComponent(location.hash.slice(1)), wanted = parseName(hash);
+  function route(sinceNavigation) {
+    var started = sinceNavigation ? 0 : performance.now(), hash = decodeURIComponent(location.hash.slice(1)), wanted = parseName(hash);
     if (!wanted) {
       if (hash.charAt(0) === "?") { restore(location.hash.slice(2)); }
       renderTable();
@@ -419,12 +419,15 @@ var neuroscope = (function () {
     }
     document.getElementById("status").textContent = "loading layer " + wanted[0] + "…";
     return Promise.all([load("vocab"), load("layer_" + wanted[0])]).then(function () {
-      var n = neuronData(wanted[0], wanted[1]), needed = {};
-      for (var kind = 0; kind < data.meta.list_kinds.length; kind++) {
-        examplesOf(n, kind).forEach(function (ex) { needed[chunkOf(ex.doc)] = true; });
-      }
-      return Promise.all(Object.keys(needed).map(function (chunk) { return load("docs_" + chunk); }));
+      return Promise.all(neededChunks(wanted).map(function (chunk) { return load("docs_" + chunk); }));
     }).then(function () { renderNeuron(wanted[0], wanted[1], started); window.scrollTo(0, 0); });
+  }
+  function neededChunks(wanted) {
+    var n = neuronData(wanted[0], wanted[1]), needed = {};
+    for (var kind = 0; n && kind < data.meta.list_kinds.length; kind++) {
+      examplesOf(n, kind).forEach(function (ex) { needed[chunkOf(ex.doc)] = true; });
+    }
+    return Object.keys(needed);
   }
   function search(event) {
     event.preventDefault();
@@ -434,22 +437,41 @@ var neuroscope = (function () {
     if (!rowOf(wanted[0], wanted[1])) { note.textContent = "no neuron " + name(wanted[0], wanted[1]) + " here"; return; }
     location.hash = name(wanted[0], wanted[1]);
   }
+  // The first files load as parser-blocking scripts (written while the page is parsed), so that the page's
+  // load event, and a headless browser's --dump-dom, wait until the neuron of a deep link is drawn.
+  function wantedAtStart() { return parseName(decodeURIComponent(location.hash.slice(1))); }
+  function writeScripts(names) {
+    names.forEach(function (name) {
+      if (!loading[name]) { document.write('<script src="data/' + name + '.js"><\/script>'); loading[name] = Promise.resolve(); }
+    });
+  }
   function start() {
-    Promise.all([load("meta"), load("index")]).then(function () {
-      var meta = data.meta;
-      document.getElementById("title").textContent = "Neurons of " + meta.model;
-      document.getElementById("run").textContent = "dataset " + meta.dataset + " (" + meta.tokens + " tokens) · layers " +
-        meta.layers.join(", ") + " · " + table.rows.length + " neurons" + (meta.notes.length ? " · " + meta.notes.join("; ") : "");
-      buildFilters();
-      document.getElementById("search").addEventListener("submit", search);
-      window.addEventListener("hashchange", function () { route().catch(fail); });
-      document.addEventListener("keydown", function (event) {
-        if (event.target.tagName === "INPUT") { return; }
-        var link = document.getElementById(event.key === "ArrowLeft" ? "prev" : event.key === "ArrowRight" ? "next" : "none");
-        if (link) { location.hash = link.getAttribute("href").slice(1); }
-      });
-      return route();
-    }).catch(fail);
+    var wanted = wantedAtStart(), names = ["meta", "index"].concat(wanted ? ["vocab", "layer_" + wanted[0]] : []);
+    if (document.readyState !== "loading") { Promise.all(names.map(load)).then(begin).catch(fail); return; }
+    writeScripts(names);
+    document.write("<script>neuroscope.documents()<\/script><script>neuroscope.begin()<\/script>");
+  }
+  function documents() {  // the document chunks of the deep-linked neuron, once its layer is here
+    var wanted = wantedAtStart();
+    if (wanted && data.meta && data.layers[wanted[0]]) {
+      writeScripts(neededChunks(wanted).map(function (chunk) { return "docs_" + chunk; }));
+    }
+  }
+  function begin() {
+    if (!data.meta || !data.index) { fail(new Error("cannot load data/meta.js and data/index.js")); return; }
+    var meta = data.meta;
+    document.getElementById("title").textContent = "Neurons of " + meta.model;
+    document.getElementById("run").textContent = "dataset " + meta.dataset + " (" + meta.tokens + " tokens) · layers " +
+      meta.layers.join(", ") + " · " + table.rows.length + " neurons" + (meta.notes.length ? " · " + meta.notes.join("; ") : "");
+    buildFilters();
+    document.getElementById("search").addEventListener("submit", search);
+    window.addEventListener("hashchange", function () { route(false).catch(fail); });
+    document.addEventListener("keydown", function (event) {
+      if (event.target.tagName === "INPUT") { return; }
+      var link = document.getElementById(event.key === "ArrowLeft" ? "prev" : event.key === "ArrowRight" ? "next" : "none");
+      if (link) { location.hash = link.getAttribute("href").slice(1); }
+    });
+    route(true).catch(fail);
   }
   function fail(error) { document.getElementById("status").textContent = "error: " + error.message; }
 
@@ -459,7 +481,9 @@ var neuroscope = (function () {
     vocab: function (v) { data.vocab = v; },
     docs: function (chunk, d) { data.docs[chunk] = {first: d.first, starts: unpack(d.starts), tokens: unpack(d.tokens)}; },
     layer: function (layer, d) { data.layers[layer] = unpackAll(d); },
-    start: start
+    start: start,
+    documents: documents,
+    begin: begin
   };
 })();
 neuroscope.start();

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from .sources import ModelSource
 
 
@@ -18,14 +18,15 @@ def load_tokenizer(source: ModelSource) -> Any:
         if source.is_gguf:
             return AutoTokenizer.from_pretrained(source.path.parent, gguf_file=source.path.name)
         return AutoTokenizer.from_pretrained(source.path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{source.path}: cannot load the tokenizer ({str(exc).splitlines()[0][:160]})") from exc
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # missing, damaged or foreign tokenizer files
+        raise UserError(f"{source.path}: cannot load the tokenizer ({first_line(exc)})") from exc
 
 
 def load_hf_model(source: ModelSource, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                   tokenizer: Any = None) -> tuple[Any, Any]:
     """The Hugging Face model and tokenizer of a source (a GGUF is dequantised to float32); pass a
     tokenizer already loaded to skip loading it again."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -38,8 +39,8 @@ def load_hf_model(source: ModelSource, dtype: torch.dtype = torch.float32, devic
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(source)
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{source.path}: cannot load the model with transformers ({str(exc).splitlines()[0][:160]})") from exc
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # missing, truncated or foreign weight files
+        raise UserError(f"{source.path}: cannot load the model with transformers ({first_line(exc)})") from exc
     if not getattr(model.config, "architectures", None):  # GGUF configs leave it empty; the bridge needs it
         model.config.architectures = [type(model).__name__]
     return model.to(device).eval(), tokenizer

@@ -20,10 +20,20 @@ import torch
 from einops import rearrange
 
 from ..constants import LOADERS
-from ..errors import UserError
-from .arch import ArchInfo, gguf_field, gguf_reader, read_arch
+from ..errors import UserError, first_line
+from .arch import ArchInfo, gguf_field, gguf_reader, read_arch, read_config
 from .loading import load_bridge
 from .sources import ModelSource
+
+
+def _unreadable_weight_errors() -> tuple[type[BaseException], ...]:
+    """What reading a damaged safetensors or GGUF file raises."""
+    from safetensors import SafetensorError
+
+    return (SafetensorError, OSError, ValueError, RuntimeError, IndexError, UnicodeDecodeError)
+
+
+UNREADABLE_WEIGHTS = _unreadable_weight_errors()
 
 # Families whose MLP weights the low-memory reader knows how to process:
 # model_type -> (ln2 gain name in the layer, offset added to the stored gain, norm kind).
@@ -115,7 +125,7 @@ class LowMemReader(WeightReader):
             self._files = _safetensors_index(source.path)
             self._final_norm = None if self._norm == "ln" else "model.norm.weight"
             self._unembed_names = ("lm_head.weight", "model.embed_tokens.weight")
-            config = json.loads((source.path / "config.json").read_text())
+            config = read_config(source.path / "config.json")
             self._softcap = bool(config.get("final_logit_softcapping"))
 
     def _has(self, name: str) -> bool:
@@ -130,17 +140,21 @@ class LowMemReader(WeightReader):
         return arch.family in SAFETENSORS_FAMILIES and bool(list(source.path.glob("*.safetensors")))
 
     def _get(self, name: str) -> torch.Tensor:
-        if self.source.is_gguf:
-            from gguf.quants import dequantize
+        if not self._has(name):
+            raise UserError(f"{self.source.path}: tensor {name} missing from the {'GGUF' if self.source.is_gguf else 'safetensors'} files")
+        try:
+            if self.source.is_gguf:
+                from gguf.quants import dequantize
 
-            tensor = self._tensors[name]
-            return torch.from_numpy(np.array(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32))
-        from safetensors import safe_open
+                tensor = self._tensors[name]
+                return torch.from_numpy(np.array(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32))
+            from safetensors import safe_open
 
-        if name not in self._files:
-            raise UserError(f"{self.source.path}: tensor {name} missing from the safetensors files")
-        with safe_open(self._files[name], framework="pt") as handle:
-            return handle.get_tensor(name).float()
+            with safe_open(self._files[name], framework="pt") as handle:
+                return handle.get_tensor(name).float()
+        except UNREADABLE_WEIGHTS as exc:
+            raise UserError(f"{self.source.path}: cannot read tensor {name} ({first_line(exc)}); "
+                            "the file may be truncated or damaged") from exc
 
     def layer(self, index: int) -> LayerMLP:
         if self.source.is_gguf:
@@ -173,16 +187,20 @@ class LowMemReader(WeightReader):
 def _safetensors_index(folder: Path) -> dict[str, str]:
     """Tensor name -> safetensors file for a (possibly sharded) checkpoint folder."""
     index_file = folder / "model.safetensors.index.json"
-    if index_file.exists():
-        weight_map = json.loads(index_file.read_text())["weight_map"]
-        return {name: str(folder / file) for name, file in weight_map.items()}
-    from safetensors import safe_open
+    try:
+        if index_file.exists():
+            weight_map = json.loads(index_file.read_text(encoding="utf-8"))["weight_map"]
+            return {str(name): str(folder / file) for name, file in weight_map.items()}
+        from safetensors import safe_open
 
-    files: dict[str, str] = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(file), framework="pt") as handle:
-            files.update({name: str(file) for name in handle.keys()})
-    return files
+        files: dict[str, str] = {}
+        for file in sorted(folder.glob("*.safetensors")):
+            with safe_open(str(file), framework="pt") as handle:
+                files.update({name: str(file) for name in handle.keys()})
+        return files
+    except (*UNREADABLE_WEIGHTS, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"{folder}: cannot read the safetensors files or their index ({first_line(exc)}); "
+                        "a file may be truncated or damaged") from exc
 
 
 class BridgeReader(WeightReader):

@@ -28,6 +28,12 @@ class ModelSource:
     def is_gguf(self) -> bool:
         return self.path.suffix == ".gguf"
 
+    @property
+    def argument(self) -> str:
+        """What to pass as --model (or --tokenizer) to get this source again: the path of a local folder or
+        file (its name `local/...` is no valid value), else the name."""
+        return str(self.path) if self.name.startswith(("local/", "gguf/")) else self.name
+
 
 
 

@@ -1,0 +1,32 @@
+"""The per-model index page links every output on disk and escapes what it shows."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pandas as pd
+
+from wcos_casestudies.report import write_results_index
+
+
+def test_index_links_every_output(tmp_path):
+    folder = tmp_path / "org" / "model"
+    (folder / "tokens").mkdir(parents=True)
+    (folder / "neuroscope").mkdir()
+    (folder / "raw").mkdir()
+    for name in ("fine.png", "fine.pdf", "coarse.png", "data.pt", "case_studies.txt", "neuroscope/index.html",
+                 "raw/data.pt", "raw/index.html"):
+        (folder / name).write_bytes(b"x")
+    pd.DataFrame({"token": ["<script>alert(1)</script>", "a & b"], "value": [0.5, -1.25]}).to_csv(folder / "tokens" / "3.7.csv", index=False)
+    pd.DataFrame({"layer": range(100)}).to_csv(folder / "long.csv", index=False)
+
+    page = write_results_index(folder, "org/model <GGUF>").read_text()
+    hrefs = set(re.findall(r'(?:href|src)="([^"]+)"', page))
+    assert {"fine.png", "fine.pdf", "coarse.png", "data.pt", "case_studies.txt", "neuroscope/index.html",
+            "raw/index.html", "tokens/3.7.csv", "long.csv"} <= {html.unescape(h) for h in hrefs}
+    assert page.index("fine.png") < page.index("coarse.png")  # the paper's order of plots
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "org/model &lt;GGUF&gt;" in page
+    assert "long.csv</a> (100 rows)" in page  # long tables are linked, not shown
+    assert not re.search(r"(https?:)?//", page)

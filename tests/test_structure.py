@@ -1,0 +1,109 @@
+"""The shape of the project: scripts are thin (no script imports another, `--help` loads no torch),
+the library has no import cycle, and nothing edits the import path."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("wcos_casestudies", "neuroscope")
+SCRIPTS = ("wcos_casestudies/main.py", "wcos_casestudies/casestudies.py", "wcos_casestudies/defplot.py",
+           "wcos_casestudies/selected_plot.py", "neuroscope/a_dataset.py", "neuroscope/b_activations.py",
+           "neuroscope/b2_recompute.py", "neuroscope/c_neuron_vis.py", "neuroscope/d_recompute_vis.py")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, known: set[str]) -> set[str]:
+    """The project modules that `path` imports (absolute and relative imports, at any depth)."""
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(up + ([base] if base else []))
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found |= {name for name in names if name in known}
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = [p for package in PACKAGES for p in (ROOT / package).rglob("*.py")]
+    known = {module_name(p) for p in files}
+    return {module_name(p): imported_modules(p, known) - {module_name(p)} for p in files}
+
+
+def test_no_import_cycle():
+    graph = import_graph()
+    state: dict[str, int] = {}
+
+    def visit(module: str, stack: list[str]) -> None:
+        state[module] = 1
+        for other in graph[module]:
+            if state.get(other) == 1:
+                pytest.fail("import cycle: " + " -> ".join(stack[stack.index(other):] + [module, other]))
+            if not state.get(other):
+                visit(other, stack + [module])
+        state[module] = 2
+
+    for module in graph:
+        if not state.get(module):
+            visit(module, [])
+
+
+def test_no_script_imports_a_script():
+    graph = import_graph()
+    scripts = {module_name(ROOT / s) for s in SCRIPTS}
+    for script in scripts:
+        assert not graph[script] & scripts, f"{script} imports {graph[script] & scripts}"
+
+
+def test_nothing_edits_sys_path():
+    tracked = subprocess.run(["git", "ls-files", "*.py", "*.ipynb"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    needle = "sys." + "path"  # written apart so that this file does not match itself
+    assert [f for f in tracked if needle in (ROOT / f).read_text()] == []
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_loads_no_heavy_module(script):
+    """`--help` must answer at once: it may not import torch, transformers, datasets or matplotlib."""
+    probe = ("import runpy, sys\n"
+             f"sys.argv = [{script!r}, '--help']\n"
+             "try:\n"
+             f"    runpy.run_path({str(ROOT / script)!r}, run_name='__main__')\n"
+             "except SystemExit:\n"
+             "    pass\n"
+             "heavy = sorted(m for m in ('torch', 'transformers', 'datasets', 'matplotlib') if m in sys.modules)\n"
+             "print('HEAVY', heavy)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120).stdout
+    assert "usage:" in out and "HEAVY []" in out, out[-500:]
+
+
+def test_console_entry_points_resolve():
+    """Every console command of the installed project names a callable, and every script has one."""
+    import importlib
+    from importlib.metadata import distribution
+
+    commands = {e.name: e.value for e in distribution("wcos-casestudies").entry_points if e.group == "console_scripts"}
+    assert commands, "the project is not installed (pip install -e .)"
+    for command, target in commands.items():
+        module, _, function = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), function)), command
+    targets = {target.partition(":")[0] for target in commands.values()}
+    assert {module_name(ROOT / s) for s in SCRIPTS} - {"wcos_casestudies.casestudies"} <= targets

@@ -1,0 +1,92 @@
+"""`results/<model>/index.html`: one page that links every output of a model — plots (shown),
+tables (shown, with their CSV and Markdown files), neuron pages, artifacts and the folders of
+other settings — so that a user opens one file. It lists what is on disk, so every script can
+refresh it after writing."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from .artifacts import atomic_write_text
+
+INDEX_NAME = "index.html"
+TABLE_ROWS_SHOWN = 60  # longer tables are linked, not shown
+ARTIFACT_SUFFIXES = (".pt", ".pickle", ".json", ".txt")
+PLOT_ORDER = ("fine", "coarse", "boxplot", "selected")  # the paper's order; other plots follow by name
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em auto;max-width:75em;color:#222;padding:0 1em}
+h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc}
+figure{margin:1em 0} figure img{max-width:100%;max-height:80vh;border:1px solid #eee} figcaption{font-size:.9em;color:#555}
+table{border-collapse:collapse;font-size:.8em;margin:.5em 0} td,th{padding:.1em .5em;border-bottom:1px solid #eee;text-align:right}
+details{margin:.5em 0} summary{cursor:pointer} .meta{color:#666;font-size:.9em}
+"""
+
+
+def link(path: Path, folder: Path, text: str | None = None) -> str:
+    """An escaped relative link from the index to `path`."""
+    relative = path.relative_to(folder).as_posix()
+    return f'<a href="{html.escape(relative)}">{html.escape(text or relative)}</a>'
+
+
+def plots_html(folder: Path) -> str:
+    """Every PNG of the folder (and tokens/), shown, with its PDF linked."""
+    items = []
+    def rank(png: Path) -> tuple[int, str]:
+        return (PLOT_ORDER.index(png.stem) if png.stem in PLOT_ORDER else len(PLOT_ORDER), png.stem)
+
+    for png in sorted(folder.glob("*.png"), key=rank):
+        pdf = png.with_suffix(".pdf")
+        extra = f" · {link(pdf, folder, 'PDF')}" if pdf.exists() else ""
+        items.append(f'<figure><img src="{html.escape(png.name)}" alt="{html.escape(png.stem)}" loading="lazy">'
+                     f"<figcaption>{link(png, folder)}{extra}</figcaption></figure>")
+    return "".join(items)
+
+
+def table_html(csv: Path, folder: Path) -> str:
+    """One table: shown when short, always linked (CSV and Markdown)."""
+    import pandas as pd
+
+    frame = pd.read_csv(csv)
+    markdown = csv.with_suffix(".md")
+    links = link(csv, folder) + (f" · {link(markdown, folder)}" if markdown.exists() else "")
+    if len(frame) > TABLE_ROWS_SHOWN:
+        return f"<p>{links} ({len(frame)} rows)</p>"
+    return (f"<details><summary>{html.escape(csv.stem)} ({len(frame)} rows)</summary>{links}"
+            f"{frame.to_html(index=False, escape=True, float_format=lambda v: f'{v:.4g}', border=0)}</details>")
+
+
+def tables_html(folder: Path) -> str:
+    """Every CSV table of the folder and of its `tokens/` and analysis sub-folders."""
+    csvs = sorted(folder.glob("*.csv")) + sorted(folder.glob("*/*.csv"))
+    return "".join(table_html(csv, folder) for csv in csvs if csv.parent.name != "neuroscope")
+
+
+def pages_html(folder: Path) -> str:
+    """Neuron pages and viewers: every index.html one or two levels down."""
+    pages = sorted(p for p in (*folder.glob(f"*/{INDEX_NAME}"), *folder.glob("*/*/" + INDEX_NAME))
+                   if "neuroscope" in p.parts or "viewer" in p.parts)
+    return "<ul>" + "".join(f"<li>{link(p, folder)}</li>" for p in pages) + "</ul>" if pages else ""
+
+
+def others_html(folder: Path) -> str:
+    """Artifacts (data.pt, roles.pt, …) and the results of other settings (sub-folders with their own index)."""
+    files = [p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in ARTIFACT_SUFFIXES]
+    variants = [p / INDEX_NAME for p in sorted(folder.iterdir()) if (p / INDEX_NAME).exists() and (p / "data.pt").exists()]
+    items = [f"<li>{link(p, folder)}</li>" for p in files]
+    items += [f"<li>{link(p, folder, p.parent.name + '/ (other settings)')}</li>" for p in variants]
+    return "<ul>" + "".join(items) + "</ul>" if items else ""
+
+
+def write_results_index(folder: Path, title: str) -> Path:
+    """Write `folder/index.html` from what the folder holds now; returns its path."""
+    folder = Path(folder)
+    sections = [("Plots", plots_html(folder)), ("Tables", tables_html(folder)), ("Neuron pages", pages_html(folder)),
+                ("Artifacts and other settings", others_html(folder))]
+    body = "".join(f"<h2>{name}</h2>{content}" for name, content in sections if content)
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+            f'<p class="meta">Every output in {html.escape(str(folder.name))}/, as it is on disk.</p>{body}</body></html>')
+    path = folder / INDEX_NAME
+    atomic_write_text(path, page)
+    return path
