@@ -1,0 +1,306 @@
+"""Class ablations and activation frequency by class, against independent computations on a tiny
+random Llama: the baseline against Hugging Face's own loss, the empty set, a whole layer against a
+zeroed MLP output, mean and conditional ablation token by token, random baselines, the bootstrap,
+the command lines (resumption, shared baseline) and bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neuroscope import b_activations, e_ablate, e_frequency
+from neuroscope.ablation import CONDITIONS, Ablation, ablation_hooks, evaluate
+from neuroscope.ablation_report import Bootstrap
+from neuroscope.activations import batch_plan
+from neuroscope.data import build_dataset, save_dataset
+from neuroscope.frequency import class_frequencies
+from neuroscope.neuron_sets import NeuronSet, parse_class, random_baselines, sample_set, same_layer_random
+from wcos_casestudies.artifacts import load_artifact
+from wcos_casestudies.cli import run_main
+from wcos_casestudies.models import load_hf_model, load_tokenizer, resolve_model
+from wcos_casestudies.results import ModelResults, Settings
+from wcos_casestudies.utils import CLASS_NAMES
+
+TEXTS = [
+    "Gated neurons read a direction and write another.",
+    "The gate decides; the linear input scales; the output weight writes.",
+    "Short.",
+    "A somewhat longer document about transformers, their residual stream and the MLP layers that read from it.",
+    "x",
+    "Numbers 1 2 3 4 5 6 7 8 9 10 11 12.",
+    "Depletion neurons write the opposite of what they read, and fire often.",
+    "Last one, of medium length, to end the set.",
+]
+DEPLETION, CONDITIONAL_DEPLETION, ORTHOGONAL = (CLASS_NAMES.index(n) for n in
+                                                ("depletion", "conditional depletion", "orthogonal output"))
+PLANTED = {DEPLETION: {0: [1, 5, 9, 40], 1: [0, 3, 77]}, CONDITIONAL_DEPLETION: {1: [10, 11, 12]}}
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_models, tmp_path_factory):
+    """A tiny Llama, a dataset, its statistics (b_activations.py) and planted IO classes in a results tree."""
+    import datasets
+
+    folder = tiny_models["llama"]
+    source = resolve_model(str(folder))
+    datadir = tmp_path_factory.mktemp("ablation_data")
+    tokenizer = load_tokenizer(source)
+    dataset, meta = build_dataset(datasets.Dataset.from_dict({"text": TEXTS}), tokenizer, None, max_length=40)
+    meta.update({"tokenizer": source.name, "dataset": "test"})
+    save_dataset(dataset, meta, datadir / "data")
+    save_dataset(dataset.select(range(4)), {**meta, "documents": 4}, datadir / "other")
+    assert run_main(b_activations.main, ["--model", str(folder), "--datadir", str(datadir), "--dataset", "data",
+                                         "--save_to", "acts", "--examples_per_neuron", "2", "--device", "cpu"]) == 0
+    results_dir = tmp_path_factory.mktemp("ablation_results")
+    results = ModelResults(source, Settings(), root=results_dir)
+    categories = torch.full_like(results.categories(), ORTHOGONAL)
+    for code, layers in PLANTED.items():
+        for layer, neurons in layers.items():
+            categories[layer, neurons] = code
+    results.data["categories"] = categories.to(torch.int8)
+    results.save()
+    model, _ = load_hf_model(source)
+    return {"folder": folder, "source": source, "datadir": datadir, "dataset": load_tokenized_rows(datadir),
+            "stats": load_artifact(datadir / "acts" / "stats.pt"), "results_dir": results_dir, "results": results,
+            "model": model, "pad_id": tokenizer.pad_token_id}
+
+
+def load_tokenized_rows(datadir):
+    from neuroscope.data import load_tokenized
+
+    return load_tokenized(datadir / "data")[0]
+
+
+def plan_of(dataset, batch_size=3):
+    return batch_plan(list(dataset["length"]), batch_size)
+
+
+def planted_set(code: int) -> NeuronSet:
+    pairs = [(layer, n) for layer, neurons in PLANTED[code].items() for n in neurons]
+    return NeuronSet(CLASS_NAMES[code], torch.tensor(sorted(pairs)), kind="class")
+
+
+def test_baseline_loss_equals_hugging_face_loss(setup):
+    model, dataset = setup["model"], setup["dataset"]
+    baseline = evaluate(model, dataset, plan_of(dataset), setup["pad_id"], CPU)
+    checked = 0
+    for row, ids in enumerate(dataset["input_ids"]):
+        mine = baseline.values[baseline.documents == row, 0]
+        assert mine.numel() == len(ids) - 1
+        if len(ids) < 2:
+            continue
+        with torch.no_grad():
+            theirs = model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids])).loss
+        assert float(mine.double().mean()) == pytest.approx(float(theirs), abs=1e-5)
+        checked += 1
+    assert checked >= len(TEXTS) - 1
+
+
+def test_empty_set_reproduces_the_baseline_exactly(setup):
+    model, dataset = setup["model"], setup["dataset"]
+    baseline = evaluate(model, dataset, plan_of(dataset), setup["pad_id"], CPU)
+    empty = Ablation(NeuronSet("nothing", torch.zeros(0, 2, dtype=torch.long), kind="class"))
+    ablated = evaluate(model, dataset, plan_of(dataset), setup["pad_id"], CPU, empty)
+    assert torch.equal(ablated.values, baseline.values) and torch.equal(ablated.documents, baseline.documents)
+    assert ablated.touched == 0
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_zero_ablating_a_whole_layer_equals_a_zeroed_mlp_output(setup, layer):
+    model, dataset = setup["model"], setup["dataset"]
+    d_mlp = model.config.intermediate_size
+    everything = NeuronSet("layer", torch.stack([torch.full((d_mlp,), layer), torch.arange(d_mlp)], dim=1), kind="class")
+    ablated = evaluate(model, dataset, plan_of(dataset), setup["pad_id"], CPU, Ablation(everything))
+    handle = model.model.layers[layer].mlp.register_forward_hook(lambda module, inputs, output: torch.zeros_like(output))
+    try:
+        zeroed = evaluate(model, dataset, plan_of(dataset), setup["pad_id"], CPU)
+    finally:
+        handle.remove()
+    assert torch.allclose(ablated.values, zeroed.values, rtol=1e-5, atol=1e-5)
+    assert ablated.touched == ablated.values.shape[0]
+    baseline = evaluate(model, dataset, plan_of(dataset), setup["pad_id"], CPU)
+    assert not torch.allclose(baseline.values[:, 0], zeroed.values[:, 0], atol=1e-3)  # the layer does matter
+
+
+def capture_around_ablation(model, dataset, ablation, means, pad_id):
+    """One batch: g and a before the ablation hook, a after it, for every layer ([batch pos neuron])."""
+    from neuroscope.activations import pad_batch
+
+    seen = {"g": {}, "before": {}, "after": {}}
+    handles = []
+    for layer, block in enumerate(model.model.layers):
+        handles.append(block.mlp.gate_proj.register_forward_hook(
+            lambda m, i, out, layer=layer: seen["g"].__setitem__(layer, out.clone())))
+        handles.append(block.mlp.down_proj.register_forward_pre_hook(
+            lambda m, inputs, layer=layer: seen["before"].__setitem__(layer, inputs[0].clone())))
+    batch = dataset[list(range(len(dataset)))]
+    ids, mask = pad_batch(batch["input_ids"], batch["attention_mask"], pad_id, CPU)
+    try:
+        with ablation_hooks(model, ablation, means), torch.inference_mode():
+            for layer, block in enumerate(model.model.layers):  # registered after the ablation: sees its result
+                handles.append(block.mlp.down_proj.register_forward_pre_hook(
+                    lambda m, inputs, layer=layer: seen["after"].__setitem__(layer, inputs[0].clone())))
+            model.model(input_ids=ids, attention_mask=mask, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen, mask
+
+
+def test_mean_ablation_uses_the_dataset_mean_of_the_statistics(setup):
+    means = setup["stats"]["mean"]
+    chosen = planted_set(DEPLETION)
+    seen, mask = capture_around_ablation(setup["model"], setup["dataset"], Ablation(chosen, "mean"), means, setup["pad_id"])
+    for layer, neuron in chosen.neurons.tolist():
+        values = seen["after"][layer][..., neuron][mask.bool()]
+        assert torch.all(values == means[layer, neuron].float()), (layer, neuron)
+    untouched = torch.ones(2, setup["model"].config.intermediate_size, dtype=torch.bool)
+    untouched[chosen.neurons[:, 0], chosen.neurons[:, 1]] = False
+    for layer in range(2):
+        assert torch.equal(seen["after"][layer][..., untouched[layer]], seen["before"][layer][..., untouched[layer]])
+
+
+@pytest.mark.parametrize("condition", CONDITIONS)
+def test_conditional_ablation_touches_only_its_sign_combination(setup, condition):
+    """Token by token and neuron by neuron: replaced exactly where (sign g, sign a) is the combination."""
+    means = setup["stats"]["mean"]
+    chosen = planted_set(DEPLETION)
+    seen, mask = capture_around_ablation(setup["model"], setup["dataset"], Ablation(chosen, "mean", condition), means,
+                                         setup["pad_id"])
+    want_gate, want_post = condition[4] == "+", condition[-1] == "+"
+    members = set(map(tuple, chosen.neurons.tolist()))
+    replaced = 0
+    for layer in range(2):
+        g, before, after = seen["g"][layer], seen["before"][layer], seen["after"][layer]
+        for b, p in torch.nonzero(mask).tolist():
+            for neuron in range(before.shape[-1]):
+                old, new = float(before[b, p, neuron]), float(after[b, p, neuron])
+                hit = (layer, neuron) in members and (float(g[b, p, neuron]) > 0) == want_gate and (old > 0) == want_post
+                expected = float(means[layer, neuron].float()) if hit else old
+                assert new == expected, (layer, b, p, neuron)
+                replaced += hit
+    assert replaced > 0
+
+
+def test_random_baselines_match_per_layer_counts():
+    base = NeuronSet("some class", torch.tensor([[0, 3], [0, 7], [2, 1], [2, 5], [2, 9], [5, 0]]), kind="class")
+    first = random_baselines(base, 16, range(4))
+    for random_set in first:
+        assert torch.equal(random_set.layer_counts(6), base.layer_counts(6))
+        assert len(set(map(tuple, random_set.neurons.tolist()))) == len(base)  # no neuron twice
+        assert random_set.stands_for == "some class" and random_set.kind == "random"
+    assert len({tuple(map(tuple, r.neurons.tolist())) for r in first}) > 1  # seeds differ
+    assert torch.equal(same_layer_random(base, 16, 2).neurons, first[2].neurons)  # reproducible
+    sample = sample_set(base, 4, seed=1)
+    assert len(sample) == 4 and set(map(tuple, sample.neurons.tolist())) <= set(map(tuple, base.neurons.tolist()))
+    assert parse_class("conditional_depletion") == CONDITIONAL_DEPLETION
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_bootstrap_against_explicit_resamples(ties):
+    """Means and lower medians of document resamples, against concatenating the drawn documents' tokens."""
+    gen = torch.Generator().manual_seed(3)
+    documents = torch.tensor([4] * 5 + [9] * 2 + [1] * 6 + [7] * 3 + [2] * 11 + [0] * 1)
+    values = torch.randn(len(documents), generator=gen)
+    if ties:  # like rank differences: few distinct values
+        values = torch.randint(-2, 3, (len(documents),), generator=gen).float()
+    boot = Bootstrap.of(documents, 50, seed=11, level=0.9)
+    order = torch.unique(documents)
+    means, medians = boot.means(values), boot.medians(values)
+    for r in range(50):
+        picked = torch.cat([values[documents == order[g]].repeat(int(boot.weights[r, g]))
+                            for g in range(len(order))])
+        assert float(means[r]) == pytest.approx(float(picked.double().mean()), abs=1e-9)
+        assert float(medians[r]) == float(picked.median())
+
+
+def test_frequency_by_class_against_direct_means():
+    gen = torch.Generator().manual_seed(0)
+    gate_open = torch.rand(3, 20, generator=gen, dtype=torch.float64)
+    signs = torch.rand(3, 20, 4, generator=gen, dtype=torch.float64)
+    signs /= signs.sum(-1, keepdim=True)
+    categories = torch.full((3, 20), ORTHOGONAL)
+    categories[0, :4] = DEPLETION
+    categories[2, 10:12] = DEPLETION
+    tables = class_frequencies(gate_open, signs, categories, range(5))
+    row = tables.gate_open.set_index("class").loc["depletion"]
+    direct = torch.cat([gate_open[0, :4], gate_open[2, 10:12]]).mean()
+    assert row["neurons"] == 6 and row["gate_open"] == pytest.approx(float(direct))
+    per_seed = tables.per_seed["depletion"]
+    assert len(per_seed) == 5 and row["random_mean"] == pytest.approx(float(per_seed.mean()))
+    assert set(tables.gate_open["class"]) == {"depletion", "orthogonal output", "all neurons"}
+    sign_row = tables.signs.set_index("class").loc["depletion"]
+    assert sign_row.iloc[1:5].sum() == pytest.approx(1.0)
+
+
+def ablate(setup, results_dir, extra=(), classes=("depletion",)):
+    argv = ["--model", str(setup["folder"]), "--datadir", str(setup["datadir"]), "--save_to", "acts",
+            "--results_dir", str(results_dir), "--device", "cpu", "--batch_size", "3", "--bootstrap", "200",
+            "--random_seeds", "2", "--classes", *classes, *extra]
+    return run_main(e_ablate.main, argv)
+
+
+def test_command_line_resumes_and_shares_the_baseline(setup, tmp_path, capsys):
+    import pandas as pd
+
+    whole = tmp_path / "whole"
+    for results_dir in (whole, tmp_path / "resumed"):
+        (results_dir / "local" / "llama").mkdir(parents=True)
+        (results_dir / "local" / "llama" / "data.pt").write_bytes(setup["results"].path.read_bytes())
+    assert ablate(setup, whole, ["--conditional", "gate-post+", "--mode", "mean"]) == 0
+    folder = whole / "local" / "llama" / "ablation" / "data"
+    frame = pd.read_csv(folder / "ablation.csv")
+    assert len(frame) == 2 * 3  # (depletion + 2 random) x (everywhere, gate-post+)
+    assert all((folder / f"ablation.{ext}").exists() for ext in ("md", "pdf", "png"))
+    resumed = tmp_path / "resumed"
+    assert ablate(setup, resumed, ["--conditional", "gate-post+", "--mode", "mean", "--stop_after_sets", "2"]) == 0
+    out_folder = resumed / "local" / "llama" / "ablation" / "data"
+    baseline_time = (out_folder / "baseline.pt").stat().st_mtime_ns
+    assert len(load_artifact(out_folder / "sets.pt")["sets"]) == 2
+    capsys.readouterr()
+    assert ablate(setup, resumed, ["--conditional", "gate-post+", "--mode", "mean"]) == 0
+    assert capsys.readouterr().out.count("reusing") == 2
+    assert (out_folder / "baseline.pt").stat().st_mtime_ns == baseline_time  # one baseline for every set
+    pd.testing.assert_frame_equal(pd.read_csv(out_folder / "ablation.csv"),
+                                  frame, check_exact=False, rtol=1e-9)
+    # more sets later: the baseline and the finished sets are reused
+    assert ablate(setup, resumed, ["--mode", "mean"], classes=("depletion", "conditional_depletion")) == 0
+    assert (out_folder / "baseline.pt").stat().st_mtime_ns == baseline_time
+    assert len(pd.read_csv(out_folder / "ablation.csv")) == 6 + 3
+
+
+def test_frequency_command_line(setup, tmp_path):
+    results_dir = tmp_path / "freq"
+    (results_dir / "local" / "llama").mkdir(parents=True)
+    (results_dir / "local" / "llama" / "data.pt").write_bytes(setup["results"].path.read_bytes())
+    argv = ["--model", str(setup["folder"]), "--datadir", str(setup["datadir"]), "--save_to", "acts",
+            "--results_dir", str(results_dir), "--random_seeds", "3"]
+    assert run_main(e_frequency.main, argv) == 0
+    folder = results_dir / "local" / "llama" / "frequency"
+    assert all((folder / name).exists() for name in ("frequency.csv", "frequency.md", "sign_frequencies.csv", "frequency.png"))
+
+
+def test_bad_inputs(setup, tiny_models, tmp_path, capsys):
+    datadir = setup["datadir"]
+    results_dir = tmp_path / "bad"
+    (results_dir / "local" / "llama").mkdir(parents=True)
+    (results_dir / "local" / "llama" / "data.pt").write_bytes(setup["results"].path.read_bytes())
+
+    def fails(argv, match, model=None):
+        before = sorted(p for root in (datadir, results_dir) for p in root.rglob("*"))
+        capsys.readouterr()
+        base = ["--model", str(model or setup["folder"]), "--datadir", str(datadir), "--save_to", "acts",
+                "--results_dir", str(results_dir), "--device", "cpu"]
+        assert run_main(e_ablate.main, base + argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error:") and match in err, err
+        assert sorted(p for root in (datadir, results_dir) for p in root.rglob("*")) == before
+
+    fails(["--classes", "deplection"], "valid classes: enrichment, atypical_enrichment")
+    fails(["--classes", "enrichment"], "no neurons in this set")
+    fails(["--classes"], "no neurons to ablate")
+    fails(["--classes", "depletion", "--sample_size", "8"], "depletion has 7 neurons")
+    fails(["--classes", "depletion", "--conditional", "gate+lin+"], "unknown sign combination")
+    fails(["--mode", "mean", "--dataset", "other"], "statistics of the dataset")
+    fails([], "statistics of local/llama", model=tiny_models["mistral"])
