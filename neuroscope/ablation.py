@@ -26,10 +26,11 @@ import torch
 
 from neuroscope.activations import decoder_layers, mlp_hooks, pad_batch
 from neuroscope.neuron_sets import NeuronSet
-from wcos_casestudies.cli import UserError
+from wcos_casestudies.constants import ABLATION_CONDITIONS, ABLATION_MODES
+from wcos_casestudies.errors import UserError
 
-CONDITIONS = ("gate+post+", "gate+post-", "gate-post+", "gate-post-")  # (sign of g, sign of a)
-MODES = ("zero", "mean")
+CONDITIONS = ABLATION_CONDITIONS
+MODES = ABLATION_MODES
 METRICS = ("loss", "entropy", "rank", "norm_scale")
 LOGIT_CHUNK_ELEMENTS = 2 ** 24  # logits held at once (64 MiB in float32): tokens per chunk = this // vocabulary
 

@@ -19,8 +19,9 @@ from matplotlib.figure import Figure
 
 from neuroscope.ablation import METRICS
 from wcos_casestudies.artifacts import atomic_write_text, markdown_table
+from wcos_casestudies.constants import CLASS_NAMES
 from wcos_casestudies.plotting import save_figure
-from wcos_casestudies.utils import CLASS_COLORS, CLASS_NAMES
+from wcos_casestudies.utils import CLASS_COLORS
 
 MAX_MEDIAN_BINS = 1024  # bins of the sorted values for the bootstrap medians (exact for any number)
 METRIC_TITLES = {"loss": "Δ loss", "entropy": "Δ entropy", "rank": "Δ rank of the correct token",

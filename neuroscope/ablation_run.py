@@ -27,7 +27,7 @@ from neuroscope.data import check_vocabulary, document_lengths, load_tokenized
 from neuroscope.neuron_sets import NeuronSet, random_baselines, requested_sets
 from neuroscope.store import stats_path
 from wcos_casestudies.artifacts import PROJECT_TAG, find_artifact, load_artifact, save_artifact
-from wcos_casestudies.cli import UserError
+from wcos_casestudies.errors import UserError
 
 # settings that must agree between the files of an output folder and the run that continues it
 RUN_KEYS = ("model", "gguf", "dataset", "documents", "tokens", "batch_size", "dtype", "device",

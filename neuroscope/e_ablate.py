@@ -3,10 +3,10 @@ token: loss, entropy, rank of the correct token and final-norm scale, against th
 and against same-layer random sets of the same size (the "Weakening Neurons" follow-up of
 Gerstner & Schütze).
 
-  python e_ablate.py --datadir ../data --Mtokens 0.01                        # depletion neurons, zero ablation
+  python e_ablate.py --datadir ../data --mtokens 0.01                        # depletion neurons, zero ablation
   python e_ablate.py --datadir ../data --classes depletion conditional_depletion --conditional --random_seeds 3
   python e_ablate.py --datadir ../data --classes enrichment --mode mean --sample_size 24 243
-  python e_ablate.py --model allenai/OLMo-7B-0424-hf --datadir DIR --save_to results --classes depletion --conditional
+  python e_ablate.py --model allenai/OLMo-7B-0424-hf --datadir DIR --activations results --classes depletion --conditional
 
 The activation a = act(g) * u of the chosen neurons is replaced (by 0, or by its dataset mean from
 b_activations.py's statistics) at the activation pass's hook point, everywhere or, with
@@ -22,56 +22,66 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tqdm import tqdm
-
-from neuroscope.ablation import CONDITIONS, MODES, parse_condition
-from neuroscope.ablation_report import plot_ablations, write_tables
-from neuroscope.ablation_run import (AblationStore, BootstrapSettings, ablation_plan, baseline_means, choose_sets,
-                                     load_evaluation, run_ablations)
-from neuroscope.neuron_sets import class_option_names, parse_class
-from wcos_casestudies.artifacts import package_versions
-from wcos_casestudies.cli import HelpFormatter, UserError, default_device, parse_device, parse_dtype, run_main
-from wcos_casestudies.models import DEFAULT_MODEL, load_hf_model, load_tokenizer, read_arch, resolve_model
-from wcos_casestudies.results import DEFAULT_RESULTS, ModelResults, Settings
+from wcos_casestudies.cli import (
+    add_activations,
+    add_batch_size,
+    add_datadir,
+    add_device,
+    add_dtype,
+    add_model,
+    add_results_dir,
+    add_weight_settings,
+    make_parser,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_main,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="as in main.py")
-    parser.add_argument("--datadir", type=Path, required=True, help="folder of the tokenized datasets and statistics")
-    parser.add_argument("--save_to", default="activations", help="statistics folder inside --datadir (b_activations.py --save_to)")
-    parser.add_argument("--dataset", default=None, help="tokenized dataset inside --datadir (default: the one of the statistics)")
-    parser.add_argument("--results_dir", type=Path, default=DEFAULT_RESULTS, help="root of the results tree")
-    parser.add_argument("--classes", nargs="*", default=["depletion"],
-                        help=f"IO classes to ablate, one set each (none named: no class): {', '.join(class_option_names())}")
-    parser.add_argument("--roles", nargs="*", default=[],
-                        help="functional roles of casestudies.py (roles.pt) to ablate, e.g. prediction suppression")
-    parser.add_argument("--sample_size", type=int, nargs="*", default=[],
-                        help="also ablate a random sample of this many neurons of each set (the authors used 24 and 243)")
-    parser.add_argument("--mode", choices=MODES, default="zero", help="replace a by 0 or by its dataset mean")
-    parser.add_argument("--conditional", nargs="*", default=None, metavar="COMBINATION",
-                        help=f"also ablate only at tokens of these (sign g, sign a) combinations "
-                             f"(none named: all four of {', '.join(CONDITIONS)}; + means > 0)")
-    parser.add_argument("--random_seeds", type=int, default=3, help="same-layer random sets per ablated set")
-    parser.add_argument("--Mtokens", type=float, default=None, help="evaluate on the first documents up to this many "
-                        "million tokens (default: the whole dataset)")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the documents")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the samples and of the bootstrap")
-    parser.add_argument("--batch_size", type=int, default=8, help="documents per forward pass")
-    parser.add_argument("--device", default=default_device(), help="cpu, cuda or cuda:N")
-    parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bfloat16 on CUDA, float32 on CPU)")
+    from wcos_casestudies.constants import ABLATION_CONDITIONS as CONDITIONS
+    from wcos_casestudies.constants import ABLATION_MODES as MODES
+    from wcos_casestudies.constants import CLASS_WORDS
+
+    parser = make_parser(__doc__)
+    add_model(parser)
+    add_datadir(parser)
+    add_activations(parser)
+    add_results_dir(parser)
+    sets = parser.add_argument_group("what to ablate")
+    sets.add_argument("--classes", nargs="*", default=["depletion"],
+                      help=f"IO classes to ablate, one set each (none named: no class): {', '.join(CLASS_WORDS)}")
+    sets.add_argument("--roles", nargs="*", default=[],
+                      help="functional roles of casestudies.py (roles.pt) to ablate, e.g. prediction suppression")
+    sets.add_argument("--sample_size", type=positive_int, nargs="*", default=[],
+                      help="also ablate a random sample of this many neurons of each set (the authors used 24 and 243)")
+    sets.add_argument("--mode", choices=MODES, default="zero", help="replace a by 0 or by its dataset mean")
+    sets.add_argument("--conditional", nargs="*", default=None, metavar="COMBINATION",
+                      help=f"also ablate only at tokens of these (sign g, sign a) combinations "
+                           f"(none named: all four of {', '.join(CONDITIONS)}; + means > 0)")
+    sets.add_argument("--random_seeds", type=non_negative_int, default=3, help="same-layer random sets per ablated set")
+    parser.add_argument("--mtokens", "--Mtokens", dest="mtokens", type=positive_float, default=None,
+                        help="evaluate on the first documents up to this many million tokens (default: the whole dataset; "
+                             "--Mtokens: the seed's spelling)")
+    parser.add_argument("--bootstrap", type=positive_int, default=1000, help="bootstrap resamples of the documents")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the samples and of the bootstrap")
+    add_weight_settings(parser)
+    add_batch_size(parser)
+    add_device(parser)
+    add_dtype(parser)
     parser.add_argument("--overwrite", action="store_true", help="start the output folder again (baseline and sets)")
-    parser.add_argument("--stop_after_sets", type=int, default=None, help=argparse.SUPPRESS)  # tests: act as if killed
+    parser.add_argument("--stop_after_sets", type=positive_int, default=None, help=argparse.SUPPRESS)  # tests: act as if killed
     return parser
 
 
 def check_numbers(args: argparse.Namespace) -> list[str]:
     """Flags that can be checked without any file; returns the sign combinations asked for."""
+    from neuroscope.ablation import CONDITIONS, parse_condition
+    from neuroscope.neuron_sets import parse_class
+    from wcos_casestudies.errors import UserError
+
     for word in args.classes:
         parse_class(word)
     if args.random_seeds < 0 or args.bootstrap < 1:
@@ -86,17 +96,38 @@ def check_numbers(args: argparse.Namespace) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from tqdm import tqdm
+
+    from neuroscope.ablation_report import plot_ablations, write_tables
+    from neuroscope.ablation_run import (
+        AblationStore,
+        BootstrapSettings,
+        ablation_plan,
+        baseline_means,
+        choose_sets,
+        load_evaluation,
+        run_ablations,
+    )
+    from wcos_casestudies.artifacts import package_versions
+    from wcos_casestudies.cli import parse_device, parse_dtype, settings_from_args
+    from wcos_casestudies.errors import UserError
+    from wcos_casestudies.models.arch import read_arch
+    from wcos_casestudies.models.loading import load_hf_model, load_tokenizer
+    from wcos_casestudies.models.sources import resolve_model
+    from wcos_casestudies.results import ModelResults
+
     conditions = check_numbers(args)
+    settings = settings_from_args(args)
     device = parse_device(args.device)
-    dtype = parse_dtype(args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    dtype = parse_dtype(args.dtype, device)
     source = resolve_model(args.model)
     arch = read_arch(source)
     if not arch.gated:
         raise UserError(f"{source.name} is not a gated model: the IO classes and the ablations need gates")
     tokenizer = load_tokenizer(source)
-    evaluation = load_evaluation(args.datadir, args.dataset, args.save_to, source.name, args.mode, args.Mtokens,
+    evaluation = load_evaluation(args.datadir, args.dataset, args.activations, source.name, args.mode, args.mtokens,
                                  args.batch_size, (len(tokenizer), arch.vocab_size))
-    results = ModelResults(source, Settings(), root=args.results_dir)
+    results = ModelResults(source, settings, root=args.results_dir, loader=args.loader, device=device)
     sets = choose_sets(results.categories(), args.classes, args.roles, results.folder, args.sample_size, args.seed)
     ablations = ablation_plan(sets, arch.d_mlp, args.mode, conditions, args.random_seeds)
     folder = results.folder / "ablation" / evaluation.dataset_dir.name
@@ -129,5 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
     sys.exit(run_main(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -3,8 +3,8 @@ same-layer random sets with the class's per-layer counts (several seeds), and th
 combinations of (g, u) by class (the "Weakening Neurons" follow-up of Gerstner & Schütze: depletion
 neurons fire far more often than random neurons of their layers).
 
-  python e_frequency.py --datadir ../data --save_to activations
-  python e_frequency.py --model allenai/OLMo-7B-0424-hf --datadir DIR --save_to results --random_seeds 20
+  python e_frequency.py --datadir ../data --activations activations
+  python e_frequency.py --model allenai/OLMo-7B-0424-hf --datadir DIR --activations results --random_seeds 20
 
 Needs the statistics of b_activations.py and the classes of main.py (computed when missing).
 Outputs: RESULTS/<model>/frequency/frequency.csv/.md (gate-open), sign_frequencies.csv/.md,
@@ -13,40 +13,41 @@ frequency.pdf/.png.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from neuroscope.ablation_run import checked_statistics
-from neuroscope.frequency import class_frequencies, plot_frequencies
-from neuroscope.store import stats_path
-from wcos_casestudies.artifacts import write_table
-from wcos_casestudies.cli import HelpFormatter, UserError, run_main
-from wcos_casestudies.models import DEFAULT_MODEL, resolve_model
-from wcos_casestudies.results import DEFAULT_RESULTS, ModelResults, Settings
+from wcos_casestudies.cli import add_datadir, add_model, add_results_dir, add_weight_settings, make_parser, positive_int, run_main
+from wcos_casestudies.constants import DEFAULT_ACTIVATIONS
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="as in main.py")
-    parser.add_argument("--datadir", type=Path, required=True, help="folder of the statistics")
-    parser.add_argument("--save_to", default="activations", help="statistics folder inside --datadir (b_activations.py --save_to)")
-    parser.add_argument("--results_dir", type=Path, default=DEFAULT_RESULTS, help="root of the results tree")
-    parser.add_argument("--random_seeds", type=int, default=10, help="same-layer random sets per class")
+def build_parser():
+    parser = make_parser(__doc__)
+    add_model(parser)
+    add_datadir(parser)
+    parser.add_argument("--activations", default=DEFAULT_ACTIVATIONS,
+                        help="statistics folder inside --datadir (input; what b_activations.py --save_to wrote)")
+    add_results_dir(parser)
+    parser.add_argument("--random_seeds", type=positive_int, default=10, help="same-layer random sets per class")
+    add_weight_settings(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.random_seeds < 1:
-        raise UserError(f"--random_seeds {args.random_seeds}: need at least 1")
+    from neuroscope.ablation_run import checked_statistics
+    from neuroscope.frequency import class_frequencies, plot_frequencies
+    from neuroscope.store import stats_path
+    from wcos_casestudies.artifacts import write_table
+    from wcos_casestudies.cli import settings_from_args
+    from wcos_casestudies.errors import UserError
+    from wcos_casestudies.models.sources import resolve_model
+    from wcos_casestudies.results import ModelResults
+
+    settings = settings_from_args(args)
     source = resolve_model(args.model)
-    stats = checked_statistics(stats_path(args.datadir / args.save_to), source.name, None)
-    results = ModelResults(source, Settings(), root=args.results_dir)
+    stats = checked_statistics(stats_path(args.datadir / args.activations), source.name, None)
+    results = ModelResults(source, settings, root=args.results_dir, loader=args.loader)
     categories = results.categories()
     if tuple(categories.shape) != tuple(stats["gate_open"].shape):
         raise UserError(f"the statistics have {tuple(stats['gate_open'].shape)} neurons, the model {tuple(categories.shape)}")
@@ -63,5 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
     sys.exit(run_main(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -23,8 +23,9 @@ from matplotlib.figure import Figure
 
 from neuroscope.activations import SIGN_COMBINATIONS
 from neuroscope.neuron_sets import class_set, random_baselines
+from wcos_casestudies.constants import CLASS_NAMES
 from wcos_casestudies.plotting import save_figure
-from wcos_casestudies.utils import CLASS_COLORS, CLASS_NAMES
+from wcos_casestudies.utils import CLASS_COLORS
 
 # (g, u) combination -> the (g, a) combination it is (a = act(g) * u, act(g) has the sign of g)
 POST_SIGN_OF = {"gate+ lin+": "gate+ post+", "gate+ lin-": "gate+ post-", "gate- lin+": "gate- post-",

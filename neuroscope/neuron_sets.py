@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from wcos_casestudies.cli import UserError
-from wcos_casestudies.utils import CLASS_NAMES
+from wcos_casestudies.constants import CLASS_NAMES, CLASS_WORDS
+from wcos_casestudies.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class NeuronSet:
 
 def class_option_names() -> list[str]:
     """The IO class names as command-line words: spaces become underscores (`conditional_depletion`)."""
-    return [name.replace(" ", "_") for name in CLASS_NAMES]
+    return list(CLASS_WORDS)
 
 
 def parse_class(word: str) -> int:

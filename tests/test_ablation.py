@@ -14,12 +14,13 @@ from neuroscope.ablation_report import Bootstrap
 from neuroscope.activations import batch_plan
 from neuroscope.data import build_dataset, save_dataset
 from neuroscope.frequency import class_frequencies
-from neuroscope.neuron_sets import NeuronSet, parse_class, random_baselines, sample_set, same_layer_random
+from neuroscope.neuron_sets import NeuronSet, parse_class, random_baselines, same_layer_random, sample_set
 from wcos_casestudies.artifacts import load_artifact
 from wcos_casestudies.cli import run_main
-from wcos_casestudies.models import load_hf_model, load_tokenizer, resolve_model
+from wcos_casestudies.constants import CLASS_NAMES
+from wcos_casestudies.models.loading import load_hf_model, load_tokenizer
+from wcos_casestudies.models.sources import resolve_model
 from wcos_casestudies.results import ModelResults, Settings
-from wcos_casestudies.utils import CLASS_NAMES
 
 TEXTS = [
     "Gated neurons read a direction and write another.",
@@ -235,7 +236,7 @@ def test_frequency_by_class_against_direct_means():
 
 
 def ablate(setup, results_dir, extra=(), classes=("depletion",)):
-    argv = ["--model", str(setup["folder"]), "--datadir", str(setup["datadir"]), "--save_to", "acts",
+    argv = ["--model", str(setup["folder"]), "--datadir", str(setup["datadir"]), "--activations", "acts",
             "--results_dir", str(results_dir), "--device", "cpu", "--batch_size", "3", "--bootstrap", "200",
             "--random_seeds", "2", "--classes", *classes, *extra]
     return run_main(e_ablate.main, argv)
@@ -274,7 +275,7 @@ def test_frequency_command_line(setup, tmp_path):
     results_dir = tmp_path / "freq"
     (results_dir / "local" / "llama").mkdir(parents=True)
     (results_dir / "local" / "llama" / "data.pt").write_bytes(setup["results"].path.read_bytes())
-    argv = ["--model", str(setup["folder"]), "--datadir", str(setup["datadir"]), "--save_to", "acts",
+    argv = ["--model", str(setup["folder"]), "--datadir", str(setup["datadir"]), "--activations", "acts",
             "--results_dir", str(results_dir), "--random_seeds", "3"]
     assert run_main(e_frequency.main, argv) == 0
     folder = results_dir / "local" / "llama" / "frequency"
@@ -290,7 +291,7 @@ def test_bad_inputs(setup, tiny_models, tmp_path, capsys):
     def fails(argv, match, model=None):
         before = sorted(p for root in (datadir, results_dir) for p in root.rglob("*"))
         capsys.readouterr()
-        base = ["--model", str(model or setup["folder"]), "--datadir", str(datadir), "--save_to", "acts",
+        base = ["--model", str(model or setup["folder"]), "--datadir", str(datadir), "--activations", "acts",
                 "--results_dir", str(results_dir), "--device", "cpu"]
         assert run_main(e_ablate.main, base + argv) == 2
         err = capsys.readouterr().err.strip()

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("wcos_casestudies", "neuroscope")
 SCRIPTS = ("wcos_casestudies/main.py", "wcos_casestudies/casestudies.py", "wcos_casestudies/defplot.py",
            "wcos_casestudies/selected_plot.py", "neuroscope/a_dataset.py", "neuroscope/b_activations.py",
-           "neuroscope/b2_recompute.py", "neuroscope/c_neuron_vis.py", "neuroscope/d_recompute_vis.py")
+           "neuroscope/b2_recompute.py", "neuroscope/c_neuron_vis.py", "neuroscope/d_recompute_vis.py",
+           "neuroscope/e_ablate.py", "neuroscope/e_frequency.py")
 
 
 def module_name(path: Path) -> str:

@@ -29,6 +29,7 @@ CLASS_NAMES: tuple[str, ...] = (
     "conditional depletion",
     "atypical conditional depletion",
 )
+CLASS_WORDS = tuple(name.replace(" ", "_") for name in CLASS_NAMES)  # the class names as command-line words
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)  # the per-layer quartiles of Section 5
 RANDOM_INTERVAL_MASS = 0.95  # the random-direction baseline covers this much of the Beta distribution
 
@@ -71,3 +72,7 @@ DEFAULT_BATCH_SIZE = 8
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_ACTIVATIONS = "activations"  # folder of the statistics inside --datadir
 DEFAULT_PAGE_TOKENS = 20  # promoted and suppressed tokens on a neuron page
+
+# ---- class ablations ("Weakening Neurons" follow-up)
+ABLATION_CONDITIONS = ("gate+post+", "gate+post-", "gate-post+", "gate-post-")  # (sign of g, sign of a); + means > 0
+ABLATION_MODES = ("zero", "mean")
