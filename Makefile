@@ -54,3 +54,4 @@ bench: setup
 	$(PY) benchmarks/bench_roles.py --layers 2
 	$(PY) benchmarks/bench_neuroscope.py
 	$(PY) benchmarks/bench_viewer.py
+	$(PY) benchmarks/bench_ablation.py

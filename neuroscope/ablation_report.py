@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from neuroscope.ablation import METRICS
 from wcos_casestudies.artifacts import atomic_write_text, markdown_table
@@ -148,6 +149,7 @@ ROLE_COLOR = (0.55, 0.35, 0.65, 1.0)
 RANDOM_COLOR = (0.65, 0.65, 0.65, 1.0)
 EDGE_COLOR = "0.25"
 GROUP_GAP = 0.6  # extra space between a set's group of bars and the next
+X_TICKS = 5  # at most this many tick intervals per panel
 
 
 def display_order(frame: pd.DataFrame) -> list[int]:
@@ -201,7 +203,9 @@ def plot_ablations(frame: pd.DataFrame, stem: Path, title: str) -> list[Path]:
                    label="median")
         ax.axvline(0, color="black", linewidth=0.6)
         ax.set_title(METRIC_TITLES[metric], fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=X_TICKS, symmetric=False))
         ax.tick_params(labelsize=7)
+        ax.tick_params(axis="x", labelrotation=30)
         ax.grid(axis="x", linewidth=0.3, alpha=0.5)
     axes[0].set_yticks(positions)
     axes[0].set_yticklabels([row_label(row) for _, row in rows.iterrows()], fontsize=7)
@@ -210,3 +214,11 @@ def plot_ablations(frame: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     fig.suptitle(f"{title}\nbaseline − ablated per token: bar = mean with bootstrap interval, ◆ = median; "
                  "grey = same-layer random sets", fontsize=8)
     return save_figure(fig, stem)
+
+
+def write_report(records: list[dict[str, Any]], baseline: dict[str, float], stem: Path, title: str) -> pd.DataFrame:
+    """Tables and plot of every finished ablation; returns the CSV's frame."""
+    frame = write_tables(records, baseline, stem, title)
+    if len(frame):
+        plot_ablations(frame, stem, title)
+    return frame

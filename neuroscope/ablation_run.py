@@ -135,6 +135,15 @@ def load_evaluation(datadir: Path, dataset_name: str | None, stats_folder: str, 
                       str(path.resolve()) if means is not None else "")
 
 
+def evaluation_meta(evaluation: Evaluation, batch_size: int, dtype: torch.dtype, device: torch.device,
+                    bootstrap: BootstrapSettings) -> dict[str, Any]:
+    """The settings that fix the evaluation's numbers (see RUN_KEYS)."""
+    return {"dataset": str(evaluation.dataset_dir.resolve()), "documents": len(evaluation.rows),
+            "tokens": evaluation.tokens, "batch_size": batch_size, "dtype": str(dtype).removeprefix("torch."),
+            "device": device.type, "bootstrap": bootstrap.resamples, "bootstrap_seed": bootstrap.seed,
+            "level": bootstrap.level, "forward_pass": "Hugging Face model, unprocessed weights"}
+
+
 class AblationStore:
     """`baseline.pt` and `sets.pt` of one output folder, checked against the run's settings."""
 
@@ -206,11 +215,13 @@ def baseline_means(baseline: TokenMetrics) -> dict[str, float]:
     return {metric: float(baseline.values[:, i].double().mean()) for i, metric in enumerate(METRICS)}
 
 
-def run_ablations(model: Any, evaluation: Evaluation, ablations: Sequence[Ablation], store: AblationStore, pad_id: int,
-                  device: torch.device, bootstrap: BootstrapSettings, progress: Callable[[int], Any] | None = None,
-                  stop_after_sets: int | None = None, log: Callable[[str], None] = print) -> TokenMetrics:
+def run_ablations(load_model: Callable[[], tuple[Any, int]], evaluation: Evaluation, ablations: Sequence[Ablation],
+                  store: AblationStore, device: torch.device, bootstrap: BootstrapSettings,
+                  progress: Callable[[int], Any] | None = None, stop_after_sets: int | None = None,
+                  log: Callable[[str], None] = print) -> TokenMetrics:
     """The baseline (unless stored), then every ablation not yet in the store, each saved when done.
 
+    load_model() gives (model, pad id); it is called only when a forward pass is needed.
     progress(total_batches) makes a progress bar (tqdm-like); stop_after_sets ends early as a killed run would.
     Returns the baseline.
     """
@@ -222,6 +233,9 @@ def run_ablations(model: Any, evaluation: Evaluation, ablations: Sequence[Ablati
             todo.append(ablation)
     baseline = store.load_baseline()
     passes = len(todo) + (baseline is None)
+    if passes == 0:
+        return baseline
+    model, pad_id = load_model()
     bar = progress(passes * len(evaluation.plan)) if progress is not None else None
     if baseline is None:
         baseline = evaluate(model, evaluation.dataset, evaluation.plan, pad_id, device, progress=bar)

@@ -98,13 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
-    from neuroscope.ablation_report import plot_ablations, write_tables
+    from neuroscope.ablation_report import write_report
     from neuroscope.ablation_run import (
         AblationStore,
         BootstrapSettings,
         ablation_plan,
         baseline_means,
         choose_sets,
+        evaluation_meta,
         load_evaluation,
         run_ablations,
     )
@@ -133,27 +134,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = results.folder / "ablation" / evaluation.dataset_dir.name
     bootstrap = BootstrapSettings(resamples=args.bootstrap, seed=args.seed)
     meta = {"model": source.name, "provenance": source.provenance, "gguf": source.is_gguf,
-            "dataset": str(evaluation.dataset_dir.resolve()), "documents": len(evaluation.rows), "tokens": evaluation.tokens,
-            "batch_size": args.batch_size, "dtype": str(dtype).removeprefix("torch."), "device": device.type,
-            "bootstrap": bootstrap.resamples, "bootstrap_seed": bootstrap.seed, "level": bootstrap.level,
-            "forward_pass": "Hugging Face model, unprocessed weights", "classes_from": str(results.path),
+            **evaluation_meta(evaluation, args.batch_size, dtype, device, bootstrap), "classes_from": str(results.path),
             **{f"classes_{key}": value for key, value in results.settings.meta().items()}, "versions": package_versions()}
     store = AblationStore(folder, meta, overwrite=args.overwrite)
     print(f"model {source.name} [{source.provenance}]; {len(evaluation.rows)} documents, {evaluation.tokens:,} tokens; "
           f"{len(ablations)} ablations -> {folder}")
 
-    model, tokenizer = load_hf_model(source, dtype=dtype, device=device, tokenizer=tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    def load_model():
+        model, _ = load_hf_model(source, dtype=dtype, device=device, tokenizer=tokenizer)
+        return model, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
     started = time.perf_counter()
-    baseline = run_ablations(model, evaluation, ablations, store, pad_id, device, bootstrap,
+    baseline = run_ablations(load_model, evaluation, ablations, store, device, bootstrap,
                              progress=lambda total: tqdm(total=total, desc="ablation passes", unit="batch"),
                              stop_after_sets=args.stop_after_sets)
     seconds = time.perf_counter() - started
     title = f"{source.name} on {evaluation.dataset_dir.name} ({evaluation.tokens:,} tokens)" + \
         (", dequantised from a GGUF" if source.is_gguf else "")
-    frame = write_tables(list(store.records.values()), baseline_means(baseline), folder / "ablation", title)
-    if len(frame):
-        plot_ablations(frame, folder / "ablation", title)
+    frame = write_report(list(store.records.values()), baseline_means(baseline), folder / "ablation", title)
     shown = frame[["set", "mode", "condition", "neurons", "loss_mean", "loss_median", "entropy_mean"]] if len(frame) else frame
     print(shown.to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
     print(f"{seconds:.1f} s -> {folder / 'ablation'}.csv/.md/.pdf/.png")

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from neuroscope.activations import SIGN_COMBINATIONS
 from neuroscope.neuron_sets import class_set, random_baselines
@@ -107,14 +108,14 @@ def plot_frequencies(tables: FrequencyTables, stem: Path, title: str) -> list[Pa
         seeds = tables.per_seed[name].numpy()
         top.scatter([i + width / 2] * len(seeds), seeds, s=4, color="black", zorder=3)
         top.text(i - width / 2, row["gate_open"] + 0.01, f"{row['gate_open']:.2f}", ha="center", va="bottom", fontsize=6)
-    top.axhline(float(rows.loc["all neurons", "gate_open"]), color="0.4", linestyle=":", linewidth=0.8,
-                label="all neurons")
-    top.bar([], [], color="white", edgecolor=EDGE_COLOR, label="class (its colour)")
-    top.bar([], [], color=RANDOM_COLOR, edgecolor=EDGE_COLOR, label="same-layer random (mean ± std, dots: seeds)")
+    everything = top.axhline(float(rows.loc["all neurons", "gate_open"]), color="0.4", linestyle=":", linewidth=0.8)
+    handles = [Patch(facecolor="white", edgecolor=EDGE_COLOR), Patch(facecolor=RANDOM_COLOR, edgecolor=EDGE_COLOR),
+               everything]
+    labels = ["class (left bar, its colour)", "same-layer random (mean ± std;\ndots: one per seed)", "all neurons"]
     _class_axis(top, classes, rows["neurons"])
     top.set_ylabel("gate-open frequency P(g > 0)")
     top.set_ylim(0, 1)
-    top.legend(fontsize=7, loc="upper right", frameon=False)
+    top.legend(handles, labels, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     top.set_title(title, fontsize=9)
     _plot_sign_panel(bottom, tables.signs.set_index("class"), classes, width)
     return save_figure(fig, stem)
@@ -136,8 +137,10 @@ def _plot_sign_panel(ax, rows: pd.DataFrame, classes: Sequence[str], width: floa
                 ax.bar(i + offset, value, width, bottom=bottom, color=color, edgecolor="white", linewidth=0.4,
                        hatch="//" if prefix else None, label=label if i == 0 and not prefix else None)
                 bottom += value
-    ax.bar([], [], color="white", edgecolor=EDGE_COLOR, hatch="//", label="right bar: same-layer random")
+    handles, names = ax.get_legend_handles_labels()
+    handles.append(Patch(facecolor="white", edgecolor=EDGE_COLOR, hatch="//"))
+    names.append("right bar: same-layer random")
     _class_axis(ax, classes, rows["neurons"])
     ax.set_ylabel("fraction of tokens")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.legend(handles, names, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
