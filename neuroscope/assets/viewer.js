@@ -170,6 +170,10 @@ var neuroscope = (function () {
     table.page = Math.max(0, Math.min(table.page, pages - 1));
     document.getElementById("count").textContent = rows.length + " of " + table.rows.length + " neurons";
     document.getElementById("page").textContent = "page " + (table.page + 1) + " of " + pages;
+    Array.prototype.forEach.call(document.querySelectorAll("#table-head th"), function (th) {
+      var label = th.textContent.replace(/ [▲▼]$/, "");
+      th.textContent = th.getAttribute("data-key") === key ? label + (table.descending ? " ▼" : " ▲") : label;
+    });
     var body = document.getElementById("table-body");
     body.textContent = "";
     rows.slice(table.page * PAGE_ROWS, (table.page + 1) * PAGE_ROWS).forEach(function (r) {
