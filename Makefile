@@ -5,8 +5,11 @@ VENV ?= .venv
 PY := $(abspath $(VENV))/bin/python
 DATA ?= data
 SECTION5_FLAGS := --categories --category_stats --quartiles --plot_fine --plot_coarse --plot_quartiles --plot_all_medians
+# "Do the classes matter?" on the first 3,000 tokens of the embedded text: depletion and conditional depletion
+# neurons zero-ablated (2 same-layer random sets each), then depletion neurons under each sign combination (1 random set)
+ABLATE_FLAGS := --datadir ../$(DATA) --save_to activations --Mtokens 0.003
 
-.PHONY: setup demo test bench clean-results
+.PHONY: setup demo demo-classes test bench clean-results
 
 setup: $(VENV)/.installed
 
@@ -27,6 +30,13 @@ demo: setup
 	cd neuroscope && $(PY) b_activations.py --datadir ../$(DATA) --dataset pydoc --save_to activations
 	cd neuroscope && $(PY) d_recompute_vis.py --datadir ../$(DATA) --save_to activations \
 		--neurons_from ../results/HuggingFaceTB/SmolLM2-135M-Instruct/case_studies.txt
+	$(MAKE) demo-classes
+
+# Beyond the paper: activation frequency by class and class ablations (needs the statistics above).
+demo-classes: setup
+	cd neuroscope && $(PY) e_frequency.py --datadir ../$(DATA) --save_to activations
+	cd neuroscope && $(PY) e_ablate.py $(ABLATE_FLAGS) --classes depletion conditional_depletion --random_seeds 2
+	cd neuroscope && $(PY) e_ablate.py $(ABLATE_FLAGS) --classes depletion --conditional --random_seeds 1
 
 test: setup
 	$(PY) -m pytest -q tests
@@ -35,3 +45,4 @@ bench: setup
 	$(PY) benchmarks/bench_section5.py
 	$(PY) benchmarks/bench_roles.py --layers 2
 	$(PY) benchmarks/bench_neuroscope.py
+	$(PY) benchmarks/bench_ablation.py
