@@ -63,6 +63,10 @@ def choose_sets(categories: torch.Tensor, classes: Sequence[str], role_names: Se
                 sample_sizes: Sequence[int], seed: int) -> list[NeuronSet]:
     """Class, role and sample sets, all checked (unknown names, empty sets, oversize samples are UserErrors)."""
     roles = load_roles(results_folder) if role_names else None
+    for name, mask in (roles or {}).items():
+        if tuple(mask.shape) != tuple(categories.shape):
+            raise UserError(f"{results_folder}: role {name} has shape {tuple(mask.shape)}, the model's classes "
+                            f"{tuple(categories.shape)}; rerun casestudies.py --overwrite")
     return requested_sets(categories, classes, roles, role_names, sample_sizes, seed)
 
 

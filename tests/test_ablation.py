@@ -305,3 +305,37 @@ def test_bad_inputs(setup, tiny_models, tmp_path, capsys):
     fails(["--classes", "depletion", "--conditional", "gate+lin+"], "unknown sign combination")
     fails(["--mode", "mean", "--dataset", "other"], "statistics of the dataset")
     fails([], "statistics of local/llama", model=tiny_models["mistral"])
+
+
+def test_roles_from_casestudies(setup, tmp_path, capsys):
+    import pandas as pd
+
+    from wcos_casestudies.artifacts import PROJECT_TAG, save_artifact
+
+    results_dir = tmp_path / "roles"
+    folder = results_dir / "local" / "llama"
+    folder.mkdir(parents=True)
+    (folder / "data.pt").write_bytes(setup["results"].path.read_bytes())
+    capsys.readouterr()
+    assert ablate(setup, results_dir, ["--roles", "prediction", "--random_seeds", "0"], classes=()) == 2
+    assert "run wcos_casestudies/casestudies.py" in capsys.readouterr().err
+    prediction = torch.zeros(2, setup["model"].config.intermediate_size, dtype=torch.bool)
+    prediction[1, [4, 8, 15]] = True
+    save_artifact({"meta": {"project": PROJECT_TAG, "model": "local/llama"},
+                   "roles": {"prediction": prediction, "suppression": torch.zeros_like(prediction)}}, folder / "roles.pt")
+    assert ablate(setup, results_dir, ["--roles", "predictoin"], classes=()) == 2
+    assert "roles.pt has: prediction, suppression" in capsys.readouterr().err
+    assert ablate(setup, results_dir, ["--roles", "prediction", "--random_seeds", "1"], classes=()) == 0
+    frame = pd.read_csv(folder / "ablation" / "data" / "ablation.csv", keep_default_na=False)
+    assert list(frame["set"]) == ["prediction", "random(prediction) seed 0"] and list(frame["neurons"]) == [3, 3]
+    assert list(frame["kind"]) == ["role", "random"]
+
+
+def test_frequency_refuses_statistics_of_another_model(setup, tiny_models, tmp_path, capsys):
+    argv = ["--model", str(tiny_models["mistral"]), "--datadir", str(setup["datadir"]), "--save_to", "acts",
+            "--results_dir", str(tmp_path)]
+    capsys.readouterr()
+    assert run_main(e_frequency.main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "statistics of local/llama" in err and len(err.splitlines()) == 1
+    assert not any(tmp_path.iterdir())
