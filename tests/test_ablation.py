@@ -332,7 +332,7 @@ def test_roles_from_casestudies(setup, tmp_path, capsys):
 
 
 def test_frequency_refuses_statistics_of_another_model(setup, tiny_models, tmp_path, capsys):
-    argv = ["--model", str(tiny_models["mistral"]), "--datadir", str(setup["datadir"]), "--save_to", "acts",
+    argv = ["--model", str(tiny_models["mistral"]), "--datadir", str(setup["datadir"]), "--activations", "acts",
             "--results_dir", str(tmp_path)]
     capsys.readouterr()
     assert run_main(e_frequency.main, argv) == 2
