@@ -23,6 +23,7 @@ import json
 import re
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ import torch
 from neuroscope.activations import SIGN_COMBINATIONS, histogram_edges
 from neuroscope.facts import INPUT_TABLES, LOGIT_BINS, LayerLogitEffects, ModelFacts
 from neuroscope.recompute import LIST_KINDS
-from neuroscope.windows import LayerExamples, window_hashes
+from neuroscope.windows import LayerExamples, WindowHasher
 from wcos_casestudies.artifacts import atomic_write_bytes, atomic_write_text
 from wcos_casestudies.constants import CLASS_NAMES
 from wcos_casestudies.roles import ROLE_NAMES
@@ -94,6 +95,10 @@ class ViewerRun:
     def data(self) -> Path:
         return self.folder / "data"
 
+    @cached_property
+    def hasher(self) -> WindowHasher:
+        return WindowHasher(self.tokens, self.doc_starts)
+
 
 def deduplicated(examples: LayerExamples, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Examples to show [kept] (indices, best rank first within each list) and how many examples of the same
@@ -108,7 +113,7 @@ def deduplicated(examples: LayerExamples, hashes: np.ndarray) -> tuple[np.ndarra
 def layer_payload(run: ViewerRun, examples: LayerExamples, effects: LayerLogitEffects) -> dict[str, Any]:
     """Everything the viewer shows of the chosen neurons of one layer."""
     layer, chosen = examples.layer, examples.neurons
-    hashes = window_hashes(run.tokens, run.doc_starts, examples.window_doc, examples.window_start, examples.window_length)
+    hashes = run.hasher(examples.window_doc, examples.window_start, examples.window_length)
     kept, duplicates = deduplicated(examples, hashes)
     list_sizes = np.bincount(examples.column[kept] * len(LIST_KINDS) + examples.kind[kept], minlength=len(chosen) * len(LIST_KINDS))
     window_counts = np.bincount(examples.window_column, minlength=len(chosen))

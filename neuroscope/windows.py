@@ -164,16 +164,23 @@ def recompute_windows(model: Any, dataset: Any, layers: dict[int, LayerExamples]
     return tokens
 
 
-def window_hashes(tokens: np.ndarray, doc_starts: np.ndarray, docs: np.ndarray, starts: np.ndarray,
-                  lengths: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each window's tokens [window] uint64: equal texts give equal hashes (and different
-    texts almost never do). A polynomial in HASH_BASE modulo 2^64 over the concatenated documents
-    (`tokens`, `doc_starts` of `dataset_tokens`), shifted to one power so that windows compare anywhere."""
-    with np.errstate(over="ignore"):
-        powers = np.cumprod(np.full(len(tokens) + 1, HASH_BASE, dtype=np.uint64))
-        powers = np.concatenate([np.ones(1, dtype=np.uint64), powers[:-1]])  # powers[i] = base^i
-        terms = (tokens.astype(np.uint64) + np.uint64(1)) * powers[:-1]
-        prefix = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(terms, dtype=np.uint64)])
-        first = doc_starts[docs] + starts
-        spans = prefix[first + lengths] - prefix[first]
-        return spans * powers[len(tokens) - first] + lengths.astype(np.uint64)
+class WindowHasher:
+    """64-bit hashes of windows of the documents' tokens: equal texts give equal hashes (and different texts
+    almost never do). A polynomial in HASH_BASE modulo 2^64 over the concatenated documents (`tokens`,
+    `doc_starts` of `dataset_tokens`), shifted to one power so that windows compare anywhere; the prefix
+    sums are made once, so that each window costs O(1)."""
+
+    def __init__(self, tokens: np.ndarray, doc_starts: np.ndarray):
+        with np.errstate(over="ignore"):
+            powers = np.cumprod(np.full(len(tokens) + 1, HASH_BASE, dtype=np.uint64))
+            self.powers = np.concatenate([np.ones(1, dtype=np.uint64), powers[:-1]])  # powers[i] = base^i
+            terms = (tokens.astype(np.uint64) + np.uint64(1)) * self.powers[:-1]
+            self.prefix = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(terms, dtype=np.uint64)])
+        self.doc_starts = doc_starts
+
+    def __call__(self, docs: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """The hash of each window (document, start, length) [window] uint64."""
+        with np.errstate(over="ignore"):
+            first = self.doc_starts[docs] + starts
+            spans = self.prefix[first + lengths] - self.prefix[first]
+            return spans * self.powers[len(self.prefix) - 1 - first] + lengths.astype(np.uint64)

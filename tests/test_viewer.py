@@ -178,3 +178,25 @@ def test_viewer_of_some_layers_from_an_existing_one(viewer, capsys):
     capsys.readouterr()
     assert run_main(d_recompute_vis.main, argv[:-5] + ["0.1", "--from_viewer", "viewer", "--viewer", "part"]) == 2
     assert "whole layers" in capsys.readouterr().err
+
+
+def test_viewer_merges_examples_of_the_same_text(viewer):
+    """Documents 0 and 8 are the same text: where both are in one list at the same token, the viewer shows one
+    example marked ×2."""
+    documents = viewer["dataset"]["input_ids"]
+    twins = [i for i, ids in enumerate(documents) if ids == documents[0]]
+    assert len(twins) == 2
+    stats = viewer["stats"]
+    found = 0
+    for layer in range(stats["top_values"].shape[0]):
+        _, (_, data) = read_call(viewer["folder"] / "data" / f"layer_{layer}.js")
+        lists, duplicates = unpack(data["list_offsets"]), unpack(data["example_duplicates"])
+        docs, positions = stats["top_docs"][layer], stats["top_positions"][layer]
+        for neuron in range(docs.shape[0]):
+            row = docs[neuron].tolist()
+            if all(t in row for t in twins) and positions[neuron, row.index(twins[0])] == positions[neuron, row.index(twins[1])]:
+                slot = neuron * len(LIST_KINDS)  # the max list
+                shown = duplicates[lists[slot]:lists[slot + 1]].tolist()
+                assert 2 in shown and len(shown) == sum(d >= 0 for d in row) - 1
+                found += 1
+    assert found > 0
