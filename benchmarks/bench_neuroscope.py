@@ -61,7 +61,10 @@ def main() -> int:
         model = random_olmo(args.random, device, dtype)
         gen = torch.Generator().manual_seed(0)
         n_docs = args.batch_size * (args.batches + 1)
-        ids = torch.randint(0, model.config.vocab_size, (n_docs, args.seq_len), generator=gen).tolist()
+        ids = torch.randint(0, model.config.vocab_size, (n_docs, args.seq_len), generator=gen)
+        bos_id = 0  # every document starts with it, so that the pass leaves position 0 out of the examples, as by default
+        ids[:, 0] = bos_id
+        ids = ids.tolist()
         rows = {"input_ids": ids, "attention_mask": [[1] * args.seq_len] * n_docs}
         label = f"{args.random} shapes ({SHAPES[args.random][2]} x {SHAPES[args.random][1]} neurons), random {dtype}".replace("torch.", "")
         pad_id = 1
@@ -75,6 +78,7 @@ def main() -> int:
         rows = {"input_ids": dataset["input_ids"], "attention_mask": dataset["attention_mask"]}
         label = f"SmolLM2-135M (embedded), pydoc text, {dtype}".replace("torch.", "")
         pad_id = tokenizer.pad_token_id or 0
+        bos_id = tokenizer.bos_token_id  # b_activations.py's default: BOS is no example
 
     class Rows:  # the slice of the datasets API that run_pass uses
         def __len__(self):
@@ -106,13 +110,13 @@ def main() -> int:
 
     def ours() -> tuple[float, float]:
         n_layers, d_mlp = model.config.num_hidden_layers, model.config.intermediate_size
-        run_pass(model, data, NeuronStats.empty(n_layers, d_mlp, args.k, device), plan, range(0, 1), pad_id, device)
+        run_pass(model, data, NeuronStats.empty(n_layers, d_mlp, args.k, device), plan, range(0, 1), pad_id, device, bos_id=bos_id)
         stats = NeuronStats.empty(n_layers, d_mlp, args.k, device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         sync()
         started = time.perf_counter()
-        run_pass(model, data, stats, plan, timed, pad_id, device)
+        run_pass(model, data, stats, plan, timed, pad_id, device, bos_id=bos_id)
         sync()
         stats_bytes = sum(t.numel() * t.element_size() for t in stats.state_dict().values())
         return time.perf_counter() - started, stats_bytes / 2**20

@@ -27,7 +27,15 @@ from pathlib import Path
 
 import torch
 
-from neuroscope.activations import BatchReducer, NeuronStats, batch_plan, mlp_hooks, pad_batch, run_model
+from neuroscope.activations import (
+    STATISTICS_VERSION,
+    BatchReducer,
+    NeuronStats,
+    batch_plan,
+    mlp_hooks,
+    pad_batch,
+    run_model,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 OLMO = {"neurons": 32 * 11008, "tokens": 20_000_390, "documents": 45_734, "vocab": 50_304, "d_model": 4096}
@@ -123,7 +131,8 @@ def main() -> int:
         save_dataset(dataset, data_meta, scratch / "pydoc")
         stats, seconds, tokens = interleaved_pass(model, dataset, plan, args.k, tokenizer.bos_token_id, tokenizer.pad_token_id or 0)
         meta = {"model": source.name, "dataset": str(scratch / "pydoc"), "documents": len(dataset), "tokens": tokens, "k": args.k,
-                "dtype": "float32", "statistics_version": 2, "examples_without_bos": True, "bos_id": tokenizer.bos_token_id}
+                "dtype": "float32", "n_layers": stats.keys.shape[0], "d_mlp": stats.keys.shape[1],
+                "statistics_version": STATISTICS_VERSION, "examples_without_bos": True, "bos_id": tokenizer.bos_token_id}
         save_stats(stats, meta, scratch / "activations" / "stats.pt")
         results = scratch_results(source, scratch)
         run = workflow.PageRun(results, workflow.load_statistics(source, scratch, "activations"),

@@ -25,7 +25,7 @@ from neuroscope.ablation_report import Bootstrap, summarize
 from neuroscope.activations import batch_plan
 from neuroscope.data import check_vocabulary, document_lengths, load_tokenized
 from neuroscope.neuron_sets import NeuronSet, random_baselines, requested_sets
-from neuroscope.store import stats_path
+from neuroscope.store import checked_statistics, stats_path
 from wcos_casestudies.artifacts import PROJECT_TAG, find_artifact, load_artifact, save_artifact
 from wcos_casestudies.errors import UserError
 
@@ -96,21 +96,6 @@ class Evaluation:
     tokens: int  # real tokens of those rows
     means: torch.Tensor | None  # [layer neuron] dataset mean of a (from the statistics), or None
     stats_file: str  # the statistics the means come from ('' without)
-
-
-def checked_statistics(path: Path, model: str, dataset_dir: Path | None, hint: str = "") -> dict[str, Any]:
-    """Statistics of b_activations.py, refused when they belong to another model or dataset (None: any)."""
-    if not path.exists():
-        raise UserError(f"{path}: no statistics; run b_activations.py --save_to {path.parent.name} first{hint}")
-    stats = load_artifact(path)
-    meta = stats["meta"]
-    if meta.get("model") != model:
-        raise UserError(f"{path}: statistics of {meta.get('model')}, not of {model}; pass --model {meta.get('model')} "
-                        "or the statistics of this model (--save_to)")
-    if dataset_dir is not None and meta.get("dataset") != str(dataset_dir.resolve()):
-        raise UserError(f"{path}: statistics of the dataset {meta.get('dataset')}, not of {dataset_dir.resolve()}; "
-                        "the dataset means must come from the dataset evaluated")
-    return stats
 
 
 def load_evaluation(datadir: Path, dataset_name: str | None, stats_folder: str, model: str, mode: str,

@@ -107,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             folder, size = workflow.write_run_viewer(run, settings, args.batch_size)
         steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in settings.seconds.items())
         print(f"viewer of {len(run.neurons)} neurons: {folder / 'viewer.html'} ({size / 2**20:.1f} MiB; {steps})")
+        run.results.write_index()
     return 0
 
 
@@ -129,6 +130,7 @@ def copy_layers(args) -> int:
     with workflow.hold_viewer(run, args.viewer):
         size = extract_layers(source, run.folder / args.viewer, layers)
     print(f"viewer of layers {', '.join(map(str, layers))}: {run.folder / args.viewer / 'viewer.html'} ({size / 2**20:.1f} MiB)")
+    run.results.write_index()
     return 0
 
 

@@ -94,26 +94,48 @@ def check_numbers(args: argparse.Namespace) -> list[str]:
     return [parse_condition(word) for word in args.conditional] or list(CONDITIONS)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def ablate_and_report(args, tokenizer, evaluation, results, ablations, folder, meta, bootstrap, placement) -> None:
+    """Run the ablations not yet in `folder` (sharing one baseline), then write and print the table.
+
+    placement: (dtype, device) of the model."""
     from tqdm import tqdm
 
     from neuroscope.ablation_report import write_report
-    from neuroscope.ablation_run import (
-        AblationStore,
-        BootstrapSettings,
-        ablation_plan,
-        baseline_means,
-        choose_sets,
-        evaluation_meta,
-        load_evaluation,
-        run_ablations,
-    )
+    from neuroscope.ablation_run import AblationStore, baseline_means, run_ablations
+    from wcos_casestudies.models.loading import load_hf_model
+
+    dtype, device = placement
+    source = results.source
+    store = AblationStore(folder, meta, overwrite=args.overwrite)
+    print(f"model {source.name} [{source.provenance}]; {len(evaluation.rows)} documents, {evaluation.tokens:,} tokens; "
+          f"{len(ablations)} ablations -> {folder}")
+
+    def load_model():
+        model, _ = load_hf_model(source, dtype=dtype, device=device, tokenizer=tokenizer)
+        return model, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    started = time.perf_counter()
+    baseline = run_ablations(load_model, evaluation, ablations, store, device, bootstrap,
+                             progress=lambda total: tqdm(total=total, desc="ablation passes", unit="batch"),
+                             stop_after_sets=args.stop_after_sets)
+    seconds = time.perf_counter() - started
+    title = f"{source.name} on {evaluation.dataset_dir.name} ({evaluation.tokens:,} tokens)" + \
+        (", dequantised from a GGUF" if source.is_gguf else "")
+    frame = write_report(list(store.records.values()), baseline_means(baseline), folder / "ablation", title)
+    shown = frame[["set", "mode", "condition", "neurons", "loss_mean", "loss_median", "entropy_mean"]] if len(frame) else frame
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
+    print(f"{seconds:.1f} s -> {folder / 'ablation'}.csv/.md/.pdf/.png; all outputs: {results.write_index()}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from neuroscope.ablation_run import BootstrapSettings, ablation_plan, choose_sets, evaluation_meta, load_evaluation
     from wcos_casestudies.artifacts import package_versions
     from wcos_casestudies.cli import parse_device, parse_dtype, settings_from_args
     from wcos_casestudies.errors import UserError
+    from wcos_casestudies.locks import hold_lock
     from wcos_casestudies.models.arch import read_arch
-    from wcos_casestudies.models.loading import load_hf_model, load_tokenizer
+    from wcos_casestudies.models.loading import load_tokenizer
     from wcos_casestudies.models.sources import resolve_model
     from wcos_casestudies.results import ModelResults
 
@@ -136,25 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = {"model": source.name, "provenance": source.provenance, "gguf": source.is_gguf,
             **evaluation_meta(evaluation, args.batch_size, dtype, device, bootstrap), "classes_from": str(results.path),
             **{f"classes_{key}": value for key, value in results.settings.meta().items()}, "versions": package_versions()}
-    store = AblationStore(folder, meta, overwrite=args.overwrite)
-    print(f"model {source.name} [{source.provenance}]; {len(evaluation.rows)} documents, {evaluation.tokens:,} tokens; "
-          f"{len(ablations)} ablations -> {folder}")
-
-    def load_model():
-        model, _ = load_hf_model(source, dtype=dtype, device=device, tokenizer=tokenizer)
-        return model, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
-    started = time.perf_counter()
-    baseline = run_ablations(load_model, evaluation, ablations, store, device, bootstrap,
-                             progress=lambda total: tqdm(total=total, desc="ablation passes", unit="batch"),
-                             stop_after_sets=args.stop_after_sets)
-    seconds = time.perf_counter() - started
-    title = f"{source.name} on {evaluation.dataset_dir.name} ({evaluation.tokens:,} tokens)" + \
-        (", dequantised from a GGUF" if source.is_gguf else "")
-    frame = write_report(list(store.records.values()), baseline_means(baseline), folder / "ablation", title)
-    shown = frame[["set", "mode", "condition", "neurons", "loss_mean", "loss_median", "entropy_mean"]] if len(frame) else frame
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
-    print(f"{seconds:.1f} s -> {folder / 'ablation'}.csv/.md/.pdf/.png")
+    with hold_lock(folder):  # one run per output folder: a second one stops here, naming this one
+        ablate_and_report(args, tokenizer, evaluation, results, ablations, folder, meta, bootstrap, (dtype, device))
     return 0
 
 

@@ -35,9 +35,8 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from neuroscope.ablation_run import checked_statistics
     from neuroscope.frequency import class_frequencies, plot_frequencies
-    from neuroscope.store import stats_path
+    from neuroscope.store import checked_statistics, stats_path
     from wcos_casestudies.artifacts import write_table
     from wcos_casestudies.cli import settings_from_args
     from wcos_casestudies.errors import UserError
@@ -60,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_table(tables.signs.round(4), folder / "sign_frequencies", title=f"Sign combinations of (g, u) by IO class: {title}")
     plot_frequencies(tables, folder / "frequency", title)
     print(tables.gate_open.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"-> {folder}/frequency.csv/.md/.pdf/.png, sign_frequencies.csv/.md")
+    print(f"-> {folder}/frequency.csv/.md/.pdf/.png, sign_frequencies.csv/.md; all outputs: {results.write_index()}")
     return 0
 
 

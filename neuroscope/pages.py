@@ -159,8 +159,10 @@ def histogram_svg(histogram: Histogram) -> str:
                      f'fill="#7a8fb5"><title>{html.escape(label)}: {count}</title></rect>')
     for row, (index, label, stroke) in enumerate(histogram.marks):
         x = left + (index + 0.5) * bar
+        anchor, text_x = ("end", x - 3) if x > (left + width) / 2 else ("start", x + 3)  # the side with room
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{height}" stroke="{stroke}" stroke-width="1.5"/>'
-                     f'<text x="{min(x + 2, left + width - 90):.1f}" y="{10 + 11 * row}">{html.escape(label)}</text>')
+                     f'<text x="{text_x:.1f}" y="{10 + 11 * row}" text-anchor="{anchor}" stroke="#fff" stroke-width="3" '
+                     f'paint-order="stroke">{html.escape(label)}</text>')
     parts.append(f'<text x="0" y="{height + bottom - 4}">{html.escape(histogram.caption)}</text></svg>')
     return "".join(parts)
 

@@ -105,3 +105,18 @@ def load_stats(path: Path, expect: dict[str, Any] | None = None, remedy: str = S
     check_run(path, meta, expect or {}, remedy)
     check_shapes(path, data, meta)
     return (NeuronStats.from_state_dict(data) if current else None), meta, data
+
+
+def checked_statistics(path: Path, model: str, dataset_dir: Path | None, hint: str = "") -> dict[str, Any]:
+    """Statistics of b_activations.py, refused when they belong to another model or dataset (None: any)."""
+    if not path.exists():
+        raise UserError(f"{path}: no statistics; run b_activations.py --save_to {path.parent.name} first{hint}")
+    stats = load_artifact(path)
+    meta = stats["meta"]
+    if meta.get("model") != model:
+        raise UserError(f"{path}: statistics of {meta.get('model')}, not of {model}; pass --model {meta.get('model')} "
+                        "or the statistics of this model (--save_to)")
+    if dataset_dir is not None and meta.get("dataset") != str(dataset_dir.resolve()):
+        raise UserError(f"{path}: statistics of the dataset {meta.get('dataset')}, not of {dataset_dir.resolve()}; "
+                        "the dataset means must come from the dataset evaluated")
+    return stats

@@ -18,6 +18,7 @@ from neuroscope.neuron_sets import NeuronSet, parse_class, random_baselines, sam
 from wcos_casestudies.artifacts import load_artifact
 from wcos_casestudies.cli import run_main
 from wcos_casestudies.constants import CLASS_NAMES
+from wcos_casestudies.locks import hold_lock
 from wcos_casestudies.models.loading import load_hf_model, load_tokenizer
 from wcos_casestudies.models.sources import resolve_model
 from wcos_casestudies.results import ModelResults, Settings
@@ -305,6 +306,8 @@ def test_bad_inputs(setup, tiny_models, tmp_path, capsys):
     fails(["--classes", "depletion", "--conditional", "gate+lin+"], "unknown sign combination")
     fails(["--mode", "mean", "--dataset", "other"], "statistics of the dataset")
     fails([], "statistics of local/llama", model=tiny_models["mistral"])
+    with hold_lock(results_dir / "local" / "llama" / "ablation" / "data"):  # another run writes this folder now
+        fails(["--classes", "depletion"], "is being written by process")
 
 
 def test_roles_from_casestudies(setup, tmp_path, capsys):

@@ -11,12 +11,14 @@ from pathlib import Path
 from .artifacts import atomic_write_text
 
 INDEX_NAME = "index.html"
+VIEWER_NAME = "viewer.html"  # the whole-model viewer of neuroscope/viewer.py
+SKIPPED_FOLDERS = ("neuroscope", "tokens")  # shown in their own sections
 TABLE_ROWS_SHOWN = 60  # longer tables are linked, not shown
 ARTIFACT_SUFFIXES = (".pt", ".pickle", ".json", ".txt")
 PLOT_ORDER = ("fine", "coarse", "boxplot", "selected")  # the paper's order; other plots follow by name
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em auto;max-width:75em;color:#222;padding:0 1em}
-h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc}
+h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc} h3{font-size:1em}
 figure{margin:1em 0} figure img{max-width:100%;max-height:80vh;border:1px solid #eee} figcaption{font-size:.9em;color:#555}
 table{border-collapse:collapse;font-size:.8em;margin:.5em 0} td,th{padding:.1em .5em;border-bottom:1px solid #eee;text-align:right}
 details{margin:.5em 0} summary{cursor:pointer} .meta{color:#666;font-size:.9em}
@@ -29,17 +31,18 @@ def link(path: Path, folder: Path, text: str | None = None) -> str:
     return f'<a href="{html.escape(relative)}">{html.escape(text or relative)}</a>'
 
 
-def plots_html(folder: Path) -> str:
-    """Every PNG of the folder (and tokens/), shown, with its PDF linked."""
+def plots_html(folder: Path, root: Path | None = None) -> str:
+    """Every PNG of `folder`, shown, with its PDF linked; links relative to `root` (default: `folder`)."""
+    root = root or folder
     items = []
     def rank(png: Path) -> tuple[int, str]:
         return (PLOT_ORDER.index(png.stem) if png.stem in PLOT_ORDER else len(PLOT_ORDER), png.stem)
 
     for png in sorted(folder.glob("*.png"), key=rank):
         pdf = png.with_suffix(".pdf")
-        extra = f" · {link(pdf, folder, 'PDF')}" if pdf.exists() else ""
-        items.append(f'<figure><img src="{html.escape(png.name)}" alt="{html.escape(png.stem)}" loading="lazy">'
-                     f"<figcaption>{link(png, folder)}{extra}</figcaption></figure>")
+        extra = f" · {link(pdf, root, 'PDF')}" if pdf.exists() else ""
+        items.append(f'<figure><img src="{html.escape(png.relative_to(root).as_posix())}" alt="{html.escape(png.stem)}" '
+                     f'loading="lazy"><figcaption>{link(png, root)}{extra}</figcaption></figure>')
     return "".join(items)
 
 
@@ -57,14 +60,39 @@ def table_html(csv: Path, folder: Path) -> str:
 
 
 def tables_html(folder: Path) -> str:
-    """Every CSV table of the folder and of its `tokens/` and analysis sub-folders."""
-    csvs = sorted(folder.glob("*.csv")) + sorted(folder.glob("*/*.csv"))
-    return "".join(table_html(csv, folder) for csv in csvs if csv.parent.name != "neuroscope")
+    """Every CSV table of the folder and of its `tokens/` folder."""
+    csvs = sorted(folder.glob("*.csv")) + sorted((folder / "tokens").glob("*.csv"))
+    return "".join(table_html(csv, folder) for csv in csvs)
+
+
+def analysis_folders(folder: Path) -> list[Path]:
+    """Sub-folders (one or two levels down) with plots or tables of their own, e.g. `frequency/`,
+    `ablation/<dataset>/`; not the neuron pages, the token tables or the results of other settings."""
+    found = []
+    for sub in sorted({*folder.glob("*/"), *folder.glob("*/*/")}):
+        top = sub.relative_to(folder).parts[0]
+        if top in SKIPPED_FOLDERS or (folder / top / "data.pt").exists():
+            continue
+        if any(sub.glob("*.png")) or any(sub.glob("*.csv")):
+            found.append(sub)
+    return found
+
+
+def analyses_html(folder: Path) -> str:
+    """One sub-section per analysis folder: its plots shown, its tables shown or linked."""
+    parts = []
+    for sub in analysis_folders(folder):
+        tables = "".join(table_html(csv, folder) for csv in sorted(sub.glob("*.csv")))
+        files = [link(p, folder, p.name) for p in sorted(sub.iterdir()) if p.is_file() and p.suffix in ARTIFACT_SUFFIXES]
+        artifacts = f'<p class="meta">artifacts: {" · ".join(files)}</p>' if files else ""
+        parts.append(f"<h3>{html.escape(sub.relative_to(folder).as_posix())}/</h3>{plots_html(sub, folder)}{tables}{artifacts}")
+    return "".join(parts)
 
 
 def pages_html(folder: Path) -> str:
-    """Neuron pages and viewers: every index.html one or two levels down."""
-    pages = sorted(p for p in (*folder.glob(f"*/{INDEX_NAME}"), *folder.glob("*/*/" + INDEX_NAME))
+    """Neuron pages (every neuroscope index.html) and whole-model viewers (every viewer.html)."""
+    pages = sorted(p for p in (*folder.glob(f"*/{INDEX_NAME}"), *folder.glob("*/*/" + INDEX_NAME),
+                               *folder.glob(f"*/*/{VIEWER_NAME}"))
                    if "neuroscope" in p.parts or "viewer" in p.parts)
     return "<ul>" + "".join(f"<li>{link(p, folder)}</li>" for p in pages) + "</ul>" if pages else ""
 
@@ -81,7 +109,8 @@ def others_html(folder: Path) -> str:
 def write_results_index(folder: Path, title: str) -> Path:
     """Write `folder/index.html` from what the folder holds now; returns its path."""
     folder = Path(folder)
-    sections = [("Plots", plots_html(folder)), ("Tables", tables_html(folder)), ("Neuron pages", pages_html(folder)),
+    sections = [("Plots", plots_html(folder)), ("Tables", tables_html(folder)), ("Neuron pages and viewers", pages_html(folder)),
+                ("Beyond the paper: activation frequency and ablations", analyses_html(folder)),
                 ("Artifacts and other settings", others_html(folder))]
     body = "".join(f"<h2>{name}</h2>{content}" for name, content in sections if content)
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'

@@ -286,7 +286,9 @@ var neuroscope = (function () {
     marks.forEach(function (m) {
       var x = left + (m.bin + 0.5) * bar;
       box.appendChild(svg("line", {x1: x, x2: x, y1: 0, y2: height, stroke: m.colour, "stroke-width": 1.5}));
-      var label = svg("text", {x: Math.min(x + 2, width - 60), y: 10 + 11 * (m.row || 0)});
+      var right = x > width / 2;  // the label on the side with room, with a white halo over the bars
+      var label = svg("text", {x: right ? x - 3 : x + 3, y: 10 + 11 * (m.row || 0), "text-anchor": right ? "end" : "start",
+        stroke: "#fff", "stroke-width": 3, "paint-order": "stroke"});
       label.textContent = m.label;
       box.appendChild(label);
     });
