@@ -7,7 +7,7 @@ conditional ablation of the depletion class, and a whole run of several sets sha
 ratios to the bare forward pass.
 
   python benchmarks/bench_ablation.py                      # embedded SmolLM2 on the embedded text, CPU
-  python benchmarks/bench_ablation.py --device cuda --Mtokens 0.2
+  python benchmarks/bench_ablation.py --device cuda --mtokens 0.2
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def load_inputs(args: argparse.Namespace, device: torch.device, dtype: torch.dty
     categories = ModelResults(source, Settings()).categories()
     dataset, _ = build_dataset(load_texts("pydoc"), tokenizer, None, max_length=1024)
     ids = dataset["input_ids"]
-    rows = evaluation_rows([len(r) for r in ids], args.Mtokens)
+    rows = evaluation_rows([len(r) for r in ids], args.mtokens)
     data = Rows([ids[r] for r in rows])
     plan = batch_plan([len(r) for r in data.ids], args.batch_size)
     return model, tokenizer.pad_token_id or 0, class_set(categories, parse_class(args.set)), data, plan
@@ -108,7 +108,7 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on CPU")
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--Mtokens", type=float, default=0.004, help="tokens timed (millions)")
+    parser.add_argument("--mtokens", "--Mtokens", type=float, default=0.004, help="tokens timed (millions)")
     parser.add_argument("--set", default="depletion", help="the IO class ablated")
     parser.add_argument("--shared_sets", type=int, default=3, help="sets in the shared-baseline run")
     parser.add_argument("--repeats", type=int, default=2, help="timings of each run (interleaved; the best counts)")

@@ -1,4 +1,4 @@
-"""Tokens per second of a_dataset.py on about 20M tokens' worth of local text (the paper's --Mtokens 20).
+"""Tokens per second of a_dataset.py on about 20M tokens' worth of local text (the paper's --mtokens 20).
 
 Makes a JSON-lines file of documents built from Python's documentation topics (each document 1 to 8 topics
 joined, shuffled, so that no two are alike and lengths vary like web text), then times a_dataset.py end to end
@@ -84,7 +84,7 @@ def time_builds(corpus: Path, mtokens: float, datadir: Path, num_proc: int) -> l
     for streaming in (False, True):
         for procs in sorted({1, num_proc}):
             argv = ["--datadir", str(datadir), "--save_to", "bench", "--overwrite", "--dataset", str(corpus),
-                    "--Mtokens", f"{mtokens:g}", "--num_proc", str(procs)] + (["--streaming"] if streaming else [])
+                    "--mtokens", f"{mtokens:g}", "--num_proc", str(procs)] + (["--streaming"] if streaming else [])
             seconds, meta = time_script(argv)
             label = "--streaming (buffered shuffle)" if streaming else "default: seed's selection"
             rows.append((label, procs, seconds, meta["tokens"]))
