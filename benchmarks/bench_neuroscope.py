@@ -14,7 +14,9 @@ import argparse
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -44,6 +46,107 @@ def random_olmo(shape: str, device: torch.device, dtype: torch.dtype):
     return model.eval()
 
 
+class Rows:
+    """The slice of the datasets API that run_pass uses, over in-memory token rows."""
+
+    def __init__(self, rows: dict[str, list[list[int]]]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows["input_ids"])
+
+    def __getitem__(self, index):
+        return {key: [values[i] for i in index] for key, values in self.rows.items()}
+
+
+@dataclass
+class Workload:
+    """A model and its documents: what the three timings run over."""
+
+    model: Any
+    data: Rows
+    label: str
+    pad_id: int
+    bos_id: int | None  # the pass leaves a document's first token out of the examples when it is this one
+
+
+def random_workload(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> Workload:
+    """A random-weight model of the chosen shapes, random documents of --seq_len tokens that start with token 0."""
+    model = random_olmo(args.random, device, dtype)
+    n_docs = args.batch_size * (args.batches + 1)
+    ids = torch.randint(0, model.config.vocab_size, (n_docs, args.seq_len), generator=torch.Generator().manual_seed(0))
+    ids[:, 0] = 0  # a BOS, so that the pass takes its default path
+    rows = {"input_ids": ids.tolist(), "attention_mask": [[1] * args.seq_len] * n_docs}
+    label = f"{args.random} shapes ({SHAPES[args.random][2]} x {SHAPES[args.random][1]} neurons), random {dtype}"
+    return Workload(model, Rows(rows), label.replace("torch.", ""), pad_id=1, bos_id=0)
+
+
+def embedded_workload(device: torch.device, dtype: torch.dtype) -> Workload:
+    """The embedded SmolLM2 on the embedded pydoc text."""
+    from neuroscope.data import build_dataset, load_texts
+    from wcos_casestudies.models.loading import load_hf_model
+    from wcos_casestudies.models.sources import resolve_model
+
+    model, tokenizer = load_hf_model(resolve_model("smollm2-135m"), dtype=dtype, device=device)
+    dataset, _ = build_dataset(load_texts("pydoc"), tokenizer, None, max_length=1024)
+    rows = {"input_ids": dataset["input_ids"], "attention_mask": dataset["attention_mask"]}
+    label = f"SmolLM2-135M (embedded), pydoc text, {dtype}".replace("torch.", "")
+    return Workload(model, Rows(rows), label, tokenizer.pad_token_id or 0, tokenizer.bos_token_id)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_seconds(work: Workload, plan, timed: range, device: torch.device, decoder_only: bool) -> float:
+    """The model's own forward pass (or its decoder alone) over the timed batches, after one warm-up batch."""
+    with torch.inference_mode():
+        for b in [0, *timed]:
+            if b == timed.start:
+                sync(device)
+                started = time.perf_counter()
+            batch = work.data[plan[b]]
+            ids, mask = pad_batch(batch["input_ids"], batch["attention_mask"], work.pad_id, device)
+            (work.model.model if decoder_only else work.model)(input_ids=ids, attention_mask=mask, use_cache=False)
+        sync(device)
+    return time.perf_counter() - started
+
+
+def pass_seconds(work: Workload, plan, timed: range, device: torch.device, k: int) -> tuple[float, float]:
+    """The activation pass over the timed batches (after one warm-up batch); also the statistics' MiB."""
+    n_layers, d_mlp = work.model.config.num_hidden_layers, work.model.config.intermediate_size
+    run_pass(work.model, work.data, NeuronStats.empty(n_layers, d_mlp, k, device), plan, range(0, 1), work.pad_id, device,
+             bos_id=work.bos_id)
+    stats = NeuronStats.empty(n_layers, d_mlp, k, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    sync(device)
+    started = time.perf_counter()
+    run_pass(work.model, work.data, stats, plan, timed, work.pad_id, device, bos_id=work.bos_id)
+    sync(device)
+    stats_bytes = sum(t.numel() * t.element_size() for t in stats.state_dict().values())
+    return time.perf_counter() - started, stats_bytes / 2**20
+
+
+def report(label: str, device: torch.device, batch_size: int, n_batches: int, n_tokens: int,
+           seconds: dict[str, float], stats_mib: float) -> None:
+    """The Markdown table, the statistics' memory and the projection to the paper's tokens."""
+    peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    full_s, decoder_s = seconds["bare forward, logits, no hooks"], seconds["bare decoder, no hooks"]
+    print(f"\n{label}; {name}; batch {batch_size}; {n_batches} batches, {n_tokens:,} tokens timed\n")
+    print("| run | tokens/s | ratio to bare forward (with logits) | ratio to bare decoder |")
+    print("|---|---|---|---|")
+    for run, s in seconds.items():
+        print(f"| {run} | {n_tokens / s:,.0f} | {full_s / s:.2f} | {decoder_s / s:.2f} |")
+    print(f"\nstatistics on the device: {stats_mib:.1f} MiB (layers x neurons x k, independent of the number of tokens); "
+          f"peak {'GPU memory allocated' if device.type == 'cuda' else 'process RSS'}: {peak:.2f} GiB")
+    pass_s = seconds["activation pass (hooks + statistics)"]
+    print(f"projected time for the paper's {PAPER_TOKENS:,} tokens at this rate: {PAPER_TOKENS / (n_tokens / pass_s) / 60:.1f} min")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--random", choices=list(SHAPES), default=None, help="random-weight model of these shapes (random tokens)")
@@ -56,85 +159,15 @@ def main() -> int:
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
-
-    if args.random:
-        model = random_olmo(args.random, device, dtype)
-        gen = torch.Generator().manual_seed(0)
-        n_docs = args.batch_size * (args.batches + 1)
-        ids = torch.randint(0, model.config.vocab_size, (n_docs, args.seq_len), generator=gen)
-        bos_id = 0  # every document starts with it, so that the pass leaves position 0 out of the examples, as by default
-        ids[:, 0] = bos_id
-        ids = ids.tolist()
-        rows = {"input_ids": ids, "attention_mask": [[1] * args.seq_len] * n_docs}
-        label = f"{args.random} shapes ({SHAPES[args.random][2]} x {SHAPES[args.random][1]} neurons), random {dtype}".replace("torch.", "")
-        pad_id = 1
-    else:
-        from neuroscope.data import build_dataset, load_texts
-        from wcos_casestudies.models.loading import load_hf_model
-        from wcos_casestudies.models.sources import resolve_model
-
-        model, tokenizer = load_hf_model(resolve_model("smollm2-135m"), dtype=dtype, device=device)
-        dataset, _ = build_dataset(load_texts("pydoc"), tokenizer, None, max_length=1024)
-        rows = {"input_ids": dataset["input_ids"], "attention_mask": dataset["attention_mask"]}
-        label = f"SmolLM2-135M (embedded), pydoc text, {dtype}".replace("torch.", "")
-        pad_id = tokenizer.pad_token_id or 0
-        bos_id = tokenizer.bos_token_id  # b_activations.py's default: BOS is no example
-
-    class Rows:  # the slice of the datasets API that run_pass uses
-        def __len__(self):
-            return len(rows["input_ids"])
-
-        def __getitem__(self, index):
-            return {key: [values[i] for i in index] for key, values in rows.items()}
-
-    data = Rows()
-    plan = batch_plan([sum(m) for m in rows["attention_mask"]], args.batch_size)
+    work = random_workload(args, device, dtype) if args.random else embedded_workload(device, dtype)
+    masks = work.data.rows["attention_mask"]
+    plan = batch_plan([sum(m) for m in masks], args.batch_size)
     timed = range(1, min(len(plan), args.batches + 1))
-    n_tokens = sum(len(plan[b]) and sum(sum(rows["attention_mask"][i]) for i in plan[b]) for b in timed)
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    def bare(decoder_only: bool) -> float:
-        with torch.inference_mode():
-            for b in [0, *timed]:
-                if b == timed.start:
-                    sync()
-                    started = time.perf_counter()
-                batch = data[plan[b]]
-                ids, mask = pad_batch(batch["input_ids"], batch["attention_mask"], pad_id, device)
-                (model.model if decoder_only else model)(input_ids=ids, attention_mask=mask, use_cache=False)
-            sync()
-        return time.perf_counter() - started
-
-    def ours() -> tuple[float, float]:
-        n_layers, d_mlp = model.config.num_hidden_layers, model.config.intermediate_size
-        run_pass(model, data, NeuronStats.empty(n_layers, d_mlp, args.k, device), plan, range(0, 1), pad_id, device, bos_id=bos_id)
-        stats = NeuronStats.empty(n_layers, d_mlp, args.k, device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        sync()
-        started = time.perf_counter()
-        run_pass(model, data, stats, plan, timed, pad_id, device, bos_id=bos_id)
-        sync()
-        stats_bytes = sum(t.numel() * t.element_size() for t in stats.state_dict().values())
-        return time.perf_counter() - started, stats_bytes / 2**20
-
-    full_s, decoder_s = bare(False), bare(True)
-    pass_s, stats_mib = ours()
-    peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"\n{label}; {name}; batch {args.batch_size}; {len(timed)} batches, {n_tokens:,} tokens timed\n")
-    print("| run | tokens/s | ratio to bare forward (with logits) | ratio to bare decoder |")
-    print("|---|---|---|---|")
-    for run, seconds in (("bare forward, logits, no hooks", full_s), ("bare decoder, no hooks", decoder_s),
-                         ("activation pass (hooks + statistics)", pass_s)):
-        print(f"| {run} | {n_tokens / seconds:,.0f} | {full_s / seconds:.2f} | {decoder_s / seconds:.2f} |")
-    print(f"\nstatistics on the device: {stats_mib:.1f} MiB (layers x neurons x k, independent of the number of tokens); "
-          f"peak {'GPU memory allocated' if device.type == 'cuda' else 'process RSS'}: {peak:.2f} GiB")
-    print(f"projected time for the paper's {PAPER_TOKENS:,} tokens at this rate: {PAPER_TOKENS / (n_tokens / pass_s) / 60:.1f} min")
+    n_tokens = sum(sum(masks[i]) for b in timed for i in plan[b])
+    seconds = {"bare forward, logits, no hooks": bare_seconds(work, plan, timed, device, decoder_only=False),
+               "bare decoder, no hooks": bare_seconds(work, plan, timed, device, decoder_only=True)}
+    seconds["activation pass (hooks + statistics)"], stats_mib = pass_seconds(work, plan, timed, device, args.k)
+    report(work.label, device, args.batch_size, len(timed), n_tokens, seconds, stats_mib)
     return 0
 
 
