@@ -74,6 +74,7 @@ def test_figures(tiny_models, tmp_path, capsys):
     argv = ["--model", str(tiny_models["qwen2"]), "--results_dir", str(tmp_path)]
     assert run_main(selected_plot.main, argv) == 0
     assert (tmp_path / "local/qwen2/selected.pdf").exists()
+    assert 'src="selected.png"' in (tmp_path / "local/qwen2/index.html").read_text()  # the index shows the new plot
     assert "layers 0 1" in capsys.readouterr().out
     assert run_main(selected_plot.main, argv + ["--layers", "0", "2"]) == 2
     assert "--layers 2" in capsys.readouterr().err

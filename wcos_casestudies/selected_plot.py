@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = plot_fine(results.cosines(), results.folder / "selected", source.name, layers=layers, ncols=len(layers),
                       baseline=random_cosine_interval(arch.d_model), threshold=settings.threshold,
                       random_regions=results.random_regions(), provenance=results.provenance)
-    print(f"plot: {paths[0]} (.png), layers {' '.join(map(str, layers))}")
+    print(f"plot: {paths[0]} (.png), layers {' '.join(map(str, layers))}; all outputs: {results.write_index()}")
     return 0
 
 
