@@ -140,15 +140,15 @@ class AblationStore:
         self.folder, self.meta = Path(folder), {"project": PROJECT_TAG, **meta}
         self.baseline_path, self.sets_path = self.folder / "baseline.pt", self.folder / "sets.pt"
         self.records: dict[str, dict[str, Any]] = {}
-        self.reuse_baseline = False
+        self.stored_baseline: dict[str, Any] | None = None
         if overwrite:
             return
-        for path in (self.baseline_path, self.sets_path):
-            if path.exists():
-                self._check(path, load_artifact(path)["meta"])
-        self.reuse_baseline = self.baseline_path.exists()
-        if self.sets_path.exists():
-            self.records = load_artifact(self.sets_path)["sets"]
+        stored = {path: load_artifact(path) for path in (self.baseline_path, self.sets_path) if path.exists()}
+        for path, data in stored.items():
+            self._check(path, data["meta"])
+        self.stored_baseline = stored.get(self.baseline_path)  # loaded once: kept for load_baseline
+        if self.sets_path in stored:
+            self.records = stored[self.sets_path]["sets"]
 
     def _check(self, path: Path, stored: dict[str, Any]) -> None:
         for key in RUN_KEYS:
@@ -157,10 +157,8 @@ class AblationStore:
                                 "use the same settings, another --results_dir, or --overwrite to start this folder again")
 
     def load_baseline(self) -> TokenMetrics | None:
-        if not self.reuse_baseline:
-            return None
-        data = load_artifact(self.baseline_path)
-        return TokenMetrics(data["values"], data["documents"])
+        data = self.stored_baseline
+        return None if data is None else TokenMetrics(data["values"], data["documents"])
 
     def save_baseline(self, baseline: TokenMetrics) -> None:
         save_artifact({"meta": self.meta, "values": baseline.values, "documents": baseline.documents}, self.baseline_path)

@@ -126,8 +126,7 @@ def plan_pass(args: argparse.Namespace) -> PassPlan:
     dtype = parse_dtype(args.dtype, device)
     source = resolve_model(args.model)
     arch = read_arch(source)
-    if not arch.gated:
-        raise UserError(f"{source.name} is not a gated model: the pass records gate and linear pre-activations")
+    arch.require_gated(source.name, "the pass records gate and linear pre-activations")
     dataset, data_meta = load_tokenized(args.datadir / args.dataset)
     tokenizer = load_tokenizer(source)
     check_vocabulary(data_meta, len(tokenizer), arch.vocab_size, source.argument)

@@ -132,7 +132,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from neuroscope.ablation_run import BootstrapSettings, ablation_plan, choose_sets, evaluation_meta, load_evaluation
     from wcos_casestudies.artifacts import package_versions
     from wcos_casestudies.cli import parse_device, parse_dtype, settings_from_args
-    from wcos_casestudies.errors import UserError
     from wcos_casestudies.locks import hold_lock
     from wcos_casestudies.models.arch import read_arch
     from wcos_casestudies.models.loading import load_tokenizer
@@ -145,8 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dtype = parse_dtype(args.dtype, device)
     source = resolve_model(args.model)
     arch = read_arch(source)
-    if not arch.gated:
-        raise UserError(f"{source.name} is not a gated model: the IO classes and the ablations need gates")
+    arch.require_gated(source.name, "the IO classes and the ablations need gates")
     tokenizer = load_tokenizer(source)
     evaluation = load_evaluation(args.datadir, args.dataset, args.activations, source.name, args.mode, args.mtokens,
                                  args.batch_size, (len(tokenizer), arch.vocab_size))

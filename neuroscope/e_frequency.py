@@ -17,16 +17,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from wcos_casestudies.cli import add_datadir, add_model, add_results_dir, add_weight_settings, make_parser, positive_int, run_main
-from wcos_casestudies.constants import DEFAULT_ACTIVATIONS
+from wcos_casestudies.cli import (
+    add_activations,
+    add_datadir,
+    add_model,
+    add_results_dir,
+    add_weight_settings,
+    make_parser,
+    positive_int,
+    run_main,
+)
 
 
 def build_parser():
     parser = make_parser(__doc__)
     add_model(parser)
     add_datadir(parser)
-    parser.add_argument("--activations", default=DEFAULT_ACTIVATIONS,
-                        help="statistics folder inside --datadir (input; what b_activations.py --save_to wrote)")
+    add_activations(parser, dataset=False)
     add_results_dir(parser)
     parser.add_argument("--random_seeds", type=positive_int, default=10, help="same-layer random sets per class")
     add_weight_settings(parser)

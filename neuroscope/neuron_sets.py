@@ -41,21 +41,10 @@ class NeuronSet:
         """layer -> the set's neuron indices in that layer ([k_layer] int64), for the layers it touches."""
         return {int(layer): self.neurons[self.neurons[:, 0] == layer, 1] for layer in self.neurons[:, 0].unique()}
 
-    def mask(self, n_layers: int, d_mlp: int) -> torch.Tensor:
-        """The set as a [layer neuron] bool mask."""
-        mask = torch.zeros(n_layers, d_mlp, dtype=torch.bool)
-        mask[self.neurons[:, 0], self.neurons[:, 1]] = True
-        return mask
-
-
-def class_option_names() -> list[str]:
-    """The IO class names as command-line words: spaces become underscores (`conditional_depletion`)."""
-    return list(CLASS_WORDS)
-
 
 def parse_class(word: str) -> int:
     """The class code of a command-line class name (spaces or underscores), else a UserError listing them all."""
-    names = class_option_names()
+    names = list(CLASS_WORDS)  # the class names as command-line words (`conditional_depletion`)
     normalised = word.strip().lower().replace(" ", "_").replace("-", "_")
     if normalised not in names:
         raise UserError(f"unknown IO class {word!r}; valid classes: {', '.join(names)}")

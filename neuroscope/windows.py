@@ -18,7 +18,7 @@ import torch
 from neuroscope.activations import batch_plan, mlp_hooks, pad_batch, run_model
 from neuroscope.recompute import LIST_KINDS, RecomputeMismatch, stored_lists, tolerance
 
-HASH_BASE = 1_000_003  # odd: the window hashes of `window_hashes` are polynomials in it modulo 2^64
+HASH_BASE = 1_000_003  # odd: the window hashes of `WindowHasher` are polynomials in it modulo 2^64
 
 
 @dataclass

@@ -112,12 +112,14 @@ def add_datadir(parser: argparse.ArgumentParser) -> None:
                         help="folder that holds the tokenized datasets and the activation statistics")
 
 
-def add_activations(parser: argparse.ArgumentParser) -> None:
-    """`--activations`: the statistics of the activation pass (an input: `b_activations.py --save_to`)."""
+def add_activations(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
+    """`--activations`: the statistics of the activation pass (an input: `b_activations.py --save_to`); with
+    `dataset`, also `--dataset`, the tokenized dataset to read instead of the statistics' own."""
     parser.add_argument("--activations", type=plain_name, default=DEFAULT_ACTIVATIONS,
                         help="statistics folder inside --datadir (input; what b_activations.py --save_to wrote)")
-    parser.add_argument("--dataset", type=plain_name, default=None,
-                        help="tokenized dataset inside --datadir (input; default: the one the statistics were made on)")
+    if dataset:
+        parser.add_argument("--dataset", type=plain_name, default=None,
+                            help="tokenized dataset inside --datadir (input; default: the one the statistics were made on)")
 
 
 def add_neurons(parser: argparse.ArgumentParser) -> None:

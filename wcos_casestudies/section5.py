@@ -49,8 +49,8 @@ def run_model(source: ModelSource, args: argparse.Namespace, settings: Settings,
     """Everything the flags of `main.py` ask for, for one model."""
     arch = read_arch(source)
     needs_gate = args.plot_fine or args.plot_quartiles or args.refactor_glu
-    if needs_gate and not arch.gated:
-        raise UserError(f"{source.name} is not a gated model (no w_gate): --plot_fine, --plot_quartiles and --refactor_glu need gates")
+    if needs_gate:
+        arch.require_gated(source.name, "--plot_fine, --plot_quartiles and --refactor_glu need gates")
     results = ModelResults(source, settings, root=args.results_dir, fmt=args.format, overwrite=args.overwrite,
                            loader=args.loader, device=device)
     check_output_location(results.folder, "--results_dir")

@@ -55,8 +55,7 @@ def check_inputs(source, options: RoleOptions) -> None:
     from .models.arch import read_arch
 
     arch = read_arch(source)
-    if not arch.gated:
-        raise UserError(f"{source.name} has no gate weights: prediction and suppression neurons need gatelin")
+    arch.require_gated(source.name, "prediction and suppression neurons need gatelin")
     total = arch.n_layers * arch.d_mlp
     if options.n_partition is not None and not 0 < options.n_partition <= total:
         raise UserError(f"--n_partition {options.n_partition}: must be between 1 and the model's {total} neurons")

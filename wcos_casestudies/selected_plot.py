@@ -53,8 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_output_location(args.results_dir, "--results_dir")
     source = resolve_model(args.model)
     arch = read_arch(source)
-    if not arch.gated:
-        raise UserError(f"{source.name} is not a gated model: the plot needs w_gate")
+    arch.require_gated(source.name, "the plot needs w_gate")
     layers = args.layers if args.layers is not None else default_layers(source.name, arch.n_layers)
     bad = [layer for layer in layers if not 0 <= layer < arch.n_layers]
     if bad:

@@ -26,6 +26,11 @@ class ArchInfo:
     act: str
     gated: bool
 
+    def require_gated(self, model: str, needed_for: str) -> None:
+        """Refuse a model without gates (UserError naming what needs them)."""
+        if not self.gated:
+            raise UserError(f"{model} is not a gated model (no w_gate): {needed_for}")
+
     @property
     def glu(self) -> str:
         """SwiGLU, GeGLU or none (non-gated)."""
