@@ -117,7 +117,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     from neuroscope import workflow
     from neuroscope.data import build_dataset, load_texts, save_dataset
-    from neuroscope.store import save_stats
+    from neuroscope.store import load_statistics, save_stats
     from wcos_casestudies.models.loading import load_hf_model
     from wcos_casestudies.models.sources import resolve_model
 
@@ -135,7 +135,7 @@ def main() -> int:
                 "statistics_version": STATISTICS_VERSION, "examples_without_bos": True, "bos_id": tokenizer.bos_token_id}
         save_stats(stats, meta, scratch / "activations" / "stats.pt")
         results = scratch_results(source, scratch)
-        run = workflow.PageRun(results, workflow.load_statistics(source, scratch, "activations"),
+        run = workflow.PageRun(results, load_statistics(source, scratch, "activations"),
                                [(layer, n) for layer in range(stats.keys.shape[0]) for n in range(stats.keys.shape[1])],
                                None, torch.device("cpu"))
         settings = workflow.ViewerSettings("viewer", 16, 21, (40, 12), 20, 10)

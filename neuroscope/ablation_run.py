@@ -25,9 +25,10 @@ from neuroscope.ablation_report import Bootstrap, summarize
 from neuroscope.activations import batch_plan
 from neuroscope.data import check_vocabulary, document_lengths, load_tokenized
 from neuroscope.neuron_sets import NeuronSet, random_baselines, requested_sets
-from neuroscope.store import checked_statistics, stats_path
+from neuroscope.store import load_statistics, stats_path
 from wcos_casestudies.artifacts import PROJECT_TAG, find_artifact, load_artifact, save_artifact
 from wcos_casestudies.errors import UserError
+from wcos_casestudies.models.sources import ModelSource
 
 # settings that must agree between the files of an output folder and the run that continues it
 RUN_KEYS = ("model", "gguf", "dataset", "documents", "tokens", "batch_size", "dtype", "device",
@@ -98,7 +99,7 @@ class Evaluation:
     stats_file: str  # the statistics the means come from ('' without)
 
 
-def load_evaluation(datadir: Path, dataset_name: str | None, stats_folder: str, model: str, mode: str,
+def load_evaluation(datadir: Path, dataset_name: str | None, stats_folder: str, source: ModelSource, mode: str,
                     mtokens: float | None, batch_size: int, vocab: tuple[int, int]) -> Evaluation:
     """The dataset (default: the one of the statistics), its checked statistics when needed, the rows and batches.
 
@@ -109,10 +110,13 @@ def load_evaluation(datadir: Path, dataset_name: str | None, stats_folder: str, 
     dataset_dir = datadir / dataset_name if dataset_name else None
     path = stats_path(datadir / stats_folder)
     hint = " (mean ablation and the default --dataset need them; zero ablation can name --dataset instead)"
-    stats = checked_statistics(path, model, dataset_dir, hint) if mode == "mean" or dataset_dir is None else None
+    stats = load_statistics(source, datadir, stats_folder, hint) if mode == "mean" or dataset_dir is None else None
+    if stats is not None and dataset_dir is not None and stats["meta"].get("dataset") != str(dataset_dir.resolve()):
+        raise UserError(f"{path}: statistics of the dataset {stats['meta'].get('dataset')}, not of {dataset_dir.resolve()}; "
+                        "the dataset means must come from the dataset evaluated")
     dataset_dir = dataset_dir or Path(stats["meta"]["dataset"])
     dataset, data_meta = load_tokenized(dataset_dir)
-    check_vocabulary(data_meta, *vocab, model)
+    check_vocabulary(data_meta, *vocab, source.name)
     if stats is not None and stats["meta"].get("documents") != len(dataset):
         raise UserError(f"{path}: statistics of {stats['meta'].get('documents')} documents, but {dataset_dir} has "
                         f"{len(dataset)}; the dataset changed since b_activations.py ran")

@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arch = read_arch(source)
     arch.require_gated(source.name, "the IO classes and the ablations need gates")
     tokenizer = load_tokenizer(source)
-    evaluation = load_evaluation(args.datadir, args.dataset, args.activations, source.name, args.mode, args.mtokens,
+    evaluation = load_evaluation(args.datadir, args.dataset, args.activations, source, args.mode, args.mtokens,
                                  args.batch_size, (len(tokenizer), arch.vocab_size))
     results = ModelResults(source, settings, root=args.results_dir, loader=args.loader, device=device)
     sets = choose_sets(results.categories(), args.classes, args.roles, results.folder, args.sample_size, args.seed)

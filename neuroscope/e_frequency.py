@@ -43,7 +43,7 @@ def build_parser():
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from neuroscope.frequency import class_frequencies, plot_frequencies
-    from neuroscope.store import checked_statistics, stats_path
+    from neuroscope.store import load_statistics
     from wcos_casestudies.artifacts import write_table
     from wcos_casestudies.cli import settings_from_args
     from wcos_casestudies.errors import UserError
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = settings_from_args(args)
     source = resolve_model(args.model)
-    stats = checked_statistics(stats_path(args.datadir / args.activations), source.name, None)
+    stats = load_statistics(source, args.datadir, args.activations)
     results = ModelResults(source, settings, root=args.results_dir, loader=args.loader)
     categories = results.categories()
     if tuple(categories.shape) != tuple(stats["gate_open"].shape):

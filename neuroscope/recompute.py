@@ -14,10 +14,9 @@ import torch
 
 from neuroscope.activations import COMBINATION_SIGNS, SIGN_COMBINATIONS, batch_plan, mlp_hooks, pad_batch, run_model
 from neuroscope.data import load_tokenized
-from neuroscope.store import load_stats, mismatch, stats_path
 from wcos_casestudies.artifacts import PROJECT_TAG, load_artifact, save_artifact
 from wcos_casestudies.errors import UserError
-from wcos_casestudies.fingerprint import short, weights_fingerprint
+from wcos_casestudies.fingerprint import short
 from wcos_casestudies.models.arch import read_arch
 from wcos_casestudies.models.loading import load_hf_model
 from wcos_casestudies.models.sources import ModelSource
@@ -166,29 +165,6 @@ class Inputs:
     stats: dict[str, Any]
     pad_id: int
     device: torch.device
-
-
-def model_argument(meta: dict[str, Any]) -> str:
-    """The --model value that reaches the model of statistics again (a local model's path, not its name)."""
-    name = str(meta.get("model"))
-    if name.startswith(("local/", "gguf/")):
-        return str(meta.get("model_path", "<the --model that b_activations.py ran with>"))
-    return name
-
-
-def load_statistics(source: ModelSource, datadir: Path, activations: str) -> dict[str, Any]:
-    """The statistics file of `b_activations.py --save_to ACTIVATIONS`, checked to be of this model and its weights."""
-    path = stats_path(datadir / activations)
-    if not path.exists():
-        raise UserError(f"{path}: no statistics; run b_activations.py --datadir {datadir} --save_to {activations} first")
-    remedy = f"run b_activations.py --datadir {datadir} --save_to {activations} --overwrite"
-    _, meta, stats = load_stats(path, remedy=remedy, allow_old=True)
-    if meta.get("model") != source.name:
-        raise UserError(f"{path}: statistics of {meta.get('model')}, not of {source.name}; pass --model {model_argument(meta)}")
-    stored, current = meta.get("weights_fingerprint"), weights_fingerprint(source.path)
-    if stored is not None and stored != current:  # statistics of an older version carry none: recomputation checks them
-        raise UserError(f"{path}: the statistics {mismatch('weights_fingerprint', stored, current)}; {remedy}")
-    return stats
 
 
 def checked_dataset(stats: dict[str, Any], dataset_dir: Path | None) -> tuple[Any, Path]:

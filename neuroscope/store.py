@@ -13,7 +13,8 @@ from typing import Any
 from neuroscope.activations import SIGN_COMBINATIONS, STATISTICS_VERSION, NeuronStats, histogram_bins
 from wcos_casestudies.artifacts import PROJECT_TAG, load_artifact, save_artifact
 from wcos_casestudies.errors import UserError
-from wcos_casestudies.fingerprint import short
+from wcos_casestudies.fingerprint import short, weights_fingerprint
+from wcos_casestudies.models.sources import ModelSource
 
 STATS_KIND = "activation_statistics"  # meta["kind"] of every statistics file
 STATS_KEYS = NeuronStats.STATE_KEYS  # the tensors of a statistics file
@@ -107,16 +108,25 @@ def load_stats(path: Path, expect: dict[str, Any] | None = None, remedy: str = S
     return (NeuronStats.from_state_dict(data) if current else None), meta, data
 
 
-def checked_statistics(path: Path, model: str, dataset_dir: Path | None, hint: str = "") -> dict[str, Any]:
-    """Statistics of b_activations.py, refused when they belong to another model or dataset (None: any)."""
+def model_argument(meta: dict[str, Any]) -> str:
+    """The --model value that reaches the model of statistics again (a local model's path, not its name)."""
+    name = str(meta.get("model"))
+    if name.startswith(("local/", "gguf/")):
+        return str(meta.get("model_path", "<the --model that b_activations.py ran with>"))
+    return name
+
+
+def load_statistics(source: ModelSource, datadir: Path, activations: str, hint: str = "") -> dict[str, Any]:
+    """The statistics file of `b_activations.py --save_to ACTIVATIONS`, checked to be of this model and its weights
+    (`hint`: why the script needs them, for the message when they are missing)."""
+    path = stats_path(datadir / activations)
     if not path.exists():
-        raise UserError(f"{path}: no statistics; run b_activations.py --save_to {path.parent.name} first{hint}")
-    stats = load_artifact(path)
-    meta = stats["meta"]
-    if meta.get("model") != model:
-        raise UserError(f"{path}: statistics of {meta.get('model')}, not of {model}; pass --model {meta.get('model')} "
-                        "or the statistics of this model (--save_to)")
-    if dataset_dir is not None and meta.get("dataset") != str(dataset_dir.resolve()):
-        raise UserError(f"{path}: statistics of the dataset {meta.get('dataset')}, not of {dataset_dir.resolve()}; "
-                        "the dataset means must come from the dataset evaluated")
+        raise UserError(f"{path}: no statistics; run b_activations.py --datadir {datadir} --save_to {activations} first{hint}")
+    remedy = f"run b_activations.py --datadir {datadir} --save_to {activations} --overwrite"
+    _, meta, stats = load_stats(path, remedy=remedy, allow_old=True)
+    if meta.get("model") != source.name:
+        raise UserError(f"{path}: statistics of {meta.get('model')}, not of {source.name}; pass --model {model_argument(meta)}")
+    stored, current = meta.get("weights_fingerprint"), weights_fingerprint(source.path)
+    if stored is not None and stored != current:  # statistics of an older version carry none: recomputation checks them
+        raise UserError(f"{path}: the statistics {mismatch('weights_fingerprint', stored, current)}; {remedy}")
     return stats

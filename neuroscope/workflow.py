@@ -22,13 +22,12 @@ from neuroscope.recompute import (
     checked_dataset,
     load_examples,
     load_inputs,
-    load_statistics,
     recompute_examples,
     requested_neurons,
     save_examples,
 )
 from neuroscope.site import neuroscope_folder, read_registry, write_pages
-from neuroscope.store import statistics_notes
+from neuroscope.store import load_statistics, statistics_notes
 from wcos_casestudies.cli import check_output_location, parse_device, settings_from_args
 from wcos_casestudies.errors import UserError
 from wcos_casestudies.locks import hold_lock
