@@ -23,6 +23,7 @@ from wcos_casestudies.constants import (
     DEFAULT_MTOKENS,
     EMBEDDED_DATASET,
     MAX_TOKENIZE_PROCESSES,
+    POOL_PER_MTOKEN,
     STREAM_BUFFER,
 )
 
@@ -63,7 +64,8 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from neuroscope.data import build_dataset, check_replaceable, load_texts, remove_stale_folders, save_dataset, stream_texts
+    from neuroscope.data import build_dataset, check_replaceable, load_texts, save_dataset, stream_texts
+    from wcos_casestudies.artifacts import remove_stale_folders
     from wcos_casestudies.cli import check_output_location
     from wcos_casestudies.errors import UserError
     from wcos_casestudies.locks import hold_lock
@@ -104,8 +106,20 @@ def summary_lines(meta: dict, target) -> list[str]:
     if meta["duplicates_dropped"]:
         lines.append(f"dropped {meta['duplicates_dropped']} exact duplicate documents (of {meta['documents_read']} read)")
     if not meta["reached_goal"]:
-        lines.append(f"note: the dataset has fewer tokens than asked ({meta['tokens']:,} < {meta['goal_tokens']:,}); kept them all")
+        lines.append(shortfall_line(meta))
     return lines
+
+
+def shortfall_line(meta: dict) -> str:
+    """Why there are fewer tokens than asked: the seed's shuffle pool ran out while the dataset holds more documents,
+    or the dataset itself (or the stream) ran out."""
+    fewer = f"{meta['tokens']:,} < {meta['goal_tokens']:,}"
+    pool, documents = meta.get("pool_documents"), meta.get("source_documents")
+    if pool is not None and documents is not None and pool < documents:
+        return (f"note: fewer tokens than asked ({fewer}): the shuffle pool ran out after {pool:,} documents of the "
+                f"dataset's {documents:,} (the seed's pool is {POOL_PER_MTOKEN} x --mtokens documents, enough at "
+                f"{1_000_000 // POOL_PER_MTOKEN} tokens a document); --save_all keeps every document of the dataset")
+    return f"note: the dataset has fewer tokens than asked ({fewer}); kept them all"
 
 
 def cli() -> None:

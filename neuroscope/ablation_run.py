@@ -6,8 +6,10 @@ Files in the output folder (`results/<model>/ablation/<dataset>/`):
   so that a killed run resumes without redoing finished sets, and a later run with more sets on the
   same evaluation reuses the baseline and every set it already has;
 - `ablation.csv` / `.md` and `ablation.pdf` / `.png`: every set of the folder.
-Both `.pt` files record the evaluation settings; a run with other settings is refused (or, with
-`--overwrite`, starts the folder again).
+Both `.pt` files record what their numbers were computed from: the evaluation settings, the weights'
+and the dataset's fingerprints, and for every mean ablation the statistics and a digest of the means
+it used. A run that differs in any of these is refused (or, with `--overwrite`, starts the folder
+again): nothing computed from other inputs is reused.
 """
 
 from __future__ import annotations
@@ -25,14 +27,25 @@ from neuroscope.ablation_report import Bootstrap, summarize
 from neuroscope.activations import batch_plan
 from neuroscope.data import check_vocabulary, document_lengths, load_tokenized
 from neuroscope.neuron_sets import NeuronSet, random_baselines, requested_sets
-from neuroscope.store import load_statistics, stats_path
-from wcos_casestudies.artifacts import PROJECT_TAG, find_artifact, load_artifact, save_artifact
+from neuroscope.store import load_statistics, mismatch, stats_path
+from wcos_casestudies.artifacts import (
+    PROJECT_TAG,
+    find_artifact,
+    load_artifact,
+    remove_stale_temporaries,
+    save_artifact,
+)
+from wcos_casestudies.constants import PLOT_FORMATS
 from wcos_casestudies.errors import UserError
+from wcos_casestudies.fingerprint import FINGERPRINT_CHARS, content_digest
 from wcos_casestudies.models.sources import ModelSource
 
 # settings that must agree between the files of an output folder and the run that continues it
-RUN_KEYS = ("model", "gguf", "dataset", "documents", "tokens", "batch_size", "dtype", "device",
-            "bootstrap", "bootstrap_seed", "level")
+RUN_KEYS = ("model", "gguf", "weights_fingerprint", "dataset", "dataset_fingerprint", "documents", "tokens",
+            "batch_size", "dtype", "device", "bootstrap", "bootstrap_seed", "level")
+START_AGAIN = "use the same settings, another --results_dir, or --overwrite to start this folder again"
+# what a run writes into its folder through atomic writes (whose temporary files a killed run leaves behind)
+OUTPUT_FILES = ("baseline.pt", "sets.pt", "ablation.csv", "ablation.md", *(f"ablation.{fmt}" for fmt in PLOT_FORMATS))
 MTOKEN = 1_000_000
 
 
@@ -96,51 +109,74 @@ class Evaluation:
     plan: list[list[int]]  # batches of dataset rows
     tokens: int  # real tokens of those rows
     means: torch.Tensor | None  # [layer neuron] dataset mean of a (from the statistics), or None
-    stats_file: str  # the statistics the means come from ('' without)
+    means_from: str  # the statistics file the means come from and a digest of the means ('' without means)
+    fingerprint: str = ""  # the dataset's fingerprint (its token ids, masks and lengths)
+
+
+def means_identity(path: Path, means: torch.Tensor) -> str:
+    """What mean ablations record of their means: the statistics file and a digest of the means themselves,
+    so that statistics made again in place (other means at the same path) are told apart."""
+    return f"{path.resolve()} (means {content_digest(means)[:FINGERPRINT_CHARS]})"
+
+
+def check_means_source(path: Path, stats_meta: dict[str, Any], dataset_dir: Path, data_meta: dict[str, Any],
+                       documents: int) -> None:
+    """Refuse statistics whose dataset means are not those of the dataset evaluated: another dataset, another
+    number of documents, or other contents (the dataset rebuilt since; statistics without a fingerprint)."""
+    if stats_meta.get("dataset") != str(dataset_dir.resolve()):
+        raise UserError(f"{path}: statistics of the dataset {stats_meta.get('dataset')}, not of {dataset_dir.resolve()}; "
+                        "the dataset means must come from the dataset evaluated")
+    if stats_meta.get("documents") != documents:
+        raise UserError(f"{path}: statistics of {stats_meta.get('documents')} documents, but {dataset_dir} has "
+                        f"{documents}; the dataset changed since b_activations.py ran")
+    stored, current = stats_meta.get("dataset_fingerprint"), data_meta["fingerprint"]
+    if stored != current:
+        raise UserError(f"{path}: the statistics {mismatch('dataset_fingerprint', stored, current)}; the dataset means "
+                        f"must come from the dataset evaluated: rerun b_activations.py --datadir {path.parent.parent} "
+                        f"--dataset {dataset_dir.name} --save_to {path.parent.name} --overwrite")
 
 
 def load_evaluation(datadir: Path, dataset_name: str | None, stats_folder: str, source: ModelSource, mode: str,
-                    mtokens: float | None, batch_size: int, vocab: tuple[int, int]) -> Evaluation:
+                    mtokens: float | None, batch_size: int, vocab: tuple[Any, int]) -> Evaluation:
     """The dataset (default: the one of the statistics), its checked statistics when needed, the rows and batches.
 
-    vocab: (tokenizer vocabulary, model vocabulary), to refuse a dataset of another tokenizer.
+    vocab: (the model's tokenizer, the model's vocabulary size), to refuse a dataset of another tokenizer.
     """
     if batch_size < 1:
         raise UserError(f"--batch_size {batch_size}: must be at least 1")
-    dataset_dir = datadir / dataset_name if dataset_name else None
     path = stats_path(datadir / stats_folder)
     hint = " (mean ablation and the default --dataset need them; zero ablation can name --dataset instead)"
-    stats = load_statistics(source, datadir, stats_folder, hint) if mode == "mean" or dataset_dir is None else None
-    if stats is not None and dataset_dir is not None and stats["meta"].get("dataset") != str(dataset_dir.resolve()):
-        raise UserError(f"{path}: statistics of the dataset {stats['meta'].get('dataset')}, not of {dataset_dir.resolve()}; "
-                        "the dataset means must come from the dataset evaluated")
-    dataset_dir = dataset_dir or Path(stats["meta"]["dataset"])
+    stats = load_statistics(source, datadir, stats_folder, hint) if mode == "mean" or dataset_name is None else None
+    dataset_dir = datadir / dataset_name if dataset_name else Path(stats["meta"]["dataset"])
     dataset, data_meta = load_tokenized(dataset_dir)
-    check_vocabulary(data_meta, *vocab, source.name)
-    if stats is not None and stats["meta"].get("documents") != len(dataset):
-        raise UserError(f"{path}: statistics of {stats['meta'].get('documents')} documents, but {dataset_dir} has "
-                        f"{len(dataset)}; the dataset changed since b_activations.py ran")
+    check_vocabulary(data_meta, *vocab, source.argument)
+    means = stats["mean"] if mode == "mean" else None
+    if means is not None:
+        check_means_source(path, stats["meta"], dataset_dir, data_meta, len(dataset))
     lengths = document_lengths(dataset)
     rows = evaluation_rows(lengths, mtokens)
     plan = [[rows[i] for i in batch] for batch in batch_plan([lengths[r] for r in rows], batch_size)]
-    means = stats["mean"] if stats is not None and mode == "mean" else None
     return Evaluation(dataset, dataset_dir, rows, plan, sum(lengths[r] for r in rows), means,
-                      str(path.resolve()) if means is not None else "")
+                      means_identity(path, means) if means is not None else "", data_meta["fingerprint"])
 
 
 def evaluation_meta(evaluation: Evaluation, batch_size: int, dtype: torch.dtype, device: torch.device,
                     bootstrap: BootstrapSettings) -> dict[str, Any]:
     """The settings that fix the evaluation's numbers (see RUN_KEYS)."""
-    return {"dataset": str(evaluation.dataset_dir.resolve()), "documents": len(evaluation.rows),
+    return {"dataset": str(evaluation.dataset_dir.resolve()), "dataset_fingerprint": evaluation.fingerprint,
+            "documents": len(evaluation.rows),
             "tokens": evaluation.tokens, "batch_size": batch_size, "dtype": str(dtype).removeprefix("torch."),
             "device": device.type, "bootstrap": bootstrap.resamples, "bootstrap_seed": bootstrap.seed,
             "level": bootstrap.level, "forward_pass": "Hugging Face model, unprocessed weights"}
 
 
 class AblationStore:
-    """`baseline.pt` and `sets.pt` of one output folder, checked against the run's settings."""
+    """`baseline.pt` and `sets.pt` of one output folder, checked against the run's settings and inputs.
 
-    def __init__(self, folder: Path, meta: dict[str, Any], overwrite: bool = False):
+    means_from: the run's `Evaluation.means_from` ('' for a run without means); the folder's finished mean
+    ablations must have used the same means."""
+
+    def __init__(self, folder: Path, meta: dict[str, Any], overwrite: bool = False, means_from: str = ""):
         self.folder, self.meta = Path(folder), {"project": PROJECT_TAG, **meta}
         self.baseline_path, self.sets_path = self.folder / "baseline.pt", self.folder / "sets.pt"
         self.records: dict[str, dict[str, Any]] = {}
@@ -153,12 +189,29 @@ class AblationStore:
         self.stored_baseline = stored.get(self.baseline_path)  # loaded once: kept for load_baseline
         if self.sets_path in stored:
             self.records = stored[self.sets_path]["sets"]
+            self._check_means(means_from)
 
     def _check(self, path: Path, stored: dict[str, Any]) -> None:
         for key in RUN_KEYS:
             if stored.get(key) != self.meta.get(key):
-                raise UserError(f"{path}: made with {key}={stored.get(key)!r}, not {self.meta.get(key)!r}; "
-                                "use the same settings, another --results_dir, or --overwrite to start this folder again")
+                raise UserError(f"{path}: the ablation results there {mismatch(key, stored.get(key), self.meta.get(key))}; "
+                                f"{START_AGAIN}")
+
+    def _check_means(self, means_from: str) -> None:
+        """Refuse a folder whose mean ablations used other means than this run's (statistics made again in place,
+        or other statistics): they would be reused, or reported beside sets measured with these means."""
+        if not means_from:
+            return
+        for record in self.records.values():
+            if record["mode"] == "mean" and record["means_from"] != means_from:
+                raise UserError(f"{self.sets_path}: its mean ablation {record['key']!r} used other means "
+                                f"({record['means_from']}), not {means_from}; {START_AGAIN}")
+
+    def remove_leftovers(self) -> None:
+        """Remove the temporary files of this folder's atomic writes that a killed run left behind (call this only
+        while holding the folder's lock, so that no other run is writing them)."""
+        for name in OUTPUT_FILES:
+            remove_stale_temporaries(self.folder / name)
 
     def load_baseline(self) -> TokenMetrics | None:
         data = self.stored_baseline
@@ -218,7 +271,7 @@ def run_ablations(load_model: Callable[[], tuple[Any, int]], evaluation: Evaluat
     """
     todo = []
     for ablation in ablations:
-        if store.finished(ablation, evaluation.stats_file):
+        if store.finished(ablation, evaluation.means_from):
             log(f"reusing {ablation.key} (already in {store.sets_path.name})")
         else:
             todo.append(ablation)
@@ -238,7 +291,7 @@ def run_ablations(load_model: Callable[[], tuple[Any, int]], evaluation: Evaluat
             break
         started = time.perf_counter()
         ablated = evaluate(model, evaluation.dataset, evaluation.plan, pad_id, device, ablation, evaluation.means, bar)
-        store.save_set(ablation_record(ablation, baseline, ablated, resamples, evaluation.stats_file,
+        store.save_set(ablation_record(ablation, baseline, ablated, resamples, evaluation.means_from,
                                        time.perf_counter() - started))
     if bar is not None:
         bar.close()

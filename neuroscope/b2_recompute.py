@@ -43,8 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from neuroscope import workflow
 
     run = workflow.open_run(args)
-    examples = workflow.recompute_checked(run, args.batch_size)
-    for path in workflow.save_recomputed(run, examples):
+    with workflow.hold_pages(run):  # activations.pt lies beside the pages: one page run at a time
+        examples = workflow.recompute_checked(run, args.batch_size)
+        paths = workflow.save_recomputed(run, examples)
+    for path in paths:
         print(f"-> {path}")
     for (layer, neuron), rows in examples.items():
         worst = max(abs(e.act[e.position] - e.stored) for e in rows)

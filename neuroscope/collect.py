@@ -23,12 +23,11 @@ from neuroscope.activations import (
     run_pass,
     shard_range,
 )
-from neuroscope.data import META_FILE, check_vocabulary, document_lengths, load_tokenized
+from neuroscope.data import META_FILE, check_vocabulary, document_lengths, is_dataset_folder, load_tokenized
 from neuroscope.store import RUN_KEYS, START_AGAIN, check_run, load_stats, save_stats, stats_path
 from wcos_casestudies.artifacts import package_versions, remove_stale_temporaries
 from wcos_casestudies.cli import check_output_location, int_from_environment, parse_device, parse_dtype
 from wcos_casestudies.errors import UserError
-from wcos_casestudies.fingerprint import weights_fingerprint
 from wcos_casestudies.models.arch import read_arch
 from wcos_casestudies.models.loading import load_hf_model, load_tokenizer
 from wcos_casestudies.models.sources import resolve_model
@@ -120,16 +119,19 @@ def plan_pass(args: argparse.Namespace) -> PassPlan:
     num_shards, shard_index = shard_settings(args)
     folder = args.datadir / args.save_to
     check_output_location(folder, "--save_to")
+    if is_dataset_folder(folder):  # a later a_dataset.py --overwrite of that dataset would take the statistics with it
+        raise UserError(f"--save_to {args.save_to}: {folder} is a tokenized dataset; write the statistics into a folder "
+                        "of their own (another --save_to)")
     if "LOCAL_RANK" in os.environ and args.device == "cuda":
         args.device = f"cuda:{int_from_environment('LOCAL_RANK', 0, minimum=0)}"
     device = parse_device(args.device)
     dtype = parse_dtype(args.dtype, device)
-    source = resolve_model(args.model)
+    source = resolve_model(args.model, full_hash=args.full_hash)
     arch = read_arch(source)
     arch.require_gated(source.name, "the pass records gate and linear pre-activations")
     dataset, data_meta = load_tokenized(args.datadir / args.dataset)
     tokenizer = load_tokenizer(source)
-    check_vocabulary(data_meta, len(tokenizer), arch.vocab_size, source.argument)
+    tokenizer_print = check_vocabulary(data_meta, tokenizer, arch.vocab_size, source.argument)  # before the model loads
     k = args.examples_per_neuron
     if not 1 <= k <= len(dataset):
         raise UserError(f"--examples_per_neuron {k}: must be between 1 and the dataset's {len(dataset)} documents")
@@ -138,7 +140,8 @@ def plan_pass(args: argparse.Namespace) -> PassPlan:
     # the token every document starts with (BOS, or EOS where the dataset put that first, as for OLMo)
     first_token = data_meta.get("bos_token_id", tokenizer.bos_token_id) if data_meta.get("add_bos_token", True) else None
     meta = {"model": source.name, "provenance": source.provenance, "gguf": source.is_gguf, "model_path": str(source.path),
-            "weights_fingerprint": weights_fingerprint(source.path), "dataset_fingerprint": data_meta["fingerprint"],
+            "weights_fingerprint": source.weights_fingerprint, "dataset_fingerprint": data_meta["fingerprint"],
+            "tokenizer_fingerprint": tokenizer_print,
             "dataset": str((args.datadir / args.dataset).resolve()), "documents": len(dataset),
             "tokens": data_meta["tokens"], "k": k, "batch_size": args.batch_size, "dtype": str(dtype).removeprefix("torch."),
             "n_layers": arch.n_layers, "d_mlp": arch.d_mlp, "num_shards": num_shards, "shard_index": shard_index,

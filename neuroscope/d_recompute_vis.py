@@ -6,7 +6,9 @@
 - with --viewer NAME (the default for `all` and for long lists: NAME = viewer), the compact viewer
   RESULTS/<model>/neuroscope/NAME/viewer.html of every chosen neuron: one batched pass over the
   union of their documents (each document once, all layers at once) keeps only windows of float16
-  activations; open viewer.html#LAYER.NEURON.
+  activations; open viewer.html#LAYER.NEURON. It replaces only a viewer that it wrote (marked by its
+  neuroscope_viewer.json; never a page folder L<layer>, a file, a link or a folder of yours), written aside
+  and swapped in, under the lock of the pages (neurons.json.lock).
 
   python d_recompute_vis.py --datadir ../data --activations activations --neurons 29.78 15.714
   python d_recompute_vis.py --datadir ../data --neurons_from ../results/<model>/case_studies.txt
@@ -89,26 +91,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = workflow.open_run(args)
     pages = len(run.neurons) <= args.max_pages
     viewer = args.viewer or (None if pages else "viewer")
-    if pages:
-        with workflow.hold_pages(run):
-            started = time.perf_counter()
-            examples = workflow.recompute_checked(run, args.batch_size)
-            seconds = time.perf_counter() - started
-            workflow.save_recomputed(run, examples)
-            written = workflow.write_run_pages(run, examples, args.top_tokens)
-        print(f"{len(written)} pages in {run.folder} (index.html); recomputation {seconds:.1f} s "
-              f"({seconds / max(len(written), 1):.1f} s per neuron)")
-    else:
-        print(f"{len(run.neurons)} neurons: no vis.html pages (at most --max_pages {args.max_pages}); the viewer has them all")
     if viewer is not None:
-        before, after = args.window
-        settings = workflow.ViewerSettings(viewer, before, before + after + 1, tuple(args.context), args.top_tokens, args.table_tokens)
-        with workflow.hold_viewer(run, viewer):
-            folder, size = workflow.write_run_viewer(run, settings, args.batch_size)
-        steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in settings.seconds.items())
-        print(f"viewer of {len(run.neurons)} neurons: {folder / 'viewer.html'} ({size / 2**20:.1f} MiB; {steps})")
+        workflow.checked_viewer_folder(run, viewer)  # before the model loads; again under the lock when it is written
+    with workflow.hold_pages(run):  # one lock for the pages, their index and the viewers
+        if pages:
+            write_pages(run, args)
+        else:
+            print(f"{len(run.neurons)} neurons: no vis.html pages (at most --max_pages {args.max_pages}); the viewer has them all")
+        if viewer is not None:
+            write_viewer(run, args, viewer)
+    if viewer is not None:
         run.results.write_index()
     return 0
+
+
+def write_pages(run, args) -> None:
+    """Recompute the chosen neurons and write their vis.html pages and the index (holding the pages lock)."""
+    from neuroscope import workflow
+
+    started = time.perf_counter()
+    examples = workflow.recompute_checked(run, args.batch_size)
+    seconds = time.perf_counter() - started
+    workflow.save_recomputed(run, examples)
+    written = workflow.write_run_pages(run, examples, args.top_tokens)
+    print(f"{len(written)} pages in {run.folder} (index.html); recomputation {seconds:.1f} s "
+          f"({seconds / max(len(written), 1):.1f} s per neuron)")
+
+
+def write_viewer(run, args, name: str) -> None:
+    """Recompute the chosen neurons' windows and write the viewer `name` (holding the pages lock)."""
+    from neuroscope import workflow
+
+    before, after = args.window
+    settings = workflow.ViewerSettings(name, before, before + after + 1, tuple(args.context), args.top_tokens, args.table_tokens)
+    folder, size = workflow.write_run_viewer(run, settings, args.batch_size)
+    steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in settings.seconds.items())
+    print(f"viewer of {len(run.neurons)} neurons: {folder / 'viewer.html'} ({size / 2**20:.1f} MiB; {steps})")
 
 
 def copy_layers(args) -> int:
@@ -125,11 +143,12 @@ def copy_layers(args) -> int:
     if len(run.neurons) != len(layers) * d_mlp:
         raise UserError("--from_viewer copies whole layers: give LAYER.* names, all, or --whole_layers")
     source = run.folder / args.from_viewer
-    if not (source / "data" / "meta.js").is_file():
+    if source.is_symlink() or not (source / "data" / "meta.js").is_file():
         raise UserError(f"{source}: no viewer there; write it first (--viewer {args.from_viewer})")
-    with workflow.hold_viewer(run, args.viewer):
-        size = extract_layers(source, run.folder / args.viewer, layers)
-    print(f"viewer of layers {', '.join(map(str, layers))}: {run.folder / args.viewer / 'viewer.html'} ({size / 2**20:.1f} MiB)")
+    target = workflow.checked_viewer_folder(run, args.viewer)
+    with workflow.hold_pages(run):
+        size = extract_layers(source, target, layers, workflow.viewer_identity(run))
+    print(f"viewer of layers {', '.join(map(str, layers))}: {target / 'viewer.html'} ({size / 2**20:.1f} MiB)")
     run.results.write_index()
     return 0
 

@@ -1,8 +1,8 @@
 """Text sources, tokenisation and the tokenized dataset on disk (the neuroscope's first step, `a_dataset.py`).
 
 A tokenized dataset is a Hugging Face `datasets` folder with `input_ids`,
-`attention_mask` and `length` (real tokens) columns plus `neuroscope_meta.json` (tokenizer, vocabulary size, counts,
-source), written atomically: a half-written dataset is never left under the final name.
+`attention_mask` and `length` (real tokens) columns plus `neuroscope_meta.json` (tokenizer and its fingerprint,
+vocabulary size, counts, source), written atomically: a half-written dataset is never left under the final name.
 """
 
 from __future__ import annotations
@@ -11,26 +11,28 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
+import stat
 import sys
-import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wcos_casestudies.artifacts import replace_folder, staging_folder
 from wcos_casestudies.constants import EMBEDDED_DATASET, MIN_DOCUMENTS_PER_PROCESS, POOL_PER_MTOKEN, SHUFFLE_SEED, STREAM_BUFFER
 from wcos_casestudies.errors import UserError, first_line
-from wcos_casestudies.fingerprint import dataset_fingerprint
+from wcos_casestudies.fingerprint import dataset_fingerprint, short, tokenizer_fingerprint
 
 TOKENIZE_BATCH = 256  # documents per tokenizer call
 MIN_BLOCK_DOCUMENTS = 256  # documents tokenized at least per block
 MAX_BLOCK_DOCUMENTS = 100_000  # documents tokenized at most per block
 META_FILE = "neuroscope_meta.json"  # beside the arrow files; with "kind": DATASET_KIND, the marker of our datasets
 DATASET_KIND = "tokenized_dataset"
-TEMPORARY_SUFFIX = ".partial"  # a dataset folder being written
-REPLACED_SUFFIX = ".replaced"  # the old dataset folder while --overwrite swaps in the new one
+# what `save_dataset` writes into a dataset folder: the arrow shards and state of `save_to_disk`, and META_FILE
+DATASET_FILES = re.compile(r"data-\d{5}-of-\d{5}\.arrow|dataset_info\.json|state\.json|" + re.escape(META_FILE))
 
 
 def embedded_documents(min_chars: int = 600) -> list[str]:
@@ -75,11 +77,29 @@ def load_texts(dataset: str, text_field: str = "text", split: str = "train") -> 
 LOCAL_KINDS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
+def check_regular_file(path: Path) -> None:
+    """Refuse, before anything opens it, an input that is not a regular file: reading a FIFO waits for a writer for
+    ever, a device may never end, and a broken link or a socket cannot be read."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror}{', a broken link' if path.is_symlink() else ''})") from exc
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO, " if stat.S_ISFIFO(mode) else "a socket, " if stat.S_ISSOCK(mode)
+                else "a device, " if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "")
+        raise UserError(f"{path}: {kind}not a regular file; --dataset reads regular files (or folders of them) only")
+
+
 def local_files(path: Path) -> tuple[str, list[Path]]:
-    """The kind ("text", "json" or "parquet") and the files of a local dataset file or folder (one kind only)."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    """The kind ("text", "json" or "parquet") and the files of a local dataset file or folder (one kind only); every
+    file of a known kind must be a regular file (nothing of those kinds is left out silently)."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in LOCAL_KINDS and not p.is_dir())
+    else:
+        files = [path]
     by_kind: dict[str, list[Path]] = {}
     for file in files:
+        check_regular_file(file)
         if file.suffix in LOCAL_KINDS:
             by_kind.setdefault(LOCAL_KINDS[file.suffix], []).append(file)
     if len(by_kind) != 1:
@@ -108,7 +128,8 @@ def read_table_files(kind: str, files: list[Path], path: Path, text_field: str) 
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its own log lines would repeat the error below
     try:
         loaded = datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train")
-    except (datasets.exceptions.DatasetsError, pa.ArrowException, ValueError, OSError) as exc:  # garbage, wrong encoding
+    except (datasets.exceptions.DatasetsError, pa.ArrowException, ValueError, OSError,
+            StopIteration) as exc:  # garbage, wrong encoding; StopIteration: no rows to infer the columns from
         cause = exc.__cause__ or exc.__context__ or exc
         raise UserError(f"{path}: cannot read these {kind} files ({first_line(cause)}); they must be UTF-8 "
                         f"{'JSON lines' if kind == 'json' else 'Parquet'} with a {text_field!r} field") from exc
@@ -137,16 +158,36 @@ def nonempty_rows(texts: Any, text_field: str, path: Path) -> list[int]:
     return np.flatnonzero(pc.fill_null(filled, False).to_numpy(zero_copy_only=False)).tolist()
 
 
+def holds_nothing(path: Path, chunk_bytes: int = 1 << 16) -> bool:
+    """Whether a file holds nothing but white space (read only up to its first other byte)."""
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(chunk_bytes), b""):
+            if chunk.strip():
+                return False
+    return True
+
+
+def without_empty_files(files: list[Path], path: Path) -> list[Path]:
+    """The .jsonl/.json/.parquet files that hold something: the others hold no documents (and the readers would
+    fail on them); they are left out with a note, and none left is an error."""
+    kept = [file for file in files if not holds_nothing(file)]
+    if not kept:
+        raise UserError(f"{path}: no text in it (every file is empty)")
+    if len(kept) < len(files):
+        print(f"note: {path}: left out {len(files) - len(kept)} empty file(s) of {len(files)}", file=sys.stderr)
+    return kept
+
+
 def load_local_texts(path: Path, text_field: str) -> Any:
     """Documents from local .txt files (one per file), .jsonl/.json or .parquet files; empty documents
-    (no text, or only white space) are left out with a note, and none left is an error."""
+    (no text, or only white space) and empty table files are left out with a note, and none left is an error."""
     import datasets
 
     kind, files = local_files(path)
     if kind == "text":
         texts = datasets.Dataset.from_dict({text_field: [read_text_file(f) for f in files]})
     else:
-        texts = read_table_files(kind, files, path, text_field)
+        texts = read_table_files(kind, without_empty_files(files, path), path, text_field)
     keep = nonempty_rows(texts, text_field, path)
     if not keep:
         raise UserError(f"{path}: no text in it (every document is empty)")
@@ -193,15 +234,56 @@ def document_digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
+PREFIX_CHARS_PER_TOKEN = 6  # characters of a long text tokenized at first for each token wanted (doubled as needed)
+WHOLE_TEXT_CUTS = 6  # a text up to this many first cuts long is tokenized whole: its cuts would cost about as much
+
+
+def prefix_margin(room: int) -> int:
+    """Tokens that a prefix must yield past the `room` kept: the last tokens of a prefix may change with what follows
+    the cut (a word or a run of multi-byte characters cut in two, white space before the next word)."""
+    return 64 + room // 8
+
+
+def leading_token_ids(tokenizer: Any, texts: list[str], room: int) -> list[list[int]]:
+    """The first `room` token ids of every text, the same as those of the whole text, from a prefix of it: memory
+    and time follow `room`, not the text's length (a 20 MB document took gigabytes tokenized whole).
+
+    A long text is cut after a number of characters (Python characters: never inside a character's bytes) that is
+    doubled until its tokens reach `room` + `prefix_margin` and two cuts agree on the first `room` tokens; a cut
+    changes only the tokens next to it, so they are those of the whole text. A text of up to WHOLE_TEXT_CUTS first
+    cuts, or one that the doubling reaches the end of, is tokenized whole."""
+    wanted = room + prefix_margin(room)
+    first = wanted * PREFIX_CHARS_PER_TOKEN
+    cuts = [len(text) if len(text) <= WHOLE_TEXT_CUTS * first else first for text in texts]
+    found: list[list[int]] = [[] for _ in texts]
+    shorter: dict[int, list[int]] = {}  # text -> the first `room` ids of a shorter cut that reached `wanted`
+    pending = list(range(len(texts)))
+    while pending:
+        encoded = tokenizer([texts[i][:cuts[i]] for i in pending], add_special_tokens=False)["input_ids"]
+        waiting = []
+        for i, ids in zip(pending, encoded):
+            if cuts[i] == len(texts[i]) or (len(ids) >= wanted and shorter.get(i) == ids[:room]):
+                found[i] = ids[:room]
+                continue
+            if len(ids) >= wanted:
+                shorter[i] = ids[:room]
+            cuts[i] = min(len(texts[i]), 2 * cuts[i])
+            waiting.append(i)
+        pending = waiting
+    return found
+
+
 def _tokenize_batch(batch: dict[str, list], tokenizer: Any, text_field: str, max_length: int, bos: int | None,
                     overflow: bool) -> dict[str, list]:
     """`datasets.map` body: the rows of a batch of documents (BOS first, truncated or split), each with its
-    document's digest and whether it is the document's first row."""
+    document's digest (of the whole text) and whether it is the document's first row. Truncated documents are
+    tokenized only as far as they are kept; split ones (`overflow`) whole."""
     room = max_length - (bos is not None)
     texts = [text or "" for text in batch[text_field]]
     rows: dict[str, list] = {"input_ids": [], "length": [], "max_id": [], "digest": [], "first": []}
-    for text, ids in zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"]):
-        pieces = [ids[i:i + room] for i in range(0, len(ids), room)] if overflow else [ids[:room]]
+    all_ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if overflow else leading_token_ids(tokenizer, texts, room)
+    for text, ids in zip(texts, all_ids):
+        pieces = [ids[i:i + room] for i in range(0, len(ids), room)] if overflow else [ids]
         digest = document_digest(text)
         for index, piece in enumerate(pieces):
             row = ([bos] if bos is not None else []) + piece
@@ -289,11 +371,16 @@ def select_rows(next_texts: Callable[[int], Any], tokenizer: Any, selection: Sel
     return selection
 
 
+def pool_size(documents: int, mtokens: float | None) -> int:
+    """Documents in the seed's shuffle pool out of a dataset of `documents`: 4000 x Mtokens (at least one; all of
+    them with None)."""
+    return documents if mtokens is None else min(documents, max(1, int(POOL_PER_MTOKEN * mtokens)))
+
+
 def pool_blocks(texts: Any, mtokens: float | None) -> Callable[[int], Any]:
     """The seed's selection: shuffle (seed 2512800), take the pool of 4000 x Mtokens documents, read it in order."""
     shuffled = texts.shuffle(seed=SHUFFLE_SEED)
-    if mtokens is not None:
-        shuffled = shuffled.select(range(min(len(shuffled), max(1, int(POOL_PER_MTOKEN * mtokens)))))
+    shuffled = shuffled.select(range(pool_size(len(shuffled), mtokens)))
     position = 0
 
     def next_texts(size: int) -> Any:
@@ -362,10 +449,13 @@ def build_dataset(texts: Any, tokenizer: Any, mtokens: float | None, max_length:
     meta = {"documents": len(dataset), "tokens": selection.tokens, "goal_tokens": goal,
             "reached_goal": goal is None or selection.tokens >= goal, "max_length": max_length, **start,
             "padding": padding, "overflow": overflow, "shuffle_seed": SHUFFLE_SEED, "vocab_size": len(tokenizer),
+            "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
             "max_token_id": max_token_id, "documents_read": selection.documents,
             "duplicates_dropped": selection.duplicates if drop_duplicates else None,
             "selection": f"streaming (buffered shuffle of {buffer_size} documents)" if streaming
             else f"seed (shuffle, pool of {POOL_PER_MTOKEN} x Mtokens documents)"}
+    if not streaming:  # a goal not reached: the pool ran out if it holds fewer documents than the dataset
+        meta.update({"source_documents": len(texts), "pool_documents": pool_size(len(texts), mtokens)})
     return dataset, meta
 
 
@@ -383,30 +473,16 @@ def check_replaceable(folder: Path) -> None:
     if not isinstance(meta, dict) or meta.get("kind", DATASET_KIND) != DATASET_KIND or "documents" not in meta:
         raise UserError(f"{folder} is not a dataset written by a_dataset.py (no {META_FILE} of a dataset in it); "
                         "--overwrite replaces only those: choose another --save_to, or move it away yourself")
+    foreign = sorted(p.name for p in folder.iterdir() if not DATASET_FILES.fullmatch(p.name))
+    if foreign:
+        raise UserError(f"{folder} holds files that a_dataset.py did not write ({', '.join(foreign[:3])}"
+                        f"{', …' if len(foreign) > 3 else ''}); --overwrite would delete them: move them away, or choose "
+                        "another --save_to")
 
 
-def _replace_folder(tmp: Path, folder: Path) -> None:
-    """Put the finished `tmp` in place of `folder`: the old one is renamed aside first and removed last."""
-    old = None
-    if folder.exists():
-        old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=REPLACED_SUFFIX))
-        os.replace(folder, old)
-    try:
-        os.replace(tmp, folder)
-    except OSError:
-        if old is not None:
-            os.replace(old, folder)
-        raise
-    if old is not None:
-        shutil.rmtree(old)
-
-
-def remove_stale_folders(folder: Path) -> None:
-    """Remove what an interrupted `save_dataset` of `folder` left beside it (call only while holding its lock)."""
-    for suffix in (TEMPORARY_SUFFIX, REPLACED_SUFFIX):
-        for item in Path(folder).parent.glob(f".{Path(folder).name}.*{suffix}"):
-            if item.is_dir() and not item.is_symlink():
-                shutil.rmtree(item)
+def is_dataset_folder(folder: Path) -> bool:
+    """Whether `folder` is a tokenized dataset that `save_dataset` wrote (its metadata file is there)."""
+    return Path(folder).is_dir() and (Path(folder) / META_FILE).is_file()
 
 
 def save_dataset(dataset: Any, meta: dict[str, Any], folder: Path, overwrite: bool = False) -> Path:
@@ -418,15 +494,14 @@ def save_dataset(dataset: Any, meta: dict[str, Any], folder: Path, overwrite: bo
             raise UserError(f"{folder} exists; choose another --save_to or pass --overwrite")
         check_replaceable(folder)
     meta = {**meta, "kind": DATASET_KIND, "fingerprint": dataset_fingerprint(dataset)}
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=TEMPORARY_SUFFIX))
+    tmp = staging_folder(folder)
     try:
         dataset.save_to_disk(str(tmp / "data"))
         for item in (tmp / "data").iterdir():
             item.rename(tmp / item.name)
         (tmp / "data").rmdir()
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
-        _replace_folder(tmp, folder)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -477,11 +552,20 @@ def document_lengths(dataset: Any) -> list[int]:
     return [sum(mask) for mask in dataset["attention_mask"]]
 
 
-def check_vocabulary(meta: dict[str, Any], tokenizer_vocab: int, model_vocab: int, model_name: str) -> None:
-    """Refuse a dataset tokenized for another tokenizer than the model's."""
-    if meta.get("vocab_size") != tokenizer_vocab or meta.get("max_token_id", 0) >= model_vocab:
-        raise UserError(
-            f"the dataset was tokenized with {meta.get('tokenizer')} (vocabulary {meta.get('vocab_size')}), "
-            f"but {model_name} has a vocabulary of {tokenizer_vocab}; tokenize it again with "
-            f"a_dataset.py --tokenizer {model_name}"
-        )
+def check_vocabulary(meta: dict[str, Any], tokenizer: Any, model_vocab: int, model_name: str) -> str:
+    """Refuse a dataset tokenized with another tokenizer than the model's `tokenizer`: by the tokenizer fingerprint
+    that the dataset records (every token string by id and the special tokens), and by the sizes. A dataset of an
+    older a_dataset.py records none: it is checked by the sizes alone, with a note. Returns the tokenizer's fingerprint."""
+    recorded, current = meta.get("tokenizer_fingerprint"), tokenizer_fingerprint(tokenizer)
+    again = f"tokenize it again with a_dataset.py --tokenizer {model_name}"
+    if recorded is not None and recorded != current:
+        raise UserError(f"the dataset was tokenized with another tokenizer than {model_name}'s, even if of the same size "
+                        f"(the dataset's, of {meta.get('tokenizer')}, has the tokenizer fingerprint {short(recorded)}, the "
+                        f"model's {short(current)}: other tokens, ids or special tokens, or tokenizer files changed since); {again}")
+    if meta.get("vocab_size") != len(tokenizer) or meta.get("max_token_id", 0) >= model_vocab:
+        raise UserError(f"the dataset was tokenized with {meta.get('tokenizer')} (vocabulary {meta.get('vocab_size')}), "
+                        f"but {model_name} has a vocabulary of {len(tokenizer)}; {again}")
+    if recorded is None:
+        print(f"note: the dataset records no tokenizer fingerprint (made by an older a_dataset.py): its tokenizer is "
+              f"checked by vocabulary size only; {again} --overwrite to record it", file=sys.stderr)
+    return current

@@ -13,7 +13,9 @@ b_activations.py's statistics) at the activation pass's hook point, everywhere o
 --conditional, only at tokens of one sign combination of (g, a). Differences are baseline − ablated.
 Outputs: RESULTS/<model>/ablation/<dataset>/ablation.csv/.md/.pdf/.png (every set evaluated on
 that folder's baseline). Finished sets are saved one by one: a killed run resumes where it stopped,
-and a later run with more sets reuses the baseline and the sets it already has.
+and a later run with more sets reuses the baseline and the sets it already has, but only those
+computed from the same dataset contents, weights, settings and (mean ablation) means: a folder made
+from other ones is refused (--overwrite starts it again; another --results_dir keeps both).
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ def ablate_and_report(args, tokenizer, evaluation, results, ablations, folder, m
 
     dtype, device = placement
     source = results.source
-    store = AblationStore(folder, meta, overwrite=args.overwrite)
+    store = AblationStore(folder, meta, overwrite=args.overwrite, means_from=evaluation.means_from)
+    store.remove_leftovers()  # of a killed run: this run holds the folder's lock, no other one writes there
     print(f"model {source.name} [{source.provenance}]; {len(evaluation.rows)} documents, {evaluation.tokens:,} tokens; "
           f"{len(ablations)} ablations -> {folder}")
 
@@ -129,9 +132,16 @@ def ablate_and_report(args, tokenizer, evaluation, results, ablations, folder, m
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from neuroscope.ablation_run import BootstrapSettings, ablation_plan, choose_sets, evaluation_meta, load_evaluation
+    from neuroscope.ablation_run import (
+        AblationStore,
+        BootstrapSettings,
+        ablation_plan,
+        choose_sets,
+        evaluation_meta,
+        load_evaluation,
+    )
     from wcos_casestudies.artifacts import package_versions
-    from wcos_casestudies.cli import parse_device, parse_dtype, settings_from_args
+    from wcos_casestudies.cli import check_output_location, parse_device, parse_dtype, settings_from_args
     from wcos_casestudies.locks import hold_lock
     from wcos_casestudies.models.arch import read_arch
     from wcos_casestudies.models.loading import load_tokenizer
@@ -142,20 +152,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from_args(args)
     device = parse_device(args.device)
     dtype = parse_dtype(args.dtype, device)
-    source = resolve_model(args.model)
+    check_output_location(args.results_dir, "--results_dir")
+    source = resolve_model(args.model, full_hash=args.full_hash)
     arch = read_arch(source)
     arch.require_gated(source.name, "the IO classes and the ablations need gates")
     tokenizer = load_tokenizer(source)
     evaluation = load_evaluation(args.datadir, args.dataset, args.activations, source, args.mode, args.mtokens,
-                                 args.batch_size, (len(tokenizer), arch.vocab_size))
+                                 args.batch_size, (tokenizer, arch.vocab_size))
     results = ModelResults(source, settings, root=args.results_dir, loader=args.loader, device=device)
-    sets = choose_sets(results.categories(), args.classes, args.roles, results.folder, args.sample_size, args.seed)
-    ablations = ablation_plan(sets, arch.d_mlp, args.mode, conditions, args.random_seeds)
     folder = results.folder / "ablation" / evaluation.dataset_dir.name
+    for location in (results.folder, folder):  # its index.html, and the ablation's files: before any work
+        check_output_location(location, "--results_dir")
     bootstrap = BootstrapSettings(resamples=args.bootstrap, seed=args.seed)
     meta = {"model": source.name, "provenance": source.provenance, "gguf": source.is_gguf,
+            "weights_fingerprint": results.fingerprint,
             **evaluation_meta(evaluation, args.batch_size, dtype, device, bootstrap), "classes_from": str(results.path),
             **{f"classes_{key}": value for key, value in results.settings.meta().items()}, "versions": package_versions()}
+    # a folder of other inputs is refused now, before the classes may be computed; checked again under the lock
+    AblationStore(folder, meta, overwrite=args.overwrite, means_from=evaluation.means_from)
+    sets = choose_sets(results.categories(), args.classes, args.roles, results.folder, args.sample_size, args.seed)
+    ablations = ablation_plan(sets, arch.d_mlp, args.mode, conditions, args.random_seeds)
     with hold_lock(folder):  # one run per output folder: a second one stops here, naming this one
         ablate_and_report(args, tokenizer, evaluation, results, ablations, folder, meta, bootstrap, (dtype, device))
     return 0

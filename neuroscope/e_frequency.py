@@ -8,7 +8,7 @@ neurons fire far more often than random neurons of their layers).
 
 Needs the statistics of b_activations.py and the classes of main.py (computed when missing).
 Outputs: RESULTS/<model>/frequency/frequency.csv/.md (gate-open), sign_frequencies.csv/.md,
-frequency.pdf/.png.
+frequency.pdf/.png; one run writes them at a time (a lock file, frequency.lock, names the run).
 """
 
 from __future__ import annotations
@@ -40,31 +40,52 @@ def build_parser():
     return parser
 
 
+OUTPUT_STEMS = ("frequency", "sign_frequencies")  # each written as .csv and .md; frequency also as .pdf and .png
+
+
+def write_outputs(tables, folder: Path, title: str) -> None:
+    """The tables and the plot, written while this run holds the folder's lock (one run at a time), after
+    removing the temporary files that a killed run's atomic writes left there."""
+    from neuroscope.frequency import plot_frequencies
+    from wcos_casestudies.artifacts import remove_stale_temporaries, write_table
+    from wcos_casestudies.constants import PLOT_FORMATS
+    from wcos_casestudies.locks import hold_lock
+
+    with hold_lock(folder):  # a second run stops here, naming this one
+        for name in [f"{stem}.{ext}" for stem in OUTPUT_STEMS for ext in ("csv", "md")] + \
+                [f"frequency.{fmt}" for fmt in PLOT_FORMATS]:
+            remove_stale_temporaries(folder / name)
+        write_table(tables.gate_open.round(4), folder / "frequency", title=f"Gate-open frequency by IO class: {title}")
+        write_table(tables.signs.round(4), folder / "sign_frequencies",
+                    title=f"Sign combinations of (g, u) by IO class: {title}")
+        plot_frequencies(tables, folder / "frequency", title)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from neuroscope.frequency import class_frequencies, plot_frequencies
+    from neuroscope.frequency import class_frequencies
     from neuroscope.store import load_statistics
-    from wcos_casestudies.artifacts import write_table
-    from wcos_casestudies.cli import settings_from_args
+    from wcos_casestudies.cli import check_output_location, settings_from_args
     from wcos_casestudies.errors import UserError
     from wcos_casestudies.models.sources import resolve_model
     from wcos_casestudies.results import ModelResults
 
     settings = settings_from_args(args)
-    source = resolve_model(args.model)
+    check_output_location(args.results_dir, "--results_dir")
+    source = resolve_model(args.model, full_hash=args.full_hash)
     stats = load_statistics(source, args.datadir, args.activations)
     results = ModelResults(source, settings, root=args.results_dir, loader=args.loader)
+    folder = results.folder / "frequency"
+    for location in (results.folder, folder):  # its data.pt and index.html, and the frequency files: before any work
+        check_output_location(location, "--results_dir")
     categories = results.categories()
     if tuple(categories.shape) != tuple(stats["gate_open"].shape):
         raise UserError(f"the statistics have {tuple(stats['gate_open'].shape)} neurons, the model {tuple(categories.shape)}")
     tables = class_frequencies(stats["gate_open"], stats["sign_frequencies"], categories, range(args.random_seeds))
-    folder = results.folder / "frequency"
     meta = stats["meta"]
     title = (f"{source.name} on {Path(meta['dataset']).name} ({int(stats['n_tokens']):,} tokens); "
              f"random: {args.random_seeds} same-layer seeds")
-    write_table(tables.gate_open.round(4), folder / "frequency", title=f"Gate-open frequency by IO class: {title}")
-    write_table(tables.signs.round(4), folder / "sign_frequencies", title=f"Sign combinations of (g, u) by IO class: {title}")
-    plot_frequencies(tables, folder / "frequency", title)
+    write_outputs(tables, folder, title)
     print(tables.gate_open.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"-> {folder}/frequency.csv/.md/.pdf/.png, sign_frequencies.csv/.md; all outputs: {results.write_index()}")
     return 0

@@ -6,6 +6,7 @@ the run fails loudly (`RecomputeMismatch`).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,10 @@ from typing import Any
 import torch
 
 from neuroscope.activations import COMBINATION_SIGNS, SIGN_COMBINATIONS, batch_plan, mlp_hooks, pad_batch, run_model
-from neuroscope.data import load_tokenized
+from neuroscope.data import check_vocabulary, load_tokenized
 from wcos_casestudies.artifacts import PROJECT_TAG, load_artifact, save_artifact
 from wcos_casestudies.errors import UserError
-from wcos_casestudies.fingerprint import short
+from wcos_casestudies.fingerprint import short, tokenizer_fingerprint
 from wcos_casestudies.models.arch import read_arch
 from wcos_casestudies.models.loading import load_hf_model
 from wcos_casestudies.models.sources import ModelSource
@@ -167,9 +168,28 @@ class Inputs:
     device: torch.device
 
 
-def checked_dataset(stats: dict[str, Any], dataset_dir: Path | None) -> tuple[Any, Path]:
+def check_tokenizer(tokenizer: Any, stats_meta: dict[str, Any], data_meta: dict[str, Any] | None, source: ModelSource) -> None:
+    """Refuse a tokenizer other than the one the statistics were made with: by the tokenizer fingerprint they record,
+    or (statistics of an older b_activations.py) the one their dataset records, given its metadata `data_meta`;
+    with neither, a note. Called before the model loads."""
+    recorded = stats_meta.get("tokenizer_fingerprint")
+    if recorded is None and data_meta is not None:
+        check_vocabulary(data_meta, tokenizer, read_arch(source).vocab_size, source.argument)
+    elif recorded is None:
+        print("note: the statistics record no tokenizer fingerprint (made by an older b_activations.py): the tokens are "
+              "decoded with the model's tokenizer unchecked", file=sys.stderr)
+    elif recorded != (current := tokenizer_fingerprint(tokenizer)):
+        raise UserError(f"the tokenizer of {source.argument} is another tokenizer than the one the statistics were made with "
+                        f"(tokenizer fingerprint {short(current)}, statistics {short(recorded)}: other "
+                        "tokens, ids or special tokens, or its tokenizer files changed since); pass the --model they were made "
+                        "with, or make the dataset and the statistics again (a_dataset.py, b_activations.py)")
+
+
+def checked_dataset(stats: dict[str, Any], dataset_dir: Path | None, tokenizer: Any = None,
+                    source: ModelSource | None = None) -> tuple[Any, Path]:
     """The dataset of the statistics (or `dataset_dir`) and its folder, refused when its documents or its
-    tokens are not those the statistics were made on."""
+    tokens are not those the statistics were made on, or (given the model's `tokenizer` and `source`) when the
+    tokenizer is not theirs (`check_tokenizer`)."""
     meta = stats["meta"]
     dataset_dir = dataset_dir if dataset_dir is not None else Path(meta["dataset"])
     dataset, data_meta = load_tokenized(dataset_dir)
@@ -180,16 +200,18 @@ def checked_dataset(stats: dict[str, Any], dataset_dir: Path | None) -> tuple[An
         raise UserError(f"{dataset_dir}: its tokens are not those the statistics were made on (fingerprint "
                         f"{short(data_meta['fingerprint'])}, statistics {short(stored)}: rebuilt since, or another dataset); "
                         "pass the --dataset they were made on, or run b_activations.py again with --overwrite")
+    if tokenizer is not None:
+        check_tokenizer(tokenizer, meta, data_meta, source)
     return dataset, dataset_dir
 
 
 def load_inputs(source: ModelSource, stats: dict[str, Any], dataset_dir: Path | None, device: torch.device,
-                dataset: Any = None) -> Inputs:
+                dataset: Any = None, tokenizer: Any = None) -> Inputs:
     """The dataset of the statistics (or `dataset_dir`; `dataset` when it is loaded and checked already),
-    checked against them, and the model in the statistics' dtype."""
+    checked against them, and the model in the statistics' dtype (with `tokenizer`, checked already, if given)."""
     if dataset is None:
         dataset, dataset_dir = checked_dataset(stats, dataset_dir)
-    model, tokenizer = load_hf_model(source, dtype=getattr(torch, stats["meta"]["dtype"]), device=device)
+    model, tokenizer = load_hf_model(source, dtype=getattr(torch, stats["meta"]["dtype"]), device=device, tokenizer=tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return Inputs(model, tokenizer, dataset, Path(dataset_dir).name, stats, pad_id, device)
 
@@ -242,7 +264,11 @@ def load_examples(folder: Path, neuron: Neuron, meta: dict[str, Any]) -> list[Ex
     path = neuron_folder(folder, neuron) / "activations.pt"
     if not path.exists():
         raise UserError(f"{path}: no recomputed values for neuron {neuron[0]}.{neuron[1]}; run b2_recompute.py first")
-    data = load_artifact(path, kind=EXAMPLES_KIND, required=("examples",), remedy="run b2_recompute.py again")
+    data = load_artifact(path, kind=EXAMPLES_KIND, required=("examples", "layer", "neuron"), remedy="run b2_recompute.py again")
+    stored = (data["layer"], data["neuron"])
+    if stored != tuple(neuron):  # a file copied or moved from another neuron's folder
+        raise UserError(f"{path}: holds the recomputed values of neuron {stored[0]}.{stored[1]}, not {neuron[0]}.{neuron[1]} "
+                        f"(copied or moved here); run b2_recompute.py again for neuron {neuron[0]}.{neuron[1]}")
     for key in meta:
         if data["meta"].get(key) != meta.get(key):
             raise UserError(f"{path}: recomputed with {key}={data['meta'].get(key)!r}, not {meta.get(key)!r}; run b2_recompute.py again")

@@ -13,7 +13,7 @@ from typing import Any
 from neuroscope.activations import SIGN_COMBINATIONS, STATISTICS_VERSION, NeuronStats, histogram_bins
 from wcos_casestudies.artifacts import PROJECT_TAG, load_artifact, save_artifact
 from wcos_casestudies.errors import UserError
-from wcos_casestudies.fingerprint import short, weights_fingerprint
+from wcos_casestudies.fingerprint import kind_mismatch, short
 from wcos_casestudies.models.sources import ModelSource
 
 STATS_KIND = "activation_statistics"  # meta["kind"] of every statistics file
@@ -57,6 +57,8 @@ def save_stats(stats: NeuronStats, meta: dict[str, Any], path: Path, next_batch:
 def mismatch(key: str, stored: Any, expected: Any) -> str:
     """How statistics that disagree with the run on `key` are described."""
     if key in FINGERPRINTS:
+        if key == "weights_fingerprint" and kind_mismatch(stored, expected):
+            return f"cannot be checked against these weights: {kind_mismatch(stored, expected)}"
         if stored is None:
             return f"record no {key.replace('_', ' ')} (written by an older version)"
         how, why = FINGERPRINTS[key]
@@ -126,7 +128,7 @@ def load_statistics(source: ModelSource, datadir: Path, activations: str, hint: 
     _, meta, stats = load_stats(path, remedy=remedy, allow_old=True)
     if meta.get("model") != source.name:
         raise UserError(f"{path}: statistics of {meta.get('model')}, not of {source.name}; pass --model {model_argument(meta)}")
-    stored, current = meta.get("weights_fingerprint"), weights_fingerprint(source.path)
+    stored, current = meta.get("weights_fingerprint"), source.weights_fingerprint
     if stored is not None and stored != current:  # statistics of an older version carry none: recomputation checks them
         raise UserError(f"{path}: the statistics {mismatch('weights_fingerprint', stored, current)}; {remedy}")
     return stats

@@ -18,6 +18,7 @@ close a script or open markup, and the page inserts dataset text only as text no
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import re
@@ -33,9 +34,14 @@ import torch
 from neuroscope.activations import SIGN_COMBINATIONS, histogram_edges
 from neuroscope.facts import INPUT_TABLES, LOGIT_BINS, LayerLogitEffects, ModelFacts
 from neuroscope.recompute import LIST_KINDS
+from neuroscope.viewer_folder import replace_viewer
 from neuroscope.windows import LayerExamples, WindowHasher
-from wcos_casestudies.artifacts import atomic_write_bytes, atomic_write_text
+from wcos_casestudies.artifacts import (
+    atomic_write_bytes,
+    atomic_write_text,
+)
 from wcos_casestudies.constants import CLASS_NAMES
+from wcos_casestudies.errors import UserError, first_line
 from wcos_casestudies.roles import ROLE_NAMES
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -211,63 +217,143 @@ def meta_payload(run: ViewerRun, chunks: list[tuple[int, int]], k: int) -> dict[
 
 def write_viewer(run: ViewerRun, examples: dict[int, LayerExamples], effects: dict[int, LayerLogitEffects],
                  moments: dict[str, dict[int, np.ndarray]]) -> int:
-    """Write the whole viewer (replacing one that was there); returns its size in bytes."""
-    if run.folder.exists():
-        shutil.rmtree(run.folder)
-    chunks = write_documents(run)
+    """Write the whole viewer into `run.folder` (aside first, then in place of the viewer that was there: see
+    `replace_viewer`; call only while holding the pages lock); returns its size in bytes."""
     k = int(run.stats["top_values"].shape[2])
-    atomic_write_text(run.data / "meta.js", js_call("meta", meta_payload(run, chunks, k)))
-    atomic_write_text(run.data / "vocab.js", js_call("vocab", run.vocab))
-    atomic_write_text(run.data / "index.js", js_call("index", index_payload(run, moments)))
-    for layer in sorted(examples):
-        atomic_write_text(run.data / f"layer_{layer}.js", js_call("layer", layer, layer_payload(run, examples[layer], effects[layer])))
-    write_page(run.folder)
-    write_lists(run, effects, moments)
-    return sum(path.stat().st_size for path in run.folder.rglob("*") if path.is_file())
+
+    def build(staging: Path) -> dict[str, Any]:
+        aside = dataclasses.replace(run, folder=staging)
+        meta = meta_payload(aside, write_documents(aside), k)
+        atomic_write_text(aside.data / "meta.js", js_call("meta", meta))
+        atomic_write_text(aside.data / "vocab.js", js_call("vocab", run.vocab))
+        atomic_write_text(aside.data / "index.js", js_call("index", index_payload(aside, moments)))
+        for layer in sorted(examples):
+            atomic_write_text(aside.data / f"layer_{layer}.js", js_call("layer", layer, layer_payload(aside, examples[layer], effects[layer])))
+        write_page(staging)
+        write_lists(aside, effects, moments)
+        return meta
+
+    return replace_viewer(run.folder, build)
 
 
-def read_call(path: Path) -> list[Any]:
-    """The JSON arguments of the one neuroscope.<part>(...) call that a data file of this module holds."""
-    text = path.read_text(encoding="utf-8")
-    start, stop = text.index("(") + 1, text.rindex(");")
-    return json.loads(f"[{text[start:stop]}]")
+# ----------------------------------------------------------------------------- --from_viewer
+
+MODEL_FIELDS = ("model", "n_layers", "d_mlp")
+SOURCE_META = {"model": str, "dataset": str, "n_layers": int, "d_mlp": int, "tokens": int, "layers": list, "doc_chunks": list}
+PACKED_TYPES = ("u1", "u2", "i4", "f4", "f2")
+FILE_ENDS = {".js": (b"neuroscope.", b");"), ".html": (b"<!DOCTYPE html>", b"</html>")}  # how a whole file begins and ends
+
+
+def read_call(path: Path, part: str) -> Any:
+    """The JSON argument of the one neuroscope.<part>(...) call of a data file of this module; a missing, cut or
+    unreadable file is a UserError naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        if not (text.startswith(f"neuroscope.{part}(") and text.endswith(");\n")):
+            raise ValueError("cut short, or not a data file of a viewer")
+        return json.loads(f"[{text[len(part) + 12:-3]}]")[0]
+    except (OSError, UnicodeDecodeError, ValueError, IndexError) as exc:
+        raise UserError(f"{path}: cannot read this file of the viewer ({first_line(exc)}); write that viewer again "
+                        "(d_recompute_vis.py --viewer)") from exc
 
 
 def unpacked(value: dict[str, str]) -> np.ndarray:
     """The array that `packed` wrote."""
-    return np.frombuffer(base64.b64decode(value["b64"]), dtype="<" + value["dtype"])
+    return np.frombuffer(base64.b64decode(value["b64"], validate=True), dtype="<" + value["dtype"])
 
 
-def extract_layers(source: Path, target: Path, layers: list[int]) -> int:
-    """A viewer of some whole layers of an existing one (`source`), without recomputing anything: its data
-    files for those layers, the documents and vocabulary, and the index and lists cut to those layers.
-    Returns the new viewer's size in bytes."""
-    meta = read_call(source / "data" / "meta.js")[0]
+def source_files(meta: dict[str, Any], layers: list[int]) -> list[str]:
+    """The files of a viewer that a viewer of some of its layers copies, relative to its folder."""
+    return [*(f"data/docs_{chunk}.js" for chunk in range(len(meta["doc_chunks"]))), "data/vocab.js", "viewer.html",
+            *(f"data/layer_{layer}.js" for layer in layers), *(f"lists/layer_{layer}.html" for layer in layers)]
+
+
+def checked_source_meta(source: Path, expected: dict[str, Any], layers: list[int]) -> dict[str, Any]:
+    """The meta of the viewer `source`, refused unless it is whole, of this run (`expected`: its model, dataset,
+    sizes and tokens) and has the `layers`."""
+    path = source / "data" / "meta.js"
+    meta = read_call(path, "meta")
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(key), kind) for key, kind in SOURCE_META.items()):
+        raise UserError(f"{path}: not the meta of a viewer (it lacks {', '.join(SOURCE_META)}); write that viewer again "
+                        "(d_recompute_vis.py --viewer)")
+    for key, value in expected.items():
+        if meta[key] != value:
+            other = "model" if key in MODEL_FIELDS else "dataset"
+            raise UserError(f"{source} is a viewer of another {other}: its {key} is {meta[key]!r}, this run's {value!r}; "
+                            "--from_viewer copies only viewers of this model and these statistics")
     missing = sorted(set(layers) - set(meta["layers"]))
     if missing:
-        from wcos_casestudies.errors import UserError
-
         raise UserError(f"{source}: the viewer has no layer {', '.join(map(str, missing))} (it has {meta['layers']})")
-    if target.exists():
-        shutil.rmtree(target)
-    (target / "data").mkdir(parents=True)
-    for path in [*(source / "data").glob("docs_*.js"), source / "data" / "vocab.js", *(source / "data" / f"layer_{layer}.js" for layer in layers)]:
-        shutil.copy(path, target / "data" / path.name)
-    index = read_call(source / "data" / "index.js")[0]
-    keep = np.isin(unpacked(index["ids"]) // meta["d_mlp"], layers)
-    index = {name: {"dtype": value["dtype"], "b64": base64.b64encode(unpacked(value)[keep].tobytes()).decode("ascii")}
-             for name, value in index.items()}
-    meta["layers"] = sorted(layers)
-    atomic_write_text(target / "data" / "meta.js", js_call("meta", meta))
-    atomic_write_text(target / "data" / "index.js", js_call("index", index))
-    shutil.copy(source / "viewer.html", target / "viewer.html")
-    (target / "lists").mkdir()
-    for layer in layers:
-        shutil.copy(source / "lists" / f"layer_{layer}.html", target / "lists" / f"layer_{layer}.html")
-    text = (source / "lists" / "index.html").read_text(encoding="utf-8")
-    kept = "".join(item for item in re.findall(r"<li>.*?</li>", text) if int(re.search(r"layer_(\d+)\.html", item).group(1)) in layers)
-    atomic_write_text(target / "lists" / "index.html", re.sub(r"<ul>.*</ul>", lambda _: f"<ul>{kept}</ul>", text, flags=re.S))
-    return sum(path.stat().st_size for path in target.rglob("*") if path.is_file())
+    return meta
+
+
+def checked_source_index(source: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The index of the viewer `source` as arrays of one length, refused unless it is whole."""
+    path = source / "data" / "index.js"
+    index = read_call(path, "index")
+    try:
+        arrays = {name: unpacked(value) for name, value in index.items() if value["dtype"] in PACKED_TYPES}
+        lengths = {len(array) for array in arrays.values()}
+        ids = arrays["ids"]
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: not the index of a viewer ({first_line(exc)}); write that viewer again") from exc
+    if len(arrays) != len(index) or len(lengths) != 1 or ids.dtype.kind != "i" or \
+            ((ids < 0) | (ids >= meta["n_layers"] * meta["d_mlp"])).any():
+        raise UserError(f"{path}: not the index of a viewer (columns of other lengths or types, or other neurons); "
+                        "write that viewer again")
+    return arrays
+
+
+def check_source_files(source: Path, meta: dict[str, Any], layers: list[int]) -> None:
+    """Every file that a viewer of `layers` copies from `source` is there, and its data files are whole."""
+    for name in [*source_files(meta, layers), "lists/index.html"]:
+        path = source / name
+        if path.is_symlink() or not path.is_file():
+            raise UserError(f"{path}: missing from the viewer {source.name} (or not a file); write that viewer again")
+        head, tail = FILE_ENDS[path.suffix]
+        with path.open("rb") as handle:
+            starts = handle.read(len(head))
+            handle.seek(max(path.stat().st_size - 16, 0))
+            if starts != head or not handle.read().rstrip().endswith(tail):
+                raise UserError(f"{path}: cut short, or not a file of a viewer; write that viewer again")
+
+
+def extract_layers(source: Path, target: Path, layers: list[int], expected: dict[str, Any]) -> int:
+    """A viewer of some whole layers of an existing one (`source`, which must be whole and of this run:
+    `expected`), without recomputing anything: its data files for those layers, the documents and vocabulary,
+    and the index and lists cut to those layers. Call only while holding the pages lock. Returns the size."""
+    meta = checked_source_meta(source, expected, layers)
+    index = checked_source_index(source, meta)
+    check_source_files(source, meta, layers)
+    keep = np.isin(index["ids"] // meta["d_mlp"], layers)
+    try:
+        lists_index = (source / "lists" / "index.html").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{source / 'lists' / 'index.html'}: cannot read it ({first_line(exc)}); write that viewer again") from exc
+
+    def build(staging: Path) -> dict[str, Any]:
+        (staging / "data").mkdir()
+        (staging / "lists").mkdir()
+        for name in source_files(meta, layers):
+            shutil.copy(source / name, staging / name)
+        cut = {name: {"dtype": array.dtype.str[1:], "b64": base64.b64encode(array[keep].tobytes()).decode("ascii")}
+               for name, array in index.items()}
+        atomic_write_text(staging / "data" / "meta.js", js_call("meta", {**meta, "layers": sorted(layers)}))
+        atomic_write_text(staging / "data" / "index.js", js_call("index", cut))
+        atomic_write_text(staging / "lists" / "index.html", lists_of_layers(lists_index, layers))
+        return meta
+
+    return replace_viewer(target, build)
+
+
+def lists_of_layers(text: str, layers: list[int]) -> str:
+    """`lists/index.html` of a viewer, its list cut to the links of `layers`."""
+    def of_layers(item: str) -> bool:
+        found = re.search(r"layer_(\d+)\.html", item)
+        return found is not None and int(found.group(1)) in layers
+
+    kept = "".join(item for item in re.findall(r"<li>.*?</li>", text) if of_layers(item))
+    return re.sub(r"<ul>.*</ul>", lambda _: f"<ul>{kept}</ul>", text, flags=re.S)
 
 
 def write_page(folder: Path) -> None:

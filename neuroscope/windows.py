@@ -49,7 +49,10 @@ class LayerExamples:
 def layer_examples(stats: dict[str, Any], layer: int, neurons: np.ndarray, lengths: np.ndarray, before: int,
                    width: int) -> LayerExamples:
     """The examples of `neurons` of one layer from the statistics, with windows that start `before` tokens
-    before the extreme token (or at 0) and hold `width` tokens (fewer at a document's end)."""
+    before the extreme token (or at 0) and hold `width` tokens (fewer at a document's end; never more than the
+    longest document has)."""
+    longest = int(lengths.max(initial=0))
+    before, width = min(before, longest), max(min(width, longest), 1)
     parts = []
     for kind, (_, values, docs, positions) in enumerate(stored_lists(stats)):
         docs_l = docs[layer, neurons].numpy()  # [chosen k]

@@ -19,6 +19,7 @@ from neuroscope.recompute import (
     Inputs,
     Neuron,
     RecomputeMismatch,
+    check_tokenizer,
     checked_dataset,
     load_examples,
     load_inputs,
@@ -47,6 +48,7 @@ class PageRun:
     device: Any
     inputs: Inputs | None = None
     dataset: Any = None  # loaded and checked by open_run where the run recomputes
+    tokenizer: Any = None  # the model's, checked by open_run against the statistics' (None: loaded when needed)
 
     @property
     def folder(self) -> Path:
@@ -66,32 +68,48 @@ def open_run(args: argparse.Namespace, recomputes: bool = True) -> PageRun:
     settings = settings_from_args(args)
     device = parse_device(args.device)
     check_output_location(args.results_dir, "--results_dir")
-    source = resolve_model(args.model)
+    source = resolve_model(args.model, full_hash=args.full_hash)
     neurons = requested_neurons(args.neurons, args.neurons_from, source, getattr(args, "whole_layers", False))
     stats = load_statistics(source, args.datadir, args.activations)
     results = ModelResults(source, settings, root=args.results_dir, loader=args.loader, device=device)
     check_output_location(neuroscope_folder(results), "--results_dir")
     read_registry(neuroscope_folder(results))  # a damaged page index stops the run now, not after the work
     dataset_dir = args.datadir / args.dataset if args.dataset else None
-    run = PageRun(results, stats, neurons, dataset_dir, device)
+    run = PageRun(results, stats, neurons, dataset_dir, device, tokenizer=load_tokenizer(source))
     if recomputes:
-        run.dataset, run.dataset_dir = checked_dataset(stats, dataset_dir)
+        run.dataset, run.dataset_dir = checked_dataset(stats, dataset_dir, run.tokenizer, source)
+    else:
+        check_tokenizer(run.tokenizer, stats["meta"], None, source)
     return run
 
 
 def hold_pages(run: PageRun) -> AbstractContextManager[Path]:
-    """The lock of the model's pages and their index, held while a run writes them (one writer at a time)."""
+    """The lock of the model's neuroscope folder: its pages, their index and its viewers, held while a run writes
+    any of them (one writer at a time; take it once per run: a second take in the same process is refused)."""
     return hold_lock(run.folder / "neurons.json")
 
 
-def hold_viewer(run: PageRun, name: str) -> AbstractContextManager[Path]:
-    """The lock of a viewer folder, held while a run writes it (one writer at a time)."""
-    return hold_lock(run.folder / name)
+def checked_viewer_folder(run: PageRun, name: str) -> Path:
+    """The folder of the viewer `name`, refused before any work unless it is free or a viewer this tool wrote."""
+    from neuroscope.viewer_folder import check_viewer_target
+
+    folder = run.folder / name
+    check_viewer_target(folder)
+    return folder
+
+
+def viewer_identity(run: PageRun) -> dict[str, Any]:
+    """What the meta of a viewer of this run holds: its model, the sizes and the statistics' dataset and tokens."""
+    meta = run.stats["meta"]
+    dataset_dir = run.dataset_dir if run.dataset_dir is not None else Path(meta["dataset"])
+    return {"model": run.results.source.name, "n_layers": int(run.stats["top_values"].shape[0]),
+            "d_mlp": int(run.stats["top_values"].shape[1]), "dataset": Path(dataset_dir).name, "tokens": int(meta.get("tokens", 0))}
 
 
 def recompute_checked(run: PageRun, batch_size: int) -> dict[Neuron, list[Example]]:
     """Load the model and dataset, recompute every chosen neuron and check it against the statistics."""
-    run.inputs = load_inputs(run.results.source, run.stats, run.dataset_dir, run.device, dataset=run.dataset)
+    run.inputs = load_inputs(run.results.source, run.stats, run.dataset_dir, run.device, dataset=run.dataset,
+                             tokenizer=run.tokenizer)
     try:
         return recompute_examples(run.inputs.model, run.inputs.dataset, run.stats, run.neurons, batch_size,
                                   run.inputs.pad_id, run.device)
@@ -111,7 +129,7 @@ def load_recomputed(run: PageRun) -> dict[Neuron, list[Example]]:
 
 def write_run_pages(run: PageRun, examples: dict[Neuron, list[Example]], top_tokens: int) -> list[Path]:
     """The pages of the chosen neurons and the index."""
-    tokenizer = run.inputs.tokenizer if run.inputs is not None else load_tokenizer(run.results.source)
+    tokenizer = run.tokenizer if run.tokenizer is not None else load_tokenizer(run.results.source)
     dataset_name = run.inputs.dataset_name if run.inputs is not None else Path(run.stats["meta"]["dataset"]).name
     return write_pages(run.results, run.stats, dataset_name, examples, tokenizer, top_tokens)
 
@@ -136,7 +154,8 @@ def recompute_all_windows(run: PageRun, settings: ViewerSettings, batch_size: in
     against the statistics. Returns the examples by layer and the dataset's tokens and document starts."""
     from neuroscope.windows import dataset_tokens, layer_examples, recompute_windows
 
-    run.inputs = inputs = load_inputs(run.results.source, run.stats, run.dataset_dir, run.device, dataset=run.dataset)
+    run.inputs = inputs = load_inputs(run.results.source, run.stats, run.dataset_dir, run.device, dataset=run.dataset,
+                                      tokenizer=run.tokenizer)
     tokens, doc_starts = dataset_tokens(inputs.dataset)
     lengths = np.diff(doc_starts)
     by_layer: dict[int, list[int]] = {}
@@ -157,8 +176,8 @@ def recompute_all_windows(run: PageRun, settings: ViewerSettings, batch_size: in
 
 
 def write_run_viewer(run: PageRun, settings: ViewerSettings, batch_size: int) -> tuple[Path, int]:
-    """Recompute the chosen neurons' windows, compute what their weights do, and write the viewer;
-    returns its folder and size in bytes."""
+    """Recompute the chosen neurons' windows, compute what their weights do, and write the viewer (in place of
+    the viewer of that name, if any: call only while holding the pages lock); returns its folder and size in bytes."""
     from neuroscope.facts import layer_logit_effects, model_facts
     from neuroscope.viewer import ViewerRun, write_viewer
     from wcos_casestudies.models.readers import open_weights
@@ -180,8 +199,10 @@ def write_run_viewer(run: PageRun, settings: ViewerSettings, batch_size: int) ->
     vocab = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
     vocab += [f"<id {i}>" for i in range(len(vocab), w_u.shape[1])]  # model rows beyond the tokenizer's
     folder = run.folder / settings.name
+    longest = int(np.diff(doc_starts).max(initial=0))
+    context = (min(settings.context[0], longest), min(settings.context[1], longest))  # more grey tokens than a document has: none
     viewer = ViewerRun(folder, results.source.name, run.inputs.dataset_name, run.stats, facts,
-                       {layer: ex.neurons for layer, ex in examples.items()}, vocab, tokens, doc_starts, settings.context,
+                       {layer: ex.neurons for layer, ex in examples.items()}, vocab, tokens, doc_starts, context,
                        [*statistics_notes(run.stats["meta"]), *facts.notes])
     size = write_viewer(viewer, examples, effects, moments)
     settings.seconds["write"] = time.perf_counter() - started

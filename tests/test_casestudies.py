@@ -82,10 +82,9 @@ def test_figures(tiny_models, tmp_path, capsys):
     assert selected_plot.default_layers("x", 30) == [0, 15, 29]
 
 
-def test_notebook_executes_headless():
-    nbformat = pytest.importorskip("nbformat")
+def execute_notebook(notebook) -> None:
+    """Run every cell of `notebook` in a fresh kernel of this Python, from the repository root (outputs kept in place)."""
     nbclient = pytest.importorskip("nbclient")
-    notebook = nbformat.read(ROOT / "interactive.ipynb", as_version=4)
     env_path = os.environ.get("PATH", "")
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env_path}"  # the kernel runs this Python
     try:
@@ -93,6 +92,12 @@ def test_notebook_executes_headless():
                                 resources={"metadata": {"path": str(ROOT)}}).execute()
     finally:
         os.environ["PATH"] = env_path
+
+
+def test_notebook_executes_headless():
+    nbformat = pytest.importorskip("nbformat")
+    notebook = nbformat.read(ROOT / "interactive.ipynb", as_version=4)
+    execute_notebook(notebook)
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)

@@ -27,9 +27,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuroscope import a_dataset, b_activations, d_recompute_vis
+from neuroscope import a_dataset, b2_recompute, b_activations, c_neuron_vis, d_recompute_vis, e_ablate, e_frequency
 from neuroscope.data import load_tokenized
 from neuroscope.store import load_stats, stats_path
+from neuroscope.viewer import js_call
 from wcos_casestudies import defplot, selected_plot
 from wcos_casestudies import main as main_script
 from wcos_casestudies.artifacts import load_artifact, save_artifact
@@ -460,6 +461,9 @@ def test_leftovers_of_killed_writes_are_removed(work, tmp_path):
 # ----------------------------------------------------------------------------- the catalogue
 
 
+PAGE_RUN = ["--model", "{MODEL}", "--datadir", "{DATA}", "--activations", "acts", "--results_dir", "{RESULTS}", "--device", "cpu"]
+
+
 @dataclass
 class Hostile:
     """One hostile command line: the script, its arguments (with ROOT, MODEL, DATA, RESULTS filled in), what the error must say."""
@@ -512,6 +516,40 @@ CATALOGUE = [
             "main.py --overwrite"),
     Hostile("layers in Arabic-Indic digits", selected_plot, ["--model", "{MODEL}", "--results_dir", "{RESULTS}", "--layers", "١"],
             "not a whole number"),
+    # second round: the viewer, --from_viewer, the frequency and ablation scripts, fingerprints, inputs, names
+    Hostile("viewer over a page folder", d_recompute_vis, [*PAGE_RUN, "--neurons", "0.1", "--viewer", "L0"], "page folder"),
+    Hostile("viewer over a folder of yours", d_recompute_vis, [*PAGE_RUN, "--neurons", "0.1", "--viewer", "my_notes"],
+            "not a viewer written"),
+    Hostile("viewer over a file", d_recompute_vis, [*PAGE_RUN, "--neurons", "0.1", "--viewer", "a_file"], "not a folder"),
+    Hostile("viewer over a symbolic link", d_recompute_vis, [*PAGE_RUN, "--neurons", "0.1", "--viewer", "link"], "symbolic link"),
+    Hostile("viewer name of 300 characters", d_recompute_vis, [*PAGE_RUN, "--neurons", "0.1", "--viewer", "v" * 300], "too long"),
+    Hostile("from_viewer of another model", d_recompute_vis, [*PAGE_RUN, "--neurons", "0.*", "--from_viewer", "foreign",
+                                                             "--viewer", "part"], "another model"),
+    Hostile("from_viewer of a cut index.js", d_recompute_vis, [*PAGE_RUN, "--neurons", "0.*", "--from_viewer", "damaged",
+                                                              "--viewer", "part"], "index.js"),
+    Hostile("activations.pt of another neuron", c_neuron_vis, [*PAGE_RUN, "--neurons", "0.2"], "not 0.2"),
+    Hostile("statistics into a dataset folder", b_activations, ["--model", "{MODEL}", "--datadir", "{DATA}", "--dataset", "docs",
+                                                                "--save_to", "docs", "--device", "cpu"], "is a tokenized dataset"),
+    Hostile("tokenizer with two ids swapped", b_activations, ["--model", "{ROOT}/swapped", "--datadir", "{DATA}", "--dataset",
+                                                              "docs", "--save_to", "sw", "--device", "cpu"], "another tokenizer"),
+    Hostile("full hash of a sampled result", main_script, ["--model", "{MODEL}", "--results_dir", "{RESULTS}", "--full_hash"],
+            "--full_hash"),
+    Hostile("overwrite a dataset holding your files", a_dataset, ["--datadir", "{DATA}", "--save_to", "docs_notes", "--overwrite",
+                                                                  "--tokenizer", "{MODEL}"], "did not write"),
+    Hostile("a FIFO named .txt", a_dataset, ["--datadir", "{DATA}", "--save_to", "n", "--dataset", "{ROOT}/fifo.txt",
+                                             "--tokenizer", "{MODEL}"], "FIFO"),
+    Hostile("empty .jsonl", a_dataset, ["--datadir", "{DATA}", "--save_to", "n", "--dataset", "{ROOT}/empty.jsonl",
+                                        "--tokenizer", "{MODEL}"], "no text"),
+    Hostile("empty .jsonl, streaming", a_dataset, ["--datadir", "{DATA}", "--save_to", "n", "--dataset", "{ROOT}/empty.jsonl",
+                                                   "--tokenizer", "{MODEL}", "--streaming"], "no text"),
+    Hostile("save_to with a glob sign", a_dataset, ["--datadir", "{DATA}", "--save_to", "*", "--tokenizer", "{MODEL}"], "holds '*'"),
+    Hostile("frequency, results_dir a file", e_frequency, ["--model", "{MODEL}", "--datadir", "{DATA}", "--activations", "acts",
+                                                           "--results_dir", "{ROOT}/a_file"], "is a file"),
+    Hostile("ablation, results_dir a file", e_ablate, ["--model", "{MODEL}", "--datadir", "{DATA}", "--activations", "acts",
+                                                       "--results_dir", "{ROOT}/a_file", "--device", "cpu"], "is a file"),
+    Hostile("ablation, a file where ablation/ goes", e_ablate, ["--model", "{MODEL}", "--datadir", "{DATA}", "--activations",
+                                                                "acts", "--results_dir", "{ROOT}/ablation_file", "--device", "cpu"],
+            "is a file"),
 ]
 
 
@@ -538,8 +576,44 @@ def hostile_tree(work, tmp_path_factory):
     (root / "a_file").write_text("x")
     (root / "binary.txt").write_bytes(b"\x00\x01\x02\xff")
     (root / "empty.txt").write_bytes(b"")
+    _second_round_tree(root, work)
     time.sleep(0.01)  # so that a file rewritten by a run would show another modification time
     return root
+
+
+def _second_round_tree(root: Path, work) -> None:
+    """What the second round's cases point at: the recomputed values of neuron 0.1 copied to 0.2, a viewer of every
+    neuron and copies of it (of another model, with a cut index.js), a folder of yours, a file and a link where a viewer
+    could go, a dataset folder holding your file, a FIFO, an empty .jsonl, a model whose tokenizer has two ids swapped."""
+    page_run = [_fill(a, {"{MODEL}": str(work["model"]), "{DATA}": str(root / "data"), "{RESULTS}": str(root / "results")})
+                for a in PAGE_RUN]
+    succeeds(b2_recompute.main, [*page_run, "--neurons", "0.1"])
+    succeeds(d_recompute_vis.main, [*page_run, "--neurons", "all", "--max_pages", "0", "--viewer", "viewer"])
+    pages = root / "results/local/llama/neuroscope"
+    (pages / "L0/N2").mkdir()
+    shutil.copy(pages / "L0/N1/activations.pt", pages / "L0/N2/activations.pt")
+    for name in ("foreign", "damaged"):
+        shutil.copytree(pages / "viewer", pages / name)
+    meta = pages / "foreign/data/meta.js"
+    text = meta.read_text()
+    meta.write_text(js_call("meta", {**json.loads(text[text.index("(") + 1:text.rindex(");")]), "model": "someone/else"}))
+    index = pages / "damaged/data/index.js"
+    index.write_bytes(index.read_bytes()[:len(index.read_bytes()) // 2])
+    (pages / "my_notes").mkdir()
+    (pages / "my_notes/notes.txt").write_text("keep me")
+    (pages / "a_file").write_text("keep me too")
+    (pages / "link").symlink_to(pages / "viewer")
+    shutil.copytree(root / "data/docs", root / "data/docs_notes")
+    (root / "data/docs_notes/notes.txt").write_text("keep me")
+    os.mkfifo(root / "fifo.txt")
+    (root / "empty.jsonl").write_bytes(b"")
+    (root / "ablation_file/local/llama").mkdir(parents=True)
+    (root / "ablation_file/local/llama/ablation").write_text("x")
+    shutil.copytree(work["model"], root / "swapped")
+    tokenizer = json.loads((root / "swapped/tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab["a"], vocab["e"] = vocab["e"], vocab["a"]
+    (root / "swapped/tokenizer.json").write_text(json.dumps(tokenizer))
 
 
 @pytest.mark.parametrize("case", CATALOGUE, ids=[case.label for case in CATALOGUE])

@@ -65,7 +65,7 @@ def test_viewer_files_hold_only_data_and_no_address(viewer):
     folder = viewer["folder"]
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     assert names == ["data/docs_0.js", "data/index.js", "data/layer_0.js", "data/layer_1.js", "data/meta.js", "data/vocab.js",
-                     "lists/index.html", "lists/layer_0.html", "lists/layer_1.html", "viewer.html"]
+                     "lists/index.html", "lists/layer_0.html", "lists/layer_1.html", "neuroscope_viewer.json", "viewer.html"]
     assert not (viewer["pages"] / "L0").exists()  # 192 neurons: more than --max_pages, so no vis.html pages
     for path in folder.rglob("*"):
         if path.is_file():

@@ -8,9 +8,12 @@ a pickle from elsewhere is refused instead of executed.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import io
 import os
 import pickle
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -27,6 +30,8 @@ from .fingerprint import content_digest
 PROJECT_TAG = "wcos_casestudies"
 CHECKSUM_KEY = "sha256"  # top-level key of an artifact: content_digest of everything else in it
 TEMPORARY_SUFFIX = ".tmp"
+STAGING_SUFFIX = ".partial"  # a whole folder being written beside the one it replaces
+REPLACED_SUFFIX = ".replaced"  # the old folder while the new one is swapped in
 DEFAULT_REMEDY = "move it away and make it again"
 # meta["kind"] of each artifact, and how messages name it
 KINDS = {
@@ -53,20 +58,28 @@ def package_versions() -> dict[str, str]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename, never leaving half a file."""
+    """Write `data` to `path` through a temporary file and a rename, never leaving half a file: a write that
+    fails (a full disk, a read-only file system, Ctrl-C) removes its temporary file, and its OSError names `path`
+    (the kernel names no file when a write or fsync fails)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     umask = os.umask(0)
     os.umask(umask)
+    tmp = None
     try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; results should be readable like any file
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~umask)  # mkstemp makes 0600; results should be readable like any file
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):  # the error that stopped the write is the one to report
+                Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            exc.filename, exc.filename2 = str(path), None
         raise
 
 
@@ -203,14 +216,52 @@ def load_artifact(path: Path, expect_tag: bool = True, kind: str | None = None, 
     return data
 
 
+def _leftovers(path: Path, suffix: str) -> list[Path]:
+    """What temporary writes of `path` are named: `.<name>.<random><suffix>` beside it (the name glob-escaped)."""
+    return sorted(Path(path).parent.glob(f".{glob.escape(Path(path).name)}.*{suffix}"))
+
+
 def remove_stale_temporaries(path: Path) -> list[Path]:
     """Remove the temporary files that an interrupted atomic write of `path` left beside it (call this only
     while holding the lock of `path`, so that no other process is writing them)."""
-    stale = sorted(Path(path).parent.glob(f".{Path(path).name}.*{TEMPORARY_SUFFIX}"))
+    stale = _leftovers(path, TEMPORARY_SUFFIX)
     for item in stale:
         if item.is_file() and not item.is_symlink():
             item.unlink()
     return stale
+
+
+def staging_folder(folder: Path) -> Path:
+    """A new hidden folder beside `folder`, where a whole folder is written before `replace_folder` swaps it in."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=STAGING_SUFFIX))
+
+
+def replace_folder(staged: Path, folder: Path) -> None:
+    """Put the finished `staged` folder in place of `folder`: the old one is renamed aside first and removed last,
+    so that a kill or a full disk at any point leaves either the old folder or the new one whole."""
+    old = None
+    if folder.exists():
+        old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=REPLACED_SUFFIX))
+        os.replace(folder, old)
+    try:
+        os.replace(staged, folder)
+    except OSError:
+        if old is not None:
+            os.replace(old, folder)
+        raise
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def remove_stale_folders(folder: Path) -> None:
+    """Remove what an interrupted `replace_folder` of `folder` left beside it: staging folders and old folders set
+    aside (call only while holding the lock of `folder`)."""
+    for suffix in (STAGING_SUFFIX, REPLACED_SUFFIX):
+        for item in _leftovers(folder, suffix):
+            if item.is_dir() and not item.is_symlink():
+                shutil.rmtree(item)
 
 
 def find_artifact(folder: Path, stem: str) -> Path | None:

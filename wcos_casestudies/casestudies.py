@@ -63,7 +63,7 @@ from wcos_casestudies.results import ModelResults
 
 settings = settings_from_args(args)
 check_output_location(args.results_dir, "--results_dir")
-source = resolve_model(args.model)
+source = resolve_model(args.model, full_hash=args.full_hash)
 options = section6.RoleOptions(n_partition=args.n_partition, n_entropy=args.n_entropy,
                                null_space_dim=args.null_space_dim, attention=not args.skip_attention,
                                min_kurtosis=args.min_kurtosis)

@@ -25,7 +25,7 @@ from .constants import (
     DTYPES,
     LOADERS,
 )
-from .errors import UserError
+from .errors import UserError, system_error_line
 
 AUTO_DEVICE = "auto"
 
@@ -49,7 +49,8 @@ def make_parser(description: str | None) -> argparse.ArgumentParser:
 
 
 def add_model(parser: argparse.ArgumentParser, several: bool = False) -> None:
-    """`--model`: one model (or several, and `all`, where the script takes several)."""
+    """`--model`: one model (or several, and `all`, where the script takes several); `--full_hash`: how its weights are
+    fingerprinted (pass `args.full_hash` to `resolve_model`)."""
     what = ("Hugging Face id, paper name or seed alias, local checkpoint folder, .gguf file, "
             "or an embedded model (smollm2-135m, gemma-3-270m)")
     if several:
@@ -57,6 +58,10 @@ def add_model(parser: argparse.ArgumentParser, several: bool = False) -> None:
                             help=what + "; several, or `all` for the paper's 12")
     else:
         parser.add_argument("--model", default=DEFAULT_MODEL, help=what)
+    parser.add_argument("--full_hash", action="store_true",
+                        help="fingerprint the weights by a hash of every byte (slow: reads the whole checkpoint) instead of "
+                             "their files' sizes, times and sampled blocks; results recorded with one kind are refused "
+                             "when checked with the other")
 
 
 def add_weight_settings(parser: argparse.ArgumentParser) -> None:
@@ -164,12 +169,44 @@ def positive_float(text: str) -> float:
     return value
 
 
+MAX_NAME_BYTES = 200  # a folder name in UTF-8: file systems allow 255, the lock and temporary names beside it add up to 19
+NAME_SIGNS = "_-.+=@,"  # what a folder name may hold besides letters, digits and combining marks
+
+
+def name_problem(text: str) -> str | None:
+    """What keeps `text` from being a plain folder name (None: nothing); see `plain_name`."""
+    import unicodedata
+
+    from .locks import LOCK_SUFFIX
+
+    if text in ("", ".", ".."):
+        return "a name inside --datadir, not '', '.' or '..'"
+    odd = next((c for c in text if not (c.isalnum() or c in NAME_SIGNS or unicodedata.category(c).startswith("M"))), None)
+    if odd is not None:
+        return f"it holds {odd!r}: a name is letters, digits and any of {NAME_SIGNS}"
+    if text.startswith("-"):
+        return "it starts with '-', as a flag does"
+    if text.startswith("."):
+        return "a name starting with '.' is kept for hidden folders and those being written"
+    if text.endswith(LOCK_SUFFIX):
+        return f"a name ending in {LOCK_SUFFIX} is kept for lock files"
+    size = len(text.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        return f"too long: {size} bytes in UTF-8, at most {MAX_NAME_BYTES}"
+    return None
+
+
 def plain_name(text: str) -> str:
-    """An argparse type: the name of a folder inside --datadir (no `.`, `..`, path separators or absolute paths)."""
-    separators = [sep for sep in ("/", os.sep, os.altsep) if sep]
-    if not text or text in (".", "..") or any(sep in text for sep in separators) or text != text.strip() or "\0" in text:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a plain folder name (a name inside --datadir, without "
-                                         "'.', '..' or path separators)")
+    """An argparse type: the name of a folder inside --datadir (a dataset, statistics) or of a viewer, one check for
+    every script that writes or reads one, so that a name one script accepts works in all of them: letters and digits
+    of any script and the signs of NAME_SIGNS; no path separators, white space, control or invisible characters, or
+    anything a shell, a glob pattern or a URL reads otherwise; not '-' first (a flag) nor '.' first (hidden, like the
+    temporary folders that a run removes beside its output); not ending in `.lock` (lock files); at most MAX_NAME_BYTES
+    bytes in UTF-8 (room for the lock and temporary names beside it)."""
+    problem = name_problem(text)
+    if problem is not None:
+        shown = text if len(text) <= 40 else f"{text[:24]}…"
+        raise argparse.ArgumentTypeError(f"{shown!r} is not a plain folder name ({problem})")
     return text
 
 
@@ -228,16 +265,33 @@ def parse_dtype(name: str, device: Any = None) -> Any:
     return getattr(torch, name)
 
 
+INTERRUPTED = "interrupted; finished results are kept, rerun to resume"
+
+
+def end_in_one_line(exc: BaseException) -> int | None:
+    """Print the one line that ends a run for `exc` and return the exit status: 2 for a user's mistake and for a
+    full disk, a read-only file system or a denied permission (errors.SYSTEM_ERRORS: the path and what happened),
+    130 for Ctrl-C; None for anything else (a bug, whose traceback is shown)."""
+    if isinstance(exc, KeyboardInterrupt):
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
+    line = str(exc) if isinstance(exc, UserError) else system_error_line(exc)
+    if line is None:
+        return None
+    print(f"error: {line}", file=sys.stderr)
+    return 2
+
+
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run a script's `main`, turning a UserError into one line on stderr and exit status 2."""
+    """Run a script's `main`, ending a user's mistake, a system error of errors.SYSTEM_ERRORS or Ctrl-C in one line
+    on stderr (`end_in_one_line`); any other exception propagates."""
     try:
         return int(main(argv) or 0)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; finished results are kept, rerun to resume", file=sys.stderr)
-        return 130
+    except (UserError, OSError, KeyboardInterrupt) as exc:
+        status = end_in_one_line(exc)
+        if status is None:
+            raise
+        return status
 
 
 def casestudies() -> None:
@@ -249,18 +303,22 @@ def casestudies() -> None:
 
 
 def in_notebook() -> bool:
-    """Whether this code runs inside a Jupyter / VS Code interactive kernel."""
-    return "ipykernel" in sys.modules and "IPython" in sys.modules
+    """Whether this code runs inside a Jupyter / VS Code interactive kernel: an IPython shell with a kernel is
+    running (not merely imported: a script that imported ipykernel, e.g. through ipywidgets, still reads its flags)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def install_user_error_hook() -> None:
-    """For cell scripts run as scripts: a UserError ends with one line on stderr and exit status 2."""
+    """For cell scripts run as scripts: what `run_main` ends in one line (a UserError, a system error, Ctrl-C)
+    ends the same way, with the same exit status."""
     previous = sys.excepthook
 
     def hook(kind, value, traceback):
-        if issubclass(kind, UserError):
-            print(f"error: {value}", file=sys.stderr)
-            sys.exit(2)
+        status = end_in_one_line(value)
+        if status is not None:
+            sys.exit(status)
         previous(kind, value, traceback)
 
     sys.excepthook = hook

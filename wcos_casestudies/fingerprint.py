@@ -4,6 +4,20 @@
   modification time and a few sampled blocks of its bytes, plus the config files' bytes. Cheap
   (about a megabyte read for a 7B model), and it changes when the files are rewritten or copied
   without their times, which then counts as other weights (refused or recomputed, never reused).
+  Its limitation: an edit outside the three sampled 64 KiB blocks of a file whose modification time
+  was put back (reproducible builds, `rsync -a`, Nix) goes unnoticed.
+  With `full=True` (the `--full_hash` flag of every script that takes `--model`) it is a hash of every
+  byte of the weight files (and the config files; no modification time), written `full:<hex>`: slow
+  (the whole checkpoint is read) but it misses no edit, and a copy without its files' times is the
+  same weights. The two kinds are never compared with each other: a result recorded with one kind
+  and checked with the other is refused in one line that says which way to pass `--full_hash`
+  (`kind_mismatch`), never taken for a match, nor for other weights.
+- `tokenizer_fingerprint`: of a loaded tokenizer's vocabulary, every token string by id and the
+  special tokens (so the tokenizer inside a GGUF file and the tokenizer files of a folder alike).
+  A dataset records it (`neuroscope_meta.json`), the activation statistics too, and a run that uses
+  them with another tokenizer, even one of the same size, is refused before the model loads (the
+  pass, the ablation, the pages and the viewer). A dataset or statistics of an older version record
+  none: they are still used, checked by the vocabulary's size alone, with a one-line note.
 - `dataset_fingerprint`: of a tokenized dataset, from its token ids, attention masks and lengths.
 - `content_digest`: of an artifact's plain data (tensors, numbers, strings, containers), the
   checksum that `artifacts.save_artifact` stores and `load_artifact` verifies.
@@ -22,13 +36,36 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5
 CONFIG_FILES = ("config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 SAMPLE_BYTES = 1 << 16  # bytes read at the start, middle and end of each weight file
 FINGERPRINT_CHARS = 16  # hex digits kept of a fingerprint (64 bits)
+FULL_HASH_PREFIX = "full:"  # marks a weights fingerprint of every byte (`weights_fingerprint(..., full=True)`)
+HASH_CHUNK_BYTES = 1 << 24  # bytes read at a time by the full hash
+SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 DATASET_COLUMNS = ("input_ids", "attention_mask", "length")
 ROWS_PER_CHUNK = 8192  # rows of a dataset hashed at a time
 
 
 def short(fingerprint: str | None) -> str:
-    """A fingerprint as shown in messages."""
-    return "none recorded" if fingerprint is None else str(fingerprint)[:8]
+    """A fingerprint as shown in messages (a full hash keeps its `full:` mark)."""
+    if fingerprint is None:
+        return "none recorded"
+    prefix = FULL_HASH_PREFIX if is_full_hash(fingerprint) else ""
+    return prefix + str(fingerprint).removeprefix(prefix)[:8]
+
+
+def is_full_hash(fingerprint: str | None) -> bool:
+    """Whether a weights fingerprint is a hash of every byte (`--full_hash`) rather than the sampled one."""
+    return str(fingerprint).startswith(FULL_HASH_PREFIX)
+
+
+def kind_mismatch(stored: str | None, current: str) -> str | None:
+    """Why a recorded weights fingerprint cannot be compared with the `current` one: it is of the other kind (a
+    phrase that says which way to pass --full_hash); None when both are of one kind, or none is recorded."""
+    if stored is None or is_full_hash(stored) == is_full_hash(current):
+        return None
+    if is_full_hash(stored):
+        return ("its weights fingerprint is a hash of every byte, made with --full_hash, and this run's is the sampled one: "
+                "pass --full_hash to check it")
+    return ("its weights fingerprint is the sampled one, made without --full_hash, which cannot vouch for every byte as "
+            "--full_hash asks: leave out --full_hash to check it that way")
 
 
 def _weight_files(path: Path) -> list[Path]:
@@ -47,17 +84,49 @@ def _sampled_bytes(file: Path, size: int) -> bytes:
     return b"".join(blocks)
 
 
-def weights_fingerprint(path: Path) -> str:
-    """Fingerprint of a checkpoint folder or a GGUF file (see the module's docstring)."""
-    digest = hashlib.sha256()
+def _update_with_file(digest: Any, file: Path) -> None:
+    """Feed every byte of a file to `digest`, a chunk at a time."""
+    with file.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+
+
+def weights_fingerprint(path: Path, full: bool = False) -> str:
+    """Fingerprint of a checkpoint folder or a GGUF file: sampled, or with `full` a hash of every byte (see the
+    module's docstring)."""
+    digest = hashlib.sha256(b"every byte\0" if full else b"")
     for file in _weight_files(Path(path)):
         stat = file.stat()  # follows the Hugging Face cache's symbolic links to the blobs
         digest.update(f"{file.name}\0{stat.st_size}\0".encode())
         if file.name in CONFIG_FILES:
             digest.update(file.read_bytes())
+        elif full:
+            _update_with_file(digest, file)
         else:
             digest.update(f"{stat.st_mtime_ns}\0".encode())
             digest.update(_sampled_bytes(file, stat.st_size))
+    return (FULL_HASH_PREFIX if full else "") + digest.hexdigest()[:FINGERPRINT_CHARS]
+
+
+def _update_with_text(digest: Any, text: Any) -> None:
+    """Feed one token string (or None: an id without a token) to `digest`, its length first."""
+    data = b"\xff" if text is None else str(text).encode("utf-8", "surrogatepass")
+    digest.update(f"{len(data)}:".encode())
+    digest.update(data)
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Fingerprint of a loaded tokenizer's vocabulary: every token string by id (added tokens included) and the
+    special tokens with their ids. Two tokenizers of the same size with another token at one id differ."""
+    digest = hashlib.sha256(f"{len(tokenizer)} tokens\0".encode())
+    for token in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))):
+        _update_with_text(digest, token)
+    for name in SPECIAL_TOKENS:
+        _update_with_text(digest, name)
+        _update_with_text(digest, getattr(tokenizer, name, None))
+        _update_with_text(digest, getattr(tokenizer, f"{name}_id", None))
+    for token in sorted(map(str, tokenizer.all_special_tokens)):
+        _update_with_text(digest, token)
     return digest.hexdigest()[:FINGERPRINT_CHARS]
 
 

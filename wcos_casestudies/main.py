@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_output_location(args.results_dir, "--results_dir")
     from wcos_casestudies import section5
 
-    sources = section5.resolve_all(args.model, args.skip_missing)
+    sources = section5.resolve_all(args.model, args.skip_missing, args.full_hash)
     medians = {}
     for source in sources:
         results = section5.run_model(source, args, settings, device)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from urllib.parse import quote
 
 from .artifacts import atomic_write_text
 
@@ -26,9 +27,9 @@ details{margin:.5em 0} summary{cursor:pointer} .meta{color:#666;font-size:.9em}
 
 
 def link(path: Path, folder: Path, text: str | None = None) -> str:
-    """An escaped relative link from the index to `path`."""
+    """An escaped relative link from the index to `path` (its path URL-encoded: a name may hold #, ?, % or spaces)."""
     relative = path.relative_to(folder).as_posix()
-    return f'<a href="{html.escape(relative)}">{html.escape(text or relative)}</a>'
+    return f'<a href="{html.escape(quote(relative))}">{html.escape(text or relative)}</a>'
 
 
 def plots_html(folder: Path, root: Path | None = None) -> str:

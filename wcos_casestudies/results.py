@@ -19,7 +19,7 @@ import torch
 from .artifacts import PROJECT_TAG, find_artifact, load_artifact, package_versions, save_artifact
 from .constants import CLASS_NAMES, COSINE_NAMES, DEFAULT_RESULTS, DEFAULT_THRESHOLD, QUANTILES
 from .errors import UserError
-from .fingerprint import short, weights_fingerprint
+from .fingerprint import kind_mismatch, short
 from .models.arch import ArchInfo, read_arch
 from .models.readers import WeightsInfo, open_weights
 from .models.sources import ModelSource
@@ -130,7 +130,7 @@ class ModelResults:
     @cached_property
     def fingerprint(self) -> str:
         """The weights' fingerprint: cached cosines are reused only for the same one."""
-        return weights_fingerprint(self.source.path)
+        return self.source.weights_fingerprint
 
     def _check_meta(self, path: Path) -> None:
         meta = self.data["meta"]
@@ -139,6 +139,8 @@ class ModelResults:
             if meta.get(key) != value:
                 raise UserError(f"{path}: holds results with {key}={meta.get(key)!r}, not {value!r}; {RESULTS_REMEDY}")
         stored = meta.get("weights_fingerprint")
+        if kind_mismatch(stored, self.fingerprint):
+            raise UserError(f"{path}: {kind_mismatch(stored, self.fingerprint)}; or {RESULTS_REMEDY}")
         if stored != self.fingerprint:
             what = ("records no weights fingerprint (written by an older version)" if stored is None else
                     f"holds the cosines of other weights ({meta.get('provenance')}, fingerprint {short(stored)})")

@@ -28,7 +28,7 @@ def spread_labels(heights: list[float], gap: float = LABEL_GAP) -> list[float]:
 def plot_entropy_scores(scores: torch.Tensor, layer: int, n_chosen: int, null_space_dim: int, stem: Path,
                         caption: str) -> list[Path]:
     """Box plot of every last-layer neuron's entropy score, each neuron a point; the chosen ones in red and named."""
-    values = scores.double().numpy()
+    values = scores.detach().double().cpu().numpy()
     order = np.argsort(-values, kind="stable")
     x = 1 + np.random.default_rng(0).uniform(-0.2, 0.2, len(values))
     chosen = np.zeros(len(values), dtype=bool)

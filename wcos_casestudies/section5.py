@@ -21,12 +21,12 @@ from .results import ModelResults, Settings
 from .utils import random_cosine_interval, random_regions_table
 
 
-def resolve_all(names: list[str], skip_missing: bool) -> list[ModelSource]:
-    """Resolve every requested model before anything is written."""
+def resolve_all(names: list[str], skip_missing: bool, full_hash: bool = False) -> list[ModelSource]:
+    """Resolve every requested model before anything is written (`full_hash`: --full_hash)."""
     sources, missing = [], []
     for name in expand_model_names(names):
         try:
-            sources.append(resolve_model(name))
+            sources.append(resolve_model(name, full_hash=full_hash))
         except UserError as exc:
             if not skip_missing:
                 raise

@@ -18,7 +18,7 @@ from . import roles as R
 from .artifacts import PROJECT_TAG, atomic_write_text, find_artifact, load_artifact, package_versions, save_artifact, write_table
 from .constants import CLASS_NAMES, DEFAULT_N_ENTROPY
 from .errors import UserError
-from .fingerprint import short
+from .fingerprint import kind_mismatch, short
 from .models.glu import refactor_glu
 from .models.loading import load_bridge, load_tokenizer
 from .models.readers import WeightReader, open_weights
@@ -82,6 +82,8 @@ def load_roles(path: Path, results: ModelResults) -> dict[str, Any]:
     if meta.get("model") != results.meta["model"]:
         raise UserError(f"{path}: roles of {meta.get('model')}, not {results.meta['model']}; {ROLES_REMEDY}")
     stored_fingerprint = meta.get("weights_fingerprint")
+    if kind_mismatch(stored_fingerprint, results.fingerprint):
+        raise UserError(f"{path}: {kind_mismatch(stored_fingerprint, results.fingerprint)}; or {ROLES_REMEDY}")
     if stored_fingerprint != results.fingerprint:
         what = ("records no weights fingerprint (written by an older version)" if stored_fingerprint is None else
                 f"holds the roles of other weights (fingerprint {short(stored_fingerprint)}, not {short(results.fingerprint)})")
@@ -214,9 +216,13 @@ def write_entropy_scores(role_results: RoleResults, results: ModelResults) -> li
                                results.folder / "entropy_scores", results.caption)
 
 
+CASE_STUDY_COLUMNS = ("layer", "neuron", "io_class", "kurtosis", "reason")  # of case_studies.csv (facts.py reads it)
+
+
 def write_case_studies(chosen: list[R.CaseStudy], folder: Path) -> Path:
-    """`case_studies.csv` (why, class, kurtosis) and `case_studies.txt` (names for d_recompute_vis.py --neurons)."""
-    frame = pd.DataFrame([{"neuron": c.name, **asdict(c)} for c in chosen])
+    """`case_studies.csv` (where, class, kurtosis, why; its header also when no neuron was chosen) and
+    `case_studies.txt` (names for d_recompute_vis.py --neurons)."""
+    frame = pd.DataFrame([asdict(c) for c in chosen], columns=list(CASE_STUDY_COLUMNS))
     atomic_write_text(folder / "case_studies.csv", frame.to_csv(index=False))
     path = folder / "case_studies.txt"
     atomic_write_text(path, " ".join(c.name for c in chosen) + "\n")

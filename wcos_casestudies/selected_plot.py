@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = settings_from_args(args)
     check_output_location(args.results_dir, "--results_dir")
-    source = resolve_model(args.model)
+    source = resolve_model(args.model, full_hash=args.full_hash)
     arch = read_arch(source)
     arch.require_gated(source.name, "the plot needs w_gate")
     layers = args.layers if args.layers is not None else default_layers(source.name, arch.n_layers)

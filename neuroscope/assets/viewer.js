@@ -140,7 +140,8 @@ var neuroscope = (function () {
   function restore(query) {
     filterIds().forEach(function (key) { controlOf(key).value = ""; });
     query.split("&").forEach(function (pair) {
-      var kv = pair.split("="), key = kv[0], text = decodeURIComponent(kv[1] || "");
+      var kv = pair.split("="), key = kv[0], text = decoded(kv[1] || "");
+      if (text === null) { return; }  // a malformed %-escape: this part of the address is left out
       if (key === "sort" && ["id", "io_class", "roles"].concat(NUMERIC).indexOf(text) >= 0) { table.sort = text; }
       else if (key === "descending") { table.descending = text === "1"; }
       else if (filterIds().indexOf(key) >= 0) { controlOf(key).value = text; }
@@ -406,17 +407,24 @@ var neuroscope = (function () {
     document.getElementById("neuron-view").hidden = id !== "neuron-view";
     document.getElementById("status").textContent = "";
   }
+  // the text of a part of the address with its %-escapes decoded; null where an escape is malformed (#%, %zz)
+  function decoded(text) {
+    try { return decodeURIComponent(text); } catch (error) { return null; }
+  }
   function parseName(text) {
     var m = /^\s*(\d+)\.(\d+)\s*$/.exec(text || "");
     return m ? [Number(m[1]), Number(m[2])] : null;
   }
   function route(sinceNavigation) {
-    var started = sinceNavigation ? 0 : performance.now(), hash = decodeURIComponent(location.hash.slice(1)), wanted = parseName(hash);
-    if (!wanted) {
-      if (hash.charAt(0) === "?") { restore(location.hash.slice(2)); }
+    var started = sinceNavigation ? 0 : performance.now(), raw = location.hash.slice(1), wanted = parseName(decoded(raw));
+    if (!wanted) {  // no hash, the index's filters (#?...), or a hash that names no neuron: the index
+      if (raw.charAt(0) === "?") { restore(raw.slice(1)); }
       renderTable();
       show("index-view");
       document.title = "neurons of " + data.meta.model;
+      if (decoded(raw) === null) {
+        document.getElementById("status").textContent = "the address after # has a malformed %-escape: that part is left out";
+      }
       return Promise.resolve();
     }
     if (!rowOf(wanted[0], wanted[1])) {
@@ -445,7 +453,7 @@ var neuroscope = (function () {
   }
   // The first files load as parser-blocking scripts (written while the page is parsed), so that the page's
   // load event, and a headless browser's --dump-dom, wait until the neuron of a deep link is drawn.
-  function wantedAtStart() { return parseName(decodeURIComponent(location.hash.slice(1))); }
+  function wantedAtStart() { return parseName(decoded(location.hash.slice(1))); }
   function writeScripts(names) {
     names.forEach(function (name) {
       if (!loading[name]) { document.write('<script src="data/' + name + '.js"><\/script>'); loading[name] = Promise.resolve(); }

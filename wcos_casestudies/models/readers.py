@@ -223,7 +223,7 @@ class BridgeReader(WeightReader):
 
     def unembed(self) -> torch.Tensor:
         with torch.no_grad():
-            return self.bridge.W_U.float().cpu()
+            return self.bridge.W_U.float().cpu().detach()  # float32 on the CPU: the parameter itself, which requires grad
 
 
 def open_weights(source: ModelSource, processing: bool = True, loader: str = "auto",

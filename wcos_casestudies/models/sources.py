@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import UserError
@@ -23,6 +24,7 @@ class ModelSource:
     name: str  # canonical name: hub id, or a local name
     path: Path  # folder (Hugging Face format) or .gguf file
     provenance: str  # human-readable: where the weights came from
+    full_hash: bool = False  # fingerprint the weights by every byte (--full_hash), not by sampled blocks
 
     @property
     def is_gguf(self) -> bool:
@@ -34,6 +36,13 @@ class ModelSource:
         file (its name `local/...` is no valid value), else the name."""
         return str(self.path) if self.name.startswith(("local/", "gguf/")) else self.name
 
+    @cached_property
+    def weights_fingerprint(self) -> str:
+        """The fingerprint of these weights, of the kind asked for (sampled, or every byte with --full_hash); computed
+        once per source, that is once per run (a full hash reads the whole checkpoint)."""
+        from ..fingerprint import weights_fingerprint
+
+        return weights_fingerprint(self.path, full=self.full_hash)
 
 
 
@@ -77,8 +86,15 @@ def _hub_snapshot(hub_id: str, allow_download: bool) -> Path | None:
     return folder if (folder / "config.json").exists() else None
 
 
-def resolve_model(name: str, allow_download: bool = True) -> ModelSource:
-    """Turn a `--model` value into a ModelSource, or raise a UserError saying how to get it."""
+def resolve_model(name: str, allow_download: bool = True, full_hash: bool = False) -> ModelSource:
+    """Turn a `--model` value into a ModelSource, or raise a UserError saying how to get it; `full_hash`
+    (--full_hash): its weights fingerprint hashes every byte."""
+    source = _resolve(name, allow_download)
+    return replace(source, full_hash=True) if full_hash else source
+
+
+def _resolve(name: str, allow_download: bool) -> ModelSource:
+    """`resolve_model`, with the sampled weights fingerprint."""
     path = Path(name).expanduser()
     if path.exists():
         if path.is_file():
@@ -89,7 +105,7 @@ def resolve_model(name: str, allow_download: bool = True) -> ModelSource:
             return ModelSource(name=f"local/{path.resolve().name}", path=path.resolve(), provenance=f"local folder {path}")
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
-            return resolve_model(str(ggufs[0]))
+            return _resolve(str(ggufs[0]), allow_download)
         raise UserError(f"{name}: not a model checkpoint (no config.json and no single .gguf file in it)")
 
     hub_id = canonical_hub_id(name)
