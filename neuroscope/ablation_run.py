@@ -32,10 +32,9 @@ from wcos_casestudies.artifacts import (
     PROJECT_TAG,
     find_artifact,
     load_artifact,
-    remove_stale_temporaries,
+    remove_stale_temporaries_in,
     save_artifact,
 )
-from wcos_casestudies.constants import PLOT_FORMATS
 from wcos_casestudies.errors import UserError
 from wcos_casestudies.fingerprint import FINGERPRINT_CHARS, content_digest
 from wcos_casestudies.models.sources import ModelSource
@@ -44,8 +43,6 @@ from wcos_casestudies.models.sources import ModelSource
 RUN_KEYS = ("model", "gguf", "weights_fingerprint", "dataset", "dataset_fingerprint", "documents", "tokens",
             "batch_size", "dtype", "device", "bootstrap", "bootstrap_seed", "level")
 START_AGAIN = "use the same settings, another --results_dir, or --overwrite to start this folder again"
-# what a run writes into its folder through atomic writes (whose temporary files a killed run leaves behind)
-OUTPUT_FILES = ("baseline.pt", "sets.pt", "ablation.csv", "ablation.md", *(f"ablation.{fmt}" for fmt in PLOT_FORMATS))
 MTOKEN = 1_000_000
 
 
@@ -210,8 +207,7 @@ class AblationStore:
     def remove_leftovers(self) -> None:
         """Remove the temporary files of this folder's atomic writes that a killed run left behind (call this only
         while holding the folder's lock, so that no other run is writing them)."""
-        for name in OUTPUT_FILES:
-            remove_stale_temporaries(self.folder / name)
+        remove_stale_temporaries_in(self.folder)
 
     def load_baseline(self) -> TokenMetrics | None:
         data = self.stored_baseline

@@ -40,21 +40,15 @@ def build_parser():
     return parser
 
 
-OUTPUT_STEMS = ("frequency", "sign_frequencies")  # each written as .csv and .md; frequency also as .pdf and .png
-
-
 def write_outputs(tables, folder: Path, title: str) -> None:
     """The tables and the plot, written while this run holds the folder's lock (one run at a time), after
     removing the temporary files that a killed run's atomic writes left there."""
     from neuroscope.frequency import plot_frequencies
-    from wcos_casestudies.artifacts import remove_stale_temporaries, write_table
-    from wcos_casestudies.constants import PLOT_FORMATS
+    from wcos_casestudies.artifacts import remove_stale_temporaries_in, write_table
     from wcos_casestudies.locks import hold_lock
 
     with hold_lock(folder):  # a second run stops here, naming this one
-        for name in [f"{stem}.{ext}" for stem in OUTPUT_STEMS for ext in ("csv", "md")] + \
-                [f"frequency.{fmt}" for fmt in PLOT_FORMATS]:
-            remove_stale_temporaries(folder / name)
+        remove_stale_temporaries_in(folder)
         write_table(tables.gate_open.round(4), folder / "frequency", title=f"Gate-open frequency by IO class: {title}")
         write_table(tables.signs.round(4), folder / "sign_frequencies",
                     title=f"Sign combinations of (g, u) by IO class: {title}")

@@ -16,16 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wcos_casestudies.artifacts import REPLACED_SUFFIX, atomic_write_text, remove_stale_folders, replace_folder, staging_folder
+from wcos_casestudies.artifacts import TEMPORARY_EXTRA, atomic_write_text, remove_stale_folders, replace_folder, staging_folder
 from wcos_casestudies.errors import UserError
-from wcos_casestudies.locks import LOCK_SUFFIX
 
 VIEWER_MARKER = "neuroscope_viewer.json"  # in every viewer folder this module writes: what it is, of which model
 VIEWER_KIND = "neuroscope_viewer"
 MARKER_FIELDS = ("model", "dataset", "n_layers", "d_mlp", "tokens")  # of the meta, recorded in the marker
 PAGE_FOLDER = re.compile(r"L[0-9]+")  # the folders of the neuron pages (neuroscope/site.py)
 PAGE_FILES = ("index.html", "neurons.json")  # the index of the neuron pages, beside them
-ASIDE_EXTRA = len("..12345678" + REPLACED_SUFFIX)  # what tempfile.mkdtemp adds to a name for a folder set aside
+# every path a viewer holds (relative to its folder): what replace_viewer may delete with it
+VIEWER_FILES = re.compile(r"viewer\.html|neuroscope_viewer\.json|data|lists|lists/(index|layer_\d+)\.html|"
+                          r"data/(meta|vocab|index|docs_\d+|layer_\d+)\.js")
 DEFAULT_NAME_MAX = 255
 
 
@@ -49,9 +50,29 @@ def viewer_marker(folder: Path) -> dict[str, Any] | None:
 
 
 def is_viewer(folder: Path) -> bool:
-    """Whether `folder` is a viewer folder that this module wrote (a folder, not a link, with its marker)."""
+    """Whether `folder` is a viewer folder that this module wrote: a folder (not a link) with the marker, or a viewer
+    written before markers existed (its `data/meta.js` is a viewer's), holding nothing but a viewer's files."""
     folder = Path(folder)
-    return folder.is_dir() and not folder.is_symlink() and viewer_marker(folder) is not None
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    if viewer_marker(folder) is None and not _legacy_viewer(folder):
+        return False
+    return not foreign_files(folder)
+
+
+def _legacy_viewer(folder: Path) -> bool:
+    """A viewer of an earlier version, without the marker: its page and the meta script of a viewer are there."""
+    meta = folder / "data" / "meta.js"
+    if not (folder / "viewer.html").is_file() or meta.is_symlink() or not meta.is_file():
+        return False
+    with meta.open("rb") as handle:
+        return handle.read(len(b"neuroscope.meta(")) == b"neuroscope.meta("
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """What a viewer folder holds besides the viewer's own files (and links, which a viewer never has)."""
+    return sorted(str(path.relative_to(folder)) for path in Path(folder).rglob("*")
+                  if path.is_symlink() or not VIEWER_FILES.fullmatch(path.relative_to(folder).as_posix()))
 
 
 def name_limit(folder: Path) -> int:
@@ -72,9 +93,9 @@ def check_viewer_target(folder: Path) -> None:
     advice = "choose another --viewer NAME"
     if PAGE_FOLDER.fullmatch(name):
         raise UserError(f"--viewer {name}: {name} is a page folder (the neuron pages of layer {name[1:]}); {advice}")
-    if name.startswith(".") or name in PAGE_FILES or name.endswith(LOCK_SUFFIX):
-        raise UserError(f"--viewer {name}: a name kept for the page index, its lock and the folders being written; {advice}")
-    limit = name_limit(folder.parent) - ASIDE_EXTRA
+    if name in PAGE_FILES:  # the other names a viewer may not take are refused by the flag itself (cli.plain_name)
+        raise UserError(f"--viewer {name}: a name kept for the page index; {advice}")
+    limit = name_limit(folder.parent) - TEMPORARY_EXTRA
     if len(os.fsencode(name)) > limit:
         raise UserError(f"--viewer {name[:24]}…: too long a folder name for this file system (at most {limit} bytes, "
                         f"this one has {len(os.fsencode(name))}); {advice}")
@@ -83,8 +104,11 @@ def check_viewer_target(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} exists and is not a folder; --viewer replaces only viewers that d_recompute_vis.py wrote: {advice}")
     if folder.exists() and not is_viewer(folder):
-        raise UserError(f"{folder} is not a viewer written by d_recompute_vis.py (no {VIEWER_MARKER} in it); --viewer replaces "
-                        f"only those: {advice}, or move the folder away yourself")
+        foreign = foreign_files(folder)[:3] if viewer_marker(folder) is not None or _legacy_viewer(folder) else []
+        what = (f"holds files the viewer did not write ({', '.join(foreign)})" if foreign
+                else f"is not a viewer written by d_recompute_vis.py (no {VIEWER_MARKER} in it)")
+        raise UserError(f"{folder} {what}; --viewer replaces only viewers it wrote: {advice}, or move the folder (or "
+                        "those files) away yourself")
 
 
 def replace_viewer(target: Path, build: Callable[[Path], dict[str, Any]]) -> int:

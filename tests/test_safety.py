@@ -448,10 +448,10 @@ def test_a_local_model_is_suggested_by_its_path(work, tmp_path, smollm2_source):
 def test_leftovers_of_killed_writes_are_removed(work, tmp_path):
     datadir = copy_data(work, tmp_path)
     (datadir / "fresh").mkdir()
-    for name in (".stats.partial.pt.k1ll3d.tmp", ".stats.pt.k1ll3d.tmp"):
+    for name in (".stats.partial.pt.k1ll3d_x.tmp", ".stats.pt.k1ll3d_x.tmp"):
         (datadir / "fresh" / name).write_bytes(b"half a file")
-    (datadir / ".docs2.abc123.partial").mkdir()
-    (datadir / ".docs2.abc123.partial" / "data-00000-of-00001.arrow").write_bytes(b"half")
+    (datadir / ".docs2.abc123_x.partial").mkdir()
+    (datadir / ".docs2.abc123_x.partial" / "data-00000-of-00001.arrow").write_bytes(b"half")
     succeeds(b_activations.main, pass_args(work["model"], datadir, "fresh"))
     assert sorted(p.name for p in (datadir / "fresh").iterdir()) == ["stats.pt"]
     succeeds(a_dataset.main, dataset_args(datadir, "docs2", work["corpus"], work["model"]))

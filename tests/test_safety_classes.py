@@ -185,7 +185,7 @@ def test_leftovers_of_killed_writes_are_removed(work, tmp_path):
     results = copy_results(work, tmp_path / "results")
     folder = results / ABLATION
     folder.mkdir(parents=True)
-    leftovers = (".sets.pt.k1ll3d.tmp", ".baseline.pt.k1ll3d.tmp", ".ablation.csv.k1ll3d.tmp", ".ablation.png.k1ll3d.tmp")
+    leftovers = (".sets.pt.k1ll3d_x.tmp", ".baseline.pt.k1ll3d_x.tmp", ".ablation.csv.k1ll3d_x.tmp", ".ablation.png.k1ll3d_x.tmp")
     for name in leftovers:
         (folder / name).write_bytes(b"half a file")
     (folder / "notes.tmp").write_text("mine, kept")
@@ -195,7 +195,7 @@ def test_leftovers_of_killed_writes_are_removed(work, tmp_path):
     # the frequency folder likewise
     frequency = results / "local/llama/frequency"
     frequency.mkdir()
-    for name in (".frequency.csv.k1ll3d.tmp", ".sign_frequencies.md.k1ll3d.tmp", ".frequency.pdf.k1ll3d.tmp"):
+    for name in (".frequency.csv.k1ll3d_x.tmp", ".sign_frequencies.md.k1ll3d_x.tmp", ".frequency.pdf.k1ll3d_x.tmp"):
         (frequency / name).write_bytes(b"half a file")
     succeeds(e_frequency.main, frequency_args(work["model"], work["datadir"], results))
     assert sorted(p.name for p in frequency.iterdir()) == sorted(

@@ -107,7 +107,7 @@ def test_a_viewer_is_replaced_in_place_and_leftovers_go(work, viewer_tree, tmp_p
     """Its own viewer is replaced (under the pages lock); what a killed run left beside it is removed."""
     tree = copied(viewer_tree, tmp_path)
     pages = tree / PAGES
-    for leftover in (".viewer.k1ll3d.partial", ".viewer.k1ll3d.replaced", ".part.k1ll3d.partial"):
+    for leftover in (".viewer.k1ll3d_x.partial", ".viewer.k1ll3d_x.replaced", ".part.k1ll3d_x.partial"):
         (pages / leftover / "data").mkdir(parents=True)
         (pages / leftover / "data" / "meta.js").write_text("neuroscope.meta({")
     succeeds(d_recompute_vis.main, viewer_args(work, tree / "results", "--neurons", "all", "--viewer", "viewer"))
@@ -258,3 +258,52 @@ def test_the_model_index_links_a_viewer_of_any_name(tmp_path):
         parts = urlsplit(href)
         assert not parts.scheme and not parts.query and not parts.fragment, href
         assert (folder / unquote(parts.path)).is_file(), href
+
+
+def test_a_viewer_holding_your_files_is_not_replaced(work, viewer_tree, tmp_path):
+    """A marked viewer with a file of yours inside (notes, a screenshot) is refused: replacing it would delete that."""
+    tree = copied(viewer_tree, tmp_path)
+    (tree / PAGES / "viewer" / "lists" / "my_screenshot.png").write_bytes(b"\x89PNG mine")
+    refused(d_recompute_vis.main, viewer_args(work, tree / "results", "--neurons", "all"), tree, "my_screenshot.png")
+
+
+def test_a_viewer_of_the_previous_version_is_replaced(work, viewer_tree, tmp_path):
+    """A viewer written before markers existed (only a viewer's files, `data/meta.js` a viewer's) is replaced, and
+    then carries the marker; with the folder's ordinary permissions (not those of a temporary folder)."""
+    from neuroscope.viewer_folder import VIEWER_MARKER, viewer_marker
+
+    tree = copied(viewer_tree, tmp_path)
+    viewer = tree / PAGES / "viewer"
+    (viewer / VIEWER_MARKER).unlink()
+    succeeds(d_recompute_vis.main, viewer_args(work, tree / "results", "--neurons", "all"))
+    assert viewer_marker(viewer)["model"] == read_call(viewer / "data" / "meta.js")[0]["model"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert viewer.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_a_kill_between_the_two_renames_keeps_the_old_viewer(work, viewer_tree, tmp_path):
+    """Killed after the old viewer was renamed aside and before the new one took its place: the next run puts the old
+    one back (it is the only whole copy) before it decides what to replace."""
+    tree = copied(viewer_tree, tmp_path)
+    pages = tree / PAGES
+    before = contents(pages / "viewer")
+    (pages / "viewer").rename(pages / ".viewer.k1ll3d_x.replaced")
+    (pages / ".viewer.k1ll3d_y.partial").mkdir()  # the new one, half written
+    with hold_lock(pages / "neurons.json"):  # a run that is refused by the lock changes nothing
+        refused(d_recompute_vis.main, viewer_args(work, tree / "results", "--neurons", "all"), tree, "being written")
+    from wcos_casestudies.artifacts import remove_stale_folders
+
+    remove_stale_folders(pages / "viewer")
+    assert contents(pages / "viewer") == before and hidden(pages) == []
+
+
+def test_leftovers_of_one_name_are_not_those_of_another(tmp_path):
+    """`docs` and `docs.v2` side by side: the clean-up of `docs` never touches what a run of `docs.v2` is writing."""
+    from wcos_casestudies.artifacts import remove_stale_folders
+
+    for name in (".docs.v2.abcdefgh.partial", ".docs.v2.abcdefgh.replaced", ".docs.abcdefgh.partial"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "docs").mkdir()
+    remove_stale_folders(tmp_path / "docs")
+    assert hidden(tmp_path) == [".docs.v2.abcdefgh.partial", ".docs.v2.abcdefgh.replaced"]

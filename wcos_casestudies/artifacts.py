@@ -216,9 +216,14 @@ def load_artifact(path: Path, expect_tag: bool = True, kind: str | None = None, 
     return data
 
 
+RANDOM_PART = "[a-z0-9_]" * 8  # the random part of a name that tempfile makes (mkstemp, mkdtemp), as a glob
+TEMPORARY_EXTRA = len("..") + 8 + max(len(TEMPORARY_SUFFIX), len(STAGING_SUFFIX), len(REPLACED_SUFFIX))  # added to a name
+
+
 def _leftovers(path: Path, suffix: str) -> list[Path]:
-    """What temporary writes of `path` are named: `.<name>.<random><suffix>` beside it (the name glob-escaped)."""
-    return sorted(Path(path).parent.glob(f".{glob.escape(Path(path).name)}.*{suffix}"))
+    """The temporary names of writes of `path` beside it: exactly `.<name>.<8 random characters><suffix>` (so that the
+    leftovers of `docs` are never those of `docs.v2`)."""
+    return sorted(Path(path).parent.glob(f".{glob.escape(Path(path).name)}.{RANDOM_PART}{suffix}"))
 
 
 def remove_stale_temporaries(path: Path) -> list[Path]:
@@ -231,23 +236,39 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     return stale
 
 
+def remove_stale_temporaries_in(folder: Path) -> list[Path]:
+    """Remove the temporary files that interrupted atomic writes left in `folder`, whatever file they were writing
+    (call only while holding the lock of the whole folder)."""
+    stale = sorted(Path(folder).glob(f".?*.{RANDOM_PART}{TEMPORARY_SUFFIX}"))
+    for item in stale:
+        if item.is_file() and not item.is_symlink():
+            item.unlink()
+    return stale
+
+
 def staging_folder(folder: Path) -> Path:
-    """A new hidden folder beside `folder`, where a whole folder is written before `replace_folder` swaps it in."""
+    """A new hidden folder beside `folder`, where a whole folder is written before `replace_folder` swaps it in
+    (with the permissions of a folder made by mkdir, not mkdtemp's owner-only ones)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=STAGING_SUFFIX))
+    staged = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=STAGING_SUFFIX))
+    umask = os.umask(0)
+    os.umask(umask)
+    staged.chmod(0o777 & ~umask)
+    return staged
 
 
 def replace_folder(staged: Path, folder: Path) -> None:
     """Put the finished `staged` folder in place of `folder`: the old one is renamed aside first and removed last,
-    so that a kill or a full disk at any point leaves either the old folder or the new one whole."""
+    so that a kill or a full disk at any point leaves the old folder or the new one whole (a kill between the two
+    renames leaves the old one aside, where `remove_stale_folders` puts it back)."""
     old = None
     if folder.exists():
         old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=REPLACED_SUFFIX))
         os.replace(folder, old)
     try:
         os.replace(staged, folder)
-    except OSError:
+    except BaseException:
         if old is not None:
             os.replace(old, folder)
         raise
@@ -256,12 +277,19 @@ def replace_folder(staged: Path, folder: Path) -> None:
 
 
 def remove_stale_folders(folder: Path) -> None:
-    """Remove what an interrupted `replace_folder` of `folder` left beside it: staging folders and old folders set
-    aside (call only while holding the lock of `folder`)."""
-    for suffix in (STAGING_SUFFIX, REPLACED_SUFFIX):
-        for item in _leftovers(folder, suffix):
-            if item.is_dir() and not item.is_symlink():
-                shutil.rmtree(item)
+    """Clean up after an interrupted `replace_folder` of `folder` (call only while holding the lock of `folder`):
+    staging folders go; an old folder set aside goes too, unless `folder` itself is missing, in which case it is
+    the last whole copy and is put back in place."""
+    for item in _leftovers(folder, STAGING_SUFFIX):
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item)
+    aside = [item for item in _leftovers(folder, REPLACED_SUFFIX) if item.is_dir() and not item.is_symlink()]
+    if aside and not Path(folder).exists() and not Path(folder).is_symlink():
+        newest = max(aside, key=lambda item: item.stat().st_mtime_ns)
+        os.replace(newest, folder)
+        aside.remove(newest)
+    for item in aside:
+        shutil.rmtree(item)
 
 
 def find_artifact(folder: Path, stem: str) -> Path | None:

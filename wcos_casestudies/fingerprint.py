@@ -13,7 +13,8 @@
   and checked with the other is refused in one line that says which way to pass `--full_hash`
   (`kind_mismatch`), never taken for a match, nor for other weights.
 - `tokenizer_fingerprint`: of a loaded tokenizer's vocabulary, every token string by id and the
-  special tokens (so the tokenizer inside a GGUF file and the tokenizer files of a folder alike).
+  special tokens (so the tokenizer inside a GGUF file and the tokenizer files of a folder alike; an
+  edit of the normalizer or the decoder alone, which leaves the vocabulary as it was, is not noticed).
   A dataset records it (`neuroscope_meta.json`), the activation statistics too, and a run that uses
   them with another tokenizer, even one of the same size, is refused before the model loads (the
   pass, the ablation, the pages and the viewer). A dataset or statistics of an older version record
