@@ -62,9 +62,9 @@ def timed(run, device: torch.device) -> float:
 
 def load_inputs(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
     """SmolLM2, its depletion neurons and dataset means (from its classes), and the embedded text's first tokens."""
+    from gated_core.models.loading import load_hf_model
+    from gated_core.models.sources import resolve_model
     from neuroscope.data import build_dataset, load_texts
-    from wcos_casestudies.models.loading import load_hf_model
-    from wcos_casestudies.models.sources import resolve_model
     from wcos_casestudies.results import ModelResults, Settings
 
     source = resolve_model("smollm2-135m")

@@ -40,8 +40,8 @@ def write_corpus(path: Path, n_documents: int, seed: int = 0) -> Path:
 
 def time_script(argv: list[str]) -> tuple[float, dict]:
     """Seconds of one a_dataset.py run and the metadata it wrote."""
+    from gated_core.cli import run_main
     from neuroscope import a_dataset
-    from wcos_casestudies.cli import run_main
 
     started = time.perf_counter()
     assert run_main(a_dataset.main, argv) == 0
@@ -55,10 +55,10 @@ def time_previous_loop(corpus: Path, mtokens: float, datadir: Path) -> tuple[flo
     `Dataset.from_dict` and the same atomic save."""
     import datasets
 
+    from gated_core.models.loading import load_tokenizer
+    from gated_core.models.sources import resolve_model
+    from neuroscope.constants import POOL_PER_MTOKEN, SHUFFLE_SEED
     from neuroscope.data import load_texts, save_dataset
-    from wcos_casestudies.constants import POOL_PER_MTOKEN, SHUFFLE_SEED
-    from wcos_casestudies.models.loading import load_tokenizer
-    from wcos_casestudies.models.sources import resolve_model
 
     started = time.perf_counter()
     tokenizer = load_tokenizer(resolve_model("smollm2-135m"))

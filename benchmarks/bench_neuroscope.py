@@ -83,9 +83,9 @@ def random_workload(args: argparse.Namespace, device: torch.device, dtype: torch
 
 def embedded_workload(device: torch.device, dtype: torch.dtype) -> Workload:
     """The embedded SmolLM2 on the embedded pydoc text."""
+    from gated_core.models.loading import load_hf_model
+    from gated_core.models.sources import resolve_model
     from neuroscope.data import build_dataset, load_texts
-    from wcos_casestudies.models.loading import load_hf_model
-    from wcos_casestudies.models.sources import resolve_model
 
     model, tokenizer = load_hf_model(resolve_model("smollm2-135m"), dtype=dtype, device=device)
     dataset, _ = build_dataset(load_texts("pydoc"), tokenizer, None, max_length=1024)

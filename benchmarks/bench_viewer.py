@@ -115,11 +115,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from gated_core.models.loading import load_hf_model
+    from gated_core.models.sources import resolve_model
     from neuroscope import workflow
     from neuroscope.data import build_dataset, load_texts, save_dataset
     from neuroscope.store import load_statistics, save_stats
-    from wcos_casestudies.models.loading import load_hf_model
-    from wcos_casestudies.models.sources import resolve_model
 
     source = resolve_model("smollm2-135m")
     model, tokenizer = load_hf_model(source)

@@ -16,10 +16,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from wcos_casestudies.cli import add_datadir, make_parser, plain_name, positive_float, positive_int, run_main
-from wcos_casestudies.constants import (
+from gated_core.cli import make_parser, plain_name, positive_float, positive_int, run_main
+from gated_core.constants import DEFAULT_MODEL
+from neuroscope.cli import add_datadir
+from neuroscope.constants import (
     DEFAULT_MAX_LENGTH,
-    DEFAULT_MODEL,
     DEFAULT_MTOKENS,
     EMBEDDED_DATASET,
     MAX_TOKENIZE_PROCESSES,
@@ -64,13 +65,13 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from gated_core.artifacts import remove_stale_folders
+    from gated_core.cli import check_output_location
+    from gated_core.errors import UserError
+    from gated_core.locks import hold_lock
+    from gated_core.models.loading import load_tokenizer
+    from gated_core.models.sources import resolve_model
     from neuroscope.data import build_dataset, check_replaceable, load_texts, save_dataset, stream_texts
-    from wcos_casestudies.artifacts import remove_stale_folders
-    from wcos_casestudies.cli import check_output_location
-    from wcos_casestudies.errors import UserError
-    from wcos_casestudies.locks import hold_lock
-    from wcos_casestudies.models.loading import load_tokenizer
-    from wcos_casestudies.models.sources import resolve_model
 
     if args.max_length < 2:
         raise UserError(f"--max_length {args.max_length}: must be at least 2")

@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
+from gated_core.errors import UserError
 from neuroscope.activations import decoder_layers, mlp_hooks, pad_batch
+from neuroscope.constants import ABLATION_CONDITIONS, ABLATION_MODES
 from neuroscope.neuron_sets import NeuronSet
-from wcos_casestudies.constants import ABLATION_CONDITIONS, ABLATION_MODES
-from wcos_casestudies.errors import UserError
 
 CONDITIONS = ABLATION_CONDITIONS
 MODES = ABLATION_MODES

@@ -18,8 +18,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from gated_core.artifacts import atomic_write_text, markdown_table
 from neuroscope.ablation import METRICS
-from wcos_casestudies.artifacts import atomic_write_text, markdown_table
 from wcos_casestudies.constants import CLASS_NAMES
 from wcos_casestudies.plotting import save_figure
 from wcos_casestudies.utils import CLASS_COLORS

@@ -22,22 +22,16 @@ from typing import Any
 
 import torch
 
+from gated_core.artifacts import PROJECT_TAG, find_artifact, load_artifact, remove_stale_temporaries_in, save_artifact
+from gated_core.errors import UserError
+from gated_core.fingerprint import FINGERPRINT_CHARS, content_digest
+from gated_core.models.sources import ModelSource
 from neuroscope.ablation import METRICS, Ablation, TokenMetrics, evaluate
 from neuroscope.ablation_report import Bootstrap, summarize
 from neuroscope.activations import batch_plan
 from neuroscope.data import check_vocabulary, document_lengths, load_tokenized
 from neuroscope.neuron_sets import NeuronSet, random_baselines, requested_sets
 from neuroscope.store import load_statistics, mismatch, stats_path
-from wcos_casestudies.artifacts import (
-    PROJECT_TAG,
-    find_artifact,
-    load_artifact,
-    remove_stale_temporaries_in,
-    save_artifact,
-)
-from wcos_casestudies.errors import UserError
-from wcos_casestudies.fingerprint import FINGERPRINT_CHARS, content_digest
-from wcos_casestudies.models.sources import ModelSource
 
 # settings that must agree between the files of an output folder and the run that continues it
 RUN_KEYS = ("model", "gguf", "weights_fingerprint", "dataset", "dataset_fingerprint", "documents", "tokens",

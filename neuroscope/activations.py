@@ -103,7 +103,7 @@ def decoder_layers(model: Any) -> Sequence[Any]:
     """The decoder blocks of a Hugging Face causal LM whose MLP has gate_proj, up_proj, down_proj."""
     layers = getattr(getattr(model, "model", None), "layers", None)
     if layers is None or not all(hasattr(block.mlp, name) for block in layers for name in ("gate_proj", "up_proj", "down_proj")):
-        from wcos_casestudies.errors import UserError
+        from gated_core.errors import UserError
 
         raise UserError(f"{type(model).__name__}: not a gated MLP model (needs mlp.gate_proj/up_proj/down_proj)")
     return layers
@@ -177,7 +177,7 @@ def check_activation_signs(model: Any) -> None:
     with torch.inference_mode():
         out = act(probe.to(parameter.device, parameter.dtype)).float().cpu()
     if not bool((torch.where(probe > 0, out >= 0, out <= 0)).all()):
-        from wcos_casestudies.errors import UserError
+        from gated_core.errors import UserError
 
         raise UserError(f"{type(act).__name__}: act(g) does not keep the sign of g; the sign-combination examples need it")
 

@@ -11,18 +11,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from wcos_casestudies.cli import (
-    add_activations,
-    add_batch_size,
-    add_datadir,
-    add_device,
-    add_model,
-    add_neurons,
-    add_results_dir,
-    add_weight_settings,
-    make_parser,
-    run_main,
-)
+from gated_core.cli import add_device, add_model, add_results_dir, make_parser, run_main
+from neuroscope.cli import add_activations, add_batch_size, add_datadir, add_neurons
+from wcos_casestudies.cli import add_weight_settings
 
 
 def build_parser():

@@ -19,19 +19,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from wcos_casestudies.cli import (
-    add_batch_size,
-    add_datadir,
-    add_device,
-    add_dtype,
-    add_model,
-    make_parser,
-    non_negative_int,
-    plain_name,
-    positive_int,
-    run_main,
-)
-from wcos_casestudies.constants import DEFAULT_ACTIVATIONS, DEFAULT_EXAMPLES, EMBEDDED_DATASET
+from gated_core.cli import add_device, add_dtype, add_model, make_parser, non_negative_int, plain_name, positive_int, run_main
+from neuroscope.cli import add_batch_size, add_datadir
+from neuroscope.constants import DEFAULT_ACTIVATIONS, DEFAULT_EXAMPLES, EMBEDDED_DATASET
 
 
 def build_parser():
@@ -59,10 +49,10 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from gated_core.errors import UserError
+    from gated_core.locks import hold_lock
     from neuroscope import collect
     from neuroscope.store import RUN_KEYS, load_stats, stats_path
-    from wcos_casestudies.errors import UserError
-    from wcos_casestudies.locks import hold_lock
 
     if args.merge:
         num_shards, _ = collect.shard_settings(args)

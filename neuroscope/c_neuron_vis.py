@@ -9,18 +9,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from wcos_casestudies.cli import (
-    add_activations,
-    add_datadir,
-    add_device,
-    add_model,
-    add_neurons,
-    add_results_dir,
-    add_top_tokens,
-    add_weight_settings,
-    make_parser,
-    run_main,
-)
+from gated_core.cli import add_device, add_model, add_results_dir, make_parser, run_main
+from neuroscope.cli import add_activations, add_datadir, add_neurons, add_top_tokens
+from wcos_casestudies.cli import add_weight_settings
 
 
 def build_parser():

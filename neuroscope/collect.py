@@ -14,6 +14,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from gated_core.artifacts import package_versions, remove_stale_temporaries
+from gated_core.cli import check_output_location, int_from_environment, parse_device, parse_dtype
+from gated_core.errors import UserError
+from gated_core.models.arch import read_arch
+from gated_core.models.loading import load_hf_model, load_tokenizer
+from gated_core.models.sources import resolve_model
 from neuroscope.activations import (
     STATISTICS_VERSION,
     NeuronStats,
@@ -25,12 +31,6 @@ from neuroscope.activations import (
 )
 from neuroscope.data import META_FILE, check_vocabulary, document_lengths, is_dataset_folder, load_tokenized
 from neuroscope.store import RUN_KEYS, START_AGAIN, check_run, load_stats, save_stats, stats_path
-from wcos_casestudies.artifacts import package_versions, remove_stale_temporaries
-from wcos_casestudies.cli import check_output_location, int_from_environment, parse_device, parse_dtype
-from wcos_casestudies.errors import UserError
-from wcos_casestudies.models.arch import read_arch
-from wcos_casestudies.models.loading import load_hf_model, load_tokenizer
-from wcos_casestudies.models.sources import resolve_model
 
 
 def shard_settings(args: argparse.Namespace) -> tuple[int, int]:

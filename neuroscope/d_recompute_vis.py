@@ -27,22 +27,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from wcos_casestudies.cli import (
-    add_activations,
-    add_batch_size,
-    add_datadir,
-    add_device,
-    add_model,
-    add_neurons,
-    add_results_dir,
-    add_top_tokens,
-    add_weight_settings,
-    make_parser,
-    non_negative_int,
-    plain_name,
-    positive_int,
-    run_main,
-)
+from gated_core.cli import add_device, add_model, add_results_dir, make_parser, non_negative_int, plain_name, positive_int, run_main
+from neuroscope.cli import add_activations, add_batch_size, add_datadir, add_neurons, add_top_tokens
+from wcos_casestudies.cli import add_weight_settings
 
 
 def build_parser():
@@ -131,9 +118,9 @@ def write_viewer(run, args, name: str) -> None:
 
 def copy_layers(args) -> int:
     """--from_viewer: a viewer of whole layers of an existing one, without the model."""
+    from gated_core.errors import UserError
     from neuroscope import workflow
     from neuroscope.viewer import extract_layers
-    from wcos_casestudies.errors import UserError
 
     if args.viewer is None or args.viewer == args.from_viewer:
         raise UserError("--from_viewer SOURCE needs --viewer NAME, another folder name")

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wcos_casestudies.artifacts import replace_folder, staging_folder
-from wcos_casestudies.constants import EMBEDDED_DATASET, MIN_DOCUMENTS_PER_PROCESS, POOL_PER_MTOKEN, SHUFFLE_SEED, STREAM_BUFFER
-from wcos_casestudies.errors import UserError, first_line
-from wcos_casestudies.fingerprint import dataset_fingerprint, short, tokenizer_fingerprint
+from gated_core.artifacts import replace_folder, staging_folder
+from gated_core.errors import UserError, first_line
+from gated_core.fingerprint import dataset_fingerprint, short, tokenizer_fingerprint
+from neuroscope.constants import EMBEDDED_DATASET, MIN_DOCUMENTS_PER_PROCESS, POOL_PER_MTOKEN, SHUFFLE_SEED, STREAM_BUFFER
 
 TOKENIZE_BATCH = 256  # documents per tokenizer call
 MIN_BLOCK_DOCUMENTS = 256  # documents tokenized at least per block

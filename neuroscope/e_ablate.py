@@ -25,26 +25,24 @@ import sys
 import time
 from collections.abc import Sequence
 
-from wcos_casestudies.cli import (
-    add_activations,
-    add_batch_size,
-    add_datadir,
+from gated_core.cli import (
     add_device,
     add_dtype,
     add_model,
     add_results_dir,
-    add_weight_settings,
     make_parser,
     non_negative_int,
     positive_float,
     positive_int,
     run_main,
 )
+from neuroscope.cli import add_activations, add_batch_size, add_datadir
+from wcos_casestudies.cli import add_weight_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from wcos_casestudies.constants import ABLATION_CONDITIONS as CONDITIONS
-    from wcos_casestudies.constants import ABLATION_MODES as MODES
+    from neuroscope.constants import ABLATION_CONDITIONS as CONDITIONS
+    from neuroscope.constants import ABLATION_MODES as MODES
     from wcos_casestudies.constants import CLASS_WORDS
 
     parser = make_parser(__doc__)
@@ -80,9 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_numbers(args: argparse.Namespace) -> list[str]:
     """Flags that can be checked without any file; returns the sign combinations asked for."""
+    from gated_core.errors import UserError
     from neuroscope.ablation import CONDITIONS, parse_condition
     from neuroscope.neuron_sets import parse_class
-    from wcos_casestudies.errors import UserError
 
     for word in args.classes:
         parse_class(word)
@@ -102,9 +100,9 @@ def ablate_and_report(args, tokenizer, evaluation, results, ablations, folder, m
     placement: (dtype, device) of the model."""
     from tqdm import tqdm
 
+    from gated_core.models.loading import load_hf_model
     from neuroscope.ablation_report import write_report
     from neuroscope.ablation_run import AblationStore, baseline_means, run_ablations
-    from wcos_casestudies.models.loading import load_hf_model
 
     dtype, device = placement
     source = results.source
@@ -132,6 +130,12 @@ def ablate_and_report(args, tokenizer, evaluation, results, ablations, folder, m
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from gated_core.artifacts import package_versions
+    from gated_core.cli import check_output_location, parse_device, parse_dtype
+    from gated_core.locks import hold_lock
+    from gated_core.models.arch import read_arch
+    from gated_core.models.loading import load_tokenizer
+    from gated_core.models.sources import resolve_model
     from neuroscope.ablation_run import (
         AblationStore,
         BootstrapSettings,
@@ -140,12 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         evaluation_meta,
         load_evaluation,
     )
-    from wcos_casestudies.artifacts import package_versions
-    from wcos_casestudies.cli import check_output_location, parse_device, parse_dtype, settings_from_args
-    from wcos_casestudies.locks import hold_lock
-    from wcos_casestudies.models.arch import read_arch
-    from wcos_casestudies.models.loading import load_tokenizer
-    from wcos_casestudies.models.sources import resolve_model
+    from wcos_casestudies.cli import settings_from_args
     from wcos_casestudies.results import ModelResults
 
     conditions = check_numbers(args)

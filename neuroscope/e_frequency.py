@@ -17,16 +17,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from wcos_casestudies.cli import (
-    add_activations,
-    add_datadir,
-    add_model,
-    add_results_dir,
-    add_weight_settings,
-    make_parser,
-    positive_int,
-    run_main,
-)
+from gated_core.cli import add_model, add_results_dir, make_parser, positive_int, run_main
+from neuroscope.cli import add_activations, add_datadir
+from wcos_casestudies.cli import add_weight_settings
 
 
 def build_parser():
@@ -43,9 +36,9 @@ def build_parser():
 def write_outputs(tables, folder: Path, title: str) -> None:
     """The tables and the plot, written while this run holds the folder's lock (one run at a time), after
     removing the temporary files that a killed run's atomic writes left there."""
+    from gated_core.artifacts import remove_stale_temporaries_in, write_table
+    from gated_core.locks import hold_lock
     from neuroscope.frequency import plot_frequencies
-    from wcos_casestudies.artifacts import remove_stale_temporaries_in, write_table
-    from wcos_casestudies.locks import hold_lock
 
     with hold_lock(folder):  # a second run stops here, naming this one
         remove_stale_temporaries_in(folder)
@@ -57,11 +50,12 @@ def write_outputs(tables, folder: Path, title: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from gated_core.cli import check_output_location
+    from gated_core.errors import UserError
+    from gated_core.models.sources import resolve_model
     from neuroscope.frequency import class_frequencies
     from neuroscope.store import load_statistics
-    from wcos_casestudies.cli import check_output_location, settings_from_args
-    from wcos_casestudies.errors import UserError
-    from wcos_casestudies.models.sources import resolve_model
+    from wcos_casestudies.cli import settings_from_args
     from wcos_casestudies.results import ModelResults
 
     settings = settings_from_args(args)

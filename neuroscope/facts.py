@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from wcos_casestudies.artifacts import find_artifact, load_artifact
+from gated_core.artifacts import find_artifact, load_artifact
+from gated_core.models.glu import refactor_glu
 from wcos_casestudies.constants import CLASS_NAMES
-from wcos_casestudies.models.glu import refactor_glu
 from wcos_casestudies.results import ModelResults
 from wcos_casestudies.roles import ROLE_NAMES, unembed_moments
 

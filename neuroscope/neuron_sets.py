@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from gated_core.errors import UserError
 from wcos_casestudies.constants import CLASS_NAMES, CLASS_WORDS
-from wcos_casestudies.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,14 @@ from typing import Any
 
 import torch
 
+from gated_core.artifacts import PROJECT_TAG, load_artifact, save_artifact
+from gated_core.errors import UserError
+from gated_core.fingerprint import short, tokenizer_fingerprint
+from gated_core.models.arch import read_arch
+from gated_core.models.loading import load_hf_model
+from gated_core.models.sources import ModelSource
 from neuroscope.activations import COMBINATION_SIGNS, SIGN_COMBINATIONS, batch_plan, mlp_hooks, pad_batch, run_model
 from neuroscope.data import check_vocabulary, load_tokenized
-from wcos_casestudies.artifacts import PROJECT_TAG, load_artifact, save_artifact
-from wcos_casestudies.errors import UserError
-from wcos_casestudies.fingerprint import short, tokenizer_fingerprint
-from wcos_casestudies.models.arch import read_arch
-from wcos_casestudies.models.loading import load_hf_model
-from wcos_casestudies.models.sources import ModelSource
 
 Neuron = tuple[int, int]  # (layer, neuron)
 LIST_KINDS = ("max", "min", *SIGN_COMBINATIONS)  # the example lists of a neuron, as pages show them

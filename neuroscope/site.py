@@ -14,14 +14,14 @@ from typing import Any
 
 import torch
 
+from gated_core.artifacts import atomic_write_text
+from gated_core.errors import UserError, first_line
+from gated_core.models.readers import open_weights
 from neuroscope.activations import SIGN_COMBINATIONS, histogram_edges
 from neuroscope.facts import LOGIT_BINS, LayerLogitEffects, ModelFacts, layer_logit_effects, model_facts
 from neuroscope.pages import Histogram, NeuronPage, render_index, render_page
 from neuroscope.recompute import LIST_KINDS, Example, Neuron, neuron_folder
 from neuroscope.store import statistics_notes
-from wcos_casestudies.artifacts import atomic_write_text
-from wcos_casestudies.errors import UserError, first_line
-from wcos_casestudies.models.readers import open_weights
 from wcos_casestudies.results import ModelResults
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gated_core.artifacts import PROJECT_TAG, load_artifact, save_artifact
+from gated_core.errors import UserError
+from gated_core.fingerprint import kind_mismatch, short
+from gated_core.models.sources import ModelSource
 from neuroscope.activations import SIGN_COMBINATIONS, STATISTICS_VERSION, NeuronStats, histogram_bins
-from wcos_casestudies.artifacts import PROJECT_TAG, load_artifact, save_artifact
-from wcos_casestudies.errors import UserError
-from wcos_casestudies.fingerprint import kind_mismatch, short
-from wcos_casestudies.models.sources import ModelSource
 
 STATS_KIND = "activation_statistics"  # meta["kind"] of every statistics file
 STATS_KEYS = NeuronStats.STATE_KEYS  # the tensors of a statistics file

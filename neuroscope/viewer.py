@@ -31,17 +31,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from gated_core.artifacts import atomic_write_bytes, atomic_write_text
+from gated_core.errors import UserError, first_line
 from neuroscope.activations import SIGN_COMBINATIONS, histogram_edges
 from neuroscope.facts import INPUT_TABLES, LOGIT_BINS, LayerLogitEffects, ModelFacts
 from neuroscope.recompute import LIST_KINDS
 from neuroscope.viewer_folder import replace_viewer
 from neuroscope.windows import LayerExamples, WindowHasher
-from wcos_casestudies.artifacts import (
-    atomic_write_bytes,
-    atomic_write_text,
-)
 from wcos_casestudies.constants import CLASS_NAMES
-from wcos_casestudies.errors import UserError, first_line
 from wcos_casestudies.roles import ROLE_NAMES
 
 ASSETS = Path(__file__).resolve().parent / "assets"

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wcos_casestudies.artifacts import TEMPORARY_EXTRA, atomic_write_text, remove_stale_folders, replace_folder, staging_folder
-from wcos_casestudies.errors import UserError
+from gated_core.artifacts import TEMPORARY_EXTRA, atomic_write_text, remove_stale_folders, replace_folder, staging_folder
+from gated_core.errors import UserError
 
 VIEWER_MARKER = "neuroscope_viewer.json"  # in every viewer folder this module writes: what it is, of which model
 VIEWER_KIND = "neuroscope_viewer"

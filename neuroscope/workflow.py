@@ -14,6 +14,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from gated_core.cli import check_output_location, parse_device
+from gated_core.errors import UserError
+from gated_core.locks import hold_lock
+from gated_core.models.loading import load_tokenizer
+from gated_core.models.sources import resolve_model
 from neuroscope.recompute import (
     Example,
     Inputs,
@@ -29,11 +34,7 @@ from neuroscope.recompute import (
 )
 from neuroscope.site import neuroscope_folder, read_registry, write_pages
 from neuroscope.store import load_statistics, statistics_notes
-from wcos_casestudies.cli import check_output_location, parse_device, settings_from_args
-from wcos_casestudies.errors import UserError
-from wcos_casestudies.locks import hold_lock
-from wcos_casestudies.models.loading import load_tokenizer
-from wcos_casestudies.models.sources import resolve_model
+from wcos_casestudies.cli import settings_from_args
 from wcos_casestudies.results import ModelResults
 
 
@@ -178,9 +179,9 @@ def recompute_all_windows(run: PageRun, settings: ViewerSettings, batch_size: in
 def write_run_viewer(run: PageRun, settings: ViewerSettings, batch_size: int) -> tuple[Path, int]:
     """Recompute the chosen neurons' windows, compute what their weights do, and write the viewer (in place of
     the viewer of that name, if any: call only while holding the pages lock); returns its folder and size in bytes."""
+    from gated_core.models.readers import open_weights
     from neuroscope.facts import layer_logit_effects, model_facts
     from neuroscope.viewer import ViewerRun, write_viewer
-    from wcos_casestudies.models.readers import open_weights
 
     examples, tokens, doc_starts = recompute_all_windows(run, settings, batch_size)
     started = time.perf_counter()

@@ -24,6 +24,6 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def smollm2_source():
     """The embedded SmolLM2-135M GGUF (installed by the project's set-up)."""
-    from wcos_casestudies.models.sources import resolve_model
+    from gated_core.models.sources import resolve_model
 
     return resolve_model("smollm2-135m", allow_download=False)

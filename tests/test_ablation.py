@@ -8,6 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gated_core.artifacts import load_artifact
+from gated_core.cli import run_main
+from gated_core.locks import hold_lock
+from gated_core.models.loading import load_hf_model, load_tokenizer
+from gated_core.models.sources import resolve_model
 from neuroscope import b_activations, e_ablate, e_frequency
 from neuroscope.ablation import CONDITIONS, Ablation, ablation_hooks, evaluate
 from neuroscope.ablation_report import Bootstrap
@@ -15,12 +20,7 @@ from neuroscope.activations import batch_plan
 from neuroscope.data import build_dataset, save_dataset
 from neuroscope.frequency import class_frequencies
 from neuroscope.neuron_sets import NeuronSet, parse_class, random_baselines, same_layer_random, sample_set
-from wcos_casestudies.artifacts import load_artifact
-from wcos_casestudies.cli import run_main
 from wcos_casestudies.constants import CLASS_NAMES
-from wcos_casestudies.locks import hold_lock
-from wcos_casestudies.models.loading import load_hf_model, load_tokenizer
-from wcos_casestudies.models.sources import resolve_model
 from wcos_casestudies.results import ModelResults, Settings
 
 TEXTS = [
@@ -313,7 +313,7 @@ def test_bad_inputs(setup, tiny_models, tmp_path, capsys):
 def test_roles_from_casestudies(setup, tmp_path, capsys):
     import pandas as pd
 
-    from wcos_casestudies.artifacts import PROJECT_TAG, save_artifact
+    from gated_core.artifacts import PROJECT_TAG, save_artifact
 
     results_dir = tmp_path / "roles"
     folder = results_dir / "local" / "llama"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from wcos_casestudies.artifacts import PROJECT_TAG, atomic_write_bytes, find_artifact, load_artifact, save_artifact
-from wcos_casestudies.errors import UserError
+from gated_core.artifacts import PROJECT_TAG, atomic_write_bytes, find_artifact, load_artifact, save_artifact
+from gated_core.errors import UserError
 
 
 def _data():

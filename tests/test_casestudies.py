@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from gated_core.cli import run_main
 from wcos_casestudies import defplot, selected_plot
-from wcos_casestudies.cli import run_main
 from wcos_casestudies.constants import CLASS_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +38,7 @@ def test_casestudies_runs_as_a_script(tiny_models, tmp_path):
         tokens = pd.read_csv(folder / "tokens" / f"{name}.csv")
         assert list(tokens.columns) == ["+w_out", "-w_out", "+w_in", "-w_in", "+w_gate", "-w_gate"] and len(tokens) == 5
     assert "partition neurons: 10" in proc.stdout
-    from wcos_casestudies.artifacts import load_artifact
+    from gated_core.artifacts import load_artifact
 
     stored = load_artifact(folder / "roles.pt")
     assert stored["contingency"]["counts"].sum(dim=1).tolist() == [int(stored["roles"][r].sum()) for r in stored["contingency"]["roles"]]
@@ -56,7 +56,7 @@ def test_casestudies_bad_inputs(tiny_models, tmp_path):
 
 def test_cosines_of_other_settings_are_refused(tiny_models, tmp_path):
     """A data.pt made with another threshold (or model) in the folder is an error, not silently reused."""
-    from wcos_casestudies.artifacts import load_artifact, save_artifact
+    from gated_core.artifacts import load_artifact, save_artifact
 
     assert _script(["--model", str(tiny_models["mistral"]), "--results_dir", str(tmp_path), "--skip_attention"]).returncode == 0
     path = tmp_path / "local" / "mistral" / "data.pt"

@@ -10,11 +10,11 @@ import shutil
 import datasets
 import pytest
 
+from gated_core.cli import run_main
 from neuroscope import a_dataset
 from neuroscope import data as D
+from neuroscope.constants import POOL_PER_MTOKEN, SHUFFLE_SEED
 from neuroscope.data import build_dataset, load_tokenized
-from wcos_casestudies.cli import run_main
-from wcos_casestudies.constants import POOL_PER_MTOKEN, SHUFFLE_SEED
 from wcos_casestudies.synthetic import byte_tokenizer
 
 WORDS = "gate linear output neuron residual stream token weight cosine layer ä ✓ \n".split(" ")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wcos_casestudies.errors import UserError
-from wcos_casestudies.models.glu import glu_signs, refactor_glu_hf_model
-from wcos_casestudies.models.loading import load_hf_model
-from wcos_casestudies.models.readers import BridgeReader, LowMemReader, open_weights
-from wcos_casestudies.models.sources import resolve_model
+from gated_core.errors import UserError
+from gated_core.models.glu import glu_signs, refactor_glu_hf_model
+from gated_core.models.loading import load_hf_model
+from gated_core.models.readers import BridgeReader, LowMemReader, open_weights
+from gated_core.models.sources import resolve_model
 from wcos_casestudies.utils import classify, model_cosines
 
 GATED = ["llama", "mistral", "qwen2", "gemma2", "gemma3_text", "olmo"]
@@ -107,7 +107,7 @@ def test_resolve_errors(tmp_path):
 
 
 def test_aliases_resolve_to_hub_ids():
-    from wcos_casestudies.models.registry import canonical_hub_id, expand_model_names
+    from gated_core.models.registry import canonical_hub_id, expand_model_names
 
     assert canonical_hub_id("Llama-2-7b") == "meta-llama/Llama-2-7b-hf"
     assert canonical_hub_id("mistral-7b") == "mistralai/Mistral-7B-v0.1"

@@ -7,13 +7,13 @@ import sys
 
 import torch
 
+from gated_core.artifacts import load_artifact
+from gated_core.cli import run_main
+from gated_core.models.readers import open_weights
+from gated_core.models.sources import ModelSource, resolve_model
 from wcos_casestudies import main as main_script
 from wcos_casestudies import section5
-from wcos_casestudies.artifacts import load_artifact
-from wcos_casestudies.cli import run_main
 from wcos_casestudies.constants import CLASS_NAMES
-from wcos_casestudies.models.readers import open_weights
-from wcos_casestudies.models.sources import ModelSource, resolve_model
 from wcos_casestudies.reference import published_counts
 from wcos_casestudies.results import ModelResults, Settings
 from wcos_casestudies.utils import category_stats, classify, model_cosines
@@ -159,7 +159,7 @@ def test_bad_input_exit_status_in_a_real_process(tmp_path):
 
 
 def test_published_references_cover_the_paper_models():
-    from wcos_casestudies.models.registry import PAPER_MODELS
+    from gated_core.models.registry import PAPER_MODELS
     from wcos_casestudies.reference import published_medians
 
     for hub_id in PAPER_MODELS.values():

@@ -11,6 +11,10 @@ import subprocess
 import pytest
 import torch
 
+from gated_core.artifacts import load_artifact
+from gated_core.cli import run_main
+from gated_core.models.loading import load_bridge, load_tokenizer
+from gated_core.models.sources import resolve_model
 from neuroscope import a_dataset, b2_recompute, b_activations, c_neuron_vis, d_recompute_vis
 from neuroscope.activations import (
     SIGN_COMBINATIONS,
@@ -21,10 +25,6 @@ from neuroscope.activations import (
 )
 from neuroscope.data import build_dataset, save_dataset
 from neuroscope.recompute import RecomputeMismatch, recompute_examples
-from wcos_casestudies.artifacts import load_artifact
-from wcos_casestudies.cli import run_main
-from wcos_casestudies.models.loading import load_bridge, load_tokenizer
-from wcos_casestudies.models.sources import resolve_model
 
 TEXTS = [
     "Gated neurons read a direction and write another.",
@@ -284,7 +284,7 @@ def test_shards_and_merge_are_exact(setup, capsys):
 
 
 def test_recompute_equals_stored_and_fails_loudly(setup):
-    from wcos_casestudies.models.loading import load_hf_model
+    from gated_core.models.loading import load_hf_model
 
     model, tokenizer = load_hf_model(setup["source"])
     neurons = [(0, 5), (1, 17)]
@@ -415,7 +415,7 @@ def test_include_bos_lets_position_zero_into_the_examples(setup):
 def test_old_statistics_load_with_a_note(setup, tmp_path, capsys):
     """Statistics of the first version (no histogram, no sign-combination lists) still make pages, which say
     what is missing; the pass refuses to continue them."""
-    from wcos_casestudies.artifacts import save_artifact
+    from gated_core.artifacts import save_artifact
 
     old = {key: value for key, value in setup["stats"].items() if not key.startswith(("combo_", "histogram"))}
     old["meta"] = {key: value for key, value in old["meta"].items() if key not in ("statistics_version", "examples_without_bos")}
@@ -432,9 +432,9 @@ def test_old_statistics_load_with_a_note(setup, tmp_path, capsys):
 
 
 def test_activation_that_flips_signs_is_refused(setup):
+    from gated_core.errors import UserError
+    from gated_core.models.loading import load_hf_model
     from neuroscope.activations import check_activation_signs
-    from wcos_casestudies.errors import UserError
-    from wcos_casestudies.models.loading import load_hf_model
 
     model, _ = load_hf_model(setup["source"])
     check_activation_signs(model)

@@ -9,15 +9,15 @@ import datasets
 import pytest
 import torch
 
+from gated_core.artifacts import load_artifact
+from gated_core.cli import run_main
+from gated_core.errors import UserError
+from gated_core.models.loading import load_hf_model, load_tokenizer
+from gated_core.models.sources import resolve_model
 from neuroscope import b_activations, c_neuron_vis, d_recompute_vis
 from neuroscope.data import build_dataset, save_dataset
 from neuroscope.recompute import load_examples, recompute_examples
-from wcos_casestudies.artifacts import load_artifact
-from wcos_casestudies.cli import run_main
 from wcos_casestudies.constants import CLASS_NAMES
-from wcos_casestudies.errors import UserError
-from wcos_casestudies.models.loading import load_hf_model, load_tokenizer
-from wcos_casestudies.models.sources import resolve_model
 from wcos_casestudies.results import ModelResults, Settings
 from wcos_casestudies.utils import classify
 

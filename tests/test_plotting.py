@@ -10,12 +10,12 @@ import pytest
 import torch
 from matplotlib.text import Text
 
+from gated_core.cli import run_main
+from gated_core.models.readers import LayerMLP, open_weights
+from gated_core.models.sources import resolve_model
 from wcos_casestudies import main as main_script
 from wcos_casestudies import plotting
-from wcos_casestudies.cli import run_main
 from wcos_casestudies.constants import CLASS_NAMES
-from wcos_casestudies.models.readers import LayerMLP, open_weights
-from wcos_casestudies.models.sources import resolve_model
 from wcos_casestudies.utils import (
     RANDOM_REGION_COLUMNS,
     RANDOM_REGION_QUANTILES,

@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from gated_core.artifacts import load_artifact
+from gated_core.models.sources import resolve_model
 from wcos_casestudies import roles as R
 from wcos_casestudies import section6
-from wcos_casestudies.artifacts import load_artifact
-from wcos_casestudies.models.sources import resolve_model
 from wcos_casestudies.results import ModelResults, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +87,7 @@ def test_attention_roles_of_a_tokenizer_without_bos_read_eos(tiny_models, tmp_pa
     (de)activation step runs the model on that token."""
     import shutil
 
-    from wcos_casestudies.models.loading import load_bridge
+    from gated_core.models.loading import load_bridge
     from wcos_casestudies.synthetic import byte_tokenizer
 
     folder = tmp_path / "olmo"

@@ -77,7 +77,7 @@ def test_token_copying_neurons_are_prediction_or_suppression():
 
 
 def test_partition_size_errors_and_default():
-    from wcos_casestudies.errors import UserError
+    from gated_core.errors import UserError
 
     with pytest.raises(UserError):
         R.top_neurons(torch.zeros(2, 3), 7)
@@ -121,8 +121,8 @@ def test_attention_roles_sign():
 
 def test_bos_query_directions_match_hugging_face(tiny_models):
     """q_{A,h} = W_Q[A,h] k_{A,h}(BOS) from the bridge equals a computation on the raw HF model."""
-    from wcos_casestudies.models.loading import load_bridge, load_hf_model
-    from wcos_casestudies.models.sources import resolve_model
+    from gated_core.models.loading import load_bridge, load_hf_model
+    from gated_core.models.sources import resolve_model
 
     source = resolve_model(str(tiny_models["llama"]))
     directions = R.bos_query_directions(load_bridge(source))

@@ -27,18 +27,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from gated_core.artifacts import load_artifact, save_artifact
+from gated_core.cli import run_main
+from gated_core.errors import UserError
+from gated_core.locks import hold_lock, lock_path
+from gated_core.models.readers import open_weights
+from gated_core.models.sources import resolve_model
 from neuroscope import a_dataset, b2_recompute, b_activations, c_neuron_vis, d_recompute_vis, e_ablate, e_frequency
 from neuroscope.data import load_tokenized
 from neuroscope.store import load_stats, stats_path
 from neuroscope.viewer import js_call
 from wcos_casestudies import defplot, selected_plot
 from wcos_casestudies import main as main_script
-from wcos_casestudies.artifacts import load_artifact, save_artifact
-from wcos_casestudies.cli import run_main
-from wcos_casestudies.errors import UserError
-from wcos_casestudies.locks import hold_lock, lock_path
-from wcos_casestudies.models.readers import open_weights
-from wcos_casestudies.models.sources import resolve_model
 from wcos_casestudies.synthetic import tiny_checkpoint
 from wcos_casestudies.utils import model_cosines
 
@@ -284,7 +284,7 @@ def test_one_writer_per_output(work, tmp_path):
     assert not lock.exists()
     # a holder killed with SIGKILL leaves its lock file behind; the next run takes it over
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from wcos_casestudies.locks import acquire; acquire(Path(sys.argv[1])); "
+                               "from gated_core.locks import acquire; acquire(Path(sys.argv[1])); "
                                "print('held', flush=True); time.sleep(120)", str(target)],
                               stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert holder.stdout.readline().strip() == "held"

@@ -17,10 +17,10 @@ import test_safety
 import torch
 from test_safety import TEXTS, dataset_args, pass_args, refused, succeeds, write_corpus
 
+from gated_core.artifacts import load_artifact
+from gated_core.locks import hold_lock
 from neuroscope import a_dataset, b_activations, e_ablate, e_frequency
 from wcos_casestudies import main as main_script
-from wcos_casestudies.artifacts import load_artifact
-from wcos_casestudies.locks import hold_lock
 from wcos_casestudies.synthetic import tiny_checkpoint
 
 work = test_safety.work  # the module-scoped fixture (a tiny Llama, the dataset `docs`, its statistics `acts`)
@@ -150,13 +150,13 @@ def test_one_frequency_run_per_output_folder(work, tmp_path):
 
 
 def test_output_locations_are_checked_before_the_work(work, tmp_path, monkeypatch):
+    import gated_core.models.loading
     import neuroscope.frequency
-    import wcos_casestudies.models.loading
 
     def no_work(*args, **kwargs):
         raise AssertionError("the work started before the output location was checked")
 
-    monkeypatch.setattr(wcos_casestudies.models.loading, "load_hf_model", no_work)
+    monkeypatch.setattr(gated_core.models.loading, "load_hf_model", no_work)
     monkeypatch.setattr(neuroscope.frequency, "class_frequencies", no_work)
     model, datadir = work["model"], work["datadir"]
     a_file = tmp_path / "a_file"

@@ -25,10 +25,10 @@ import torch
 from test_casestudies import execute_notebook
 from test_safety import call, page_args, refused
 
+from gated_core.artifacts import TEMPORARY_SUFFIX, load_artifact
+from gated_core.locks import hold_lock
 from neuroscope import b2_recompute, c_neuron_vis
 from wcos_casestudies import main as main_script
-from wcos_casestudies.artifacts import TEMPORARY_SUFFIX, load_artifact
-from wcos_casestudies.locks import hold_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 work = test_safety.work  # the module-scoped fixture: a dataset `docs`, its statistics `acts`, main.py's results
@@ -249,6 +249,6 @@ def test_the_cell_script_reads_its_flags_unless_a_kernel_runs_it(tiny_models, tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "results" / "local" / "llama" / "contingency.csv").is_file()
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "from wcos_casestudies.cli import in_notebook\nprint(in_notebook())")])
+        "from gated_core.cli import in_notebook\nprint(in_notebook())")])
     execute_notebook(notebook)
     assert notebook.cells[0].outputs[0]["text"].strip() == "True"

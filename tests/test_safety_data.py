@@ -16,11 +16,11 @@ import pytest
 import test_safety
 from test_safety import call, dataset_args, refused, succeeds, write_corpus
 
+from gated_core.models.loading import load_tokenizer
+from gated_core.models.sources import resolve_model
 from neuroscope import a_dataset, b_activations, d_recompute_vis, e_ablate
+from neuroscope.constants import POOL_PER_MTOKEN
 from neuroscope.data import build_dataset, load_tokenized
-from wcos_casestudies.constants import POOL_PER_MTOKEN
-from wcos_casestudies.models.loading import load_tokenizer
-from wcos_casestudies.models.sources import resolve_model
 
 work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`
 

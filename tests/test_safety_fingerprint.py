@@ -18,10 +18,10 @@ import test_safety
 from test_safety import _assert_flags_exist, copy_data, page_args, pass_args, refused, succeeds
 from transformers import AutoTokenizer
 
+from gated_core.fingerprint import SAMPLE_BYTES, weights_fingerprint
 from neuroscope import b_activations, collect, d_recompute_vis, recompute
 from neuroscope.data import META_FILE
 from wcos_casestudies import main as main_script
-from wcos_casestudies.fingerprint import SAMPLE_BYTES, weights_fingerprint
 
 work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`
 

@@ -22,9 +22,9 @@ import pytest
 import test_safety
 from test_safety import ROOT, call, refused, succeeds
 
+from gated_core.locks import hold_lock
 from neuroscope import d_recompute_vis
 from neuroscope.data import load_tokenized
-from wcos_casestudies.locks import hold_lock
 from wcos_casestudies.report import write_results_index
 
 work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`
@@ -292,7 +292,7 @@ def test_a_kill_between_the_two_renames_keeps_the_old_viewer(work, viewer_tree, 
     (pages / ".viewer.k1ll3d_y.partial").mkdir()  # the new one, half written
     with hold_lock(pages / "neurons.json"):  # a run that is refused by the lock changes nothing
         refused(d_recompute_vis.main, viewer_args(work, tree / "results", "--neurons", "all"), tree, "being written")
-    from wcos_casestudies.artifacts import remove_stale_folders
+    from gated_core.artifacts import remove_stale_folders
 
     remove_stale_folders(pages / "viewer")
     assert contents(pages / "viewer") == before and hidden(pages) == []
@@ -300,7 +300,7 @@ def test_a_kill_between_the_two_renames_keeps_the_old_viewer(work, viewer_tree, 
 
 def test_leftovers_of_one_name_are_not_those_of_another(tmp_path):
     """`docs` and `docs.v2` side by side: the clean-up of `docs` never touches what a run of `docs.v2` is writing."""
-    from wcos_casestudies.artifacts import remove_stale_folders
+    from gated_core.artifacts import remove_stale_folders
 
     for name in (".docs.v2.abcdefgh.partial", ".docs.v2.abcdefgh.replaced", ".docs.abcdefgh.partial"):
         (tmp_path / name).mkdir()

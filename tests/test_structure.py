@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("wcos_casestudies", "neuroscope")
+PACKAGES = ("gated_core", "wcos_casestudies", "neuroscope")  # each may import only those before it
 SCRIPTS = ("wcos_casestudies/main.py", "wcos_casestudies/casestudies.py", "wcos_casestudies/defplot.py",
            "wcos_casestudies/selected_plot.py", "neuroscope/a_dataset.py", "neuroscope/b_activations.py",
            "neuroscope/b2_recompute.py", "neuroscope/c_neuron_vis.py", "neuroscope/d_recompute_vis.py",
@@ -64,6 +64,15 @@ def test_no_import_cycle():
     for module in graph:
         if not state.get(module):
             visit(module, [])
+
+
+def test_imports_point_down_the_packages():
+    """gated_core (what both packages share) imports neither package; wcos_casestudies does not import neuroscope."""
+    graph = import_graph()
+    for module, imported in graph.items():
+        rank = PACKAGES.index(module.split(".")[0])
+        above = {other for other in imported if PACKAGES.index(other.split(".")[0]) > rank}
+        assert not above, f"{module} imports {sorted(above)}, from a package above its own"
 
 
 def test_no_script_imports_a_script():

@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wcos_casestudies.models.readers import BridgeReader, LowMemReader, open_weights
-from wcos_casestudies.models.sources import resolve_model
+from gated_core.models.readers import BridgeReader, LowMemReader, open_weights
+from gated_core.models.sources import resolve_model
 
 GATED = ["llama", "mistral", "qwen2", "gemma2", "gemma3_text", "olmo"]
 TOKENS = [[5, 70, 80, 90, 100, 33, 250]]

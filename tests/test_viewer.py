@@ -15,14 +15,14 @@ import pytest
 import torch
 from test_neuroscope import TEXTS, run_pass
 
+from gated_core.artifacts import load_artifact
+from gated_core.cli import run_main
+from gated_core.models.loading import load_hf_model, load_tokenizer
+from gated_core.models.sources import resolve_model
 from neuroscope import d_recompute_vis
 from neuroscope.data import build_dataset, save_dataset
 from neuroscope.recompute import LIST_KINDS, recompute_examples
 from neuroscope.viewer import to_json
-from wcos_casestudies.artifacts import load_artifact
-from wcos_casestudies.cli import run_main
-from wcos_casestudies.models.loading import load_hf_model, load_tokenizer
-from wcos_casestudies.models.sources import resolve_model
 
 URL = re.compile(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}|(src|href)\s*=\s*[\"'](https?:|//)", re.I)
 WINDOW, CONTEXT = (5, 2), (4, 3)  # the viewer's coloured tokens and grey context, before and after the extreme token

@@ -8,18 +8,19 @@
 # `case_studies.csv/.txt`, `tokens/`.
 
 # %% Set-up: flags (defaults inside a notebook kernel)
-from wcos_casestudies.cli import (
+from gated_core.cli import (
     add_device,
     add_model,
     add_results_dir,
-    add_weight_settings,
     in_notebook,
     install_user_error_hook,
     make_parser,
     positive_float,
     positive_int,
 )
-from wcos_casestudies.constants import ARTIFACT_FORMATS, DEFAULT_N_ENTROPY, DEFAULT_TOP_TOKENS
+from gated_core.constants import ARTIFACT_FORMATS
+from wcos_casestudies.cli import add_weight_settings
+from wcos_casestudies.constants import DEFAULT_N_ENTROPY, DEFAULT_TOP_TOKENS
 
 
 def build_parser():
@@ -54,11 +55,12 @@ args = build_parser().parse_args([] if in_notebook() else None)
 import pandas as pd
 import torch
 
+from gated_core.cli import check_output_location, parse_device
+from gated_core.models.sources import resolve_model
 from wcos_casestudies import roles as R
 from wcos_casestudies import section6
-from wcos_casestudies.cli import check_output_location, parse_device, settings_from_args
+from wcos_casestudies.cli import settings_from_args
 from wcos_casestudies.constants import ATTENTION_COSINE, CLASS_NAMES, PAPER_N_PARTITION
-from wcos_casestudies.models.sources import resolve_model
 from wcos_casestudies.results import ModelResults
 
 settings = settings_from_args(args)

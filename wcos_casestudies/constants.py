@@ -1,4 +1,5 @@
-"""Constants that scripts show on their command lines or that several modules share.
+"""The paper's constants (Sections 3, 5 and 6): cosines, IO classes, functional roles. The constants both packages
+share are in `gated_core/constants.py`, neuroscope's own in `neuroscope/constants.py`.
 
 This module imports nothing heavy, so that `--help` answers at once.
 """
@@ -6,11 +7,6 @@ This module imports nothing heavy, so that `--help` answers at once.
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
-# ---- models
-DEFAULT_MODEL = "smollm2-135m"  # the embedded default (SmolLM2-135M-Instruct, GGUF in a PyPI package)
-LOADERS = ("auto", "lowmem", "tl")  # weight readers: low-memory safetensors/GGUF, TransformerLens bridge
 
 # ---- cosines and IO classes (paper, Section 3 and Section 5)
 COSINE_NAMES = ("gatelin", "gateout", "linout")  # cos(w_gate, w_in), cos(w_gate, w_out), cos(w_in, w_out)
@@ -43,36 +39,3 @@ DEFAULT_N_ENTROPY = 2  # the paper's entropy neurons: the top 2 of the last laye
 
 # ---- numerics
 NORM_EPS = 1e-12  # floor of a vector norm before dividing by it
-
-# ---- files
-ARTIFACT_FORMATS = ("pt", "pickle")  # torch.save (default) or the seed's pickles of numpy arrays
-PLOT_FORMATS = ("pdf", "png")
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def default_results_dir() -> Path:
-    """`results/` of the repository when the package runs from a checkout, else `./results`."""
-    repo = PACKAGE_DIR.parent
-    return repo / "results" if (repo / "pyproject.toml").exists() else Path.cwd() / "results"
-
-
-DEFAULT_RESULTS = default_results_dir()
-
-# ---- neuroscope (activation-based analysis)
-EMBEDDED_DATASET = "pydoc"  # Python's documentation topics (pydoc_data): English text that needs no network
-SHUFFLE_SEED = 2512800  # the seed's dataset shuffle
-POOL_PER_MTOKEN = 4000  # the seed's pool: documents per million tokens asked for
-STREAM_BUFFER = 10_000  # documents in the shuffle buffer of a_dataset.py --streaming
-MAX_TOKENIZE_PROCESSES = 8  # a_dataset.py's default --num_proc: half the CPU cores (the tokenizer threads), at most this many
-MIN_DOCUMENTS_PER_PROCESS = 500  # fewer documents per tokenizing process are not worth a process
-DEFAULT_MTOKENS = 20.0  # the paper's 20M tokens
-DEFAULT_MAX_LENGTH = 1024
-DEFAULT_EXAMPLES = 16  # top-k and bottom-k documents per neuron
-DEFAULT_BATCH_SIZE = 8
-DTYPES = ("float32", "bfloat16", "float16")
-DEFAULT_ACTIVATIONS = "activations"  # folder of the statistics inside --datadir
-DEFAULT_PAGE_TOKENS = 20  # promoted and suppressed tokens on a neuron page
-
-# ---- class ablations ("Weakening Neurons" follow-up)
-ABLATION_CONDITIONS = ("gate+post+", "gate+post-", "gate-post+", "gate-post-")  # (sign of g, sign of a); + means > 0
-ABLATION_MODES = ("zero", "mean")

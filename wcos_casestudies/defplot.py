@@ -10,8 +10,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from wcos_casestudies.cli import make_parser, run_main
-from wcos_casestudies.constants import DEFAULT_RESULTS, DEFAULT_THRESHOLD
+from gated_core.cli import make_parser, run_main
+from gated_core.constants import DEFAULT_RESULTS
+from wcos_casestudies.constants import DEFAULT_THRESHOLD
 
 
 def build_parser():
@@ -24,7 +25,7 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from wcos_casestudies.cli import check_output_location
+    from gated_core.cli import check_output_location
     from wcos_casestudies.plotting import plot_definition
     from wcos_casestudies.utils import check_threshold
 

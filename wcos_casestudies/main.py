@@ -11,18 +11,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from wcos_casestudies.cli import (
-    add_device,
-    add_model,
-    add_results_dir,
-    add_weight_settings,
-    check_output_location,
-    make_parser,
-    parse_device,
-    run_main,
-    settings_from_args,
-)
-from wcos_casestudies.constants import ARTIFACT_FORMATS
+from gated_core.cli import add_device, add_model, add_results_dir, check_output_location, make_parser, parse_device, run_main
+from gated_core.constants import ARTIFACT_FORMATS
+from wcos_casestudies.cli import add_weight_settings, settings_from_args
 
 
 def build_parser():

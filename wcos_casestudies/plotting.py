@@ -26,9 +26,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .artifacts import atomic_write_bytes
-from .constants import CLASS_NAMES, DEFAULT_THRESHOLD, PLOT_FORMATS
-from .utils import CLASS_COLORS
+from gated_core.artifacts import atomic_write_bytes
+from gated_core.constants import PLOT_FORMATS
+from wcos_casestudies.constants import CLASS_NAMES, DEFAULT_THRESHOLD
+from wcos_casestudies.utils import CLASS_COLORS
 
 DPI = 150
 

@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .constants import CLASS_NAMES
-from .models.registry import canonical_hub_id
+from gated_core.models.registry import canonical_hub_id
+from wcos_casestudies.constants import CLASS_NAMES
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 @cache

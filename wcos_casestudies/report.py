@@ -9,7 +9,7 @@ import html
 from pathlib import Path
 from urllib.parse import quote
 
-from .artifacts import atomic_write_text
+from gated_core.artifacts import atomic_write_text
 
 INDEX_NAME = "index.html"
 VIEWER_NAME = "viewer.html"  # the whole-model viewer of neuroscope/viewer.py

@@ -16,14 +16,15 @@ from typing import Any
 
 import torch
 
-from .artifacts import PROJECT_TAG, find_artifact, load_artifact, package_versions, save_artifact
-from .constants import CLASS_NAMES, COSINE_NAMES, DEFAULT_RESULTS, DEFAULT_THRESHOLD, QUANTILES
-from .errors import UserError
-from .fingerprint import kind_mismatch, short
-from .models.arch import ArchInfo, read_arch
-from .models.readers import WeightsInfo, open_weights
-from .models.sources import ModelSource
-from .utils import category_stats, classify, model_cosines, model_random_regions, quartiles
+from gated_core.artifacts import PROJECT_TAG, find_artifact, load_artifact, package_versions, save_artifact
+from gated_core.constants import DEFAULT_RESULTS
+from gated_core.errors import UserError
+from gated_core.fingerprint import kind_mismatch, short
+from gated_core.models.arch import ArchInfo, read_arch
+from gated_core.models.readers import WeightsInfo, open_weights
+from gated_core.models.sources import ModelSource
+from wcos_casestudies.constants import CLASS_NAMES, COSINE_NAMES, DEFAULT_THRESHOLD, QUANTILES
+from wcos_casestudies.utils import category_stats, classify, model_cosines, model_random_regions, quartiles
 
 COSINES_KIND = "cosines"  # meta["kind"] of data.pt
 RESULTS_REMEDY = "move it away, or recompute it with main.py --overwrite"
@@ -205,7 +206,7 @@ class ModelResults:
 
     def write_index(self) -> Path:
         """Refresh `index.html`, the page that links every output of this model and these settings."""
-        from .report import write_results_index
+        from wcos_casestudies.report import write_results_index
 
         return write_results_index(self.folder, self.caption)
 
@@ -222,7 +223,7 @@ class ModelResults:
     @property
     def provenance(self) -> str:
         """What the plots' numbers rest on: weights, processing, threshold and rule."""
-        from .plotting import provenance_line
+        from wcos_casestudies.plotting import provenance_line
 
         settings = self.settings
         return provenance_line(self.meta["provenance"], settings.processing, settings.threshold, settings.rule,

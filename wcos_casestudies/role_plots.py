@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .plotting import save_figure
+from wcos_casestudies.plotting import save_figure
 
 LABELLED_EXTRA = 3  # neurons after the chosen ones that are named too, so the gap to them can be read
 LABEL_GAP = 0.035  # least vertical distance between two labels, in score units

@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .constants import ATTENTION_COSINE, CLASS_NAMES, NORM_EPS, PAPER_N_PARTITION, PARTITION_CAP, SELECTIVE_KURTOSIS
-from .errors import UserError
+from gated_core.errors import UserError
+from wcos_casestudies.constants import ATTENTION_COSINE, CLASS_NAMES, NORM_EPS, PAPER_N_PARTITION, PARTITION_CAP, SELECTIVE_KURTOSIS
 
 TYPICAL_CLASSES = (0, 2, 4, 6, 7, 9)
 ROLE_NAMES = ("partition", "prediction", "suppression", "entropy", "attention_activation", "attention_deactivation")

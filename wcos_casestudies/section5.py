@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import plotting, reference
-from .artifacts import write_table
-from .cli import check_output_location
-from .constants import CLASS_NAMES, DEFAULT_THRESHOLD, QUANTILES
-from .errors import UserError
-from .models.arch import read_arch
-from .models.registry import expand_model_names
-from .models.sources import ModelSource, resolve_model
-from .results import ModelResults, Settings
-from .utils import random_cosine_interval, random_regions_table
+from gated_core.artifacts import write_table
+from gated_core.cli import check_output_location
+from gated_core.errors import UserError
+from gated_core.models.arch import read_arch
+from gated_core.models.registry import expand_model_names
+from gated_core.models.sources import ModelSource, resolve_model
+from wcos_casestudies import plotting, reference
+from wcos_casestudies.constants import CLASS_NAMES, DEFAULT_THRESHOLD, QUANTILES
+from wcos_casestudies.results import ModelResults, Settings
+from wcos_casestudies.utils import random_cosine_interval, random_regions_table
 
 
 def resolve_all(names: list[str], skip_missing: bool, full_hash: bool = False) -> list[ModelSource]:

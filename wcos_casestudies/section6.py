@@ -14,15 +14,15 @@ from typing import Any
 import pandas as pd
 import torch
 
-from . import roles as R
-from .artifacts import PROJECT_TAG, atomic_write_text, find_artifact, load_artifact, package_versions, save_artifact, write_table
-from .constants import CLASS_NAMES, DEFAULT_N_ENTROPY
-from .errors import UserError
-from .fingerprint import kind_mismatch, short
-from .models.glu import refactor_glu
-from .models.loading import load_bridge, load_tokenizer
-from .models.readers import WeightReader, open_weights
-from .results import ModelResults
+from gated_core.artifacts import PROJECT_TAG, atomic_write_text, find_artifact, load_artifact, package_versions, save_artifact, write_table
+from gated_core.errors import UserError
+from gated_core.fingerprint import kind_mismatch, short
+from gated_core.models.glu import refactor_glu
+from gated_core.models.loading import load_bridge, load_tokenizer
+from gated_core.models.readers import WeightReader, open_weights
+from wcos_casestudies import roles as R
+from wcos_casestudies.constants import CLASS_NAMES, DEFAULT_N_ENTROPY
+from wcos_casestudies.results import ModelResults
 
 ROLES_KIND = "roles"  # meta["kind"] of roles.pt
 ROLES_REMEDY = "move it away, or recompute it with casestudies.py --overwrite"
@@ -52,7 +52,7 @@ class RoleResults:
 
 def check_inputs(source, options: RoleOptions) -> None:
     """Refuse, before any work, a model without gates and role sizes larger than the model."""
-    from .models.arch import read_arch
+    from gated_core.models.arch import read_arch
 
     arch = read_arch(source)
     arch.require_gated(source.name, "prediction and suppression neurons need gatelin")
@@ -205,7 +205,7 @@ def entropy_table(scores: torch.Tensor, layer: int, chosen: torch.Tensor) -> pd.
 
 def write_entropy_scores(role_results: RoleResults, results: ModelResults) -> list[Path]:
     """`entropy_scores.csv` / `.md` (every last-layer neuron) and their box plot `entropy_scores.pdf` / `.png`."""
-    from .role_plots import plot_entropy_scores
+    from wcos_casestudies.role_plots import plot_entropy_scores
 
     info = role_results.info
     layer = role_results.moments["kurtosis"].shape[0] - 1

@@ -9,15 +9,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from wcos_casestudies.cli import (
-    add_device,
-    add_model,
-    add_results_dir,
-    add_weight_settings,
-    make_parser,
-    non_negative_int,
-    run_main,
-)
+from gated_core.cli import add_device, add_model, add_results_dir, make_parser, non_negative_int, run_main
+from wcos_casestudies.cli import add_weight_settings
 
 PAPER_MODEL, PAPER_LAYERS = "meta-llama/Llama-3.2-3B", (0, 14, 27)
 
@@ -41,10 +34,11 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from wcos_casestudies.cli import check_output_location, parse_device, settings_from_args
-    from wcos_casestudies.errors import UserError
-    from wcos_casestudies.models.arch import read_arch
-    from wcos_casestudies.models.sources import resolve_model
+    from gated_core.cli import check_output_location, parse_device
+    from gated_core.errors import UserError
+    from gated_core.models.arch import read_arch
+    from gated_core.models.sources import resolve_model
+    from wcos_casestudies.cli import settings_from_args
     from wcos_casestudies.plotting import plot_fine
     from wcos_casestudies.results import ModelResults
     from wcos_casestudies.utils import random_cosine_interval

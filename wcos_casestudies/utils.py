@@ -13,9 +13,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .constants import CLASS_NAMES, COSINE_NAMES, DEFAULT_THRESHOLD, QUANTILES, RANDOM_INTERVAL_MASS, RULES
-from .models.glu import refactor_glu
-from .models.readers import LayerMLP
+from gated_core.models.glu import refactor_glu
+from gated_core.models.readers import LayerMLP
+from wcos_casestudies.constants import CLASS_NAMES, COSINE_NAMES, DEFAULT_THRESHOLD, QUANTILES, RANDOM_INTERVAL_MASS, RULES
 
 CLASS_COLORS: tuple[tuple[float, float, float, float], ...] = (
     (1, 1, 0, 1),
@@ -49,7 +49,7 @@ _CLASS_TABLE = {
 
 def check_threshold(threshold: float) -> float:
     """A class threshold must lie strictly between 0 and 1."""
-    from .errors import UserError
+    from gated_core.errors import UserError
 
     if not (0.0 < threshold < 1.0) or math.isnan(threshold):
         raise UserError(f"--threshold {threshold}: must lie strictly between 0 and 1 (paper: 0.5)")

@@ -1,0 +1,42 @@
+"""The flags of the neuroscope scripts: the data folder, the statistics, the neurons, batches and page tokens."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gated_core.cli import plain_name, positive_int
+from neuroscope.constants import DEFAULT_ACTIVATIONS, DEFAULT_BATCH_SIZE, DEFAULT_PAGE_TOKENS
+
+
+def add_batch_size(parser: argparse.ArgumentParser) -> None:
+    """`--batch_size`: documents per forward pass."""
+    parser.add_argument("--batch_size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="documents per forward pass")
+
+
+def add_datadir(parser: argparse.ArgumentParser) -> None:
+    """`--datadir`: the folder of tokenized datasets and activation statistics."""
+    parser.add_argument("--datadir", type=Path, required=True,
+                        help="folder that holds the tokenized datasets and the activation statistics")
+
+
+def add_activations(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
+    """`--activations`: the statistics of the activation pass (an input: `b_activations.py --save_to`); with
+    `dataset`, also `--dataset`, the tokenized dataset to read instead of the statistics' own."""
+    parser.add_argument("--activations", type=plain_name, default=DEFAULT_ACTIVATIONS,
+                        help="statistics folder inside --datadir (input; what b_activations.py --save_to wrote)")
+    if dataset:
+        parser.add_argument("--dataset", type=plain_name, default=None,
+                            help="tokenized dataset inside --datadir (input; default: the one the statistics were made on)")
+
+
+def add_neurons(parser: argparse.ArgumentParser) -> None:
+    """`--neurons` / `--neurons_from`: which neurons a neuroscope script works on."""
+    parser.add_argument("--neurons", nargs="*", default=[], metavar="LAYER.NEURON", help="neurons such as 28.4737, or `all`")
+    parser.add_argument("--neurons_from", type=Path, default=None,
+                        help="a file of LAYER.NEURON names (input; e.g. casestudies.py's case_studies.txt)")
+
+
+def add_top_tokens(parser: argparse.ArgumentParser) -> None:
+    """`--top_tokens`: promoted and suppressed tokens shown on a neuron page."""
+    parser.add_argument("--top_tokens", type=positive_int, default=DEFAULT_PAGE_TOKENS, help="promoted and suppressed tokens shown")
