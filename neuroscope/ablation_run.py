@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from gated_core.artifacts import PROJECT_TAG, find_artifact, load_artifact, remove_stale_temporaries_in, save_artifact
+from gated_core.artifacts import PROJECT_TAG, load_artifact, remove_stale_temporaries_in, save_artifact
 from gated_core.errors import UserError
 from gated_core.fingerprint import FINGERPRINT_CHARS, content_digest
 from gated_core.models.sources import ModelSource
@@ -32,23 +32,24 @@ from neuroscope.activations import batch_plan
 from neuroscope.data import check_vocabulary, document_lengths, load_tokenized
 from neuroscope.neuron_sets import NeuronSet, random_baselines, requested_sets
 from neuroscope.store import load_statistics, mismatch, stats_path
+from wcos_casestudies.results import ModelResults
+from wcos_casestudies.section6 import stored_roles
 
 # settings that must agree between the files of an output folder and the run that continues it
-RUN_KEYS = ("model", "gguf", "weights_fingerprint", "dataset", "dataset_fingerprint", "documents", "tokens",
+EVALUATION_KEYS = ("model", "gguf", "weights_fingerprint", "dataset", "dataset_fingerprint", "documents", "tokens",
             "batch_size", "dtype", "device", "bootstrap", "bootstrap_seed", "level")
 START_AGAIN = "use the same settings, another --results_dir, or --overwrite to start this folder again"
 MTOKEN = 1_000_000
 
 
-def load_roles(folder: Path) -> dict[str, torch.Tensor]:
-    """The role masks of casestudies.py (roles.pt / roles.pickle in the model's results folder)."""
-    path = find_artifact(folder, "roles")
-    if path is None:
-        raise UserError(f"{folder}: no roles.pt; run wcos_casestudies/casestudies.py for this model first (--roles needs it)")
-    roles = load_artifact(path).get("roles")
-    if not roles:
-        raise UserError(f"{path}: has no role masks; rerun casestudies.py")
-    return roles
+def role_masks(results: ModelResults) -> dict[str, torch.Tensor]:
+    """The role masks [layer neuron] of casestudies.py (roles.pt, checked against these weights)."""
+    stored = stored_roles(results)
+    if stored is None:
+        raise UserError(f"{results.folder}: no roles.pt; run wcos_casestudies/casestudies.py for this model first (--roles needs it)")
+    if not stored.get("roles"):
+        raise UserError(f"{results.folder}: roles.pt has no role masks; rerun casestudies.py")
+    return stored["roles"]
 
 
 def ablation_plan(sets: Sequence[NeuronSet], d_mlp: int, mode: str, conditions: Sequence[str],
@@ -64,15 +65,11 @@ def ablation_plan(sets: Sequence[NeuronSet], d_mlp: int, mode: str, conditions: 
     return list(ablations.values())
 
 
-def choose_sets(categories: torch.Tensor, classes: Sequence[str], role_names: Sequence[str], results_folder: Path,
-                sample_sizes: Sequence[int], seed: int) -> list[NeuronSet]:
+def choose_sets(results: ModelResults, classes: Sequence[str], role_names: Sequence[str], sample_sizes: Sequence[int],
+                seed: int) -> list[NeuronSet]:
     """Class, role and sample sets, all checked (unknown names, empty sets, oversize samples are UserErrors)."""
-    roles = load_roles(results_folder) if role_names else None
-    for name, mask in (roles or {}).items():
-        if tuple(mask.shape) != tuple(categories.shape):
-            raise UserError(f"{results_folder}: role {name} has shape {tuple(mask.shape)}, the model's classes "
-                            f"{tuple(categories.shape)}; rerun casestudies.py --overwrite")
-    return requested_sets(categories, classes, roles, role_names, sample_sizes, seed)
+    roles = role_masks(results) if role_names else None
+    return requested_sets(results.categories(), classes, roles, role_names, sample_sizes, seed)
 
 
 def evaluation_rows(lengths: Sequence[int], mtokens: float | None) -> list[int]:
@@ -153,7 +150,7 @@ def load_evaluation(datadir: Path, dataset_name: str | None, stats_folder: str, 
 
 def evaluation_meta(evaluation: Evaluation, batch_size: int, dtype: torch.dtype, device: torch.device,
                     bootstrap: BootstrapSettings) -> dict[str, Any]:
-    """The settings that fix the evaluation's numbers (see RUN_KEYS)."""
+    """The settings that fix the evaluation's numbers (see EVALUATION_KEYS)."""
     return {"dataset": str(evaluation.dataset_dir.resolve()), "dataset_fingerprint": evaluation.fingerprint,
             "documents": len(evaluation.rows),
             "tokens": evaluation.tokens, "batch_size": batch_size, "dtype": str(dtype).removeprefix("torch."),
@@ -183,7 +180,7 @@ class AblationStore:
             self._check_means(means_from)
 
     def _check(self, path: Path, stored: dict[str, Any]) -> None:
-        for key in RUN_KEYS:
+        for key in EVALUATION_KEYS:
             if stored.get(key) != self.meta.get(key):
                 raise UserError(f"{path}: the ablation results there {mismatch(key, stored.get(key), self.meta.get(key))}; "
                                 f"{START_AGAIN}")

@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gated_core.errors import UserError
     from gated_core.locks import hold_lock
     from neuroscope import collect
-    from neuroscope.store import RUN_KEYS, load_stats, stats_path
+    from neuroscope.store import PASS_IDENTITY_KEYS, load_stats, stats_path
 
     if args.merge:
         num_shards, _ = collect.shard_settings(args)
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = collect.plan_pass(args)
     with hold_lock(run.final):
         if run.final.exists() and not args.overwrite:
-            load_stats(run.final, {key: run.meta[key] for key in RUN_KEYS})
+            load_stats(run.final, {key: run.meta[key] for key in PASS_IDENTITY_KEYS})
             print(f"{run.final} exists for these settings; nothing to do (--overwrite recomputes)")
             return 0
         return collect.collect(run, args.overwrite, args.checkpoint_every, args.stop_after_batches)

@@ -30,7 +30,7 @@ from neuroscope.activations import (
     shard_range,
 )
 from neuroscope.data import META_FILE, check_vocabulary, document_lengths, is_dataset_folder, load_tokenized
-from neuroscope.store import RUN_KEYS, START_AGAIN, check_run, load_stats, save_stats, stats_path
+from neuroscope.store import PASS_IDENTITY_KEYS, START_AGAIN, check_run, load_stats, save_stats, stats_path
 
 
 def shard_settings(args: argparse.Namespace) -> tuple[int, int]:
@@ -62,7 +62,7 @@ def load_shard(folder: Path, num_shards: int, index: int, expect: dict[str, Any]
     remedy = f"rerun shard {index} (--num_shards {num_shards} --shard_index {index}) with --overwrite"
     stats, meta, _ = load_stats(path, remedy=remedy)
     if expect is None:
-        expect = {key: meta.get(key) for key in RUN_KEYS}
+        expect = {key: meta.get(key) for key in PASS_IDENTITY_KEYS}
         expect["dataset_fingerprint"] = current_dataset_fingerprint(meta) or meta.get("dataset_fingerprint")
     check_run(path, meta, expect, remedy)
     return stats, meta
@@ -75,7 +75,7 @@ def merge_shards(folder: Path, num_shards: int) -> Path:
         raise UserError("--merge needs --num_shards 2 or more")
     merged, first_meta, expected_batch = None, None, 0
     for index in range(num_shards):
-        expect = None if first_meta is None else {key: first_meta[key] for key in RUN_KEYS}
+        expect = None if first_meta is None else {key: first_meta[key] for key in PASS_IDENTITY_KEYS}
         stats, meta = load_shard(folder, num_shards, index, expect)
         if meta.get("num_shards") != num_shards or meta.get("first_batch") != expected_batch:
             raise UserError(f"shards do not add up: {stats_path(folder, num_shards, index).name} covers batches "
@@ -155,7 +155,7 @@ def plan_pass(args: argparse.Namespace) -> PassPlan:
 def start_or_resume(run: PassPlan, overwrite: bool) -> tuple[NeuronStats, int]:
     """Empty statistics at the shard's first batch, or the checkpoint's and the batch it stopped at."""
     if run.partial.exists() and not overwrite:
-        stats, _, data = load_stats(run.partial, {key: run.meta[key] for key in (*RUN_KEYS, "shard_index", "num_shards")})
+        stats, _, data = load_stats(run.partial, {key: run.meta[key] for key in (*PASS_IDENTITY_KEYS, "shard_index", "num_shards")})
         start = data.get("next_batch")
         if isinstance(start, bool) or not isinstance(start, int) or not run.first <= start <= run.last:
             raise UserError(f"{run.partial}: not a checkpoint of this shard (next batch {start!r}, outside "

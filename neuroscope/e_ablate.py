@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             **{f"classes_{key}": value for key, value in results.settings.meta().items()}, "versions": package_versions()}
     # a folder of other inputs is refused now, before the classes may be computed; checked again under the lock
     AblationStore(folder, meta, overwrite=args.overwrite, means_from=evaluation.means_from)
-    sets = choose_sets(results.categories(), args.classes, args.roles, results.folder, args.sample_size, args.seed)
+    sets = choose_sets(results, args.classes, args.roles, args.sample_size, args.seed)
     ablations = ablation_plan(sets, arch.d_mlp, args.mode, conditions, args.random_seeds)
     with hold_lock(folder):  # one run per output folder: a second one stops here, naming this one
         ablate_and_report(args, tokenizer, evaluation, results, ablations, folder, meta, bootstrap, (dtype, device))

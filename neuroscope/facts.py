@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from gated_core.artifacts import find_artifact, load_artifact
 from gated_core.models.glu import refactor_glu
 from wcos_casestudies.constants import CLASS_NAMES
 from wcos_casestudies.results import ModelResults
 from wcos_casestudies.roles import ROLE_NAMES, unembed_moments
+from wcos_casestudies.section6 import stored_roles
 
 LOGIT_BINS = 40  # bins of the histogram of w_out · W_U, linear between its min and max
 INPUT_TABLES = ("+w_in", "-w_in", "+w_gate", "-w_gate")  # token tables of the input weights (direction · W_U)
@@ -46,9 +46,8 @@ def model_facts(results: ModelResults) -> ModelFacts:
     """Classes and cosines (computed by main.py's code when missing), roles, moments and case-study reasons
     (read when casestudies.py has written them)."""
     facts = ModelFacts(results.categories(), {k: v for k, v in results.cosines().items() if v is not None})
-    roles_path = find_artifact(results.folder, "roles")
-    if roles_path is not None:
-        stored = load_artifact(roles_path)
+    stored = stored_roles(results)
+    if stored is not None:
         facts.roles = {name: mask.bool() for name, mask in stored.get("roles", {}).items()}
         facts.moments = {name: stored["moments"][name] for name in ("skew", "kurtosis") if "moments" in stored}
     else:

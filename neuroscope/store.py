@@ -20,7 +20,7 @@ STATS_KIND = "activation_statistics"  # meta["kind"] of every statistics file
 STATS_KEYS = NeuronStats.STATE_KEYS  # the tensors of a statistics file
 SUMMARY_KEYS = ("mean", "gate_open", "sign_frequencies")  # NeuronStats.summary(), saved beside the raw counts
 # meta keys that must agree between a checkpoint (or shard) and the run that continues (or merges) it
-RUN_KEYS = ("model", "dataset", "documents", "tokens", "k", "batch_size", "dtype", "n_layers", "d_mlp",
+PASS_IDENTITY_KEYS = ("model", "dataset", "documents", "tokens", "k", "batch_size", "dtype", "n_layers", "d_mlp",
             "weights_fingerprint", "dataset_fingerprint", "statistics_version", "examples_without_bos")
 START_AGAIN = "rerun b_activations.py with --overwrite to start again"
 FINGERPRINTS = {"dataset_fingerprint": ("on other contents of the dataset", "it was rebuilt since"),

@@ -314,6 +314,7 @@ def test_roles_from_casestudies(setup, tmp_path, capsys):
     import pandas as pd
 
     from gated_core.artifacts import PROJECT_TAG, save_artifact
+    from wcos_casestudies.section6 import ROLES_KIND
 
     results_dir = tmp_path / "roles"
     folder = results_dir / "local" / "llama"
@@ -324,8 +325,14 @@ def test_roles_from_casestudies(setup, tmp_path, capsys):
     assert "run wcos_casestudies/casestudies.py" in capsys.readouterr().err
     prediction = torch.zeros(2, setup["model"].config.intermediate_size, dtype=torch.bool)
     prediction[1, [4, 8, 15]] = True
-    save_artifact({"meta": {"project": PROJECT_TAG, "model": "local/llama"},
-                   "roles": {"prediction": prediction, "suppression": torch.zeros_like(prediction)}}, folder / "roles.pt")
+    masks = {"prediction": prediction, "suppression": torch.zeros_like(prediction)}
+    meta = {"project": PROJECT_TAG, "kind": ROLES_KIND, "model": "local/llama"}
+    # roles.pt of other weights (or of a version that recorded none) are never used: one reader checks them
+    for fingerprint, match in ((None, "records no weights fingerprint"), ("0" * 16, "holds the roles of other weights")):
+        save_artifact({"meta": {**meta, "weights_fingerprint": fingerprint}, "roles": masks}, folder / "roles.pt")
+        assert ablate(setup, results_dir, ["--roles", "prediction"], classes=()) == 2
+        assert match in capsys.readouterr().err
+    save_artifact({"meta": {**meta, "weights_fingerprint": setup["results"].fingerprint}, "roles": masks}, folder / "roles.pt")
     assert ablate(setup, results_dir, ["--roles", "predictoin"], classes=()) == 2
     assert "roles.pt has: prediction, suppression" in capsys.readouterr().err
     assert ablate(setup, results_dir, ["--roles", "prediction", "--random_seeds", "1"], classes=()) == 0

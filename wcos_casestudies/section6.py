@@ -75,8 +75,22 @@ def _out_layers(reader: WeightReader, refactor: bool):
         yield (refactor_glu(layer) if refactor else layer).out
 
 
+def stored_roles(results: ModelResults) -> dict[str, Any] | None:
+    """What casestudies.py keeps in roles.pt for this model and these weights, checked (kind, model, weights
+    fingerprint, the masks' shapes), or None where it has not run: the one reader of roles.pt."""
+    path = find_artifact(results.folder, "roles")
+    if path is None:
+        return None
+    stored = load_roles(path, results)
+    shape = tuple(results.categories().shape)
+    for name, mask in stored.get("roles", {}).items():
+        if tuple(mask.shape) != shape:
+            raise UserError(f"{path}: role {name} has shape {tuple(mask.shape)}, the model's neurons {shape}; {ROLES_REMEDY}")
+    return stored
+
+
 def load_roles(path: Path, results: ModelResults) -> dict[str, Any]:
-    """The cached role statistics, refused when they come from another model or other weights."""
+    """The cached role statistics at `path`, refused when they come from another model or other weights."""
     stored = load_artifact(path, kind=ROLES_KIND, remedy=ROLES_REMEDY)
     meta = stored["meta"]
     if meta.get("model") != results.meta["model"]:
@@ -93,8 +107,7 @@ def load_roles(path: Path, results: ModelResults) -> dict[str, Any]:
 
 def _stored_roles(results: ModelResults, overwrite: bool) -> dict[str, Any]:
     """What roles.pt holds for this model and these weights (empty with `overwrite` or when there is none)."""
-    existing = None if overwrite else find_artifact(results.folder, "roles")
-    return load_roles(existing, results) if existing is not None else {}
+    return {} if overwrite else stored_roles(results) or {}
 
 
 def _last_layer_entropy_scores(reader: WeightReader, w_u: torch.Tensor, k_null: int, refactor: bool) -> torch.Tensor:
