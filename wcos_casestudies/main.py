@@ -47,9 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from wcos_casestudies import section5
 
     sources = section5.resolve_all(args.model, args.skip_missing, args.full_hash)
+    outputs = ("categories", "category_stats", "quartiles", "plot_fine", "plot_coarse", "plot_quartiles")
+    request = section5.Section5Request(args.results_dir, args.format, args.overwrite, args.loader,
+                                       **{name: getattr(args, name) for name in outputs})
     medians = {}
     for source in sources:
-        results = section5.run_model(source, args, settings, device)
+        results = section5.run_model(source, request, settings, device)
         if args.plot_all_medians:
             medians[source.name] = results.quartiles()["linout"][2]
     if args.plot_all_medians:

@@ -3,8 +3,8 @@ as the flags of `main.py` ask for them."""
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -45,25 +45,40 @@ def counts_frame(counts) -> pd.DataFrame:
     return frame
 
 
-def run_model(source: ModelSource, args: argparse.Namespace, settings: Settings, device) -> ModelResults:
-    """Everything the flags of `main.py` ask for, for one model."""
+@dataclass(frozen=True)
+class Section5Request:
+    """What a run of `main.py` writes (its output flags) and where its results go."""
+
+    results_dir: Path
+    fmt: str = "pt"  # --format
+    overwrite: bool = False
+    loader: str = "auto"
+    categories: bool = False
+    category_stats: bool = False
+    quartiles: bool = False
+    plot_fine: bool = False
+    plot_coarse: bool = False
+    plot_quartiles: bool = False
+
+
+def run_model(source: ModelSource, request: Section5Request, settings: Settings, device) -> ModelResults:
+    """Everything `request` asks for, for one model."""
     arch = read_arch(source)
-    needs_gate = args.plot_fine or args.plot_quartiles or args.refactor_glu
-    if needs_gate:
+    if request.plot_fine or request.plot_quartiles or settings.refactor_glu:
         arch.require_gated(source.name, "--plot_fine, --plot_quartiles and --refactor_glu need gates")
-    results = ModelResults(source, settings, root=args.results_dir, fmt=args.format, overwrite=args.overwrite,
-                           loader=args.loader, device=device)
+    results = ModelResults(source, settings, root=request.results_dir, fmt=request.fmt, overwrite=request.overwrite,
+                           loader=request.loader, device=device)
     check_output_location(results.folder, "--results_dir")
     results.cosines()
     print_header(results, arch)
-    if args.categories:
+    if request.categories:
         results.categories()
         print(f"   categories: {results.folder / results.path.name} ['categories']")
-    if args.category_stats:
+    if request.category_stats:
         write_category_stats(results)
-    if args.quartiles:
+    if request.quartiles:
         write_quartiles(results)
-    write_plots(results, args, random_cosine_interval(arch.d_model))
+    write_plots(results, request, random_cosine_interval(arch.d_model))
     print(f"   all outputs: {results.write_index()}")
     return results
 
@@ -110,17 +125,17 @@ def write_quartiles(results: ModelResults) -> None:
               f"(published values are read off a plot, ±0.005)")
 
 
-def write_plots(results: ModelResults, args: argparse.Namespace, baseline: float) -> None:
-    """The fine, coarse and box plots that the flags ask for."""
+def write_plots(results: ModelResults, request: Section5Request, baseline: float) -> None:
+    """The fine, coarse and box plots that `request` asks for."""
     folder, name = results.folder, results.source.name
     paths = []
-    if args.plot_fine:
+    if request.plot_fine:
         paths += plotting.plot_fine(results.cosines(), folder / "fine", name, baseline=baseline,
                                     threshold=results.settings.threshold, random_regions=results.random_regions(),
                                     provenance=results.provenance)[:1]
-    if args.plot_coarse:
+    if request.plot_coarse:
         paths += plotting.plot_coarse(results.category_stats(), folder / "coarse", name, provenance=results.provenance)[:1]
-    if args.plot_quartiles:
+    if request.plot_quartiles:
         paths += plotting.plot_quartiles(results.cosines(), folder / "boxplot", name, baseline=baseline,
                                          threshold=results.settings.threshold, provenance=results.provenance)[:1]
     for path in paths:
