@@ -122,9 +122,10 @@ def plan_pass(args: argparse.Namespace) -> PassPlan:
     if is_dataset_folder(folder):  # a later a_dataset.py --overwrite of that dataset would take the statistics with it
         raise UserError(f"--save_to {args.save_to}: {folder} is a tokenized dataset; write the statistics into a folder "
                         "of their own (another --save_to)")
+    device_name = args.device  # under torchrun, --device cuda is this process's GPU (the flags stay as given)
     if "LOCAL_RANK" in os.environ and args.device == "cuda":
-        args.device = f"cuda:{int_from_environment('LOCAL_RANK', 0, minimum=0)}"
-    device = parse_device(args.device)
+        device_name = f"cuda:{int_from_environment('LOCAL_RANK', 0, minimum=0)}"
+    device = parse_device(device_name)
     dtype = parse_dtype(args.dtype, device)
     source = resolve_model(args.model, full_hash=args.full_hash)
     arch = read_arch(source)
