@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from neuroscope.activations import NeuronStats, batch_plan, pad_batch, run_pass
+from neuroscope.store import file_tensors
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,7 +126,7 @@ def pass_seconds(work: Workload, plan, timed: range, device: torch.device, k: in
     started = time.perf_counter()
     run_pass(work.model, work.data, stats, plan, timed, work.pad_id, device, bos_id=work.bos_id)
     sync(device)
-    stats_bytes = sum(t.numel() * t.element_size() for t in stats.state_dict().values())
+    stats_bytes = sum(t.numel() * t.element_size() for t in file_tensors(stats).values())
     return time.perf_counter() - started, stats_bytes / 2**20
 
 

@@ -17,6 +17,7 @@ import sys
 import torch
 
 from neuroscope.activations import BatchReducer, NeuronStats
+from neuroscope.store import file_tensors
 
 BOS_ID = 1
 BATCHES, ROWS, POSITIONS, NEURONS, K = 3, 8, 300, 1000, 4
@@ -45,7 +46,7 @@ def reduce(device: str, batches, bos_id: int | None) -> dict[str, torch.Tensor]:
         reducer.start(mask.to(device), ids.to(device))
         reducer(0, g.to(device), u.to(device), a.to(device))
         reducer.apply(docs.to(device))
-    return {k: v.cpu() for k, v in reducer.stats.state_dict().items()}
+    return {k: v.cpu() for k, v in file_tensors(reducer.stats).items()}
 
 
 def main() -> int:

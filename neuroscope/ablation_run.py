@@ -31,7 +31,7 @@ from neuroscope.ablation_report import Bootstrap, summarize
 from neuroscope.activations import batch_plan
 from neuroscope.data import check_vocabulary, document_lengths, load_tokenized
 from neuroscope.neuron_sets import NeuronSet, random_baselines, requested_sets
-from neuroscope.store import load_statistics, mismatch, stats_path
+from neuroscope.store import StatisticsMeta, load_statistics, mismatch, stats_path
 from wcos_casestudies.results import ModelResults
 from wcos_casestudies.section6 import stored_roles
 
@@ -107,17 +107,17 @@ def means_identity(path: Path, means: torch.Tensor) -> str:
     return f"{path.resolve()} (means {content_digest(means)[:FINGERPRINT_CHARS]})"
 
 
-def check_means_source(path: Path, stats_meta: dict[str, Any], dataset_dir: Path, data_meta: dict[str, Any],
+def check_means_source(path: Path, stats_meta: StatisticsMeta, dataset_dir: Path, data_meta: dict[str, Any],
                        documents: int) -> None:
     """Refuse statistics whose dataset means are not those of the dataset evaluated: another dataset, another
     number of documents, or other contents (the dataset rebuilt since; statistics without a fingerprint)."""
-    if stats_meta.get("dataset") != str(dataset_dir.resolve()):
-        raise UserError(f"{path}: statistics of the dataset {stats_meta.get('dataset')}, not of {dataset_dir.resolve()}; "
+    if stats_meta.dataset != str(dataset_dir.resolve()):
+        raise UserError(f"{path}: statistics of the dataset {stats_meta.dataset}, not of {dataset_dir.resolve()}; "
                         "the dataset means must come from the dataset evaluated")
-    if stats_meta.get("documents") != documents:
-        raise UserError(f"{path}: statistics of {stats_meta.get('documents')} documents, but {dataset_dir} has "
+    if stats_meta.documents != documents:
+        raise UserError(f"{path}: statistics of {stats_meta.documents} documents, but {dataset_dir} has "
                         f"{documents}; the dataset changed since b_activations.py ran")
-    stored, current = stats_meta.get("dataset_fingerprint"), data_meta["fingerprint"]
+    stored, current = stats_meta.dataset_fingerprint, data_meta["fingerprint"]
     if stored != current:
         raise UserError(f"{path}: the statistics {mismatch('dataset_fingerprint', stored, current)}; the dataset means "
                         f"must come from the dataset evaluated: rerun b_activations.py --datadir {path.parent.parent} "
@@ -135,12 +135,12 @@ def load_evaluation(datadir: Path, dataset_name: str | None, stats_folder: str, 
     path = stats_path(datadir / stats_folder)
     hint = " (mean ablation and the default --dataset need them; zero ablation can name --dataset instead)"
     stats = load_statistics(source, datadir, stats_folder, hint) if mode == "mean" or dataset_name is None else None
-    dataset_dir = datadir / dataset_name if dataset_name else Path(stats["meta"]["dataset"])
+    dataset_dir = datadir / dataset_name if dataset_name else Path(stats.meta.dataset)
     dataset, data_meta = load_tokenized(dataset_dir)
     check_vocabulary(data_meta, *vocab, source.argument)
-    means = stats["mean"] if mode == "mean" else None
+    means = stats.mean if mode == "mean" else None
     if means is not None:
-        check_means_source(path, stats["meta"], dataset_dir, data_meta, len(dataset))
+        check_means_source(path, stats.meta, dataset_dir, data_meta, len(dataset))
     lengths = document_lengths(dataset)
     rows = evaluation_rows(lengths, mtokens)
     plan = [[rows[i] for i in batch] for batch in batch_plan([lengths[r] for r in rows], batch_size)]

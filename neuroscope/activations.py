@@ -208,7 +208,7 @@ class NeuronStats:
 
     The example lists are kept together, ranked by a key that is a (top), -a (bottom) or |a| (the
     four sign combinations), in the order of LISTS; the files store them under their own names
-    (`state_dict`): top_*, bottom_* ([layer neuron k]) and combo_* ([layer neuron combination k]).
+    (`neuroscope.store`): top_*, bottom_* ([layer neuron k]) and combo_* ([layer neuron combination k]).
     """
 
     keys: torch.Tensor  # [layer neuron list k] float32, descending; -inf: empty slot
@@ -222,8 +222,6 @@ class NeuronStats:
     n_tokens: torch.Tensor  # [] int64
 
     COUNTS = ("post_sum", "gate_positive", "lin_positive", "both_positive", "histogram", "n_tokens")
-    STATE_KEYS = (*(f"{prefix}_{name}" for prefix in ("top", "bottom", "combo") for name in ("values", "docs", "positions")),
-                  *COUNTS)  # the names of `state_dict()`, as the files store them
 
     @classmethod
     def empty(cls, n_layers: int, d_mlp: int, k: int, device: torch.device | str = "cpu") -> NeuronStats:
@@ -251,20 +249,6 @@ class NeuronStats:
     combo_values = property(lambda self: self.keys[:, :, 2:])  # [layer neuron combination k]: |a|, descending
     combo_docs = property(lambda self: self.docs[:, :, 2:])
     combo_positions = property(lambda self: self.positions[:, :, 2:])
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The tensors under the names the files use."""
-        return {name: getattr(self, name).contiguous() for name in self.STATE_KEYS}
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> NeuronStats:
-        """Statistics from `state_dict()`'s tensors (KeyError for files without every part)."""
-        def stacked(name: str, bottom_sign: int = 1) -> torch.Tensor:
-            return torch.cat([state[f"top_{name}"][:, :, None], bottom_sign * state[f"bottom_{name}"][:, :, None],
-                              state[f"combo_{name}"]], dim=2).to(device)
-
-        return cls(keys=stacked("values", -1), docs=stacked("docs"), positions=stacked("positions"),
-                   **{name: state[name].to(device) for name in cls.COUNTS})
 
     def to(self, device: torch.device | str) -> NeuronStats:
         return NeuronStats(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})

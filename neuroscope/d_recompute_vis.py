@@ -126,7 +126,7 @@ def copy_layers(args) -> int:
         raise UserError("--from_viewer SOURCE needs --viewer NAME, another folder name")
     run = workflow.open_run(args, recomputes=False)
     layers = sorted({layer for layer, _ in run.neurons})
-    d_mlp = int(run.stats["top_values"].shape[1])
+    d_mlp = run.stats.d_mlp
     if len(run.neurons) != len(layers) * d_mlp:
         raise UserError("--from_viewer copies whole layers: give LAYER.* names, all, or --whole_layers")
     source = run.folder / args.from_viewer

@@ -67,11 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for location in (results.folder, folder):  # its data.pt and index.html, and the frequency files: before any work
         check_output_location(location, "--results_dir")
     categories = results.categories()
-    if tuple(categories.shape) != tuple(stats["gate_open"].shape):
-        raise UserError(f"the statistics have {tuple(stats['gate_open'].shape)} neurons, the model {tuple(categories.shape)}")
-    tables = class_frequencies(stats["gate_open"], stats["sign_frequencies"], categories, range(args.random_seeds))
-    meta = stats["meta"]
-    title = (f"{source.name} on {Path(meta['dataset']).name} ({int(stats['n_tokens']):,} tokens); "
+    if tuple(categories.shape) != tuple(stats.gate_open.shape):
+        raise UserError(f"the statistics have {tuple(stats.gate_open.shape)} neurons, the model {tuple(categories.shape)}")
+    tables = class_frequencies(stats.gate_open, stats.sign_frequencies, categories, range(args.random_seeds))
+    meta = stats.meta
+    title = (f"{source.name} on {Path(meta.dataset).name} ({int(stats.n_tokens):,} tokens); "
              f"random: {args.random_seeds} same-layer seeds")
     write_outputs(tables, folder, title)
     print(tables.gate_open.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

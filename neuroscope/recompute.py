@@ -21,6 +21,7 @@ from gated_core.models.loading import load_hf_model
 from gated_core.models.sources import ModelSource
 from neuroscope.activations import COMBINATION_SIGNS, SIGN_COMBINATIONS, batch_plan, mlp_hooks, pad_batch, run_model
 from neuroscope.data import check_vocabulary, load_tokenized
+from neuroscope.store import Statistics, StatisticsMeta
 
 Neuron = tuple[int, int]  # (layer, neuron)
 LIST_KINDS = ("max", "min", *SIGN_COMBINATIONS)  # the example lists of a neuron, as pages show them
@@ -56,19 +57,19 @@ def parse_neuron(text: str, n_layers: int, d_mlp: int) -> Neuron:
     return layer, neuron
 
 
-def stored_lists(stats: dict[str, Any]) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
+def stored_lists(stats: Statistics) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(kind, signed values, documents, positions), each [layer neuron k], of every example list the
     statistics have (files of the first version have no sign-combination lists)."""
-    lists = [("max", stats["top_values"], stats["top_docs"], stats["top_positions"]),
-             ("min", stats["bottom_values"], stats["bottom_docs"], stats["bottom_positions"])]
-    if "combo_values" in stats:
+    lists = [("max", stats.top_values, stats.top_docs, stats.top_positions),
+             ("min", stats.bottom_values, stats.bottom_docs, stats.bottom_positions)]
+    if stats.combo_values is not None:
         for index, (kind, sign) in enumerate(zip(SIGN_COMBINATIONS, COMBINATION_SIGNS)):
-            lists.append((kind, sign * stats["combo_values"][:, :, index], stats["combo_docs"][:, :, index],
-                          stats["combo_positions"][:, :, index]))
+            lists.append((kind, sign * stats.combo_values[:, :, index], stats.combo_docs[:, :, index],
+                          stats.combo_positions[:, :, index]))
     return lists
 
 
-def selected_documents(stats: dict[str, torch.Tensor], layer: int, neuron: int) -> list[tuple[str, int, int, float]]:
+def selected_documents(stats: Statistics, layer: int, neuron: int) -> list[tuple[str, int, int, float]]:
     """(kind, document, position, stored value) of every example of a neuron (max, min, sign combinations)."""
     rows = []
     for kind, values, docs, positions in stored_lists(stats):
@@ -133,13 +134,13 @@ def tolerance(value: float, dtype: str) -> float:
     return relative * abs(value) + (1e-5 if dtype == "float32" else 1e-2)
 
 
-def recompute_examples(model: Any, dataset: Any, stats: dict[str, Any], neurons: list[Neuron], batch_size: int,
+def recompute_examples(model: Any, dataset: Any, stats: Statistics, neurons: list[Neuron], batch_size: int,
                        pad_id: int, device: torch.device) -> dict[Neuron, list[Example]]:
     """Every selected document of every neuron, recomputed and checked against the statistics."""
     selected = {key: selected_documents(stats, *key) for key in neurons}
     values = recompute(model, dataset, {key: sorted({doc for _, doc, _, _ in rows}) for key, rows in selected.items()},
                        batch_size, pad_id, device)
-    dtype = stats["meta"]["dtype"]
+    dtype = stats.meta.dtype
     examples: dict[Neuron, list[Example]] = {}
     for key, rows in selected.items():
         examples[key] = []
@@ -163,16 +164,16 @@ class Inputs:
     tokenizer: Any
     dataset: Any
     dataset_name: str
-    stats: dict[str, Any]
+    stats: Statistics
     pad_id: int
     device: torch.device
 
 
-def check_tokenizer(tokenizer: Any, stats_meta: dict[str, Any], data_meta: dict[str, Any] | None, source: ModelSource) -> None:
+def check_tokenizer(tokenizer: Any, stats_meta: StatisticsMeta, data_meta: dict[str, Any] | None, source: ModelSource) -> None:
     """Refuse a tokenizer other than the one the statistics were made with: by the tokenizer fingerprint they record,
     or (statistics of an older b_activations.py) the one their dataset records, given its metadata `data_meta`;
     with neither, a note. Called before the model loads."""
-    recorded = stats_meta.get("tokenizer_fingerprint")
+    recorded = stats_meta.tokenizer_fingerprint
     if recorded is None and data_meta is not None:
         check_vocabulary(data_meta, tokenizer, read_arch(source).vocab_size, source.argument)
     elif recorded is None:
@@ -185,17 +186,17 @@ def check_tokenizer(tokenizer: Any, stats_meta: dict[str, Any], data_meta: dict[
                         "with, or make the dataset and the statistics again (a_dataset.py, b_activations.py)")
 
 
-def checked_dataset(stats: dict[str, Any], dataset_dir: Path | None, tokenizer: Any = None,
+def checked_dataset(stats: Statistics, dataset_dir: Path | None, tokenizer: Any = None,
                     source: ModelSource | None = None) -> tuple[Any, Path]:
     """The dataset of the statistics (or `dataset_dir`) and its folder, refused when its documents or its
     tokens are not those the statistics were made on, or (given the model's `tokenizer` and `source`) when the
     tokenizer is not theirs (`check_tokenizer`)."""
-    meta = stats["meta"]
-    dataset_dir = dataset_dir if dataset_dir is not None else Path(meta["dataset"])
+    meta = stats.meta
+    dataset_dir = dataset_dir if dataset_dir is not None else Path(meta.dataset)
     dataset, data_meta = load_tokenized(dataset_dir)
-    if len(dataset) != meta["documents"]:
-        raise UserError(f"{dataset_dir} has {len(dataset)} documents, the statistics were made on {meta['documents']}")
-    stored = meta.get("dataset_fingerprint")
+    if len(dataset) != meta.documents:
+        raise UserError(f"{dataset_dir} has {len(dataset)} documents, the statistics were made on {meta.documents}")
+    stored = meta.dataset_fingerprint
     if stored is not None and stored != data_meta["fingerprint"]:  # statistics of an older version carry none
         raise UserError(f"{dataset_dir}: its tokens are not those the statistics were made on (fingerprint "
                         f"{short(data_meta['fingerprint'])}, statistics {short(stored)}: rebuilt since, or another dataset); "
@@ -205,13 +206,13 @@ def checked_dataset(stats: dict[str, Any], dataset_dir: Path | None, tokenizer: 
     return dataset, dataset_dir
 
 
-def load_inputs(source: ModelSource, stats: dict[str, Any], dataset_dir: Path | None, device: torch.device,
+def load_inputs(source: ModelSource, stats: Statistics, dataset_dir: Path | None, device: torch.device,
                 dataset: Any = None, tokenizer: Any = None) -> Inputs:
     """The dataset of the statistics (or `dataset_dir`; `dataset` when it is loaded and checked already),
     checked against them, and the model in the statistics' dtype (with `tokenizer`, checked already, if given)."""
     if dataset is None:
         dataset, dataset_dir = checked_dataset(stats, dataset_dir)
-    model, tokenizer = load_hf_model(source, dtype=getattr(torch, stats["meta"]["dtype"]), device=device, tokenizer=tokenizer)
+    model, tokenizer = load_hf_model(source, dtype=getattr(torch, stats.meta.dtype), device=device, tokenizer=tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return Inputs(model, tokenizer, dataset, Path(dataset_dir).name, stats, pad_id, device)
 

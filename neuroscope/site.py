@@ -21,7 +21,7 @@ from neuroscope.activations import SIGN_COMBINATIONS, histogram_edges
 from neuroscope.facts import LOGIT_BINS, LayerLogitEffects, ModelFacts, layer_logit_effects, model_facts
 from neuroscope.pages import Histogram, NeuronPage, render_index, render_page
 from neuroscope.recompute import LIST_KINDS, Example, Neuron, neuron_folder
-from neuroscope.store import statistics_notes
+from neuroscope.store import Statistics, statistics_notes
 from wcos_casestudies.results import ModelResults
 
 
@@ -71,11 +71,11 @@ def provenance_notes(results: ModelResults) -> list[str]:
     return notes
 
 
-def activation_histogram(stats: dict[str, Any], layer: int, neuron: int, max_value: float, min_value: float) -> Histogram | None:
+def activation_histogram(stats: Statistics, layer: int, neuron: int, max_value: float, min_value: float) -> Histogram | None:
     """The histogram of a (non-empty bins only), with the max and min marked; None for statistics without one."""
-    if "histogram" not in stats:
+    if stats.histogram is None:
         return None
-    counts = stats["histogram"][layer, neuron]
+    counts = stats.histogram[layer, neuron]
     used = torch.nonzero(counts).flatten().tolist()
     first, last = (used[0], used[-1] + 1) if used else (0, 0)
     edges = histogram_edges()
@@ -115,7 +115,7 @@ def bos_activation(rows: list[Example], bos_id: int | None) -> float | None:
     return next((e.act[0] for e in rows if bos_id is not None and e.token_ids and e.token_ids[0] == bos_id), None)
 
 
-def build_page(results: ModelResults, stats: dict[str, Any], dataset_name: str, rows: list[Example], facts: ModelFacts,
+def build_page(results: ModelResults, stats: Statistics, dataset_name: str, rows: list[Example], facts: ModelFacts,
                effects: LayerLogitEffects, column: int, neuron: Neuron, tokenizer: Any) -> NeuronPage:
     """The page of one neuron from its examples, the statistics, the weight facts and its logit effects."""
     layer, index = neuron
@@ -123,26 +123,26 @@ def build_page(results: ModelResults, stats: dict[str, Any], dataset_name: str, 
     ids = {i for e in rows for i in e.token_ids} | set(effects.promoted[column].tolist()) | set(effects.suppressed[column].tolist())
     ids |= {i for t in effects.input_tokens.values() for i in t[column].tolist()}
     text = {i: tokenizer.decode([i]) for i in ids}
-    max_value, min_value = float(stats["top_values"][layer, index, 0]), float(stats["bottom_values"][layer, index, 0])
-    left_out = stats["meta"].get("examples_without_bos", False)
+    max_value, min_value = float(stats.top_values[layer, index, 0]), float(stats.bottom_values[layer, index, 0])
+    left_out = stats.meta.examples_without_bos
     histograms = [h for h in (activation_histogram(stats, layer, index, max_value, min_value), logit_histogram(effects, column)) if h]
     return NeuronPage(
         model=results.source.name, dataset=dataset_name, layer=layer, neuron=index, io_class=facts.io_class(layer, index),
         cosines={key: float(value[layer, index]) for key, value in facts.cosines.items()},
         max_value=max_value, min_value=min_value,
-        mean=float(stats["mean"][layer, index]), gate_open=float(stats["gate_open"][layer, index]),
-        sign_frequencies=dict(zip(SIGN_COMBINATIONS, stats["sign_frequencies"][layer, index].tolist())),
+        mean=float(stats.mean[layer, index]), gate_open=float(stats.gate_open[layer, index]),
+        sign_frequencies=dict(zip(SIGN_COMBINATIONS, stats.sign_frequencies[layer, index].tolist())),
         promoted=[(text[int(i)], float(v)) for i, v in zip(effects.promoted[column, :top], effects.promoted_values[column, :top])],
         suppressed=[(text[int(i)], float(v)) for i, v in zip(effects.suppressed[column, :top], effects.suppressed_values[column, :top])],
         examples={kind: [e for e in rows if e.kind == kind] for kind in LIST_KINDS}, token_text=text,
-        notes=provenance_notes(results) + statistics_notes(stats["meta"]) + facts.notes,
+        notes=provenance_notes(results) + statistics_notes(stats.meta) + facts.notes,
         why=why_interesting(facts, effects, column, layer, index),
         input_tables={name: [text[int(i)] for i in t[column]] for name, t in effects.input_tokens.items()},
-        histograms=histograms, bos_value=bos_activation(rows, stats["meta"].get("bos_id")) if left_out else None,
+        histograms=histograms, bos_value=bos_activation(rows, stats.meta.bos_id) if left_out else None,
     )
 
 
-def write_pages(results: ModelResults, stats: dict[str, Any], dataset_name: str, examples: dict[Neuron, list[Example]],
+def write_pages(results: ModelResults, stats: Statistics, dataset_name: str, examples: dict[Neuron, list[Example]],
                 tokenizer: Any, top_tokens: int, table_tokens: int = 10) -> list[Path]:
     """Write the page of every neuron in `examples` and the index; returns the pages' paths."""
     folder = neuroscope_folder(results)

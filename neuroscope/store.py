@@ -3,12 +3,20 @@
 Every statistics file records what it was computed from (model, weights fingerprint, dataset and
 its fingerprint, settings); a checkpoint is resumed, a shard merged and a final file reused only
 when these agree.
+
+The file format lives here and only here: the names the tensors are saved under (`file_tensors`,
+`neuron_stats_from_file` for the pass), and the typed `Statistics` and `StatisticsMeta` that every
+other reader gets from `load_statistics` (tests/test_structure.py checks that no one else reads the
+file's keys).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from gated_core.artifacts import PROJECT_TAG, load_artifact, save_artifact
 from gated_core.errors import UserError
@@ -17,7 +25,8 @@ from gated_core.models.sources import ModelSource
 from neuroscope.activations import SIGN_COMBINATIONS, STATISTICS_VERSION, NeuronStats, histogram_bins
 
 STATS_KIND = "activation_statistics"  # meta["kind"] of every statistics file
-STATS_KEYS = NeuronStats.STATE_KEYS  # the tensors of a statistics file
+STATS_KEYS = (*(f"{prefix}_{name}" for prefix in ("top", "bottom", "combo") for name in ("values", "docs", "positions")),
+              *NeuronStats.COUNTS)  # the tensors of a statistics file
 SUMMARY_KEYS = ("mean", "gate_open", "sign_frequencies")  # NeuronStats.summary(), saved beside the raw counts
 # meta keys that must agree between a checkpoint (or shard) and the run that continues (or merges) it
 PASS_IDENTITY_KEYS = ("model", "dataset", "documents", "tokens", "k", "batch_size", "dtype", "n_layers", "d_mlp",
@@ -30,11 +39,11 @@ OLD_STATISTICS_NOTE = ("statistics of an older b_activations.py: no activation h
 NEW_IN_VERSION_2 = ("combo_values", "combo_docs", "combo_positions", "histogram")  # what older statistics lack
 
 
-def statistics_notes(meta: dict[str, Any]) -> list[str]:
+def statistics_notes(meta: StatisticsMeta) -> list[str]:
     """What a reader of pages made from statistics with this metadata should know about them."""
-    if meta.get("statistics_version", 1) < STATISTICS_VERSION:
+    if meta.statistics_version < STATISTICS_VERSION:
         return [OLD_STATISTICS_NOTE]
-    if not meta.get("examples_without_bos", False):
+    if not meta.examples_without_bos:
         return ["position 0 counts as an example (--include_bos)"]
     return []
 
@@ -45,10 +54,25 @@ def stats_path(folder: Path, num_shards: int = 1, shard_index: int = 0, partial:
     return Path(folder) / f"{name}{'.partial' if partial else ''}.pt"
 
 
+def file_tensors(stats: NeuronStats) -> dict[str, torch.Tensor]:
+    """The tensors of running statistics under the names a statistics file gives them."""
+    return {name: getattr(stats, name).contiguous() for name in STATS_KEYS}
+
+
+def neuron_stats_from_file(data: dict[str, Any], device: torch.device | str = "cpu") -> NeuronStats:
+    """Running statistics from a file's tensors (`file_tensors`; KeyError for files without every part)."""
+    def stacked(name: str, bottom_sign: int = 1) -> torch.Tensor:
+        return torch.cat([data[f"top_{name}"][:, :, None], bottom_sign * data[f"bottom_{name}"][:, :, None],
+                          data[f"combo_{name}"]], dim=2).to(device)
+
+    return NeuronStats(keys=stacked("values", -1), docs=stacked("docs"), positions=stacked("positions"),
+                       **{name: data[name].to(device) for name in NeuronStats.COUNTS})
+
+
 def save_stats(stats: NeuronStats, meta: dict[str, Any], path: Path, next_batch: int | None = None) -> None:
     """Atomic save of statistics (moved to the CPU) with their metadata."""
     cpu = stats.to("cpu")
-    data = {"meta": {"project": PROJECT_TAG, "kind": STATS_KIND, **meta}, **cpu.state_dict(), **cpu.summary()}
+    data = {"meta": {"project": PROJECT_TAG, "kind": STATS_KIND, **meta}, **file_tensors(cpu), **cpu.summary()}
     if next_batch is not None:
         data["next_batch"] = next_batch
     save_artifact(data, path)
@@ -107,7 +131,7 @@ def load_stats(path: Path, expect: dict[str, Any] | None = None, remedy: str = S
         raise UserError(f"{path}: {OLD_STATISTICS_NOTE}")
     check_run(path, meta, expect or {}, remedy)
     check_shapes(path, data, meta)
-    return (NeuronStats.from_state_dict(data) if current else None), meta, data
+    return (neuron_stats_from_file(data) if current else None), meta, data
 
 
 def model_argument(meta: dict[str, Any]) -> str:
@@ -118,7 +142,87 @@ def model_argument(meta: dict[str, Any]) -> str:
     return name
 
 
-def load_statistics(source: ModelSource, datadir: Path, activations: str, hint: str = "") -> dict[str, Any]:
+@dataclass(frozen=True)
+class StatisticsMeta:
+    """What a statistics file records it was computed from and how; `recorded`: the keys the file has (an older
+    b_activations.py wrote fewer), `extra`: any key not named here, kept as it is."""
+
+    model: str | None = None
+    dataset: str | None = None  # the dataset's folder, resolved
+    documents: int | None = None
+    tokens: int = 0
+    k: int | None = None  # examples per neuron and list
+    dtype: str | None = None  # e.g. "float32"
+    n_layers: int | None = None
+    d_mlp: int | None = None
+    statistics_version: int = 1
+    examples_without_bos: bool = False
+    bos_id: int | None = None  # the token every document starts with (None: none)
+    weights_fingerprint: str | None = None
+    dataset_fingerprint: str | None = None
+    tokenizer_fingerprint: str | None = None
+    recorded: frozenset[str] = frozenset()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_file(cls, meta: dict[str, Any]) -> StatisticsMeta:
+        """The metadata of a statistics file (its `meta` dict)."""
+        named = {f.name for f in fields(cls)} - {"recorded", "extra"}
+        return cls(**{key: value for key, value in meta.items() if key in named}, recorded=frozenset(meta),
+                   extra={key: value for key, value in meta.items() if key not in named})
+
+    def first_token(self, fallback: int | None) -> int | None:
+        """The recorded first token of every document (None: none), or `fallback` where the file records none."""
+        return self.bos_id if "bos_id" in self.recorded else fallback
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """The statistics of every neuron as `b_activations.py` saved them. Example lists: [layer neuron k] (top:
+    descending, bottom: ascending; document -1: empty slot), sign combinations [layer neuron combination k] (|a|,
+    descending); counts and summaries [layer neuron]; the histogram [layer neuron bin]. Statistics of the first
+    version have no sign-combination lists and no histogram (None)."""
+
+    top_values: torch.Tensor
+    top_docs: torch.Tensor
+    top_positions: torch.Tensor
+    bottom_values: torch.Tensor
+    bottom_docs: torch.Tensor
+    bottom_positions: torch.Tensor
+    post_sum: torch.Tensor  # int64, fixed point
+    gate_positive: torch.Tensor
+    lin_positive: torch.Tensor
+    both_positive: torch.Tensor
+    n_tokens: torch.Tensor  # [] int64
+    mean: torch.Tensor  # mean activation
+    gate_open: torch.Tensor  # how often the gate is open
+    sign_frequencies: torch.Tensor  # [layer neuron combination]
+    meta: StatisticsMeta
+    combo_values: torch.Tensor | None = None
+    combo_docs: torch.Tensor | None = None
+    combo_positions: torch.Tensor | None = None
+    histogram: torch.Tensor | None = None  # int64, bins of histogram_edges()
+
+    @classmethod
+    def from_file(cls, data: dict[str, Any]) -> Statistics:
+        """The statistics of a loaded statistics file (the dict `load_stats` reads)."""
+        names = {f.name for f in fields(cls)} - {"meta"}
+        return cls(**{key: value for key, value in data.items() if key in names}, meta=StatisticsMeta.from_file(data["meta"]))
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.top_values.shape[0])
+
+    @property
+    def d_mlp(self) -> int:
+        return int(self.top_values.shape[1])
+
+    @property
+    def k(self) -> int:
+        return int(self.top_values.shape[2])
+
+
+def load_statistics(source: ModelSource, datadir: Path, activations: str, hint: str = "") -> Statistics:
     """The statistics file of `b_activations.py --save_to ACTIVATIONS`, checked to be of this model and its weights
     (`hint`: why the script needs them, for the message when they are missing)."""
     path = stats_path(datadir / activations)
@@ -131,4 +235,4 @@ def load_statistics(source: ModelSource, datadir: Path, activations: str, hint: 
     stored, current = meta.get("weights_fingerprint"), source.weights_fingerprint
     if stored is not None and stored != current:  # statistics of an older version carry none: recomputation checks them
         raise UserError(f"{path}: the statistics {mismatch('weights_fingerprint', stored, current)}; {remedy}")
-    return stats
+    return Statistics.from_file(stats)

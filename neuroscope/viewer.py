@@ -36,6 +36,7 @@ from gated_core.errors import UserError, first_line
 from neuroscope.activations import SIGN_COMBINATIONS, histogram_edges
 from neuroscope.facts import INPUT_TABLES, LOGIT_BINS, LayerLogitEffects, ModelFacts
 from neuroscope.recompute import LIST_KINDS
+from neuroscope.store import Statistics
 from neuroscope.viewer_folder import replace_viewer
 from neuroscope.windows import LayerExamples, WindowHasher
 from wcos_casestudies.constants import CLASS_NAMES
@@ -85,7 +86,7 @@ class ViewerRun:
     folder: Path
     model: str
     dataset: str
-    stats: dict[str, Any]
+    stats: Statistics
     facts: ModelFacts
     neurons: dict[int, np.ndarray]  # layer -> chosen neurons, ascending
     vocab: list[str]
@@ -120,7 +121,7 @@ def layer_payload(run: ViewerRun, examples: LayerExamples, effects: LayerLogitEf
     kept, duplicates = deduplicated(examples, hashes)
     list_sizes = np.bincount(examples.column[kept] * len(LIST_KINDS) + examples.kind[kept], minlength=len(chosen) * len(LIST_KINDS))
     window_counts = np.bincount(examples.window_column, minlength=len(chosen))
-    histogram = run.stats["histogram"][layer, chosen].numpy() if "histogram" in run.stats else None
+    histogram = run.stats.histogram[layer, chosen].numpy() if run.stats.histogram is not None else None
     payload = {
         "neurons": packed(chosen, "i4"),
         "window_offsets": packed(offsets(window_counts), "i4"),
@@ -132,7 +133,7 @@ def layer_payload(run: ViewerRun, examples: LayerExamples, effects: LayerLogitEf
         "example_peak": packed(examples.position[kept] - examples.window_start[examples.window[kept]]),
         "example_value": packed(examples.stored[kept], "f4"), "example_duplicates": packed(duplicates),
         "bos_value": packed(np.nan_to_num(examples.bos_value, nan=0.0), "f4"),
-        "sign_frequencies": packed(run.stats["sign_frequencies"][layer, chosen].float(), "f4"),
+        "sign_frequencies": packed(run.stats.sign_frequencies[layer, chosen].float(), "f4"),
         "cosines": {name: packed(values[layer, chosen].float(), "f4") for name, values in run.facts.cosines.items()},
         "promoted": packed(effects.promoted, "i4"), "promoted_values": packed(effects.promoted_values, "f4"),
         "suppressed": packed(effects.suppressed, "i4"), "suppressed_values": packed(effects.suppressed_values, "f4"),
@@ -158,7 +159,7 @@ def trimmed_histograms(histogram: np.ndarray) -> dict[str, Any]:
 def index_payload(run: ViewerRun, moments: dict[str, dict[int, np.ndarray]]) -> dict[str, Any]:
     """One row per chosen neuron: id (layer * d_mlp + neuron), class, roles (a bit per role), kurtosis, skew,
     max, min, mean, gate-open frequency."""
-    d_mlp = run.stats["top_values"].shape[1]
+    d_mlp = run.stats.d_mlp
     layers = sorted(run.neurons)
     ids = np.concatenate([layer * d_mlp + run.neurons[layer] for layer in layers])
     layer_of, neuron_of = ids // d_mlp, ids % d_mlp
@@ -172,9 +173,9 @@ def index_payload(run: ViewerRun, moments: dict[str, dict[int, np.ndarray]]) -> 
 
     return {
         "ids": packed(ids, "i4"), "io_class": packed(run.facts.categories[layer_of, neuron_of].numpy(), "u1"),
-        "roles": packed(roles), "max": packed(column(run.stats["top_values"][..., 0]), "f4"),
-        "min": packed(column(run.stats["bottom_values"][..., 0]), "f4"), "mean": packed(column(run.stats["mean"]), "f4"),
-        "gate_open": packed(column(run.stats["gate_open"]), "f4"),
+        "roles": packed(roles), "max": packed(column(run.stats.top_values[..., 0]), "f4"),
+        "min": packed(column(run.stats.bottom_values[..., 0]), "f4"), "mean": packed(column(run.stats.mean), "f4"),
+        "gate_open": packed(column(run.stats.gate_open), "f4"),
         **{name: packed(np.concatenate([moments[name][layer] for layer in layers]), "f4") for name in ("kurtosis", "skew")},
     }
 
@@ -202,21 +203,21 @@ def write_documents(run: ViewerRun) -> list[tuple[int, int]]:
 
 def meta_payload(run: ViewerRun, chunks: list[tuple[int, int]], k: int) -> dict[str, Any]:
     """The run: model, dataset, layers, the names the data's codes stand for, the histogram edges."""
-    meta = run.stats["meta"]
-    return {"model": run.model, "dataset": run.dataset, "tokens": int(meta.get("tokens", 0)), "k": k,
-            "n_layers": int(run.stats["top_values"].shape[0]), "d_mlp": int(run.stats["top_values"].shape[1]),
+    meta = run.stats.meta
+    return {"model": run.model, "dataset": run.dataset, "tokens": int(meta.tokens), "k": k,
+            "n_layers": run.stats.n_layers, "d_mlp": run.stats.d_mlp,
             "layers": sorted(run.neurons), "doc_chunks": chunks, "context": list(run.context),
             "list_kinds": list(LIST_KINDS), "sign_combinations": list(SIGN_COMBINATIONS),
             "class_names": list(CLASS_NAMES), "role_names": list(ROLE_NAMES), "input_tables": list(INPUT_TABLES),
             "histogram_edges": [float(e) if np.isfinite(e) else None for e in histogram_edges().tolist()],
-            "logit_bins": LOGIT_BINS, "bos_left_out": bool(meta.get("examples_without_bos", False)), "notes": run.notes}
+            "logit_bins": LOGIT_BINS, "bos_left_out": bool(meta.examples_without_bos), "notes": run.notes}
 
 
 def write_viewer(run: ViewerRun, examples: dict[int, LayerExamples], effects: dict[int, LayerLogitEffects],
                  moments: dict[str, dict[int, np.ndarray]]) -> int:
     """Write the whole viewer into `run.folder` (aside first, then in place of the viewer that was there: see
     `replace_viewer`; call only while holding the pages lock); returns its size in bytes."""
-    k = int(run.stats["top_values"].shape[2])
+    k = run.stats.k
 
     def build(staging: Path) -> dict[str, Any]:
         aside = dataclasses.replace(run, folder=staging)
@@ -388,9 +389,9 @@ def layer_list_html(run: ViewerRun, layer: int, effects: LayerLogitEffects, mome
         promoted = " ".join(f"<code>{html.escape(repr(run.vocab[int(t)]))}</code>" for t in effects.promoted[column, :LIST_PREVIEW])
         cells = [f'<a href="../viewer.html#{layer}.{neuron}">{layer}.{neuron}</a>', html.escape(facts.io_class(layer, neuron)),
                  html.escape(", ".join(facts.role_names(layer, neuron))),
-                 f"{moments['kurtosis'][layer][column]:.2f}", f"{float(stats['top_values'][layer, neuron, 0]):.3g}",
-                 f"{float(stats['bottom_values'][layer, neuron, 0]):.3g}", f"{float(stats['mean'][layer, neuron]):.3g}",
-                 f"{100 * float(stats['gate_open'][layer, neuron]):.1f}%", promoted]
+                 f"{moments['kurtosis'][layer][column]:.2f}", f"{float(stats.top_values[layer, neuron, 0]):.3g}",
+                 f"{float(stats.bottom_values[layer, neuron, 0]):.3g}", f"{float(stats.mean[layer, neuron]):.3g}",
+                 f"{100 * float(stats.gate_open[layer, neuron]):.1f}%", promoted]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     header = "".join(f"<th>{h}</th>" for h in ("neuron", "IO class", "roles", "kurtosis", "max", "min", "mean", "gate open", "promotes"))
     return (f"<p><a href=\"index.html\">all layers</a></p><h1>Layer {layer} of {html.escape(run.model)}</h1>"

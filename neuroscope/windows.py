@@ -17,6 +17,7 @@ import torch
 
 from neuroscope.activations import batch_plan, mlp_hooks, pad_batch, run_model
 from neuroscope.recompute import LIST_KINDS, RecomputeMismatch, stored_lists, tolerance
+from neuroscope.store import Statistics
 
 HASH_BASE = 1_000_003  # odd: the window hashes of `WindowHasher` are polynomials in it modulo 2^64
 
@@ -46,7 +47,7 @@ class LayerExamples:
         return self.acts.shape[1]
 
 
-def layer_examples(stats: dict[str, Any], layer: int, neurons: np.ndarray, lengths: np.ndarray, before: int,
+def layer_examples(stats: Statistics, layer: int, neurons: np.ndarray, lengths: np.ndarray, before: int,
                    width: int) -> LayerExamples:
     """The examples of `neurons` of one layer from the statistics, with windows that start `before` tokens
     before the extreme token (or at 0) and hold `width` tokens (fewer at a document's end; never more than the

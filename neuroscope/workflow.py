@@ -33,7 +33,7 @@ from neuroscope.recompute import (
     save_examples,
 )
 from neuroscope.site import neuroscope_folder, read_registry, write_pages
-from neuroscope.store import load_statistics, statistics_notes
+from neuroscope.store import Statistics, load_statistics, statistics_notes
 from wcos_casestudies.cli import settings_from_args
 from wcos_casestudies.results import ModelResults
 
@@ -43,7 +43,7 @@ class PageRun:
     """One run of a page script: the model's results, the statistics and the neurons asked for."""
 
     results: ModelResults
-    stats: dict[str, Any]
+    stats: Statistics
     neurons: list[Neuron]
     dataset_dir: Path | None
     device: Any
@@ -58,9 +58,9 @@ class PageRun:
     @property
     def identity(self) -> dict[str, Any]:
         """What recomputed values must agree with to be reused: the model and the statistics they came from."""
-        meta = self.stats["meta"]
-        return {"model": meta["model"], "statistics": f"{meta['dataset']} · {meta['tokens']} tokens · k {meta['k']} · {meta['dtype']}",
-                "weights_fingerprint": meta.get("weights_fingerprint"), "dataset_fingerprint": meta.get("dataset_fingerprint")}
+        meta = self.stats.meta
+        return {"model": meta.model, "statistics": f"{meta.dataset} · {meta.tokens} tokens · k {meta.k} · {meta.dtype}",
+                "weights_fingerprint": meta.weights_fingerprint, "dataset_fingerprint": meta.dataset_fingerprint}
 
 
 def open_run(args: argparse.Namespace, recomputes: bool = True) -> PageRun:
@@ -80,7 +80,7 @@ def open_run(args: argparse.Namespace, recomputes: bool = True) -> PageRun:
     if recomputes:
         run.dataset, run.dataset_dir = checked_dataset(stats, dataset_dir, run.tokenizer, source)
     else:
-        check_tokenizer(run.tokenizer, stats["meta"], None, source)
+        check_tokenizer(run.tokenizer, stats.meta, None, source)
     return run
 
 
@@ -101,10 +101,10 @@ def checked_viewer_folder(run: PageRun, name: str) -> Path:
 
 def viewer_identity(run: PageRun) -> dict[str, Any]:
     """What the meta of a viewer of this run holds: its model, the sizes and the statistics' dataset and tokens."""
-    meta = run.stats["meta"]
-    dataset_dir = run.dataset_dir if run.dataset_dir is not None else Path(meta["dataset"])
-    return {"model": run.results.source.name, "n_layers": int(run.stats["top_values"].shape[0]),
-            "d_mlp": int(run.stats["top_values"].shape[1]), "dataset": Path(dataset_dir).name, "tokens": int(meta.get("tokens", 0))}
+    meta = run.stats.meta
+    dataset_dir = run.dataset_dir if run.dataset_dir is not None else Path(meta.dataset)
+    return {"model": run.results.source.name, "n_layers": run.stats.n_layers,
+            "d_mlp": run.stats.d_mlp, "dataset": Path(dataset_dir).name, "tokens": int(meta.tokens)}
 
 
 def recompute_checked(run: PageRun, batch_size: int) -> dict[Neuron, list[Example]]:
@@ -131,7 +131,7 @@ def load_recomputed(run: PageRun) -> dict[Neuron, list[Example]]:
 def write_run_pages(run: PageRun, examples: dict[Neuron, list[Example]], top_tokens: int) -> list[Path]:
     """The pages of the chosen neurons and the index."""
     tokenizer = run.tokenizer if run.tokenizer is not None else load_tokenizer(run.results.source)
-    dataset_name = run.inputs.dataset_name if run.inputs is not None else Path(run.stats["meta"]["dataset"]).name
+    dataset_name = run.inputs.dataset_name if run.inputs is not None else Path(run.stats.meta.dataset).name
     return write_pages(run.results, run.stats, dataset_name, examples, tokenizer, top_tokens)
 
 
@@ -169,7 +169,7 @@ def recompute_all_windows(run: PageRun, settings: ViewerSettings, batch_size: in
     try:
         with tqdm(total=-(-docs // batch_size), desc="recompute (all layers at once)", unit="batch") as progress:
             recompute_windows(inputs.model, inputs.dataset, examples, lengths, batch_size, inputs.pad_id, run.device,
-                              run.stats["meta"]["dtype"], run.stats["meta"].get("bos_id", inputs.tokenizer.bos_token_id), progress)
+                              run.stats.meta.dtype, run.stats.meta.first_token(inputs.tokenizer.bos_token_id), progress)
     except RecomputeMismatch as exc:
         raise UserError(f"recomputation does not match the statistics: {exc}") from exc
     settings.seconds["recompute"] = time.perf_counter() - started
@@ -204,7 +204,7 @@ def write_run_viewer(run: PageRun, settings: ViewerSettings, batch_size: int) ->
     context = (min(settings.context[0], longest), min(settings.context[1], longest))  # more grey tokens than a document has: none
     viewer = ViewerRun(folder, results.source.name, run.inputs.dataset_name, run.stats, facts,
                        {layer: ex.neurons for layer, ex in examples.items()}, vocab, tokens, doc_starts, context,
-                       [*statistics_notes(run.stats["meta"]), *facts.notes])
+                       [*statistics_notes(run.stats.meta), *facts.notes])
     size = write_viewer(viewer, examples, effects, moments)
     settings.seconds["write"] = time.perf_counter() - started
     return folder, size

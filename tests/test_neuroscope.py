@@ -3,6 +3,7 @@ resumption, shards, recomputation, the pages, and bad inputs."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 import shutil
@@ -25,6 +26,7 @@ from neuroscope.activations import (
 )
 from neuroscope.data import build_dataset, save_dataset
 from neuroscope.recompute import RecomputeMismatch, recompute_examples
+from neuroscope.store import Statistics
 
 TEXTS = [
     "Gated neurons read a direction and write another.",
@@ -288,7 +290,8 @@ def test_recompute_equals_stored_and_fails_loudly(setup):
 
     model, tokenizer = load_hf_model(setup["source"])
     neurons = [(0, 5), (1, 17)]
-    examples = recompute_examples(model, setup["dataset"], setup["stats"], neurons, 3, tokenizer.pad_token_id,
+    stats = Statistics.from_file(setup["stats"])
+    examples = recompute_examples(model, setup["dataset"], stats, neurons, 3, tokenizer.pad_token_id,
                                   torch.device("cpu"))
     for key in neurons:
         kinds = [e.kind for e in examples[key]]
@@ -298,8 +301,8 @@ def test_recompute_equals_stored_and_fails_loudly(setup):
             if example.kind in ("max", "min"):  # position 0 (BOS) is no example
                 wanted = max(example.act[1:]) if example.kind == "max" else min(example.act[1:])
                 assert example.stored == pytest.approx(wanted, abs=1e-5) and example.position > 0
-    tampered = {**setup["stats"], "top_values": setup["stats"]["top_values"].clone()}
-    tampered["top_values"][1, 17, 0] += 0.5
+    tampered = dataclasses.replace(stats, top_values=stats.top_values.clone())
+    tampered.top_values[1, 17, 0] += 0.5
     with pytest.raises(RecomputeMismatch):
         recompute_examples(model, setup["dataset"], tampered, [(1, 17)], 3, tokenizer.pad_token_id, torch.device("cpu"))
 

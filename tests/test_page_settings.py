@@ -17,6 +17,7 @@ from gated_core.models.sources import resolve_model
 from neuroscope import b_activations, c_neuron_vis, d_recompute_vis
 from neuroscope.data import build_dataset, save_dataset
 from neuroscope.recompute import load_examples, recompute_examples
+from neuroscope.store import Statistics
 from wcos_casestudies.constants import CLASS_NAMES
 from wcos_casestudies.results import ModelResults, Settings
 from wcos_casestudies.utils import classify
@@ -97,7 +98,7 @@ def test_recomputed_values_round_trip(run, tmp_path):
     stored = load_artifact(folder / f"L{layer}" / f"N{neuron}" / "activations.pt")
     identity = {key: stored["meta"][key] for key in ("model", "statistics")}
     model, tokenizer = load_hf_model(run["source"])
-    fresh = recompute_examples(model, run["dataset"], run["stats"], [run["neuron"]], 4, tokenizer.pad_token_id,
+    fresh = recompute_examples(model, run["dataset"], Statistics.from_file(run["stats"]), [run["neuron"]], 4, tokenizer.pad_token_id,
                                torch.device("cpu"))[run["neuron"]]
     loaded = load_examples(folder, run["neuron"], identity)
     assert [asdict(e) for e in loaded] == [asdict(e) for e in fresh] and sum(e.kind in ("max", "min") for e in loaded) == 4

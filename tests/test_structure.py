@@ -117,3 +117,57 @@ def test_console_entry_points_resolve():
         assert callable(getattr(importlib.import_module(module), function)), command
     targets = {target.partition(":")[0] for target in commands.values()}
     assert {module_name(ROOT / s) for s in SCRIPTS} - {"wcos_casestudies.casestudies"} <= targets
+
+
+STATISTICS_HOME = ("neuroscope/store.py", "neuroscope/activations.py", "neuroscope/collect.py")  # the file format, the pass
+
+
+def statistics_keys() -> set[str]:
+    """The names of the statistics' tensors and of their metadata, as a statistics file stores them."""
+    from dataclasses import fields
+
+    from neuroscope.store import Statistics, StatisticsMeta
+
+    return {f.name for f in (*fields(Statistics), *fields(StatisticsMeta))} - {"recorded", "extra"}
+
+
+def owner_name(node: ast.expr) -> str:
+    """The name an expression is read from: `stats` for stats, run.stats, stats["meta"] or stats["meta"]["k"]."""
+    while isinstance(node, ast.Subscript):
+        node = node.value
+    if isinstance(node, ast.Name):
+        return node.id
+    return node.attr if isinstance(node, ast.Attribute) else ""
+
+
+def is_key(node: ast.AST, keys: set[str]) -> bool:
+    return isinstance(node, ast.Constant) and node.value in keys
+
+
+def reads_by_key(node: ast.AST, keys: set[str]) -> bool:
+    """`stats["top_values"]`, `stats.get("mean")` or `"histogram" in stats` on something named after statistics."""
+    if isinstance(node, ast.Subscript):
+        return is_key(node.slice, keys) and "stat" in owner_name(node.value)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("get", "pop"):
+        return bool(node.args) and is_key(node.args[0], keys) and "stat" in owner_name(node.func.value)
+    if isinstance(node, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops):
+        return is_key(node.left, keys) and any("stat" in owner_name(other) for other in node.comparators)
+    return False
+
+
+def statistics_read_by_key(source: str, keys: set[str]) -> list[int]:
+    """The lines of `source` that read the statistics (or their metadata) by string key."""
+    return sorted({node.lineno for node in ast.walk(ast.parse(source)) if reads_by_key(node, keys)})
+
+
+def test_statistics_are_read_by_attribute_outside_their_home():
+    """Only the statistics' home (store.py) and the pass read a statistics file's keys; every other module
+    reads the typed `Statistics` and `StatisticsMeta` that `load_statistics` returns."""
+    keys = statistics_keys()
+    for read in ('stats["meta"]["dtype"]', 'run.stats.get("mean")', '"histogram" in run.stats', 'stats_meta.get("dataset")'):
+        assert statistics_read_by_key(read, keys) == [1], read  # what the check finds (the modules read so before)
+    assert statistics_read_by_key('stats.meta.dtype; data["meta"]; args.stats["not a key"]', keys) == []
+    files = [p for package in ("neuroscope", "wcos_casestudies") for p in sorted((ROOT / package).rglob("*.py"))]
+    found = {str(p.relative_to(ROOT)): statistics_read_by_key(p.read_text(), keys) for p in files
+             if str(p.relative_to(ROOT)) not in STATISTICS_HOME}
+    assert {path: lines for path, lines in found.items() if lines} == {}

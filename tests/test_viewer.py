@@ -22,6 +22,7 @@ from gated_core.models.sources import resolve_model
 from neuroscope import d_recompute_vis
 from neuroscope.data import build_dataset, save_dataset
 from neuroscope.recompute import LIST_KINDS, recompute_examples
+from neuroscope.store import Statistics
 from neuroscope.viewer import to_json
 
 URL = re.compile(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}|(src|href)\s*=\s*[\"'](https?:|//)", re.I)
@@ -91,7 +92,7 @@ def test_viewer_windows_equal_a_direct_recomputation(viewer):
     assert number == layer
     column = list(unpack(data["neurons"])).index(neuron)
     model, tokenizer = load_hf_model(viewer["source"])
-    direct = recompute_examples(model, viewer["dataset"], viewer["stats"], [(layer, neuron)], 3, tokenizer.pad_token_id,
+    direct = recompute_examples(model, viewer["dataset"], Statistics.from_file(viewer["stats"]), [(layer, neuron)], 3, tokenizer.pad_token_id,
                                 torch.device("cpu"))[(layer, neuron)]
     acts = {e.doc: e.act for e in direct}
     width, lists = data["width"], unpack(data["list_offsets"])
