@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from gated_core.cli import add_device, add_model, add_results_dir, make_parser, run_main
-from neuroscope.cli import add_activations, add_batch_size, add_datadir, add_neurons
+from neuroscope.cli import add_activations, add_batch_size, add_datadir, add_neurons, page_request
 from wcos_casestudies.cli import add_weight_settings
 
 
@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from neuroscope import workflow
 
-    run = workflow.open_run(args)
+    run = workflow.open_run(page_request(args))
     with workflow.hold_pages(run):  # activations.pt lies beside the pages: one page run at a time
         examples = workflow.recompute_checked(run, args.batch_size)
         paths = workflow.save_recomputed(run, examples)

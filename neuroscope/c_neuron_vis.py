@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from gated_core.cli import add_device, add_model, add_results_dir, make_parser, run_main
-from neuroscope.cli import add_activations, add_datadir, add_neurons, add_top_tokens
+from neuroscope.cli import add_activations, add_datadir, add_neurons, add_top_tokens, page_request
 from wcos_casestudies.cli import add_weight_settings
 
 
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from neuroscope import workflow
 
-    run = workflow.open_run(args, recomputes=False)
+    run = workflow.open_run(page_request(args), recomputes=False)
     with workflow.hold_pages(run):
         pages = workflow.write_run_pages(run, workflow.load_recomputed(run), args.top_tokens)
     print(f"{len(pages)} pages in {run.folder} (index.html)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from gated_core.cli import plain_name, positive_int
 from neuroscope.constants import DEFAULT_ACTIVATIONS, DEFAULT_BATCH_SIZE, DEFAULT_PAGE_TOKENS
@@ -40,3 +41,14 @@ def add_neurons(parser: argparse.ArgumentParser) -> None:
 def add_top_tokens(parser: argparse.ArgumentParser) -> None:
     """`--top_tokens`: promoted and suppressed tokens shown on a neuron page."""
     parser.add_argument("--top_tokens", type=positive_int, default=DEFAULT_PAGE_TOKENS, help="promoted and suppressed tokens shown")
+
+
+def page_request(args: argparse.Namespace) -> Any:
+    """The `workflow.PageRequest` that the flags of a page script describe (the weight settings checked)."""
+    from neuroscope.workflow import PageRequest
+    from wcos_casestudies.cli import settings_from_args
+
+    return PageRequest(model=args.model, datadir=args.datadir, activations=args.activations, neurons=args.neurons,
+                       neurons_from=args.neurons_from, settings=settings_from_args(args), results_dir=args.results_dir,
+                       loader=args.loader, device=args.device, dataset=getattr(args, "dataset", None),
+                       whole_layers=getattr(args, "whole_layers", False), full_hash=args.full_hash)

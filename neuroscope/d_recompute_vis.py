@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 
 from gated_core.cli import add_device, add_model, add_results_dir, make_parser, non_negative_int, plain_name, positive_int, run_main
-from neuroscope.cli import add_activations, add_batch_size, add_datadir, add_neurons, add_top_tokens
+from neuroscope.cli import add_activations, add_batch_size, add_datadir, add_neurons, add_top_tokens, page_request
 from wcos_casestudies.cli import add_weight_settings
 
 
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.from_viewer is not None:
         return copy_layers(args)
-    run = workflow.open_run(args)
+    run = workflow.open_run(page_request(args))
     pages = len(run.neurons) <= args.max_pages
     viewer = args.viewer or (None if pages else "viewer")
     if viewer is not None:
@@ -124,7 +124,7 @@ def copy_layers(args) -> int:
 
     if args.viewer is None or args.viewer == args.from_viewer:
         raise UserError("--from_viewer SOURCE needs --viewer NAME, another folder name")
-    run = workflow.open_run(args, recomputes=False)
+    run = workflow.open_run(page_request(args), recomputes=False)
     layers = sorted({layer for layer, _ in run.neurons})
     d_mlp = run.stats.d_mlp
     if len(run.neurons) != len(layers) * d_mlp:

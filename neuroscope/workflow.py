@@ -3,7 +3,6 @@ neurons, keep their values, write their pages. Everything is checked before the 
 
 from __future__ import annotations
 
-import argparse
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -34,8 +33,7 @@ from neuroscope.recompute import (
 )
 from neuroscope.site import neuroscope_folder, read_registry, write_pages
 from neuroscope.store import Statistics, load_statistics, statistics_notes
-from wcos_casestudies.cli import settings_from_args
-from wcos_casestudies.results import ModelResults
+from wcos_casestudies.results import ModelResults, Settings
 
 
 @dataclass
@@ -63,19 +61,36 @@ class PageRun:
                 "weights_fingerprint": meta.weights_fingerprint, "dataset_fingerprint": meta.dataset_fingerprint}
 
 
-def open_run(args: argparse.Namespace, recomputes: bool = True) -> PageRun:
-    """Check the flags, the model, the neurons, the statistics, the output folder and (where the run
-    `recomputes`) the dataset, before any work and before anything is written (the model is not loaded yet)."""
-    settings = settings_from_args(args)
-    device = parse_device(args.device)
-    check_output_location(args.results_dir, "--results_dir")
-    source = resolve_model(args.model, full_hash=args.full_hash)
-    neurons = requested_neurons(args.neurons, args.neurons_from, source, getattr(args, "whole_layers", False))
-    stats = load_statistics(source, args.datadir, args.activations)
-    results = ModelResults(source, settings, root=args.results_dir, loader=args.loader, device=device)
+@dataclass(frozen=True)
+class PageRequest:
+    """What a page script asks for: the model, the statistics and neurons, the weight settings, where results go."""
+
+    model: str
+    datadir: Path
+    activations: str  # the statistics folder inside datadir
+    neurons: list[str]  # LAYER.NEURON names, LAYER.*, or `all`
+    neurons_from: Path | None
+    settings: Settings
+    results_dir: Path
+    loader: str = "auto"
+    device: str = "auto"
+    dataset: str | None = None  # the dataset inside datadir (None: the statistics' own)
+    whole_layers: bool = False
+    full_hash: bool = False
+
+
+def open_run(request: PageRequest, recomputes: bool = True) -> PageRun:
+    """Check the model, the neurons, the statistics, the output folder and (where the run `recomputes`) the dataset,
+    before any work and before anything is written (the model is not loaded yet)."""
+    device = parse_device(request.device)
+    check_output_location(request.results_dir, "--results_dir")
+    source = resolve_model(request.model, full_hash=request.full_hash)
+    neurons = requested_neurons(request.neurons, request.neurons_from, source, request.whole_layers)
+    stats = load_statistics(source, request.datadir, request.activations)
+    results = ModelResults(source, request.settings, root=request.results_dir, loader=request.loader, device=device)
     check_output_location(neuroscope_folder(results), "--results_dir")
     read_registry(neuroscope_folder(results))  # a damaged page index stops the run now, not after the work
-    dataset_dir = args.datadir / args.dataset if args.dataset else None
+    dataset_dir = request.datadir / request.dataset if request.dataset else None
     run = PageRun(results, stats, neurons, dataset_dir, device, tokenizer=load_tokenizer(source))
     if recomputes:
         run.dataset, run.dataset_dir = checked_dataset(stats, dataset_dir, run.tokenizer, source)
