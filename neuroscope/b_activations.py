@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from gated_core.cli import add_device, add_dtype, add_model, make_parser, non_negative_int, plain_name, positive_int, run_main
-from neuroscope.cli import add_batch_size, add_datadir
+from neuroscope.cli import add_batch_size, add_datadir, pass_request
 from neuroscope.constants import DEFAULT_ACTIVATIONS, DEFAULT_EXAMPLES, EMBEDDED_DATASET
 
 
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from neuroscope.store import PASS_IDENTITY_KEYS, load_stats, stats_path
 
     if args.merge:
-        num_shards, _ = collect.shard_settings(args)
+        num_shards, _ = collect.shard_settings(args.num_shards, args.shard_index)
         folder = args.datadir / args.save_to
         if not folder.is_dir():
             raise UserError(f"{folder}: no such folder of shard statistics (the --save_to of the shards)")
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = collect.merge_shards(folder, num_shards)
         print(f"merged {num_shards} shards -> {path}")
         return 0
-    run = collect.plan_pass(args)
+    run = collect.plan_pass(pass_request(args))
     with hold_lock(run.final):
         if run.final.exists() and not args.overwrite:
             load_stats(run.final, {key: run.meta[key] for key in PASS_IDENTITY_KEYS})

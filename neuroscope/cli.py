@@ -52,3 +52,13 @@ def page_request(args: argparse.Namespace) -> Any:
                        neurons_from=args.neurons_from, settings=settings_from_args(args), results_dir=args.results_dir,
                        loader=args.loader, device=args.device, dataset=getattr(args, "dataset", None),
                        whole_layers=getattr(args, "whole_layers", False), full_hash=args.full_hash)
+
+
+def pass_request(args: argparse.Namespace) -> Any:
+    """The `collect.PassRequest` that the flags of b_activations.py describe."""
+    from neuroscope.collect import PassRequest
+
+    return PassRequest(model=args.model, datadir=args.datadir, dataset=args.dataset, save_to=args.save_to,
+                       examples_per_neuron=args.examples_per_neuron, batch_size=args.batch_size, device=args.device,
+                       dtype=args.dtype, include_bos=args.include_bos, num_shards=args.num_shards,
+                       shard_index=args.shard_index, full_hash=args.full_hash)

@@ -3,7 +3,6 @@ merging shard files."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import time
@@ -33,13 +32,13 @@ from neuroscope.data import META_FILE, check_vocabulary, document_lengths, is_da
 from neuroscope.store import PASS_IDENTITY_KEYS, START_AGAIN, check_run, load_stats, save_stats, stats_path
 
 
-def shard_settings(args: argparse.Namespace) -> tuple[int, int]:
-    """--num_shards/--shard_index, falling back to torchrun's WORLD_SIZE/RANK."""
-    num = args.num_shards if args.num_shards is not None else int_from_environment("WORLD_SIZE", 1, minimum=1)
-    index = args.shard_index if args.shard_index is not None else int_from_environment("RANK", 0, minimum=0)
+def shard_settings(num_shards: int | None, shard_index: int | None) -> tuple[int, int]:
+    """--num_shards/--shard_index (None: not given), falling back to torchrun's WORLD_SIZE/RANK."""
+    num = num_shards if num_shards is not None else int_from_environment("WORLD_SIZE", 1, minimum=1)
+    index = shard_index if shard_index is not None else int_from_environment("RANK", 0, minimum=0)
     if num < 1 or not 0 <= index < num:
-        names = (f"{'--shard_index' if args.shard_index is not None else 'RANK'} {index}, "
-                 f"{'--num_shards' if args.num_shards is not None else 'WORLD_SIZE'} {num}")
+        names = (f"{'--shard_index' if shard_index is not None else 'RANK'} {index}, "
+                 f"{'--num_shards' if num_shards is not None else 'WORLD_SIZE'} {num}")
         raise UserError(f"{names}: need 0 <= shard index < number of shards")
     return num, index
 
@@ -97,6 +96,24 @@ def merge_shards(folder: Path, num_shards: int) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class PassRequest:
+    """What a run of the activation pass asks for: the model, the dataset and where its statistics go, and how."""
+
+    model: str
+    datadir: Path
+    dataset: str  # the tokenized dataset inside datadir
+    save_to: str  # the statistics folder inside datadir
+    examples_per_neuron: int
+    batch_size: int
+    device: str = "auto"
+    dtype: str = "auto"
+    include_bos: bool = False
+    num_shards: int | None = None  # None: torchrun's WORLD_SIZE, else 1
+    shard_index: int | None = None  # None: torchrun's RANK, else 0
+    full_hash: bool = False
+
+
 @dataclass
 class PassPlan:
     """One process's part of the pass: what runs, where its files go, and what they record."""
@@ -114,40 +131,40 @@ class PassPlan:
     dtype: torch.dtype
 
 
-def plan_pass(args: argparse.Namespace) -> PassPlan:
-    """Check the flags, model and dataset, and lay out this shard's batches (nothing heavy is loaded)."""
-    num_shards, shard_index = shard_settings(args)
-    folder = args.datadir / args.save_to
+def plan_pass(request: PassRequest) -> PassPlan:
+    """Check the request, model and dataset, and lay out this shard's batches (nothing heavy is loaded)."""
+    num_shards, shard_index = shard_settings(request.num_shards, request.shard_index)
+    folder = request.datadir / request.save_to
     check_output_location(folder, "--save_to")
     if is_dataset_folder(folder):  # a later a_dataset.py --overwrite of that dataset would take the statistics with it
-        raise UserError(f"--save_to {args.save_to}: {folder} is a tokenized dataset; write the statistics into a folder "
+        raise UserError(f"--save_to {request.save_to}: {folder} is a tokenized dataset; write the statistics into a folder "
                         "of their own (another --save_to)")
-    device_name = args.device  # under torchrun, --device cuda is this process's GPU (the flags stay as given)
-    if "LOCAL_RANK" in os.environ and args.device == "cuda":
+    device_name = request.device  # under torchrun, --device cuda is this process's GPU (the request stays as given)
+    if "LOCAL_RANK" in os.environ and request.device == "cuda":
         device_name = f"cuda:{int_from_environment('LOCAL_RANK', 0, minimum=0)}"
     device = parse_device(device_name)
-    dtype = parse_dtype(args.dtype, device)
-    source = resolve_model(args.model, full_hash=args.full_hash)
+    dtype = parse_dtype(request.dtype, device)
+    source = resolve_model(request.model, full_hash=request.full_hash)
     arch = read_arch(source)
     arch.require_gated(source.name, "the pass records gate and linear pre-activations")
-    dataset, data_meta = load_tokenized(args.datadir / args.dataset)
+    dataset, data_meta = load_tokenized(request.datadir / request.dataset)
     tokenizer = load_tokenizer(source)
     tokenizer_print = check_vocabulary(data_meta, tokenizer, arch.vocab_size, source.argument)  # before the model loads
-    k = args.examples_per_neuron
+    k = request.examples_per_neuron
     if not 1 <= k <= len(dataset):
         raise UserError(f"--examples_per_neuron {k}: must be between 1 and the dataset's {len(dataset)} documents")
-    plan = batch_plan(document_lengths(dataset), args.batch_size)
+    plan = batch_plan(document_lengths(dataset), request.batch_size)
     first, last = shard_range(len(plan), num_shards, shard_index)
     # the token every document starts with (BOS, or EOS where the dataset put that first, as for OLMo)
     first_token = data_meta.get("bos_token_id", tokenizer.bos_token_id) if data_meta.get("add_bos_token", True) else None
     meta = {"model": source.name, "provenance": source.provenance, "gguf": source.is_gguf, "model_path": str(source.path),
             "weights_fingerprint": source.weights_fingerprint, "dataset_fingerprint": data_meta["fingerprint"],
             "tokenizer_fingerprint": tokenizer_print,
-            "dataset": str((args.datadir / args.dataset).resolve()), "documents": len(dataset),
-            "tokens": data_meta["tokens"], "k": k, "batch_size": args.batch_size, "dtype": str(dtype).removeprefix("torch."),
+            "dataset": str((request.datadir / request.dataset).resolve()), "documents": len(dataset),
+            "tokens": data_meta["tokens"], "k": k, "batch_size": request.batch_size, "dtype": str(dtype).removeprefix("torch."),
             "n_layers": arch.n_layers, "d_mlp": arch.d_mlp, "num_shards": num_shards, "shard_index": shard_index,
             "first_batch": first, "last_batch": last, "batches": len(plan), "statistics_version": STATISTICS_VERSION,
-            "examples_without_bos": not args.include_bos and first_token is not None, "bos_id": first_token,
+            "examples_without_bos": not request.include_bos and first_token is not None, "bos_id": first_token,
             "versions": package_versions()}
     return PassPlan(source, dataset, tokenizer, plan, first, last, meta, stats_path(folder, num_shards, shard_index),
                     stats_path(folder, num_shards, shard_index, partial=True), device, dtype)
