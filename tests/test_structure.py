@@ -171,3 +171,20 @@ def test_statistics_are_read_by_attribute_outside_their_home():
     found = {str(p.relative_to(ROOT)): statistics_read_by_key(p.read_text(), keys) for p in files
              if str(p.relative_to(ROOT)) not in STATISTICS_HOME}
     assert {path: lines for path, lines in found.items() if lines} == {}
+
+
+def test_library_functions_take_no_namespace():
+    """Only the scripts and the command-line modules see argparse's Namespace; the library takes small request objects
+    (PageRequest, PassRequest, Section5Request)."""
+    scripts = {ROOT / s for s in SCRIPTS}
+    found = []
+    for path in (p for package in PACKAGES for p in (ROOT / package).rglob("*.py")):
+        if path in scripts or path.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names = [a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)]
+                annotations = [ast.unparse(a.annotation) for a in node.args.args if a.annotation is not None]
+                if "args" in names or any("Namespace" in text for text in annotations):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert found == [], found
