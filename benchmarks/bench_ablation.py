@@ -22,7 +22,8 @@ import torch
 
 from neuroscope.ablation import Ablation, evaluate
 from neuroscope.ablation_run import AblationStore, BootstrapSettings, Evaluation, ablation_plan, evaluation_rows, run_ablations
-from neuroscope.activations import batch_plan, pad_batch
+from neuroscope.activations import batch_plan
+from neuroscope.hooks import pad_batch
 from neuroscope.neuron_sets import class_set, parse_class
 
 ROOT = Path(__file__).resolve().parent.parent

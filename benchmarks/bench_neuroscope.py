@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from neuroscope.activations import NeuronStats, batch_plan, pad_batch, run_pass
+from neuroscope.activations import NeuronStats, batch_plan, run_pass
+from neuroscope.hooks import pad_batch
 from neuroscope.store import file_tensors
 
 ROOT = Path(__file__).resolve().parent.parent

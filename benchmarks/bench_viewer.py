@@ -27,15 +27,8 @@ from pathlib import Path
 
 import torch
 
-from neuroscope.activations import (
-    STATISTICS_VERSION,
-    BatchReducer,
-    NeuronStats,
-    batch_plan,
-    mlp_hooks,
-    pad_batch,
-    run_model,
-)
+from neuroscope.activations import STATISTICS_VERSION, BatchReducer, NeuronStats, batch_plan
+from neuroscope.hooks import mlp_hooks, pad_batch, run_model
 
 ROOT = Path(__file__).resolve().parent.parent
 OLMO = {"neurons": 32 * 11008, "tokens": 20_000_390, "documents": 45_734, "vocab": 50_304, "d_model": 4096}

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from gated_core.errors import UserError
-from neuroscope.activations import decoder_layers, mlp_hooks, pad_batch
 from neuroscope.constants import ABLATION_CONDITIONS, ABLATION_MODES
+from neuroscope.hooks import decoder_layers, mlp_hooks, pad_batch
 from neuroscope.neuron_sets import NeuronSet
 
 CONDITIONS = ABLATION_CONDITIONS

@@ -1,4 +1,5 @@
-"""The activation pass: hooks on a Hugging Face gated MLP and running per-neuron statistics.
+"""The activation pass: running per-neuron statistics over a dataset, reduced batch by batch (the hooks that
+feed it are in `hooks.py`, the histogram's bins in `histogram.py`).
 
 For every neuron the pass keeps, on the device and independent of the number of tokens:
 - the top-k documents by their maximum of the activation a = act(g) * u over positions
@@ -29,157 +30,21 @@ enter a list (at or above its current k-th value), which after the first batches
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
+
+from neuroscope.histogram import histogram_bins, histogram_codes, histogram_lookup
+from neuroscope.hooks import mlp_hooks, pad_batch, run_model
 
 FIXED_POINT_BITS = 28  # resolution 2^-28 per batch sum; |sum| up to 3.4e10 fits in int64
 SIGN_COMBINATIONS = ("gate+ lin+", "gate+ lin-", "gate- lin+", "gate- lin-")  # + means > 0
 COMBINATION_SIGNS = (1, -1, -1, 1)  # the sign of a = act(g) * u in each combination (act keeps the sign of g)
 STATISTICS_VERSION = 2  # 2: histogram, sign-combination examples, BOS left out of the example lists
 
-# Histogram of a: the bins follow the float's sign, exponent and top HISTOGRAM_OCTAVE_BITS mantissa bits,
-# i.e. 4 bins per octave of |a| between 2^HISTOGRAM_EXPONENTS[0] and 2^HISTOGRAM_EXPONENTS[1], one bin per
-# sign below (down to 0) and one above (up to infinity).
-HISTOGRAM_OCTAVE_BITS = 2
-HISTOGRAM_EXPONENTS = (-10, 10)
-FLOAT32_MANTISSA_BITS, BFLOAT16_MANTISSA_BITS, FLOAT_EXPONENT_BIAS = 23, 7, 127
-CODE_BITS = 1 + 8 + HISTOGRAM_OCTAVE_BITS  # sign, exponent, top mantissa bits
 DENSE_FRACTION = 1 / 2  # above this share of candidates, positions come from max / min with indices
-
-
-def _octave_bins() -> int:
-    """Bins of |a| between the two histogram exponents."""
-    return (HISTOGRAM_EXPONENTS[1] - HISTOGRAM_EXPONENTS[0]) << HISTOGRAM_OCTAVE_BITS
-
-
-def histogram_bins() -> int:
-    """Number of histogram bins: per sign, one below 2^low, the octave bins, one from 2^high up."""
-    return 2 * (_octave_bins() + 2)
-
-
-def histogram_edges() -> torch.Tensor:
-    """The bin edges [bins + 1] float64, ascending: -inf, -2^high, ..., -2^low, 0, 2^low, ..., 2^high, inf.
-
-    A value v >= 0 (sign bit clear) falls in [edge_i, edge_i+1); a negative one (sign bit set, -0.0
-    included) in (edge_i, edge_i+1]: bins go by |v| rounded down, as the float's bits give them.
-    """
-    low = HISTOGRAM_EXPONENTS[0]
-    per_octave = 1 << HISTOGRAM_OCTAVE_BITS
-    magnitudes = [2.0 ** (low + i // per_octave) * (1 + (i % per_octave) / per_octave) for i in range(_octave_bins() + 1)]
-    positive = torch.tensor(magnitudes + [torch.inf], dtype=torch.float64)
-    return torch.cat([-positive.flip(0), torch.zeros(1, dtype=torch.float64), positive])
-
-
-def histogram_lookup(device: torch.device | str = "cpu") -> torch.Tensor:
-    """The bin of each CODE_BITS-bit code (sign, exponent, top mantissa bits): [2^CODE_BITS] int32."""
-    codes = torch.arange(1 << CODE_BITS)
-    negative = codes >> (CODE_BITS - 1)
-    magnitude = codes & ((1 << (CODE_BITS - 1)) - 1)
-    lowest = (FLOAT_EXPONENT_BIAS + HISTOGRAM_EXPONENTS[0]) << HISTOGRAM_OCTAVE_BITS
-    step = (magnitude - lowest + 1).clamp(0, _octave_bins() + 1)  # 0: below 2^low, last: 2^high and up
-    middle = _octave_bins() + 2  # first bin of v >= 0
-    return torch.where(negative.bool(), middle - 1 - step, middle + step).to(torch.int32).to(device)
-
-
-def histogram_codes(a: torch.Tensor) -> torch.Tensor:
-    """The CODE_BITS-bit code of every value (int32, same shape), read from its bits."""
-    mask = (1 << CODE_BITS) - 1
-    if a.dtype == torch.float32:
-        return (a.view(torch.int32) >> (FLOAT32_MANTISSA_BITS - HISTOGRAM_OCTAVE_BITS)) & mask
-    if a.dtype == torch.bfloat16:
-        return ((a.view(torch.int16) >> (BFLOAT16_MANTISSA_BITS - HISTOGRAM_OCTAVE_BITS)) & mask).int()
-    return histogram_codes(a.float())
-
-
-class StopForward(Exception):
-    """Raised by a hook to end a forward pass after the last layer that is needed."""
-
-
-def decoder_layers(model: Any) -> Sequence[Any]:
-    """The decoder blocks of a Hugging Face causal LM whose MLP has gate_proj, up_proj, down_proj."""
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    if layers is None or not all(hasattr(block.mlp, name) for block in layers for name in ("gate_proj", "up_proj", "down_proj")):
-        from gated_core.errors import UserError
-
-        raise UserError(f"{type(model).__name__}: not a gated MLP model (needs mlp.gate_proj/up_proj/down_proj)")
-    return layers
-
-
-@contextmanager
-def mlp_hooks(model: Any, callback: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None],
-              layers: Sequence[int], stop_after: int | None = None) -> Iterator[None]:
-    """Call `callback(layer, g, u, a)` with [batch pos neuron] tensors during forward passes.
-
-    g = gate pre-activation (TransformerLens hook_pre), u = linear pre-activation
-    (hook_pre_linear), a = act(g) * u (hook_post). With `stop_after`, the forward pass ends
-    (StopForward) once that layer's MLP has run.
-    """
-    blocks = decoder_layers(model)
-    stash: dict[int, dict[str, torch.Tensor]] = {}
-    handles = []
-
-    def keep(layer: int, name: str):
-        def hook(module, inputs, output):
-            stash.setdefault(layer, {})[name] = output
-        return hook
-
-    def use(layer: int):
-        def hook(module, inputs):
-            parts = stash.pop(layer)
-            callback(layer, parts["g"], parts["u"], inputs[0])
-            if stop_after is not None and layer == stop_after:
-                raise StopForward
-        return hook
-
-    try:
-        for layer in layers:
-            mlp = blocks[layer].mlp
-            handles.append(mlp.gate_proj.register_forward_hook(keep(layer, "g")))
-            handles.append(mlp.up_proj.register_forward_hook(keep(layer, "u")))
-            handles.append(mlp.down_proj.register_forward_pre_hook(use(layer)))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-        stash.clear()
-
-
-def run_model(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
-    """One forward pass for the hooks' sake (no logits kept); StopForward ends it early."""
-    with torch.inference_mode():
-        try:
-            model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        except StopForward:
-            pass
-
-
-def pad_batch(rows: list[list[int]], masks: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token rows to the longest: input_ids and attention_mask [batch pos]."""
-    length = max(len(r) for r in rows)
-    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, (row, row_mask) in enumerate(zip(rows, masks)):
-        ids[i, :len(row)] = torch.tensor(row)
-        mask[i, :len(row_mask)] = torch.tensor(row_mask)
-    return ids.to(device), mask.to(device)
-
-
-def check_activation_signs(model: Any) -> None:
-    """Refuse a model whose act(g) does not keep the sign of g (act(g) >= 0 for g > 0, <= 0 otherwise):
-    the sign-combination examples read (g, u) off the signs of g and a. SiLU, GELU and ReLU keep it."""
-    act = decoder_layers(model)[0].mlp.act_fn
-    parameter = next(model.parameters())
-    probe = torch.tensor([-1e4, -30.0, -3.0, -1.0, -1e-3, -1e-30, -0.0, 0.0, 1e-30, 1e-3, 1.0, 3.0, 30.0, 1e4])
-    with torch.inference_mode():
-        out = act(probe.to(parameter.device, parameter.dtype)).float().cpu()
-    if not bool((torch.where(probe > 0, out >= 0, out <= 0)).all()):
-        from gated_core.errors import UserError
-
-        raise UserError(f"{type(act).__name__}: act(g) does not keep the sign of g; the sign-combination examples need it")
 
 
 LISTS = ("top", "bottom", *SIGN_COMBINATIONS)  # the ranked example lists, in the order of NeuronStats.keys[:, :, list]

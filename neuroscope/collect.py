@@ -19,16 +19,9 @@ from gated_core.errors import UserError
 from gated_core.models.arch import read_arch
 from gated_core.models.loading import load_hf_model, load_tokenizer
 from gated_core.models.sources import resolve_model
-from neuroscope.activations import (
-    STATISTICS_VERSION,
-    NeuronStats,
-    batch_plan,
-    check_activation_signs,
-    decoder_layers,
-    run_pass,
-    shard_range,
-)
+from neuroscope.activations import STATISTICS_VERSION, NeuronStats, batch_plan, run_pass, shard_range
 from neuroscope.data import META_FILE, check_vocabulary, document_lengths, is_dataset_folder, load_tokenized
+from neuroscope.hooks import check_activation_signs, decoder_layers
 from neuroscope.store import PASS_IDENTITY_KEYS, START_AGAIN, check_run, load_stats, save_stats, stats_path
 
 

@@ -19,8 +19,9 @@ from gated_core.fingerprint import short, tokenizer_fingerprint
 from gated_core.models.arch import read_arch
 from gated_core.models.loading import load_hf_model
 from gated_core.models.sources import ModelSource
-from neuroscope.activations import COMBINATION_SIGNS, SIGN_COMBINATIONS, batch_plan, mlp_hooks, pad_batch, run_model
+from neuroscope.activations import COMBINATION_SIGNS, SIGN_COMBINATIONS, batch_plan
 from neuroscope.data import check_vocabulary, load_tokenized
+from neuroscope.hooks import mlp_hooks, pad_batch, run_model
 from neuroscope.store import Statistics, StatisticsMeta
 
 Neuron = tuple[int, int]  # (layer, neuron)

@@ -17,8 +17,9 @@ import torch
 from gated_core.artifacts import atomic_write_text
 from gated_core.errors import UserError, first_line
 from gated_core.models.readers import open_weights
-from neuroscope.activations import SIGN_COMBINATIONS, histogram_edges
+from neuroscope.activations import SIGN_COMBINATIONS
 from neuroscope.facts import LOGIT_BINS, LayerLogitEffects, ModelFacts, layer_logit_effects, model_facts
+from neuroscope.histogram import histogram_edges
 from neuroscope.pages import Histogram, NeuronPage, render_index, render_page
 from neuroscope.recompute import LIST_KINDS, Example, Neuron, neuron_folder
 from neuroscope.store import Statistics, statistics_notes

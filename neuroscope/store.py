@@ -22,7 +22,8 @@ from gated_core.artifacts import PROJECT_TAG, load_artifact, save_artifact
 from gated_core.errors import UserError
 from gated_core.fingerprint import kind_mismatch, short
 from gated_core.models.sources import ModelSource
-from neuroscope.activations import SIGN_COMBINATIONS, STATISTICS_VERSION, NeuronStats, histogram_bins
+from neuroscope.activations import SIGN_COMBINATIONS, STATISTICS_VERSION, NeuronStats
+from neuroscope.histogram import histogram_bins
 
 STATS_KIND = "activation_statistics"  # meta["kind"] of every statistics file
 STATS_KEYS = (*(f"{prefix}_{name}" for prefix in ("top", "bottom", "combo") for name in ("values", "docs", "positions")),

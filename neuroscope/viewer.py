@@ -33,8 +33,9 @@ import torch
 
 from gated_core.artifacts import atomic_write_bytes, atomic_write_text
 from gated_core.errors import UserError, first_line
-from neuroscope.activations import SIGN_COMBINATIONS, histogram_edges
+from neuroscope.activations import SIGN_COMBINATIONS
 from neuroscope.facts import INPUT_TABLES, LOGIT_BINS, LayerLogitEffects, ModelFacts
+from neuroscope.histogram import histogram_edges
 from neuroscope.recompute import LIST_KINDS
 from neuroscope.store import Statistics
 from neuroscope.viewer_folder import replace_viewer

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from neuroscope.activations import batch_plan, mlp_hooks, pad_batch, run_model
+from neuroscope.activations import batch_plan
+from neuroscope.hooks import mlp_hooks, pad_batch, run_model
 from neuroscope.recompute import LIST_KINDS, RecomputeMismatch, stored_lists, tolerance
 from neuroscope.store import Statistics
 

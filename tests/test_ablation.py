@@ -127,7 +127,7 @@ def test_zero_ablating_a_whole_layer_equals_a_zeroed_mlp_output(setup, layer):
 
 def capture_around_ablation(model, dataset, ablation, means, pad_id):
     """One batch: g and a before the ablation hook, a after it, for every layer ([batch pos neuron])."""
-    from neuroscope.activations import pad_batch
+    from neuroscope.hooks import pad_batch
 
     seen = {"g": {}, "before": {}, "after": {}}
     handles = []

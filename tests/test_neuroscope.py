@@ -17,14 +17,9 @@ from gated_core.cli import run_main
 from gated_core.models.loading import load_bridge, load_tokenizer
 from gated_core.models.sources import resolve_model
 from neuroscope import a_dataset, b2_recompute, b_activations, c_neuron_vis, d_recompute_vis
-from neuroscope.activations import (
-    SIGN_COMBINATIONS,
-    BatchReducer,
-    NeuronStats,
-    batch_plan,
-    histogram_edges,
-)
+from neuroscope.activations import SIGN_COMBINATIONS, BatchReducer, NeuronStats, batch_plan
 from neuroscope.data import build_dataset, save_dataset
+from neuroscope.histogram import histogram_edges
 from neuroscope.recompute import RecomputeMismatch, recompute_examples
 from neuroscope.store import Statistics
 
@@ -437,7 +432,7 @@ def test_old_statistics_load_with_a_note(setup, tmp_path, capsys):
 def test_activation_that_flips_signs_is_refused(setup):
     from gated_core.errors import UserError
     from gated_core.models.loading import load_hf_model
-    from neuroscope.activations import check_activation_signs
+    from neuroscope.hooks import check_activation_signs
 
     model, _ = load_hf_model(setup["source"])
     check_activation_signs(model)

@@ -1,0 +1,59 @@
+"""The histogram of activations that the pass keeps per neuron: bin edges shared by every neuron (4 bins per octave
+of |a| from 2^-10 to 2^10 on each side of 0, one bin per sign below and above), and the bin of a value read from
+its float bits (sign, exponent, top mantissa bits), so that counting is exact and shards merge by addition."""
+
+from __future__ import annotations
+
+import torch
+
+# Histogram of a: the bins follow the float's sign, exponent and top HISTOGRAM_OCTAVE_BITS mantissa bits,
+# i.e. 4 bins per octave of |a| between 2^HISTOGRAM_EXPONENTS[0] and 2^HISTOGRAM_EXPONENTS[1], one bin per
+# sign below (down to 0) and one above (up to infinity).
+HISTOGRAM_OCTAVE_BITS = 2
+HISTOGRAM_EXPONENTS = (-10, 10)
+FLOAT32_MANTISSA_BITS, BFLOAT16_MANTISSA_BITS, FLOAT_EXPONENT_BIAS = 23, 7, 127
+CODE_BITS = 1 + 8 + HISTOGRAM_OCTAVE_BITS  # sign, exponent, top mantissa bits
+
+
+def _octave_bins() -> int:
+    """Bins of |a| between the two histogram exponents."""
+    return (HISTOGRAM_EXPONENTS[1] - HISTOGRAM_EXPONENTS[0]) << HISTOGRAM_OCTAVE_BITS
+
+
+def histogram_bins() -> int:
+    """Number of histogram bins: per sign, one below 2^low, the octave bins, one from 2^high up."""
+    return 2 * (_octave_bins() + 2)
+
+
+def histogram_edges() -> torch.Tensor:
+    """The bin edges [bins + 1] float64, ascending: -inf, -2^high, ..., -2^low, 0, 2^low, ..., 2^high, inf.
+
+    A value v >= 0 (sign bit clear) falls in [edge_i, edge_i+1); a negative one (sign bit set, -0.0
+    included) in (edge_i, edge_i+1]: bins go by |v| rounded down, as the float's bits give them.
+    """
+    low = HISTOGRAM_EXPONENTS[0]
+    per_octave = 1 << HISTOGRAM_OCTAVE_BITS
+    magnitudes = [2.0 ** (low + i // per_octave) * (1 + (i % per_octave) / per_octave) for i in range(_octave_bins() + 1)]
+    positive = torch.tensor(magnitudes + [torch.inf], dtype=torch.float64)
+    return torch.cat([-positive.flip(0), torch.zeros(1, dtype=torch.float64), positive])
+
+
+def histogram_lookup(device: torch.device | str = "cpu") -> torch.Tensor:
+    """The bin of each CODE_BITS-bit code (sign, exponent, top mantissa bits): [2^CODE_BITS] int32."""
+    codes = torch.arange(1 << CODE_BITS)
+    negative = codes >> (CODE_BITS - 1)
+    magnitude = codes & ((1 << (CODE_BITS - 1)) - 1)
+    lowest = (FLOAT_EXPONENT_BIAS + HISTOGRAM_EXPONENTS[0]) << HISTOGRAM_OCTAVE_BITS
+    step = (magnitude - lowest + 1).clamp(0, _octave_bins() + 1)  # 0: below 2^low, last: 2^high and up
+    middle = _octave_bins() + 2  # first bin of v >= 0
+    return torch.where(negative.bool(), middle - 1 - step, middle + step).to(torch.int32).to(device)
+
+
+def histogram_codes(a: torch.Tensor) -> torch.Tensor:
+    """The CODE_BITS-bit code of every value (int32, same shape), read from its bits."""
+    mask = (1 << CODE_BITS) - 1
+    if a.dtype == torch.float32:
+        return (a.view(torch.int32) >> (FLOAT32_MANTISSA_BITS - HISTOGRAM_OCTAVE_BITS)) & mask
+    if a.dtype == torch.bfloat16:
+        return ((a.view(torch.int16) >> (BFLOAT16_MANTISSA_BITS - HISTOGRAM_OCTAVE_BITS)) & mask).int()
+    return histogram_codes(a.float())
