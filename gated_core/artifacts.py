@@ -229,17 +229,17 @@ def _leftovers(path: Path, suffix: str) -> list[Path]:
 def remove_stale_temporaries(path: Path) -> list[Path]:
     """Remove the temporary files that an interrupted atomic write of `path` left beside it (call this only
     while holding the lock of `path`, so that no other process is writing them)."""
-    stale = _leftovers(path, TEMPORARY_SUFFIX)
-    for item in stale:
-        if item.is_file() and not item.is_symlink():
-            item.unlink()
-    return stale
+    return _remove_files(_leftovers(path, TEMPORARY_SUFFIX))
 
 
 def remove_stale_temporaries_in(folder: Path) -> list[Path]:
     """Remove the temporary files that interrupted atomic writes left in `folder`, whatever file they were writing
     (call only while holding the lock of the whole folder)."""
-    stale = sorted(Path(folder).glob(f".?*.{RANDOM_PART}{TEMPORARY_SUFFIX}"))
+    return _remove_files(sorted(Path(folder).glob(f".?*.{RANDOM_PART}{TEMPORARY_SUFFIX}")))
+
+
+def _remove_files(stale: list[Path]) -> list[Path]:
+    """Remove the plain files among `stale` (never a folder or a link); returns `stale`."""
     for item in stale:
         if item.is_file() and not item.is_symlink():
             item.unlink()
