@@ -22,8 +22,7 @@ import torch
 
 from neuroscope.ablation import Ablation, evaluate
 from neuroscope.ablation_run import AblationStore, BootstrapSettings, Evaluation, ablation_plan, evaluation_rows, run_ablations
-from neuroscope.activations import batch_plan
-from neuroscope.hooks import pad_batch
+from neuroscope.batches import batch_plan, pad_batch
 from neuroscope.neuron_sets import class_set, parse_class
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +64,8 @@ def load_inputs(args: argparse.Namespace, device: torch.device, dtype: torch.dty
     """SmolLM2, its depletion neurons and dataset means (from its classes), and the embedded text's first tokens."""
     from gated_core.models.loading import load_hf_model
     from gated_core.models.sources import resolve_model
-    from neuroscope.data import build_dataset, load_texts
+    from neuroscope.texts import load_texts
+    from neuroscope.tokenization import build_dataset
     from wcos_casestudies.results import ModelResults, Settings
 
     source = resolve_model("smollm2-135m")

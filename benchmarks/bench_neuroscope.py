@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
-from neuroscope.activations import NeuronStats, batch_plan, run_pass
-from neuroscope.hooks import pad_batch
+from neuroscope.activations import NeuronStats
+from neuroscope.batches import batch_plan, pad_batch
+from neuroscope.collect import run_pass
 from neuroscope.store import file_tensors
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +88,8 @@ def embedded_workload(device: torch.device, dtype: torch.dtype) -> Workload:
     """The embedded SmolLM2 on the embedded pydoc text."""
     from gated_core.models.loading import load_hf_model
     from gated_core.models.sources import resolve_model
-    from neuroscope.data import build_dataset, load_texts
+    from neuroscope.texts import load_texts
+    from neuroscope.tokenization import build_dataset
 
     model, tokenizer = load_hf_model(resolve_model("smollm2-135m"), dtype=dtype, device=device)
     dataset, _ = build_dataset(load_texts("pydoc"), tokenizer, None, max_length=1024)

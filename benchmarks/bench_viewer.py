@@ -27,8 +27,10 @@ from pathlib import Path
 
 import torch
 
-from neuroscope.activations import STATISTICS_VERSION, BatchReducer, NeuronStats, batch_plan
-from neuroscope.hooks import mlp_hooks, pad_batch, run_model
+from neuroscope.activations import STATISTICS_VERSION, NeuronStats
+from neuroscope.batches import batch_plan, pad_batch
+from neuroscope.hooks import mlp_hooks, run_model
+from neuroscope.reducer import BatchReducer
 
 ROOT = Path(__file__).resolve().parent.parent
 OLMO = {"neurons": 32 * 11008, "tokens": 20_000_390, "documents": 45_734, "vocab": 50_304, "d_model": 4096}
@@ -111,8 +113,10 @@ def main() -> int:
     from gated_core.models.loading import load_hf_model
     from gated_core.models.sources import resolve_model
     from neuroscope import workflow
-    from neuroscope.data import build_dataset, load_texts, save_dataset
+    from neuroscope.dataset_store import save_dataset
     from neuroscope.store import load_statistics, save_stats
+    from neuroscope.texts import load_texts
+    from neuroscope.tokenization import build_dataset
 
     source = resolve_model("smollm2-135m")
     model, tokenizer = load_hf_model(source)

@@ -16,7 +16,8 @@ import sys
 
 import torch
 
-from neuroscope.activations import BatchReducer, NeuronStats
+from neuroscope.activations import NeuronStats
+from neuroscope.reducer import BatchReducer
 from neuroscope.store import file_tensors
 
 BOS_ID = 1

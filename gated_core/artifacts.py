@@ -25,7 +25,7 @@ import torch
 
 from .constants import ARTIFACT_FORMATS
 from .errors import UserError, first_line
-from .fingerprint import content_digest
+from .fingerprint import content_digest, kind_mismatch, short
 
 PROJECT_TAG = "wcos_casestudies"
 CHECKSUM_KEY = "sha256"  # top-level key of an artifact: content_digest of everything else in it
@@ -39,6 +39,13 @@ KINDS = {
     "roles": "the role statistics of casestudies.py (roles.pt)",
     "activation_statistics": "activation statistics of b_activations.py",
     "recomputed_examples": "recomputed activations of b2_recompute.py",
+}
+# what an artifact can be made from, by the meta key of that input's fingerprint: how messages name another one of
+# it, and the likely reason it is another
+MADE_FROM = {
+    "weights_fingerprint": ("other weights", "another checkpoint of the same name, or its files changed"),
+    "dataset_fingerprint": ("other contents of the dataset", "it was rebuilt since"),
+    "statistics_fingerprint": ("other statistics", "b_activations.py ran again since, or on other inputs"),
 }
 
 
@@ -214,6 +221,29 @@ def load_artifact(path: Path, expect_tag: bool = True, kind: str | None = None, 
     if missing:
         raise UserError(f"{path}: not {KINDS.get(kind, 'the file expected')} (it lacks {', '.join(missing)}): {remedy}")
     return data
+
+
+def made_from_mismatch(key: str, stored: Any, expected: Any, made: str = "were made with") -> str | None:
+    """Why an artifact that records the fingerprint `stored` under `key` was not made from the input whose fingerprint is
+    `expected` now (`made`: the words before the input, e.g. "holds the roles of"), or None when it was."""
+    if stored == expected:
+        return None
+    if key == "weights_fingerprint" and kind_mismatch(stored, expected):
+        return kind_mismatch(stored, expected)
+    if stored is None:
+        return f"records no {key.replace('_', ' ')} (written by an older version)"
+    other, why = MADE_FROM[key]
+    return f"{made} {other} (fingerprint {short(stored)}, now {short(expected)}: {why})"
+
+
+def check_made_from(path: Path, meta: dict[str, Any], key: str, expected: Any, remedy: str,
+                    made: str = "were made with") -> None:
+    """Refuse the artifact at `path` unless its `meta` records, under `key` (one of MADE_FROM), the fingerprint
+    `expected` of what it was made from: one line naming the file, which input changed and the `remedy`."""
+    reason = made_from_mismatch(key, meta.get(key), expected, made)
+    if reason is not None:
+        joiner = "or " if key == "weights_fingerprint" and kind_mismatch(meta.get(key), expected) else ""
+        raise UserError(f"{path}: {reason}; {joiner}{remedy}")
 
 
 RANDOM_PART = "[a-z0-9_]" * 8  # the random part of a name that tempfile makes (mkstemp, mkdtemp), as a glob

@@ -25,8 +25,9 @@ from typing import Any
 import torch
 
 from gated_core.errors import UserError
+from neuroscope.batches import padded_batches
 from neuroscope.constants import ABLATION_CONDITIONS, ABLATION_MODES
-from neuroscope.hooks import decoder_layers, mlp_hooks, pad_batch
+from neuroscope.hooks import decoder_layers, mlp_hooks
 from neuroscope.neuron_sets import NeuronSet
 
 CONDITIONS = ABLATION_CONDITIONS
@@ -191,19 +192,16 @@ def evaluate(model: Any, dataset: Any, plan: Sequence[Sequence[int]], pad_id: in
         stack.enter_context(torch.inference_mode())
         replacer = stack.enter_context(ablation_hooks(model, ablation, means))
         captured = stack.enter_context(final_norm_input(model))
-        for rows in plan:
-            batch = dataset[list(rows)]
-            input_ids, attention_mask = pad_batch(batch["input_ids"], batch["attention_mask"], pad_id, device)
+        for batch in padded_batches(dataset, plan, pad_id, device, progress=progress):
             if replacer is not None:
                 replacer.touched = None
-            hidden = model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-            predicted = attention_mask[:, 1:].bool()  # [batch pos-1]
+            hidden = model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                 use_cache=False).last_hidden_state
+            predicted = batch.attention_mask[:, 1:].bool()  # [batch pos-1]
             values.append(batch_metrics(model, hidden[:, :-1][predicted], captured["x"][:, :-1][predicted],
-                                        input_ids[:, 1:][predicted]).cpu())
-            row_ids = torch.tensor(list(rows), device=device)[:, None].expand_as(predicted)
+                                        batch.input_ids[:, 1:][predicted]).cpu())
+            row_ids = torch.tensor(batch.docs, device=device)[:, None].expand_as(predicted)
             documents.append(row_ids[predicted].cpu())
             if replacer is not None and replacer.touched is not None:
                 touched += int(replacer.touched[:, :-1][predicted].sum())
-            if progress is not None:
-                progress.update(1)
     return TokenMetrics(torch.cat(values), torch.cat(documents), touched)

@@ -7,9 +7,10 @@ Files in the output folder (`results/<model>/ablation/<dataset>/`):
   same evaluation reuses the baseline and every set it already has;
 - `ablation.csv` / `.md` and `ablation.pdf` / `.png`: every set of the folder.
 Both `.pt` files record what their numbers were computed from: the evaluation settings, the weights'
-and the dataset's fingerprints, and for every mean ablation the statistics and a digest of the means
-it used. A run that differs in any of these is refused (or, with `--overwrite`, starts the folder
-again): nothing computed from other inputs is reused.
+and the dataset's fingerprints, and for every mean ablation the fingerprint of the statistics whose
+means it used (`Statistics.fingerprint`, which covers their tensors). A run that differs in any of
+these is refused (or, with `--overwrite`, starts the folder again): nothing computed from other
+inputs is reused.
 """
 
 from __future__ import annotations
@@ -22,16 +23,22 @@ from typing import Any
 
 import torch
 
-from gated_core.artifacts import PROJECT_TAG, load_artifact, remove_stale_temporaries_in, save_artifact
+from gated_core.artifacts import (
+    MADE_FROM,
+    PROJECT_TAG,
+    check_made_from,
+    load_artifact,
+    remove_stale_temporaries_in,
+    save_artifact,
+)
 from gated_core.errors import UserError
-from gated_core.fingerprint import FINGERPRINT_CHARS, content_digest
 from gated_core.models.sources import ModelSource
 from neuroscope.ablation import METRICS, Ablation, TokenMetrics, evaluate
 from neuroscope.ablation_report import Bootstrap, summarize
-from neuroscope.activations import batch_plan
-from neuroscope.data import check_vocabulary, document_lengths, load_tokenized
+from neuroscope.batches import batch_plan
+from neuroscope.dataset_store import check_vocabulary, document_lengths, load_tokenized
 from neuroscope.neuron_sets import NeuronSet, random_baselines, requested_sets
-from neuroscope.store import StatisticsMeta, load_statistics, mismatch, stats_path
+from neuroscope.store import MADE_WITH, StatisticsMeta, load_statistics, stats_path
 from wcos_casestudies.results import ModelResults
 from wcos_casestudies.section6 import stored_roles
 
@@ -39,6 +46,7 @@ from wcos_casestudies.section6 import stored_roles
 EVALUATION_KEYS = ("model", "gguf", "weights_fingerprint", "dataset", "dataset_fingerprint", "documents", "tokens",
             "batch_size", "dtype", "device", "bootstrap", "bootstrap_seed", "level")
 START_AGAIN = "use the same settings, another --results_dir, or --overwrite to start this folder again"
+MEANS_KEY = "statistics_fingerprint"  # what a mean ablation's record keeps of the statistics whose means it used
 MTOKEN = 1_000_000
 
 
@@ -97,14 +105,9 @@ class Evaluation:
     plan: list[list[int]]  # batches of dataset rows
     tokens: int  # real tokens of those rows
     means: torch.Tensor | None  # [layer neuron] dataset mean of a (from the statistics), or None
-    means_from: str  # the statistics file the means come from and a digest of the means ('' without means)
+    means_from: str  # the statistics file the means come from, resolved ('' without means)
     fingerprint: str = ""  # the dataset's fingerprint (its token ids, masks and lengths)
-
-
-def means_identity(path: Path, means: torch.Tensor) -> str:
-    """What mean ablations record of their means: the statistics file and a digest of the means themselves,
-    so that statistics made again in place (other means at the same path) are told apart."""
-    return f"{path.resolve()} (means {content_digest(means)[:FINGERPRINT_CHARS]})"
+    statistics_fingerprint: str = ""  # of the statistics the means come from ('' without means): what is checked
 
 
 def check_means_source(path: Path, stats_meta: StatisticsMeta, dataset_dir: Path, data_meta: dict[str, Any],
@@ -117,11 +120,10 @@ def check_means_source(path: Path, stats_meta: StatisticsMeta, dataset_dir: Path
     if stats_meta.documents != documents:
         raise UserError(f"{path}: statistics of {stats_meta.documents} documents, but {dataset_dir} has "
                         f"{documents}; the dataset changed since b_activations.py ran")
-    stored, current = stats_meta.dataset_fingerprint, data_meta["fingerprint"]
-    if stored != current:
-        raise UserError(f"{path}: the statistics {mismatch('dataset_fingerprint', stored, current)}; the dataset means "
-                        f"must come from the dataset evaluated: rerun b_activations.py --datadir {path.parent.parent} "
-                        f"--dataset {dataset_dir.name} --save_to {path.parent.name} --overwrite")
+    check_made_from(path, {"dataset_fingerprint": stats_meta.dataset_fingerprint}, "dataset_fingerprint",
+                    data_meta["fingerprint"], f"the dataset means must come from the dataset evaluated: rerun b_activations.py "
+                    f"--datadir {path.parent.parent} --dataset {dataset_dir.name} --save_to {path.parent.name} --overwrite",
+                    MADE_WITH)
 
 
 def load_evaluation(datadir: Path, dataset_name: str | None, stats_folder: str, source: ModelSource, mode: str,
@@ -145,7 +147,8 @@ def load_evaluation(datadir: Path, dataset_name: str | None, stats_folder: str, 
     rows = evaluation_rows(lengths, mtokens)
     plan = [[rows[i] for i in batch] for batch in batch_plan([lengths[r] for r in rows], batch_size)]
     return Evaluation(dataset, dataset_dir, rows, plan, sum(lengths[r] for r in rows), means,
-                      means_identity(path, means) if means is not None else "", data_meta["fingerprint"])
+                      str(path.resolve()) if means is not None else "", data_meta["fingerprint"],
+                      stats.fingerprint if means is not None else "")
 
 
 def evaluation_meta(evaluation: Evaluation, batch_size: int, dtype: torch.dtype, device: torch.device,
@@ -161,10 +164,10 @@ def evaluation_meta(evaluation: Evaluation, batch_size: int, dtype: torch.dtype,
 class AblationStore:
     """`baseline.pt` and `sets.pt` of one output folder, checked against the run's settings and inputs.
 
-    means_from: the run's `Evaluation.means_from` ('' for a run without means); the folder's finished mean
-    ablations must have used the same means."""
+    statistics_fingerprint: the run's `Evaluation.statistics_fingerprint` ('' for a run without means); the folder's
+    finished mean ablations must have used the means of the same statistics."""
 
-    def __init__(self, folder: Path, meta: dict[str, Any], overwrite: bool = False, means_from: str = ""):
+    def __init__(self, folder: Path, meta: dict[str, Any], overwrite: bool = False, statistics_fingerprint: str = ""):
         self.folder, self.meta = Path(folder), {"project": PROJECT_TAG, **meta}
         self.baseline_path, self.sets_path = self.folder / "baseline.pt", self.folder / "sets.pt"
         self.records: dict[str, dict[str, Any]] = {}
@@ -177,23 +180,26 @@ class AblationStore:
         self.stored_baseline = stored.get(self.baseline_path)  # loaded once: kept for load_baseline
         if self.sets_path in stored:
             self.records = stored[self.sets_path]["sets"]
-            self._check_means(means_from)
+            self._check_means(statistics_fingerprint)
 
     def _check(self, path: Path, stored: dict[str, Any]) -> None:
+        """Refuse a file of the folder made from other inputs (weights, dataset: their fingerprints) or settings."""
         for key in EVALUATION_KEYS:
-            if stored.get(key) != self.meta.get(key):
-                raise UserError(f"{path}: the ablation results there {mismatch(key, stored.get(key), self.meta.get(key))}; "
-                                f"{START_AGAIN}")
+            if key in MADE_FROM:
+                check_made_from(path, stored, key, self.meta.get(key), START_AGAIN, "the ablation results there were made with")
+            elif stored.get(key) != self.meta.get(key):
+                raise UserError(f"{path}: the ablation results there were made with {key}={stored.get(key)!r}, not "
+                                f"{self.meta.get(key)!r}; {START_AGAIN}")
 
-    def _check_means(self, means_from: str) -> None:
-        """Refuse a folder whose mean ablations used other means than this run's (statistics made again in place,
-        or other statistics): they would be reused, or reported beside sets measured with these means."""
-        if not means_from:
+    def _check_means(self, statistics_fingerprint: str) -> None:
+        """Refuse a folder whose mean ablations used the means of other statistics than this run's (statistics made
+        again in place, or other statistics): they would be reused, or reported beside sets measured with these means."""
+        if not statistics_fingerprint:
             return
         for record in self.records.values():
-            if record["mode"] == "mean" and record["means_from"] != means_from:
-                raise UserError(f"{self.sets_path}: its mean ablation {record['key']!r} used other means "
-                                f"({record['means_from']}), not {means_from}; {START_AGAIN}")
+            if record["mode"] == "mean":
+                check_made_from(self.sets_path, record, MEANS_KEY, statistics_fingerprint, START_AGAIN,
+                                f"its mean ablation {record['key']!r} used the means of")
 
     def remove_leftovers(self) -> None:
         """Remove the temporary files of this folder's atomic writes that a killed run left behind (call this only
@@ -209,11 +215,11 @@ class AblationStore:
         self.records = {}  # a new baseline invalidates sets measured against another one
         save_artifact({"meta": self.meta, "sets": self.records}, self.sets_path)
 
-    def finished(self, ablation: Ablation, means_from: str) -> bool:
-        """Whether this ablation (same neurons, same source of means) is already in sets.pt."""
+    def finished(self, ablation: Ablation, statistics_fingerprint: str) -> bool:
+        """Whether this ablation (same neurons, means of the same statistics) is already in sets.pt."""
         record = self.records.get(ablation.key)
         return (record is not None and torch.equal(record["members"], ablation.neurons.neurons)
-                and record["means_from"] == (means_from if ablation.mode == "mean" else ""))
+                and record.get(MEANS_KEY, "") == (statistics_fingerprint if ablation.mode == "mean" else ""))
 
     def save_set(self, record: dict[str, Any]) -> None:
         self.records[record["key"]] = record
@@ -228,7 +234,7 @@ class BootstrapSettings:
 
 
 def ablation_record(ablation: Ablation, baseline: TokenMetrics, ablated: TokenMetrics, bootstrap: Bootstrap,
-                    means_from: str, seconds: float) -> dict[str, Any]:
+                    evaluation: Evaluation, seconds: float) -> dict[str, Any]:
     """What sets.pt keeps of one ablation: the set, the settings, and the summary of baseline − ablated."""
     if not torch.equal(ablated.documents, baseline.documents):
         raise RuntimeError(f"{ablation.key}: the ablated run saw other tokens than the baseline")
@@ -237,7 +243,8 @@ def ablation_record(ablation: Ablation, baseline: TokenMetrics, ablated: TokenMe
             "seed": -1 if neuron_set.seed is None else neuron_set.seed, "mode": ablation.mode,
             "condition": ablation.condition or "all tokens", "neurons": len(neuron_set), "members": neuron_set.neurons,
             "touched": ablated.touched, "tokens": int(baseline.values.shape[0]),
-            "means_from": means_from if ablation.mode == "mean" else "", "seconds": round(seconds, 2),
+            "means_from": evaluation.means_from if ablation.mode == "mean" else "",
+            MEANS_KEY: evaluation.statistics_fingerprint if ablation.mode == "mean" else "", "seconds": round(seconds, 2),
             "summary": summarize(baseline.values - ablated.values, bootstrap)}
 
 
@@ -258,7 +265,7 @@ def run_ablations(load_model: Callable[[], tuple[Any, int]], evaluation: Evaluat
     """
     todo = []
     for ablation in ablations:
-        if store.finished(ablation, evaluation.means_from):
+        if store.finished(ablation, evaluation.statistics_fingerprint):
             log(f"reusing {ablation.key} (already in {store.sets_path.name})")
         else:
             todo.append(ablation)
@@ -278,8 +285,7 @@ def run_ablations(load_model: Callable[[], tuple[Any, int]], evaluation: Evaluat
             break
         started = time.perf_counter()
         ablated = evaluate(model, evaluation.dataset, evaluation.plan, pad_id, device, ablation, evaluation.means, bar)
-        store.save_set(ablation_record(ablation, baseline, ablated, resamples, evaluation.means_from,
-                                       time.perf_counter() - started))
+        store.save_set(ablation_record(ablation, baseline, ablated, resamples, evaluation, time.perf_counter() - started))
     if bar is not None:
         bar.close()
     return baseline

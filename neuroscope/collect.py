@@ -1,11 +1,12 @@
-"""The activation pass as the scripts run it: settings and shards, checkpoints and resumption,
-merging shard files."""
+"""The activation pass: the loop over the batches (`run_pass`) and the runs the scripts make of it: settings and
+shards, checkpoints and resumption, merging shard files."""
 
 from __future__ import annotations
 
 import os
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ from gated_core.errors import UserError
 from gated_core.models.arch import read_arch
 from gated_core.models.loading import load_hf_model, load_tokenizer
 from gated_core.models.sources import resolve_model
-from neuroscope.activations import STATISTICS_VERSION, NeuronStats, batch_plan, run_pass, shard_range
-from neuroscope.data import META_FILE, check_vocabulary, document_lengths, is_dataset_folder, load_tokenized
-from neuroscope.hooks import check_activation_signs, decoder_layers
+from neuroscope.activations import STATISTICS_VERSION, NeuronStats
+from neuroscope.batches import batch_plan, padded_batches, shard_range
+from neuroscope.dataset_store import META_FILE, check_vocabulary, document_lengths, is_dataset_folder, load_tokenized
+from neuroscope.hooks import check_activation_signs, decoder_layers, mlp_hooks, run_model
+from neuroscope.reducer import BatchReducer
 from neuroscope.store import PASS_IDENTITY_KEYS, START_AGAIN, check_run, load_stats, save_stats, stats_path
 
 
@@ -161,6 +164,35 @@ def plan_pass(request: PassRequest) -> PassPlan:
             "versions": package_versions()}
     return PassPlan(source, dataset, tokenizer, plan, first, last, meta, stats_path(folder, num_shards, shard_index),
                     stats_path(folder, num_shards, shard_index, partial=True), device, dtype)
+
+
+def run_pass(model: Any, dataset: Any, stats: NeuronStats, plan: list[list[int]], batches: range, pad_id: int,
+             device: torch.device, on_checkpoint: Callable[[int], None] | None = None, checkpoint_every: int = 0,
+             progress: Any = None, bos_id: int | None = None) -> int:
+    """Run the batches `batches` of `plan` over `dataset` (rows with input_ids, attention_mask) into `stats`.
+
+    A document's first token, when it is `bos_id`, is no example (None: every token may be one).
+
+    After every `checkpoint_every` batches (and on KeyboardInterrupt, between batches)
+    `on_checkpoint(next_batch)` is called. Returns the number of tokens processed.
+    """
+    reducer = BatchReducer(stats, bos_id)
+    tokens = 0
+    with mlp_hooks(model, reducer, range(stats.keys.shape[0])):
+        for batch in padded_batches(dataset, plan, pad_id, device, batches, progress):
+            reducer.start(batch.attention_mask, batch.input_ids)
+            try:
+                run_model(model, batch.input_ids, batch.attention_mask)
+            except KeyboardInterrupt:
+                if on_checkpoint is not None:
+                    on_checkpoint(batch.index)  # statistics are still those of the batches before this one
+                raise
+            reducer.apply(torch.tensor(batch.docs, device=device))
+            tokens += batch.tokens
+            if on_checkpoint is not None and checkpoint_every and (batch.index + 1 - batches.start) % checkpoint_every == 0 \
+                    and batch.index + 1 < batches.stop:
+                on_checkpoint(batch.index + 1)
+    return tokens
 
 
 def start_or_resume(run: PassPlan, overwrite: bool) -> tuple[NeuronStats, int]:

@@ -106,7 +106,7 @@ def ablate_and_report(args, tokenizer, evaluation, results, ablations, folder, m
 
     dtype, device = placement
     source = results.source
-    store = AblationStore(folder, meta, overwrite=args.overwrite, means_from=evaluation.means_from)
+    store = AblationStore(folder, meta, overwrite=args.overwrite, statistics_fingerprint=evaluation.statistics_fingerprint)
     store.remove_leftovers()  # of a killed run: this run holds the folder's lock, no other one writes there
     print(f"model {source.name} [{source.provenance}]; {len(evaluation.rows)} documents, {evaluation.tokens:,} tokens; "
           f"{len(ablations)} ablations -> {folder}")
@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             **evaluation_meta(evaluation, args.batch_size, dtype, device, bootstrap), "classes_from": str(results.path),
             **{f"classes_{key}": value for key, value in results.settings.meta().items()}, "versions": package_versions()}
     # a folder of other inputs is refused now, before the classes may be computed; checked again under the lock
-    AblationStore(folder, meta, overwrite=args.overwrite, means_from=evaluation.means_from)
+    AblationStore(folder, meta, overwrite=args.overwrite, statistics_fingerprint=evaluation.statistics_fingerprint)
     sets = choose_sets(results, args.classes, args.roles, args.sample_size, args.seed)
     ablations = ablation_plan(sets, arch.d_mlp, args.mode, conditions, args.random_seeds)
     with hold_lock(folder):  # one run per output folder: a second one stops here, naming this one

@@ -9,7 +9,7 @@ Shapes: per-model tables are [layer neuron]; per-layer results are [chosen ...] 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -73,6 +73,13 @@ class LayerLogitEffects:
     input_tokens: dict[str, torch.Tensor]  # INPUT_TABLES name -> [chosen table_top] token ids
     skew: torch.Tensor | None = None  # [chosen] of cos(w_out, W_U), when computed here
     kurtosis: torch.Tensor | None = None
+
+    def columns(self, chosen: list[int]) -> LayerLogitEffects:
+        """The effects of some of the chosen neurons (by their place among them)."""
+        index = torch.tensor(chosen)
+        rows = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "input_tokens"}
+        return LayerLogitEffects(**{name: None if value is None else value[index] for name, value in rows.items()},
+                                 input_tokens={name: ids[index] for name, ids in self.input_tokens.items()})
 
 
 def logit_histogram(logits: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Hooks on a Hugging Face gated MLP: g (gate_proj output, TransformerLens hook_pre), u (up_proj output,
 hook_pre_linear) and a = act(g) * u (down_proj input, hook_post) of chosen layers during a forward pass, which can
-stop after the last layer needed; padded batches; the check that act(g) keeps the sign of g."""
+stop after the last layer needed; one forward pass for the hooks' sake; the check that act(g) keeps the sign of g."""
 
 from __future__ import annotations
 
@@ -71,17 +71,6 @@ def run_model(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor)
             model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         except StopForward:
             pass
-
-
-def pad_batch(rows: list[list[int]], masks: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token rows to the longest: input_ids and attention_mask [batch pos]."""
-    length = max(len(r) for r in rows)
-    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, (row, row_mask) in enumerate(zip(rows, masks)):
-        ids[i, :len(row)] = torch.tensor(row)
-        mask[i, :len(row_mask)] = torch.tensor(row_mask)
-    return ids.to(device), mask.to(device)
 
 
 def check_activation_signs(model: Any) -> None:

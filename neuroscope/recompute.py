@@ -7,26 +7,25 @@ the run fails loudly (`RecomputeMismatch`).
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from gated_core.artifacts import PROJECT_TAG, load_artifact, save_artifact
 from gated_core.errors import UserError
 from gated_core.fingerprint import short, tokenizer_fingerprint
 from gated_core.models.arch import read_arch
 from gated_core.models.loading import load_hf_model
 from gated_core.models.sources import ModelSource
-from neuroscope.activations import COMBINATION_SIGNS, SIGN_COMBINATIONS, batch_plan
-from neuroscope.data import check_vocabulary, load_tokenized
-from neuroscope.hooks import mlp_hooks, pad_batch, run_model
+from neuroscope.activations import COMBINATION_SIGNS, SIGN_COMBINATIONS
+from neuroscope.batches import padded_batches, subset_plan
+from neuroscope.dataset_store import check_vocabulary, load_tokenized
+from neuroscope.hooks import mlp_hooks, run_model
 from neuroscope.store import Statistics, StatisticsMeta
 
 Neuron = tuple[int, int]  # (layer, neuron)
 LIST_KINDS = ("max", "min", *SIGN_COMBINATIONS)  # the example lists of a neuron, as pages show them
-EXAMPLES_KIND = "recomputed_examples"  # meta["kind"] of activations.pt
 
 
 class RecomputeMismatch(RuntimeError):
@@ -95,14 +94,11 @@ def recompute(model: Any, dataset: Any, requests: dict[Neuron, list[int]], batch
     lengths = [int(x) for x in dataset.select(docs)["length"]] if "length" in dataset.column_names else \
         [sum(m) for m in dataset.select(docs)["attention_mask"]]
     results: dict[Neuron, dict[int, tuple[list[float], list[float], list[float]]]] = {key: {} for key in requests}
-    for batch in batch_plan(lengths, batch_size):
-        batch_docs = [docs[i] for i in batch]
-        rows = dataset[batch_docs]
-        input_ids, attention_mask = pad_batch(rows["input_ids"], rows["attention_mask"], pad_id, device)
-        wanted = sorted({key for doc in batch_docs for key in by_doc[doc]})
-        captured = capture_neurons(model, input_ids, attention_mask, wanted)
-        for row, doc in enumerate(batch_docs):
-            length = int(attention_mask[row].sum())
+    for batch in padded_batches(dataset, subset_plan(docs, lengths, batch_size), pad_id, device):
+        wanted = sorted({key for doc in batch.docs for key in by_doc[doc]})
+        captured = capture_neurons(model, batch.input_ids, batch.attention_mask, wanted)
+        for row, doc in enumerate(batch.docs):
+            length = int(batch.attention_mask[row].sum())
             for key in by_doc[doc]:
                 act, gate, lin = (t[row, :length].tolist() for t in captured[key])
                 results[key][doc] = (act, gate, lin)
@@ -249,31 +245,3 @@ def requested_neurons(names: list[str], neurons_from: Path | None, source: Model
 def neuron_folder(folder: Path, neuron: Neuron) -> Path:
     """`<neuroscope folder>/L<layer>/N<neuron>`: the page and the recomputed values of one neuron."""
     return Path(folder) / f"L{neuron[0]}" / f"N{neuron[1]}"
-
-
-def save_examples(folder: Path, neuron: Neuron, examples: list[Example], meta: dict[str, Any]) -> Path:
-    """`activations.pt` beside the page: the recomputed g, u, a of every selected document of one neuron."""
-    path = neuron_folder(folder, neuron) / "activations.pt"
-    rows = [{**asdict(e), "token_ids": torch.tensor(e.token_ids), "act": torch.tensor(e.act),
-             "gate": torch.tensor(e.gate), "lin": torch.tensor(e.lin)} for e in examples]
-    save_artifact({"meta": {"project": PROJECT_TAG, "kind": EXAMPLES_KIND, **meta}, "layer": neuron[0], "neuron": neuron[1],
-                   "examples": rows}, path)
-    return path
-
-
-def load_examples(folder: Path, neuron: Neuron, meta: dict[str, Any]) -> list[Example]:
-    """The examples that `save_examples` wrote, refused when they come from other statistics."""
-    path = neuron_folder(folder, neuron) / "activations.pt"
-    if not path.exists():
-        raise UserError(f"{path}: no recomputed values for neuron {neuron[0]}.{neuron[1]}; run b2_recompute.py first")
-    data = load_artifact(path, kind=EXAMPLES_KIND, required=("examples", "layer", "neuron"), remedy="run b2_recompute.py again")
-    stored = (data["layer"], data["neuron"])
-    if stored != tuple(neuron):  # a file copied or moved from another neuron's folder
-        raise UserError(f"{path}: holds the recomputed values of neuron {stored[0]}.{stored[1]}, not {neuron[0]}.{neuron[1]} "
-                        f"(copied or moved here); run b2_recompute.py again for neuron {neuron[0]}.{neuron[1]}")
-    for key in meta:
-        if data["meta"].get(key) != meta.get(key):
-            raise UserError(f"{path}: recomputed with {key}={data['meta'].get(key)!r}, not {meta.get(key)!r}; run b2_recompute.py again")
-    return [Example(doc=int(r["doc"]), position=int(r["position"]), stored=float(r["stored"]), kind=str(r["kind"]),
-                    token_ids=r["token_ids"].tolist(), act=r["act"].tolist(), gate=r["gate"].tolist(), lin=r["lin"].tolist())
-            for r in data["examples"]]

@@ -1,5 +1,7 @@
 """The neuroscope pages of a model: one page per neuron from its recomputed examples, the
-statistics of the activation pass and the weights, plus the index of every page written so far.
+statistics of the activation pass and the weights, plus the index of every page written so far. A page
+is the viewer's page with that neuron's view inline (`neuron_view`), its example documents whole with
+a, g and u at every token.
 
 Layout: `<results>/<model>/neuroscope/L<layer>/N<neuron>/vis.html` (and `activations.pt`),
 `index.html` and `neurons.json` (the index's entries).
@@ -9,21 +11,36 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from gated_core.artifacts import atomic_write_text
 from gated_core.errors import UserError, first_line
 from gated_core.models.readers import open_weights
-from neuroscope.activations import SIGN_COMBINATIONS
-from neuroscope.facts import LOGIT_BINS, LayerLogitEffects, ModelFacts, layer_logit_effects, model_facts
-from neuroscope.histogram import histogram_edges
-from neuroscope.pages import Histogram, NeuronPage, render_index, render_page
+from neuroscope.facts import LayerLogitEffects, ModelFacts, layer_logit_effects, model_facts
+from neuroscope.neuron_view import (
+    Documents,
+    ViewRun,
+    documents_payload,
+    index_payload,
+    js_call,
+    layer_moments,
+    layer_payload,
+    meta_payload,
+    offsets,
+    token_texts,
+)
+from neuroscope.pages import render_index, viewer_page
 from neuroscope.recompute import LIST_KINDS, Example, Neuron, neuron_folder
 from neuroscope.store import Statistics, statistics_notes
+from neuroscope.windows import LayerExamples
 from wcos_casestudies.results import ModelResults
+
+PAGE_SHOWN = (50, 10)  # coloured tokens before and after an example's extreme token on a page
 
 
 def neuroscope_folder(results: ModelResults) -> Path:
@@ -72,43 +89,40 @@ def provenance_notes(results: ModelResults) -> list[str]:
     return notes
 
 
-def activation_histogram(stats: Statistics, layer: int, neuron: int, max_value: float, min_value: float) -> Histogram | None:
-    """The histogram of a (non-empty bins only), with the max and min marked; None for statistics without one."""
-    if stats.histogram is None:
-        return None
-    counts = stats.histogram[layer, neuron]
-    used = torch.nonzero(counts).flatten().tolist()
-    first, last = (used[0], used[-1] + 1) if used else (0, 0)
-    edges = histogram_edges()
-    labels = [f"[{edges[i]:.3g}, {edges[i + 1]:.3g})" for i in range(first, last)]
+def page_examples(layer: int, neuron: int, rows: list[Example], bos_value: float | None) -> LayerExamples:
+    """The examples of one neuron's page as a view's examples: each example document is one window of the whole
+    document, with a, g and u at every token (float16, as the view carries them)."""
+    kinds = np.array([LIST_KINDS.index(e.kind) for e in rows], dtype=np.int64)
+    rank = np.zeros(len(rows), dtype=np.int64)  # place in its list (rows come list by list, best first)
+    for kind in set(kinds.tolist()):
+        rank[kinds == kind] = np.arange(int((kinds == kind).sum()))
+    docs = np.array(sorted({e.doc for e in rows}), dtype=np.int64)
+    first = {e.doc: e for e in reversed(rows)}  # each document's values (the same in every example of it)
+    lengths = np.array([len(first[d].act) for d in docs], dtype=np.int64)
+    width = max(int(lengths.max(initial=0)), 1)
 
-    def bin_of(value: float) -> int:
-        index = int(torch.searchsorted(edges, torch.tensor([value], dtype=torch.float64), right=value >= 0)) - (1 if value >= 0 else 0)
-        return min(max(index, first), last - 1) - first
+    def values(name: str) -> np.ndarray:
+        table = np.zeros((len(docs), width), dtype=np.float16)
+        for row, doc in enumerate(docs.tolist()):
+            table[row, :lengths[row]] = getattr(first[doc], name)
+        return table
 
-    marks = [(bin_of(max_value), f"max {max_value:.3g}", "#c00"), (bin_of(min_value), f"min {min_value:.3g}", "#00c")]
-    return Histogram(counts[first:last].tolist(), labels, marks, "a, bins of |a| on a log scale (4 per octave), height log(1 + count)")
-
-
-def logit_histogram(effects: LayerLogitEffects, column: int) -> Histogram:
-    """The histogram of w_out · W_U over the vocabulary, its ends marked."""
-    low, high = float(effects.low[column]), float(effects.high[column])
-    step = (high - low) / LOGIT_BINS
-    labels = [f"[{low + i * step:.3g}, {low + (i + 1) * step:.3g})" for i in range(LOGIT_BINS)]
-    marks = [(LOGIT_BINS - 1, f"most promoted {high:.3g}", "#c00"), (0, f"most suppressed {low:.3g}", "#00c")]
-    return Histogram(effects.histogram[column].tolist(), labels, marks, "w_out · W_U over the vocabulary (linear bins), height log(1 + count)")
+    zeros = np.zeros(len(rows), dtype=np.int64)
+    return LayerExamples(layer, np.array([neuron], dtype=np.int64), zeros, kinds, rank,
+                         np.array([e.doc for e in rows], dtype=np.int64), np.array([e.position for e in rows], dtype=np.int64),
+                         np.array([e.stored for e in rows], dtype=np.float32), np.searchsorted(docs, [e.doc for e in rows]),
+                         np.zeros(len(docs), dtype=np.int64), docs, np.zeros(len(docs), dtype=np.int64), lengths,
+                         acts=values("act"), gates=values("gate"), lins=values("lin"),
+                         bos_value=np.array([np.nan if bos_value is None else bos_value], dtype=np.float32))
 
 
-def why_interesting(facts: ModelFacts, effects: LayerLogitEffects, column: int, layer: int, neuron: int) -> list[str]:
-    """Roles, kurtosis and skew of cos(w_out, W_U), and the case-study reason, as short phrases."""
-    roles = facts.role_names(layer, neuron)
-    kurtosis = float(facts.moments["kurtosis"][layer, neuron]) if facts.moments else float(effects.kurtosis[column])
-    skew = float(facts.moments["skew"][layer, neuron]) if facts.moments else float(effects.skew[column])
-    why = ["roles: " + ", ".join(r.replace("_", " ") for r in roles) if roles else "no functional role",
-           f"kurtosis of cos(w_out, W_U) {kurtosis:.3g}, skew {skew:.3g}"]
-    if (layer, neuron) in facts.reasons:
-        why.append("case study: " + facts.reasons[(layer, neuron)])
-    return why
+def page_documents(rows: list[Example]) -> Documents:
+    """The example documents of one page, each once, by dataset id."""
+    first = {e.doc: e for e in reversed(rows)}
+    ids = sorted(first)
+    tokens = [np.asarray(first[d].token_ids, dtype=np.int64) for d in ids]
+    return Documents(np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.int64),
+                     offsets(np.array([len(t) for t in tokens], dtype=np.int64)), np.array(ids, dtype=np.int64))
 
 
 def bos_activation(rows: list[Example], bos_id: int | None) -> float | None:
@@ -116,31 +130,36 @@ def bos_activation(rows: list[Example], bos_id: int | None) -> float | None:
     return next((e.act[0] for e in rows if bos_id is not None and e.token_ids and e.token_ids[0] == bos_id), None)
 
 
-def build_page(results: ModelResults, stats: Statistics, dataset_name: str, rows: list[Example], facts: ModelFacts,
-               effects: LayerLogitEffects, column: int, neuron: Neuron, tokenizer: Any) -> NeuronPage:
-    """The page of one neuron from its examples, the statistics, the weight facts and its logit effects."""
-    layer, index = neuron
-    top = effects.promoted.shape[1]
-    ids = {i for e in rows for i in e.token_ids} | set(effects.promoted[column].tolist()) | set(effects.suppressed[column].tolist())
-    ids |= {i for t in effects.input_tokens.values() for i in t[column].tolist()}
-    text = {i: tokenizer.decode([i]) for i in ids}
-    max_value, min_value = float(stats.top_values[layer, index, 0]), float(stats.bottom_values[layer, index, 0])
-    left_out = stats.meta.examples_without_bos
-    histograms = [h for h in (activation_histogram(stats, layer, index, max_value, min_value), logit_histogram(effects, column)) if h]
-    return NeuronPage(
-        model=results.source.name, dataset=dataset_name, layer=layer, neuron=index, io_class=facts.io_class(layer, index),
-        cosines={key: float(value[layer, index]) for key, value in facts.cosines.items()},
-        max_value=max_value, min_value=min_value,
-        mean=float(stats.mean[layer, index]), gate_open=float(stats.gate_open[layer, index]),
-        sign_frequencies=dict(zip(SIGN_COMBINATIONS, stats.sign_frequencies[layer, index].tolist())),
-        promoted=[(text[int(i)], float(v)) for i, v in zip(effects.promoted[column, :top], effects.promoted_values[column, :top])],
-        suppressed=[(text[int(i)], float(v)) for i, v in zip(effects.suppressed[column, :top], effects.suppressed_values[column, :top])],
-        examples={kind: [e for e in rows if e.kind == kind] for kind in LIST_KINDS}, token_text=text,
-        notes=provenance_notes(results) + statistics_notes(stats.meta) + facts.notes,
-        why=why_interesting(facts, effects, column, layer, index),
-        input_tables={name: [text[int(i)] for i in t[column]] for name, t in effects.input_tokens.items()},
-        histograms=histograms, bos_value=bos_activation(rows, stats.meta.bos_id) if left_out else None,
-    )
+@dataclass
+class PageSet:
+    """What the pages of one run share: the run, its statistics and weight facts, the names of every page."""
+
+    results: ModelResults
+    stats: Statistics
+    dataset_name: str
+    facts: ModelFacts
+    tokenizer: Any
+    names: list[str]  # `layer.neuron` of every page, this run's and earlier ones, in order
+
+
+def page_html(pages: PageSet, layer: int, neuron: int, rows: list[Example], effects: LayerLogitEffects) -> str:
+    """The page of one neuron: the viewer's page with this neuron's view inline (`effects`: of this neuron only)."""
+    stats, facts = pages.stats, pages.facts
+    documents = page_documents(rows)
+    ids = set(documents.tokens.tolist()) | set(effects.promoted.flatten().tolist()) | set(effects.suppressed.flatten().tolist())
+    ids |= {i for table in effects.input_tokens.values() for i in table.flatten().tolist()}
+    vocab = dict(zip(sorted(ids), token_texts(pages.tokenizer, sorted(ids))))
+    notes = provenance_notes(pages.results) + statistics_notes(stats.meta) + facts.notes
+    run = ViewRun(Path(), pages.results.source.name, pages.dataset_name, stats, facts, {layer: np.array([neuron])}, vocab,
+                  documents, (0, 0), notes, shown=PAGE_SHOWN)
+    bos = bos_activation(rows, stats.meta.bos_id) if stats.meta.examples_without_bos else None
+    examples = page_examples(layer, neuron, rows, bos)
+    moments = {name: {layer: values} for name, values in layer_moments(facts, effects, layer, np.array([neuron])).items()}
+    meta = {**meta_payload(run, [(0, stats.meta.documents)], stats.k),
+            "page": {"layer": layer, "neuron": neuron, "nav": navigation(pages.names, f"{layer}.{neuron}")}}
+    return viewer_page("".join([js_call("meta", meta), js_call("index", index_payload(run, moments)), js_call("vocab", vocab),
+                                js_call("docs", 0, documents_payload(documents, 0, len(documents.starts) - 1)),
+                                js_call("layer", layer, layer_payload(run, examples, effects))]))
 
 
 def write_pages(results: ModelResults, stats: Statistics, dataset_name: str, examples: dict[Neuron, list[Example]],
@@ -151,20 +170,19 @@ def write_pages(results: ModelResults, stats: Statistics, dataset_name: str, exa
     reader = open_weights(results.source, processing=results.settings.processing, loader=results.loader)
     w_u = reader.unembed()
     registry = read_registry(folder)
-    names = sort_names({*(f"{layer}.{neuron}" for layer, neuron in examples), *registry})
+    pages = PageSet(results, stats, dataset_name, facts, tokenizer,
+                    sort_names({*(f"{layer}.{neuron}" for layer, neuron in examples), *registry}))
     written = []
     for layer in sorted({layer for layer, _ in examples}):
         neurons = sorted(n for lay, n in examples if lay == layer)
         effects = layer_logit_effects(results, reader, w_u, layer, torch.tensor(neurons), top_tokens, table_tokens,
                                       moments=not facts.moments)
         for column, neuron in enumerate(neurons):
-            page = build_page(results, stats, dataset_name, examples[(layer, neuron)], facts, effects, column, (layer, neuron), tokenizer)
-            name = f"{layer}.{neuron}"
-            page.nav = navigation(names, name)
             path = neuron_folder(folder, (layer, neuron)) / "vis.html"
-            atomic_write_text(path, render_page(page))
-            registry[name] = {"layer": layer, "neuron": neuron, "io_class": page.io_class,
-                              "href": f"L{layer}/N{neuron}/vis.html", "note": f"max {page.max_value:.3g}, min {page.min_value:.3g}"}
+            atomic_write_text(path, page_html(pages, layer, neuron, examples[(layer, neuron)], effects.columns([column])))
+            registry[f"{layer}.{neuron}"] = {
+                "layer": layer, "neuron": neuron, "io_class": facts.io_class(layer, neuron), "href": f"L{layer}/N{neuron}/vis.html",
+                "note": f"max {float(stats.top_values[layer, neuron, 0]):.3g}, min {float(stats.bottom_values[layer, neuron, 0]):.3g}"}
             written.append(path)
     atomic_write_text(folder / "neurons.json", json.dumps(registry, indent=1))
     atomic_write_text(folder / "index.html", render_index(results.source.name, list(registry.values())))

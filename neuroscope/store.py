@@ -4,6 +4,13 @@ Every statistics file records what it was computed from (model, weights fingerpr
 its fingerprint, settings); a checkpoint is resumed, a shard merged and a final file reused only
 when these agree.
 
+The statistics fingerprint (`StatisticsMeta.fingerprint`, `statistics_fingerprint`) is what everything made from
+statistics records of them and checks (recomputed values, viewers, mean ablations): a hash of the identity keys of
+the file's metadata (`FINGERPRINT_KEYS`: model, weights, dataset and tokenizer fingerprints, settings) and of a
+digest of its tensors (`tensors_digest`, written into the metadata when the file is saved, computed on load for
+files of an older version). So statistics made again from other inputs, or made again in place with other numbers,
+have another fingerprint, while a copy or a move of the same file keeps it.
+
 The file format lives here and only here: the names the tensors are saved under (`file_tensors`,
 `neuron_stats_from_file` for the pass), and the typed `Statistics` and `StatisticsMeta` that every
 other reader gets from `load_statistics` (tests/test_structure.py checks that no one else reads the
@@ -18,9 +25,9 @@ from typing import Any
 
 import torch
 
-from gated_core.artifacts import PROJECT_TAG, load_artifact, save_artifact
+from gated_core.artifacts import MADE_FROM, PROJECT_TAG, check_made_from, load_artifact, save_artifact
 from gated_core.errors import UserError
-from gated_core.fingerprint import kind_mismatch, short
+from gated_core.fingerprint import FINGERPRINT_CHARS, content_digest
 from gated_core.models.sources import ModelSource
 from neuroscope.activations import SIGN_COMBINATIONS, STATISTICS_VERSION, NeuronStats
 from neuroscope.histogram import histogram_bins
@@ -32,9 +39,12 @@ SUMMARY_KEYS = ("mean", "gate_open", "sign_frequencies")  # NeuronStats.summary(
 # meta keys that must agree between a checkpoint (or shard) and the run that continues (or merges) it
 PASS_IDENTITY_KEYS = ("model", "dataset", "documents", "tokens", "k", "batch_size", "dtype", "n_layers", "d_mlp",
             "weights_fingerprint", "dataset_fingerprint", "statistics_version", "examples_without_bos")
+# what the statistics fingerprint hashes of the metadata: their identity, not where the dataset lies (its contents are
+# in the dataset fingerprint) nor how long the pass took
+FINGERPRINT_KEYS = (*(key for key in PASS_IDENTITY_KEYS if key != "dataset"), "tokenizer_fingerprint", "bos_id")
+TENSORS_DIGEST = "tensors_digest"  # meta key: digest of the statistics' tensors (`tensors_digest`)
 START_AGAIN = "rerun b_activations.py with --overwrite to start again"
-FINGERPRINTS = {"dataset_fingerprint": ("on other contents of the dataset", "it was rebuilt since"),
-                "weights_fingerprint": ("with other weights", "another checkpoint of the same name, or its files changed")}
+MADE_WITH = "the statistics were made with"  # how messages about the inputs of statistics begin
 OLD_STATISTICS_NOTE = ("statistics of an older b_activations.py: no activation histogram, no sign-combination examples, "
                        "and the BOS token may fill the example lists; rerun b_activations.py with --overwrite for them")
 NEW_IN_VERSION_2 = ("combo_values", "combo_docs", "combo_positions", "histogram")  # what older statistics lack
@@ -70,32 +80,37 @@ def neuron_stats_from_file(data: dict[str, Any], device: torch.device | str = "c
                        **{name: data[name].to(device) for name in NeuronStats.COUNTS})
 
 
+def tensors_digest(data: dict[str, Any]) -> str:
+    """Digest of the tensors of statistics (a statistics file's dict, or `file_tensors` and the summaries)."""
+    return content_digest({name: data[name] for name in (*STATS_KEYS, *SUMMARY_KEYS) if name in data})[:FINGERPRINT_CHARS]
+
+
+def statistics_fingerprint(data: dict[str, Any]) -> str:
+    """The fingerprint of the statistics in a loaded statistics file (`data`: its dict): of their identity keys and of
+    their tensors' digest (the recorded one; computed here for files of an older version, which record none)."""
+    meta = data["meta"]
+    digest = meta.get(TENSORS_DIGEST) or tensors_digest(data)
+    return content_digest({"identity": {key: meta.get(key) for key in FINGERPRINT_KEYS}, "tensors": digest})[:FINGERPRINT_CHARS]
+
+
 def save_stats(stats: NeuronStats, meta: dict[str, Any], path: Path, next_batch: int | None = None) -> None:
-    """Atomic save of statistics (moved to the CPU) with their metadata."""
+    """Atomic save of statistics (moved to the CPU) with their metadata and the digest of their tensors."""
     cpu = stats.to("cpu")
-    data = {"meta": {"project": PROJECT_TAG, "kind": STATS_KIND, **meta}, **file_tensors(cpu), **cpu.summary()}
+    tensors = {**file_tensors(cpu), **cpu.summary()}
+    data = {"meta": {"project": PROJECT_TAG, "kind": STATS_KIND, **meta, TENSORS_DIGEST: tensors_digest(tensors)}, **tensors}
     if next_batch is not None:
         data["next_batch"] = next_batch
     save_artifact(data, path)
 
 
-def mismatch(key: str, stored: Any, expected: Any) -> str:
-    """How statistics that disagree with the run on `key` are described."""
-    if key in FINGERPRINTS:
-        if key == "weights_fingerprint" and kind_mismatch(stored, expected):
-            return f"cannot be checked against these weights: {kind_mismatch(stored, expected)}"
-        if stored is None:
-            return f"record no {key.replace('_', ' ')} (written by an older version)"
-        how, why = FINGERPRINTS[key]
-        return f"were made {how} (fingerprint {short(stored)}, now {short(expected)}: {why})"
-    return f"were made with {key}={stored!r}, not {expected!r}"
-
-
 def check_run(path: Path, meta: dict[str, Any], expect: dict[str, Any], remedy: str = START_AGAIN) -> None:
-    """Refuse statistics whose metadata disagrees with `expect` on any key."""
+    """Refuse statistics whose metadata disagrees with `expect` on any key: an input's fingerprint (`MADE_FROM`) or a
+    setting."""
     for key, value in expect.items():
-        if meta.get(key) != value:
-            raise UserError(f"{path}: the statistics {mismatch(key, meta.get(key), value)}; {remedy}")
+        if key in MADE_FROM:
+            check_made_from(path, meta, key, value, remedy, MADE_WITH)
+        elif meta.get(key) != value:
+            raise UserError(f"{path}: {MADE_WITH} {key}={meta.get(key)!r}, not {value!r}; {remedy}")
 
 
 def expected_shape(name: str, meta: dict[str, Any]) -> tuple[Any, ...]:
@@ -164,13 +179,14 @@ class StatisticsMeta:
     tokenizer_fingerprint: str | None = None
     recorded: frozenset[str] = frozenset()
     extra: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str | None = None  # of the statistics (`statistics_fingerprint`): what artifacts made from them record
 
     @classmethod
-    def from_file(cls, meta: dict[str, Any]) -> StatisticsMeta:
-        """The metadata of a statistics file (its `meta` dict)."""
-        named = {f.name for f in fields(cls)} - {"recorded", "extra"}
+    def from_file(cls, meta: dict[str, Any], fingerprint: str | None = None) -> StatisticsMeta:
+        """The metadata of a statistics file (its `meta` dict) and the statistics' `fingerprint`."""
+        named = {f.name for f in fields(cls)} - {"recorded", "extra", "fingerprint"}
         return cls(**{key: value for key, value in meta.items() if key in named}, recorded=frozenset(meta),
-                   extra={key: value for key, value in meta.items() if key not in named})
+                   extra={key: value for key, value in meta.items() if key not in named}, fingerprint=fingerprint)
 
     def first_token(self, fallback: int | None) -> int | None:
         """The recorded first token of every document (None: none), or `fallback` where the file records none."""
@@ -206,9 +222,15 @@ class Statistics:
 
     @classmethod
     def from_file(cls, data: dict[str, Any]) -> Statistics:
-        """The statistics of a loaded statistics file (the dict `load_stats` reads)."""
+        """The statistics of a loaded statistics file (the dict `load_stats` reads), with their fingerprint."""
         names = {f.name for f in fields(cls)} - {"meta"}
-        return cls(**{key: value for key, value in data.items() if key in names}, meta=StatisticsMeta.from_file(data["meta"]))
+        meta = StatisticsMeta.from_file(data["meta"], statistics_fingerprint(data))
+        return cls(**{key: value for key, value in data.items() if key in names}, meta=meta)
+
+    @property
+    def fingerprint(self) -> str:
+        """What every artifact made from these statistics records of them (`statistics_fingerprint`)."""
+        return str(self.meta.fingerprint)
 
     @property
     def n_layers(self) -> int:
@@ -233,7 +255,6 @@ def load_statistics(source: ModelSource, datadir: Path, activations: str, hint: 
     _, meta, stats = load_stats(path, remedy=remedy, allow_old=True)
     if meta.get("model") != source.name:
         raise UserError(f"{path}: statistics of {meta.get('model')}, not of {source.name}; pass --model {model_argument(meta)}")
-    stored, current = meta.get("weights_fingerprint"), source.weights_fingerprint
-    if stored is not None and stored != current:  # statistics of an older version carry none: recomputation checks them
-        raise UserError(f"{path}: the statistics {mismatch('weights_fingerprint', stored, current)}; {remedy}")
+    if meta.get("weights_fingerprint") is not None:  # statistics of an older version carry none: recomputation checks them
+        check_made_from(path, meta, "weights_fingerprint", source.weights_fingerprint, remedy, MADE_WITH)
     return Statistics.from_file(stats)

@@ -1,7 +1,8 @@
 """The folder of a viewer: its marker, the names it may take, and its replacement.
 
-A viewer folder carries a marker file (`neuroscope_viewer.json`: what it is, of which model and dataset); only a
-folder with that marker is ever replaced, never a page folder, a file, a symbolic link or a folder of the user's.
+A viewer folder carries a marker file (`neuroscope_viewer.json`: what it is, of which model, dataset and statistics,
+the last by their fingerprint); only a folder with that marker is ever replaced, never a page folder, a file, a
+symbolic link or a folder of the user's.
 A new viewer is written into a hidden folder beside the old one and swapped in (`artifacts.replace_folder`), so
 that a kill or a full disk leaves the old viewer whole.
 """
@@ -21,7 +22,8 @@ from gated_core.errors import UserError
 
 VIEWER_MARKER = "neuroscope_viewer.json"  # in every viewer folder this module writes: what it is, of which model
 VIEWER_KIND = "neuroscope_viewer"
-MARKER_FIELDS = ("model", "dataset", "n_layers", "d_mlp", "tokens")  # of the meta, recorded in the marker
+# of the meta, recorded in the marker (statistics_fingerprint: of the statistics the viewer was made from)
+MARKER_FIELDS = ("model", "dataset", "n_layers", "d_mlp", "tokens", "statistics_fingerprint")
 PAGE_FOLDER = re.compile(r"L[0-9]+")  # the folders of the neuron pages (neuroscope/site.py)
 PAGE_FILES = ("index.html", "neurons.json")  # the index of the neuron pages, beside them
 # every path a viewer holds (relative to its folder): what replace_viewer may delete with it
@@ -33,7 +35,7 @@ DEFAULT_NAME_MAX = 255
 def write_marker(folder: Path, meta: dict[str, Any]) -> None:
     """The marker of a viewer folder, from the viewer's meta (`meta.js`): replace_viewer replaces only marked folders."""
     marker = {"kind": VIEWER_KIND, "written_by": "neuroscope/viewer.py (d_recompute_vis.py --viewer)",
-              **{key: meta[key] for key in MARKER_FIELDS}}
+              **{key: meta.get(key) for key in MARKER_FIELDS}}
     atomic_write_text(Path(folder) / VIEWER_MARKER, json.dumps(marker, indent=1) + "\n")
 
 

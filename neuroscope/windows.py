@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from neuroscope.activations import batch_plan
-from neuroscope.hooks import mlp_hooks, pad_batch, run_model
+from neuroscope.batches import padded_batches, subset_plan
+from neuroscope.hooks import mlp_hooks, run_model
 from neuroscope.recompute import LIST_KINDS, RecomputeMismatch, stored_lists, tolerance
 from neuroscope.store import Statistics
 
@@ -42,6 +42,8 @@ class LayerExamples:
     window_length: np.ndarray  # [window] int64
     acts: np.ndarray = field(default=None)  # [window width] float16, filled by recompute_windows
     bos_value: np.ndarray = field(default=None)  # [chosen] float32: a at a document's BOS (nan: none seen)
+    gates: np.ndarray | None = None  # [window width] float16: g, where a view shows it (single pages)
+    lins: np.ndarray | None = None  # [window width] float16: u, likewise
 
     @property
     def width(self) -> int:
@@ -157,15 +159,12 @@ def recompute_windows(model: Any, dataset: Any, layers: dict[int, LayerExamples]
     filler = WindowFiller(layers, len(lengths), dtype)
     tokens = 0
     with mlp_hooks(model, filler, sorted(layers), stop_after=max(layers)):
-        for batch in batch_plan(lengths[docs].tolist(), batch_size):
-            filler.batch_docs = docs[batch].tolist()
-            rows = dataset[filler.batch_docs]
-            input_ids, attention_mask = pad_batch(rows["input_ids"], rows["attention_mask"], pad_id, device)
-            filler.bos_rows = [] if bos_id is None else torch.nonzero(input_ids[:, 0] == bos_id)[:, 0].tolist()
-            run_model(model, input_ids, attention_mask)
-            tokens += int(attention_mask.sum())
-            if progress is not None:
-                progress.update(1)
+        plan = subset_plan(docs.tolist(), lengths[docs].tolist(), batch_size)
+        for batch in padded_batches(dataset, plan, pad_id, device, progress=progress):
+            filler.batch_docs = batch.docs
+            filler.bos_rows = [] if bos_id is None else torch.nonzero(batch.input_ids[:, 0] == bos_id)[:, 0].tolist()
+            run_model(model, batch.input_ids, batch.attention_mask)
+            tokens += batch.tokens
     return tokens
 
 

@@ -25,13 +25,12 @@ from neuroscope.recompute import (
     RecomputeMismatch,
     check_tokenizer,
     checked_dataset,
-    load_examples,
     load_inputs,
     recompute_examples,
     requested_neurons,
-    save_examples,
 )
-from neuroscope.site import neuroscope_folder, read_registry, write_pages
+from neuroscope.recomputed import load_examples, save_examples
+from neuroscope.site import neuroscope_folder, provenance_notes, read_registry, write_pages
 from neuroscope.store import Statistics, load_statistics, statistics_notes
 from wcos_casestudies.results import ModelResults, Settings
 
@@ -55,10 +54,11 @@ class PageRun:
 
     @property
     def identity(self) -> dict[str, Any]:
-        """What recomputed values must agree with to be reused: the model and the statistics they came from."""
+        """What recomputed values record of the statistics they came from: their fingerprint (the one key that is
+        checked; it covers the model, weights, dataset and settings), and for people the model and a description."""
         meta = self.stats.meta
         return {"model": meta.model, "statistics": f"{meta.dataset} · {meta.tokens} tokens · k {meta.k} · {meta.dtype}",
-                "weights_fingerprint": meta.weights_fingerprint, "dataset_fingerprint": meta.dataset_fingerprint}
+                "statistics_fingerprint": self.stats.fingerprint}
 
 
 @dataclass(frozen=True)
@@ -115,11 +115,10 @@ def checked_viewer_folder(run: PageRun, name: str) -> Path:
 
 
 def viewer_identity(run: PageRun) -> dict[str, Any]:
-    """What the meta of a viewer of this run holds: its model, the sizes and the statistics' dataset and tokens."""
-    meta = run.stats.meta
-    dataset_dir = run.dataset_dir if run.dataset_dir is not None else Path(meta.dataset)
-    return {"model": run.results.source.name, "n_layers": run.stats.n_layers,
-            "d_mlp": run.stats.d_mlp, "dataset": Path(dataset_dir).name, "tokens": int(meta.tokens)}
+    """What the meta of a viewer of this run must hold to be copied by --from_viewer: its model and sizes, and the
+    fingerprint of the statistics it was made from."""
+    return {"model": run.results.source.name, "n_layers": run.stats.n_layers, "d_mlp": run.stats.d_mlp,
+            "statistics_fingerprint": run.stats.fingerprint}
 
 
 def recompute_checked(run: PageRun, batch_size: int) -> dict[Neuron, list[Example]]:
@@ -140,7 +139,7 @@ def save_recomputed(run: PageRun, examples: dict[Neuron, list[Example]]) -> list
 
 def load_recomputed(run: PageRun) -> dict[Neuron, list[Example]]:
     """The values `save_recomputed` kept, for every chosen neuron."""
-    return {neuron: load_examples(run.folder, neuron, run.identity) for neuron in run.neurons}
+    return {neuron: load_examples(run.folder, neuron, run.stats.fingerprint) for neuron in run.neurons}
 
 
 def write_run_pages(run: PageRun, examples: dict[Neuron, list[Example]], top_tokens: int) -> list[Path]:
@@ -196,7 +195,8 @@ def write_run_viewer(run: PageRun, settings: ViewerSettings, batch_size: int) ->
     the viewer of that name, if any: call only while holding the pages lock); returns its folder and size in bytes."""
     from gated_core.models.readers import open_weights
     from neuroscope.facts import layer_logit_effects, model_facts
-    from neuroscope.viewer import ViewerRun, write_viewer
+    from neuroscope.neuron_view import Documents, ViewRun, layer_moments, token_texts
+    from neuroscope.viewer import write_viewer
 
     examples, tokens, doc_starts = recompute_all_windows(run, settings, batch_size)
     started = time.perf_counter()
@@ -207,19 +207,18 @@ def write_run_viewer(run: PageRun, settings: ViewerSettings, batch_size: int) ->
     effects = {layer: layer_logit_effects(results, reader, w_u, layer, torch.from_numpy(ex.neurons), settings.top_tokens,
                                           settings.table_tokens, moments=not facts.moments)
                for layer, ex in tqdm(sorted(examples.items()), desc="weights · W_U", unit="layer")}
-    moments = {name: {layer: (facts.moments[name][layer, ex.neurons].numpy() if facts.moments else getattr(effects[layer], name).numpy())
-                      for layer, ex in examples.items()} for name in ("kurtosis", "skew")}
+    by_layer = {layer: layer_moments(facts, effects[layer], layer, ex.neurons) for layer, ex in examples.items()}
+    moments = {name: {layer: values[name] for layer, values in by_layer.items()} for name in ("kurtosis", "skew")}
     settings.seconds["weights"] = time.perf_counter() - started
     started = time.perf_counter()
     tokenizer = run.inputs.tokenizer
-    vocab = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-    vocab += [f"<id {i}>" for i in range(len(vocab), w_u.shape[1])]  # model rows beyond the tokenizer's
+    vocab = token_texts(tokenizer, list(range(max(len(tokenizer), w_u.shape[1]))))
     folder = run.folder / settings.name
     longest = int(np.diff(doc_starts).max(initial=0))
     context = (min(settings.context[0], longest), min(settings.context[1], longest))  # more grey tokens than a document has: none
-    viewer = ViewerRun(folder, results.source.name, run.inputs.dataset_name, run.stats, facts,
-                       {layer: ex.neurons for layer, ex in examples.items()}, vocab, tokens, doc_starts, context,
-                       [*statistics_notes(run.stats.meta), *facts.notes])
+    viewer = ViewRun(folder, results.source.name, run.inputs.dataset_name, run.stats, facts,
+                     {layer: ex.neurons for layer, ex in examples.items()}, vocab, Documents(tokens, doc_starts), context,
+                     [*provenance_notes(results), *statistics_notes(run.stats.meta), *facts.notes])
     size = write_viewer(viewer, examples, effects, moments)
     settings.seconds["write"] = time.perf_counter() - started
     return folder, size

@@ -12,9 +12,10 @@ import pytest
 
 from gated_core.cli import run_main
 from neuroscope import a_dataset
-from neuroscope import data as D
+from neuroscope import tokenization as D
 from neuroscope.constants import POOL_PER_MTOKEN, SHUFFLE_SEED
-from neuroscope.data import build_dataset, load_tokenized
+from neuroscope.dataset_store import load_tokenized
+from neuroscope.tokenization import build_dataset
 from wcos_casestudies.synthetic import byte_tokenizer
 
 WORDS = "gate linear output neuron residual stream token weight cosine layer ä ✓ \n".split(" ")

@@ -17,11 +17,14 @@ from gated_core.cli import run_main
 from gated_core.models.loading import load_bridge, load_tokenizer
 from gated_core.models.sources import resolve_model
 from neuroscope import a_dataset, b2_recompute, b_activations, c_neuron_vis, d_recompute_vis
-from neuroscope.activations import SIGN_COMBINATIONS, BatchReducer, NeuronStats, batch_plan
-from neuroscope.data import build_dataset, save_dataset
+from neuroscope.activations import SIGN_COMBINATIONS, NeuronStats
+from neuroscope.batches import batch_plan
+from neuroscope.dataset_store import save_dataset
 from neuroscope.histogram import histogram_edges
 from neuroscope.recompute import RecomputeMismatch, recompute_examples
+from neuroscope.reducer import BatchReducer
 from neuroscope.store import Statistics
+from neuroscope.tokenization import build_dataset
 
 TEXTS = [
     "Gated neurons read a direction and write another.",
@@ -222,7 +225,7 @@ def test_ties_go_to_the_lower_document_and_first_position():
                           torch.tensor([[[2, 1], [2, 1]]]), top=True)
     assert stats.top_values[0, 0].tolist() == [5.0, 5.0] and stats.top_docs[0, 0].tolist() == [4, 7]
     assert stats.top_values[0, 1].tolist() == [9.0, 5.0] and stats.top_docs[0, 1].tolist() == [9, 7]
-    from neuroscope.activations import BatchReducer
+    from neuroscope.reducer import BatchReducer
 
     reducer = BatchReducer(NeuronStats.empty(1, 1, 1))
     reducer.start(torch.tensor([[1, 1, 1, 0]]))
@@ -306,6 +309,22 @@ def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def dump_dom(path, tmp_path):
+    """The page's DOM once its script ran, from headless Chromium (skipped where it is not installed)."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'chrome'}",
+                           "--dump-dom", path if isinstance(path, str) else path.as_uri()],
+                          capture_output=True, text=True, timeout=120).stdout
+
+
+def visible_text(dom):
+    """The text a reader sees: the DOM without tags, scripts and styles, entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "", re.sub(r"<(script|style)>.*?</\1>", "", dom, flags=re.S)))
+
+
 def test_pages(setup, tmp_path, capsys):
     results = tmp_path / "results"
     argv = ["--model", str(setup["model"]), "--datadir", str(setup["datadir"]), "--activations", "ref",
@@ -316,35 +335,36 @@ def test_pages(setup, tmp_path, capsys):
     layer, neuron = map(int, torch.nonzero(setup["stats"]["top_docs"][..., 0] == script_doc)[0])
     assert run_main(d_recompute_vis.main, argv + ["--neurons", f"{layer}.{neuron}", "0.3"]) == 0
     folder = results / "local" / "llama" / "neuroscope"
-    page = (folder / f"L{layer}" / f"N{neuron}" / "vis.html").read_text()
-    assert "<script>alert" not in page and page.count("<script>") == 1  # only the page's own script
-    visible = html.unescape(re.sub(r"<[^>]+>", "", page))
-    assert "<script>alert('not run')</script> & other <b>ma" in visible  # truncated at 48 tokens
+    page_path = folder / f"L{layer}" / f"N{neuron}" / "vis.html"
+    page = page_path.read_text()
+    assert "<script>alert" not in page and "alert(" not in page.replace("\\u003c", "<")  # the text is data (token ids), not markup
+    assert page.count("</script>") == 1 and "src=" not in page.replace('src="data/', "")  # one inline script, nothing fetched
     assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", page, re.I), "external URL in the page"
     assert not re.search(r"""(src|href)\s*=\s*["'](https?:|//)""", page, re.I)
-    assert page.count('class="example"') > 2 * K and "Max activations" in page and "Min activations" in page
-    assert "Sign combinations of (g, u)" in page and "<svg" in page and "Position 0 (BOS) is left out" in page
-    assert "it promotes its “suppressed” list" in page
-    assert 'href="../../index.html"' in page and 'id="next"' in page
     index = (folder / "index.html").read_text()
     assert f"L{layer}/N{neuron}/vis.html" in index and "L0/N3/vis.html" in index
     # the two steps apart (b2_recompute.py keeps the values, c_neuron_vis.py renders them) write the same page
-    page_path = folder / f"L{layer}" / f"N{neuron}" / "vis.html"
     page_path.unlink()
     steps = [a for a in argv if a != "--top_tokens" and a != "5"] + ["--neurons", f"{layer}.{neuron}", "0.3"]
     assert run_main(b2_recompute.main, steps) == 0 and not page_path.exists()
     assert run_main(c_neuron_vis.main, steps + ["--top_tokens", "5"]) == 0
     assert page_path.read_text() == page
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("chromium is not installed (.ci/run installs it)")
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                          "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'chrome'}",
-                          "--dump-dom", (folder / f"L{layer}" / f"N{neuron}" / "vis.html").as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
-    assert dom.count('class="example"') == page.count('class="example"')
-    assert "<script>alert" not in dom and "Neuron" in dom
-    assert "<script>alert('not run')</script>" in html.unescape(re.sub(r"<[^>]+>", "", dom))
+    dom = dump_dom(page_path, tmp_path)
+    visible = visible_text(dom)
+    assert f"Neuron {layer}.{neuron}" in visible and "<script>alert" not in dom and "<b>" not in dom  # markup stayed text
+    assert "<script>alert('not run')</script> & other <b>ma" in visible  # the example's shown tokens (48 in all)
+    assert dom.count('class="example"') > 2 * K and "Max activations" in visible and "Min activations" in visible
+    assert "Sign combinations of (g, u)" in visible and "<svg" in dom and "Position 0 (BOS) is left out" in visible
+    assert "it promotes its “suppressed” list" in visible
+    assert 'href="../../index.html"' in dom and 'id="next"' in dom
+    position = int(setup["stats"]["top_positions"][layer, neuron, 0])
+    assert f"document {script_doc} · token {position}" in visible
+    titles = re.findall(r'class="t peak" [^>]*title="a (\S+) g (\S+) u (\S+)"', dom)
+    assert len(titles) >= 2 * K  # every extreme token carries its a, g and u
+    top = float(setup["stats"]["top_values"][layer, neuron, 0])
+    assert float(titles[0][0]) == pytest.approx(top, rel=1e-2)  # the first one: the max (3 digits of a float16)
+    act = torch.nn.functional.silu(torch.tensor(float(titles[0][1]))) * float(titles[0][2])
+    assert float(act) == pytest.approx(top, rel=2e-2)  # a = SiLU(g) * u, from the page's own g and u
 
 
 def test_bad_inputs(setup, tmp_path, capsys):

@@ -8,6 +8,7 @@ from dataclasses import asdict
 import datasets
 import pytest
 import torch
+from test_neuroscope import dump_dom
 
 from gated_core.artifacts import load_artifact
 from gated_core.cli import run_main
@@ -15,9 +16,11 @@ from gated_core.errors import UserError
 from gated_core.models.loading import load_hf_model, load_tokenizer
 from gated_core.models.sources import resolve_model
 from neuroscope import b_activations, c_neuron_vis, d_recompute_vis
-from neuroscope.data import build_dataset, save_dataset
-from neuroscope.recompute import load_examples, recompute_examples
+from neuroscope.dataset_store import save_dataset
+from neuroscope.recompute import recompute_examples
+from neuroscope.recomputed import load_examples
 from neuroscope.store import Statistics
+from neuroscope.tokenization import build_dataset
 from wcos_casestudies.constants import CLASS_NAMES
 from wcos_casestudies.results import ModelResults, Settings
 from wcos_casestudies.utils import classify
@@ -64,8 +67,10 @@ def _expected(run, results_dir, settings):
     return CLASS_NAMES[code], cosines, results.folder
 
 
-def _facts(page):
-    return page[page.index('<div class="facts">'):page.index("</table>", page.index('<div class="facts">'))]
+def _facts(page, tmp_path):
+    """The weights table of a page as the browser draws it."""
+    dom = dump_dom(page, tmp_path)
+    return dom[dom.index('<div class="facts">'):dom.index("</table>", dom.index('<div class="facts">'))]
 
 
 @pytest.mark.parametrize("flags, settings", [
@@ -79,8 +84,8 @@ def test_page_shows_the_class_and_cosines_of_the_run(run, tmp_path, flags, setti
     assert folder.name == (settings.variant or "llama")  # the matching variant folder: data.pt and the pages
     assert load_artifact(folder / "data.pt")["meta"]["threshold"] == settings.threshold
     layer, neuron = run["neuron"]
-    facts = _facts((folder / "neuroscope" / f"L{layer}" / f"N{neuron}" / "vis.html").read_text())
-    assert f"<td>IO class</td><td>{io_class}</td>" in facts
+    facts = _facts(folder / "neuroscope" / f"L{layer}" / f"N{neuron}" / "vis.html", tmp_path)
+    assert f'<td>IO class</td><td class="num">{io_class}</td>' in facts
     for name, value in cosines.items():
         assert f'<td>{name}</td><td class="num">{value:+.3f}</td>' in facts
     default_class, default_cosines, _ = _expected(run, tmp_path / "default", Settings())
@@ -96,16 +101,17 @@ def test_recomputed_values_round_trip(run, tmp_path):
     layer, neuron = run["neuron"]
     folder = tmp_path / "local" / "llama" / "neuroscope"
     stored = load_artifact(folder / f"L{layer}" / f"N{neuron}" / "activations.pt")
-    identity = {key: stored["meta"][key] for key in ("model", "statistics")}
+    statistics = stored["meta"]["statistics_fingerprint"]
+    assert statistics == Statistics.from_file(run["stats"]).fingerprint
     model, tokenizer = load_hf_model(run["source"])
     fresh = recompute_examples(model, run["dataset"], Statistics.from_file(run["stats"]), [run["neuron"]], 4, tokenizer.pad_token_id,
                                torch.device("cpu"))[run["neuron"]]
-    loaded = load_examples(folder, run["neuron"], identity)
+    loaded = load_examples(folder, run["neuron"], statistics)
     assert [asdict(e) for e in loaded] == [asdict(e) for e in fresh] and sum(e.kind in ("max", "min") for e in loaded) == 4
     # the page made from activations.pt alone (c_neuron_vis.py) is the page d_recompute_vis.py wrote
     page = folder / f"L{layer}" / f"N{neuron}" / "vis.html"
     written = page.read_text()
     page.unlink()
     assert run_main(c_neuron_vis.main, argv) == 0 and page.read_text() == written
-    with pytest.raises(UserError, match="recomputed with statistics"):
-        load_examples(folder, run["neuron"], {**identity, "statistics": "other"})
+    with pytest.raises(UserError, match="recomputed with other statistics"):
+        load_examples(folder, run["neuron"], "0" * 16)

@@ -34,9 +34,9 @@ from gated_core.locks import hold_lock, lock_path
 from gated_core.models.readers import open_weights
 from gated_core.models.sources import resolve_model
 from neuroscope import a_dataset, b2_recompute, b_activations, c_neuron_vis, d_recompute_vis, e_ablate, e_frequency
-from neuroscope.data import load_tokenized
+from neuroscope.dataset_store import load_tokenized
+from neuroscope.neuron_view import js_call
 from neuroscope.store import load_stats, stats_path
-from neuroscope.viewer import js_call
 from wcos_casestudies import defplot, selected_plot
 from wcos_casestudies import main as main_script
 from wcos_casestudies.synthetic import tiny_checkpoint

@@ -19,7 +19,9 @@ from test_safety import TEXTS, dataset_args, pass_args, refused, succeeds, write
 
 from gated_core.artifacts import load_artifact
 from gated_core.locks import hold_lock
+from gated_core.models.sources import resolve_model
 from neuroscope import a_dataset, b_activations, e_ablate, e_frequency
+from neuroscope.store import load_statistics
 from wcos_casestudies import main as main_script
 from wcos_casestudies.synthetic import tiny_checkpoint
 
@@ -69,6 +71,7 @@ def assert_same_ablation(results: Path, reference: Path) -> None:
     assert sets.keys() == expected_sets.keys()
     for key, record in sets.items():
         assert record["summary"] == expected_sets[key]["summary"] and record["means_from"] == expected_sets[key]["means_from"]
+        assert record["statistics_fingerprint"] == expected_sets[key]["statistics_fingerprint"]
 
 
 # ----------------------------------------------------------------------------- 1. keyed by what they were computed from
@@ -115,7 +118,8 @@ def test_means_of_statistics_of_a_rebuilt_dataset_are_refused(work, tmp_path):
     succeeds(b_activations.main, pass_args(model, datadir, "acts", "--overwrite"))
     succeeds(e_ablate.main, ablate_args(model, datadir, results, "--mode", "mean"))
     record = next(iter(stored(results)[1].values()))
-    assert record["mode"] == "mean" and str((datadir / "acts" / "stats.pt").resolve()) in record["means_from"]
+    assert record["mode"] == "mean" and str((datadir / "acts" / "stats.pt").resolve()) == record["means_from"]
+    assert record["statistics_fingerprint"] == load_statistics(resolve_model(str(model)), datadir, "acts").fingerprint
 
 
 def test_finished_mean_sets_of_other_statistics_are_not_reused(work, tmp_path):
@@ -127,7 +131,7 @@ def test_finished_mean_sets_of_other_statistics_are_not_reused(work, tmp_path):
     old_means = load_artifact(datadir / "acts" / "stats.pt")["mean"]
     succeeds(b_activations.main, pass_args(model, datadir, "acts", "--overwrite", "--dtype", "bfloat16"))
     assert not torch.equal(old_means, load_artifact(datadir / "acts" / "stats.pt")["mean"])
-    refused(e_ablate.main, ablate_args(model, datadir, results, "--mode", "mean"), tmp_path, "other means")
+    refused(e_ablate.main, ablate_args(model, datadir, results, "--mode", "mean"), tmp_path, "used the means of other statistics")
     succeeds(e_ablate.main, ablate_args(model, datadir, results, "--mode", "mean", "--overwrite"))
     scratch = copy_results(work, tmp_path / "scratch")
     succeeds(e_ablate.main, ablate_args(model, datadir, scratch, "--mode", "mean"))

@@ -20,7 +20,7 @@ from transformers import AutoTokenizer
 
 from gated_core.fingerprint import SAMPLE_BYTES, weights_fingerprint
 from neuroscope import b_activations, collect, d_recompute_vis, recompute
-from neuroscope.data import META_FILE
+from neuroscope.dataset_store import META_FILE
 from wcos_casestudies import main as main_script
 
 work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`

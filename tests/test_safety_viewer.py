@@ -24,7 +24,7 @@ from test_safety import ROOT, call, refused, succeeds
 
 from gated_core.locks import hold_lock
 from neuroscope import d_recompute_vis
-from neuroscope.data import load_tokenized
+from neuroscope.dataset_store import load_tokenized
 from wcos_casestudies.report import write_results_index
 
 work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`
@@ -175,17 +175,19 @@ def _rewrite_meta(folder: Path, **changes) -> None:
 
 
 def test_a_viewer_of_another_model_is_not_copied_in(work, viewer_tree, tmp_path):
-    """A viewer folder copied in from another model (or other statistics): its meta does not fit this run."""
+    """A viewer folder copied in from another model (or made from other statistics): its meta does not fit this run."""
     tree = copied(viewer_tree, tmp_path)
     pages = tree / PAGES
     meta = read_call(pages / "viewer" / "data" / "meta.js")[0]
-    changes = {"model": "someone/else", "n_layers": meta["n_layers"] + 30, "d_mlp": meta["d_mlp"] * 8, "dataset": "other_docs"}
+    changes = {"model": "someone/else", "n_layers": meta["n_layers"] + 30, "d_mlp": meta["d_mlp"] * 8,
+               "statistics_fingerprint": "0123456789abcdef"}
     for key, value in changes.items():
         shutil.copytree(pages / "viewer", pages / f"foreign_{key}")
         _rewrite_meta(pages / f"foreign_{key}", **{key: value})
     for key, value in changes.items():
-        line = refused(d_recompute_vis.main, from_viewer_args(work, tree / "results", f"foreign_{key}", "part"), tree, key)
-        assert f"foreign_{key}" in line and str(value) in line
+        match = "other statistics (fingerprint 01234567" if key == "statistics_fingerprint" else f"another model: its {key}"
+        line = refused(d_recompute_vis.main, from_viewer_args(work, tree / "results", f"foreign_{key}", "part"), tree, match)
+        assert f"foreign_{key}" in line and str(value)[:8] in line
 
 
 DAMAGES = [("data/layer_1.js", "remove"), ("lists/layer_1.html", "remove"), ("lists/index.html", "remove"),

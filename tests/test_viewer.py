@@ -7,23 +7,22 @@ import base64
 import html
 import json
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 import torch
-from test_neuroscope import TEXTS, run_pass
+from test_neuroscope import TEXTS, dump_dom, run_pass
 
 from gated_core.artifacts import load_artifact
 from gated_core.cli import run_main
 from gated_core.models.loading import load_hf_model, load_tokenizer
 from gated_core.models.sources import resolve_model
 from neuroscope import d_recompute_vis
-from neuroscope.data import build_dataset, save_dataset
+from neuroscope.dataset_store import save_dataset
+from neuroscope.neuron_view import to_json
 from neuroscope.recompute import LIST_KINDS, recompute_examples
 from neuroscope.store import Statistics
-from neuroscope.viewer import to_json
+from neuroscope.tokenization import build_dataset
 
 URL = re.compile(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}|(src|href)\s*=\s*[\"'](https?:|//)", re.I)
 WINDOW, CONTEXT = (5, 2), (4, 3)  # the viewer's coloured tokens and grey context, before and after the extreme token
@@ -117,19 +116,6 @@ def test_viewer_windows_equal_a_direct_recomputation(viewer):
     assert shown >= 2 * 3
 
 
-def _chromium():
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def dump_dom(page, tmp_path):
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("chromium is not installed (.ci/run installs it)")
-    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                           "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'chrome'}",
-                           "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
-
-
 def test_viewer_in_chromium(viewer, tmp_path):
     """A deep link opens the right neuron with the hostile text as text; a filter in the hash narrows the index."""
     tokenizer = load_tokenizer(viewer["source"])
@@ -201,3 +187,32 @@ def test_viewer_merges_examples_of_the_same_text(viewer):
                 assert 2 in shown and len(shown) == sum(d >= 0 for d in row) - 1
                 found += 1
     assert found > 0
+
+
+def neuron_view(dom):
+    """The drawn neuron (the #neuron-view section) without its navigation, which differs by design: a page links to
+    the other pages, the viewer to its neighbours in the index."""
+    section = re.search(r'<section id="neuron-view"[^>]*>(.*?)</section>\s*<p id="status"', dom, re.S)
+    assert section, dom[:2000]
+    return re.sub(r"<nav>.*?</nav>", "", section.group(1), count=1, flags=re.S)
+
+
+def test_page_and_viewer_show_the_same_neuron(viewer, tmp_path):
+    """One renderer: a neuron's single page and its view in a viewer with the page's coloured tokens (50 before,
+    10 after, no grey context) show the same text, tokens, peaks, values and colours. What differs by design: the
+    page's tooltips also carry g and u (its legend says so), and the navigation."""
+    stats = viewer["stats"]
+    layer, neuron = 1, int(torch.argmax(stats["top_values"][1, :, 0]))
+    results = tmp_path / "results"
+    argv = ["--model", str(viewer["source"].path), "--datadir", str(viewer["pages"].parents[3]), "--activations", "ref",
+            "--results_dir", str(results), "--device", "cpu", "--neurons", f"{layer}.{neuron}", "--viewer", "one",
+            "--window", "50", "10", "--context", "0", "0"]
+    assert run_main(d_recompute_vis.main, argv) == 0
+    folder = results / "local" / "llama" / "neuroscope"
+    page = neuron_view(dump_dom((folder / f"L{layer}" / f"N{neuron}" / "vis.html").as_uri(), tmp_path))
+    shown = neuron_view(dump_dom(f"{(folder / 'one' / 'viewer.html').as_uri()}#{layer}.{neuron}", tmp_path))
+    page_titles = re.findall(r'title="a (\S+) g \S+ u \S+"', page)
+    assert len(page_titles) > 2 * 3 and page_titles == re.findall(r'title="a (\S+)"', shown)
+    page = re.sub(r' title="a (\S+) g \S+ u \S+"', r' title="a \1"', page).replace(", gate g, linear u)", ")")
+    assert page == shown
+    assert f"Neuron {layer}.{neuron}" in page and page.count('class="example"') >= 2 * 3 and "<svg" in page

@@ -16,10 +16,9 @@ from typing import Any
 
 import torch
 
-from gated_core.artifacts import PROJECT_TAG, find_artifact, load_artifact, package_versions, save_artifact
+from gated_core.artifacts import PROJECT_TAG, check_made_from, find_artifact, load_artifact, package_versions, save_artifact
 from gated_core.constants import DEFAULT_RESULTS
 from gated_core.errors import UserError
-from gated_core.fingerprint import kind_mismatch, short
 from gated_core.models.arch import ArchInfo, read_arch
 from gated_core.models.readers import WeightsInfo, open_weights
 from gated_core.models.sources import ModelSource
@@ -139,15 +138,9 @@ class ModelResults:
         for key, value in expected.items():
             if meta.get(key) != value:
                 raise UserError(f"{path}: holds results with {key}={meta.get(key)!r}, not {value!r}; {RESULTS_REMEDY}")
-        stored = meta.get("weights_fingerprint")
-        if kind_mismatch(stored, self.fingerprint):
-            raise UserError(f"{path}: {kind_mismatch(stored, self.fingerprint)}; or {RESULTS_REMEDY}")
-        if stored != self.fingerprint:
-            what = ("records no weights fingerprint (written by an older version)" if stored is None else
-                    f"holds the cosines of other weights ({meta.get('provenance')}, fingerprint {short(stored)})")
-            raise UserError(f"{path}: {what}, not of {self.source.path} (fingerprint {short(self.fingerprint)}); another "
-                            "checkpoint of the same name, or its files changed since: pass another --results_dir, or "
-                            "recompute it with main.py --overwrite")
+        check_made_from(path, meta, "weights_fingerprint", self.fingerprint,
+                        "pass another --results_dir, or recompute it with main.py --overwrite",
+                        made=f"holds the cosines ({meta.get('provenance')}) of")
 
     @property
     def meta(self) -> dict[str, Any]:

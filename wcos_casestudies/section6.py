@@ -14,9 +14,17 @@ from typing import Any
 import pandas as pd
 import torch
 
-from gated_core.artifacts import PROJECT_TAG, atomic_write_text, find_artifact, load_artifact, package_versions, save_artifact, write_table
+from gated_core.artifacts import (
+    PROJECT_TAG,
+    atomic_write_text,
+    check_made_from,
+    find_artifact,
+    load_artifact,
+    package_versions,
+    save_artifact,
+    write_table,
+)
 from gated_core.errors import UserError
-from gated_core.fingerprint import kind_mismatch, short
 from gated_core.models.glu import refactor_glu
 from gated_core.models.loading import load_bridge, load_tokenizer
 from gated_core.models.readers import WeightReader, open_weights
@@ -95,13 +103,7 @@ def load_roles(path: Path, results: ModelResults) -> dict[str, Any]:
     meta = stored["meta"]
     if meta.get("model") != results.meta["model"]:
         raise UserError(f"{path}: roles of {meta.get('model')}, not {results.meta['model']}; {ROLES_REMEDY}")
-    stored_fingerprint = meta.get("weights_fingerprint")
-    if kind_mismatch(stored_fingerprint, results.fingerprint):
-        raise UserError(f"{path}: {kind_mismatch(stored_fingerprint, results.fingerprint)}; or {ROLES_REMEDY}")
-    if stored_fingerprint != results.fingerprint:
-        what = ("records no weights fingerprint (written by an older version)" if stored_fingerprint is None else
-                f"holds the roles of other weights (fingerprint {short(stored_fingerprint)}, not {short(results.fingerprint)})")
-        raise UserError(f"{path}: {what}; {ROLES_REMEDY}")
+    check_made_from(path, meta, "weights_fingerprint", results.fingerprint, ROLES_REMEDY, made="holds the roles of")
     return stored
 
 

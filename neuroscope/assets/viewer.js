@@ -1,6 +1,8 @@
 "use strict";
-// The neuroscope viewer. Data files in data/ are scripts that call neuroscope.<part>(...); they are
-// loaded with <script> tags (works from file://). Dataset text only ever enters the page as text nodes.
+// The renderer of a neuron's view (neuroscope/neuron_view.py), for the viewer and for single pages. The viewer's
+// data files in data/ are scripts that call neuroscope.<part>(...), loaded with <script> tags (works from
+// file://); a single page (vis.html) carries the same calls inline, before neuroscope.start(). Dataset text only
+// ever enters the page as text nodes.
 var neuroscope = (function () {
   var PAGE_ROWS = 100;
   var NUMERIC = ["kurtosis", "skew", "max", "min", "mean", "gate_open"];
@@ -68,6 +70,7 @@ var neuroscope = (function () {
     return Number(value).toPrecision(digits || 3).replace(/\.?0+$/, "").replace(/\.?0+e/, "e");
   }
   function percent(value) { return (100 * value).toFixed(1) + "%"; }
+  function signed(value) { return (value >= 0 ? "+" : "") + Number(value).toFixed(3); }
   function name(layer, neuron) { return layer + "." + neuron; }
   function tokenText(id) {
     var text = data.vocab[id];
@@ -187,8 +190,13 @@ var neuroscope = (function () {
 
   // ---- one neuron
   function docTokens(doc) {
-    var chunk = data.docs[chunkOf(doc)], local = doc - chunk.first;
+    var chunk = data.docs[chunkOf(doc)], local = chunk.ids ? sortedIndex(chunk.ids, doc) : doc - chunk.first;
     return chunk.tokens.subarray(chunk.starts[local], chunk.starts[local + 1]);
+  }
+  function sortedIndex(values, wanted) {  // where `wanted` is in ascending `values`
+    var low = 0, high = values.length - 1;
+    while (low < high) { var mid = (low + high) >> 1; if (values[mid] < wanted) { low = mid + 1; } else { high = mid; } }
+    return low;
   }
   function chunkOf(doc) {
     var chunks = data.meta.doc_chunks;
@@ -216,18 +224,31 @@ var neuroscope = (function () {
     if (title) { node.title = title; }
     return node;
   }
+  // the coloured tokens of an example [start, stop): its window, or (meta.shown = [before, after]) the
+  // before + after + 1 tokens from `before` before the extreme token, within the window (as neuron_view.shown_spans)
+  function shownSpan(ex) {
+    var shown = data.meta.shown, end = ex.start + ex.length;
+    if (!shown) { return [ex.start, end]; }
+    var first = Math.max(ex.start + ex.peak - shown[0], ex.start);
+    return [first, Math.min(first + shown[0] + shown[1] + 1, end)];
+  }
+  function valuesAt(n, ex, p) {  // "a 1.2" or "a 1.2 g 0.8 u 1.5" at position p of the example's window
+    var L = n.L, at = ex.window * L.width + (p - ex.start), text = "a " + fmt(L.acts[at]);
+    return L.gates ? text + " g " + fmt(L.gates[at]) + " u " + fmt(L.lins[at]) : text;
+  }
   function exampleText(n, ex, scale, whole) {
-    var tokens = docTokens(ex.doc), width = n.L.width, context = data.meta.context;
-    var from = whole ? 0 : Math.max(0, ex.start - context[0]);
-    var to = whole ? tokens.length : Math.min(tokens.length, ex.start + ex.length + context[1]);
+    var tokens = docTokens(ex.doc), context = data.meta.context, span0 = shownSpan(ex);
+    var coloured = whole ? [ex.start, ex.start + ex.length] : span0;
+    var from = whole ? 0 : Math.max(0, span0[0] - context[0]);
+    var to = whole ? tokens.length : Math.min(tokens.length, span0[1] + context[1]);
     var box = el("div", {"class": "text"});
     if (from > 0) { box.appendChild(document.createTextNode("… ")); }
     for (var p = from; p < to; p++) {
       var text = tokenText(tokens[p]);
-      if (p >= ex.start && p < ex.start + ex.length) {
-        var a = n.L.acts[ex.window * width + (p - ex.start)];
+      if (p >= coloured[0] && p < coloured[1]) {
+        var a = n.L.acts[ex.window * n.L.width + (p - ex.start)];
         var cls = "t" + (p === ex.start + ex.peak ? " peak" : "");
-        box.appendChild(span(text, cls, Math.abs(a) / (scale || 1) > 0.005 ? colour(a, scale) : "", "a " + fmt(a)));
+        box.appendChild(span(text, cls, Math.abs(a) / (scale || 1) > 0.005 ? colour(a, scale) : "", valuesAt(n, ex, p)));
       } else {
         box.appendChild(span(text, "ctx"));
       }
@@ -244,10 +265,11 @@ var neuroscope = (function () {
     });
     return el("div", {"class": "example"}, [el("div", {"class": "meta", text: meta}), exampleText(n, ex, scale, false), whole]);
   }
-  function legend(scale, negative) {
+  function legend(n, scale, negative) {
     return el("div", {"class": "legend"}, [el("span", {"class": "num", text: negative ? fmt(-scale) : "0"}),
       el("span", {"class": "bar " + (negative ? "neg" : "pos")}), el("span", {"class": "num", text: negative ? "0" : fmt(scale)}),
-      el("span", {text: "(this section's own scale; grey: context without values; the extreme token is outlined)"})]);
+      el("span", {text: "(this section's own scale; grey: context without values; the extreme token is outlined; hover a token " +
+        "for its values: activation a" + (n.L.gates ? ", gate g, linear u)" : ")")})]);
   }
   function exampleSection(n, kind, title, note) {
     var list = examplesOf(n, kind), section = el("section", {id: "list-" + kind});
@@ -256,7 +278,7 @@ var neuroscope = (function () {
     if (!list.length) { section.appendChild(el("p", {"class": "meta", text: "no examples"})); return section; }
     var scale = Math.max.apply(null, list.map(function (ex) { return Math.abs(ex.value); }));
     var negative = list.every(function (ex) { return ex.value <= 0; });
-    section.appendChild(legend(scale, negative));
+    section.appendChild(legend(n, scale, negative));
     list.forEach(function (ex, i) { section.appendChild(exampleBlock(n, ex, i + 1, scale)); });
     return section;
   }
@@ -330,7 +352,7 @@ var neuroscope = (function () {
     var items = [];
     for (var i = from; i < from + count; i++) {
       items.push(el("li", {}, [el("code", {text: JSON.stringify(tokenText(ids[i]))}),
-        values ? el("span", {"class": "num", text: " " + fmt(values[i])}) : null]));
+        values ? el("span", {"class": "num", text: " " + signed(values[i])}) : null]));
     }
     return el("div", {"class": "tokens"}, [el("h3", {text: title}), el("ol", {}, items)]);
   }
@@ -354,12 +376,19 @@ var neuroscope = (function () {
     return null;
   }
   function navigation(row) {
+    if (data.meta.page) { return pageNavigation(data.meta.page.nav); }
     var ids = table.rows.map(function (r) { return r.id; }).sort(function (a, b) { return a - b; });
     var at = ids.indexOf(row.id), d = data.meta.d_mlp, links = [];
     if (at > 0) { links.push(el("a", {id: "prev", href: "#" + name(Math.floor(ids[at - 1] / d), ids[at - 1] % d), text: "← previous"})); }
     links.push(el("a", {id: "index", href: "#", text: "index"}));
     if (at < ids.length - 1) { links.push(el("a", {id: "next", href: "#" + name(Math.floor(ids[at + 1] / d), ids[at + 1] % d), text: "next →"})); }
     return el("nav", {}, links);
+  }
+  function pageNavigation(nav) {  // a single page: links to the previous and next page and the index of the pages
+    var labels = {prev: "← previous", index: "index", next: "next →"};
+    return el("nav", {}, ["prev", "index", "next"].filter(function (key) { return nav[key]; }).map(function (key) {
+      return el("a", {id: key, href: nav[key], text: labels[key]});
+    }));
   }
   function renderNeuron(layer, neuron, started) {
     var n = neuronData(layer, neuron), row = rowOf(layer, neuron), view = document.getElementById("neuron-view");
@@ -370,7 +399,8 @@ var neuroscope = (function () {
     view.appendChild(el("h1", {id: "neuron-title", text: "Neuron " + name(layer, neuron)}));
     view.appendChild(el("div", {"class": "meta", text: data.meta.model + " · dataset " + data.meta.dataset + " · layer " + layer + " · neuron " + neuron}));
     view.appendChild(whyInteresting(n, row));
-    var cos = Object.keys(L.cosines).map(function (key) { return [key, fmt(L.cosines[key][c])]; });
+    var cos = [["IO class", data.meta.class_names[row.io_class]]].concat(
+      Object.keys(L.cosines).map(function (key) { return [key, signed(L.cosines[key][c])]; }));
     var freq = combos.map(function (s, i) { return [s, percent(L.sign_frequencies[c * 4 + i])]; });
     view.appendChild(el("div", {"class": "facts"}, [factsTable("weights", cos),
       factsTable("activation a", [["max", fmt(row.max, 4)], ["min", fmt(row.min, 4)], ["mean", fmt(row.mean, 4)],
@@ -399,6 +429,16 @@ var neuroscope = (function () {
     document.title = "neuron " + name(layer, neuron) + " · " + data.meta.model;
     show("neuron-view");
     document.body.setAttribute("data-opened-ms", String(Math.round(performance.now() - started)));
+  }
+
+  // ---- the values of the token under the pointer, in a box that stays put
+  function hover(event) {
+    var box = document.getElementById("hover"), token = event.target;
+    if (event.type === "mouseout" || !token.classList || !token.classList.contains("t")) { box.hidden = true; return; }
+    var v = token.title.split(" "), names = {a: "activation a", g: "gate g", u: "linear u"}, lines = [JSON.stringify(token.textContent)];
+    for (var i = 0; i + 1 < v.length; i += 2) { lines.push(names[v[i]] + " " + v[i + 1]); }
+    box.textContent = lines.join("\n");
+    box.hidden = false;
   }
 
   // ---- routing
@@ -460,6 +500,7 @@ var neuroscope = (function () {
     });
   }
   function start() {
+    if (data.meta) { beginPage(); return; }  // a single page: its data came inline
     var wanted = wantedAtStart(), names = ["meta", "index"].concat(wanted ? ["vocab", "layer_" + wanted[0]] : []);
     if (document.readyState !== "loading") { Promise.all(names.map(load)).then(begin).catch(fail); return; }
     writeScripts(names);
@@ -479,6 +520,8 @@ var neuroscope = (function () {
       meta.layers.join(", ") + " · " + table.rows.length + " neurons" + (meta.notes.length ? " · " + meta.notes.join("; ") : "");
     buildFilters();
     document.getElementById("search").addEventListener("submit", search);
+    document.getElementById("neuron-view").addEventListener("mouseover", hover);
+    document.getElementById("neuron-view").addEventListener("mouseout", hover);
     window.addEventListener("hashchange", function () { route(false).catch(fail); });
     document.addEventListener("keydown", function (event) {
       if (event.target.tagName === "INPUT") { return; }
@@ -487,17 +530,32 @@ var neuroscope = (function () {
     });
     route(true).catch(fail);
   }
+  function beginPage() {  // a single page (vis.html): one neuron, its data inline, links to the other pages
+    var meta = data.meta, page = meta.page, view = document.getElementById("neuron-view");
+    document.getElementById("search").hidden = true;
+    document.getElementById("title").textContent = meta.model;
+    document.getElementById("run").textContent = "dataset " + meta.dataset + " (" + meta.tokens + " tokens)" +
+      (meta.notes.length ? " · " + meta.notes.join("; ") : "");
+    view.addEventListener("mouseover", hover);
+    view.addEventListener("mouseout", hover);
+    document.addEventListener("keydown", function (event) {
+      var link = document.getElementById(event.key === "ArrowLeft" ? "prev" : event.key === "ArrowRight" ? "next" : "none");
+      if (link) { location.href = link.href; }
+    });
+    renderNeuron(page.layer, page.neuron, 0);
+  }
   function fail(error) { document.getElementById("status").textContent = "error: " + error.message; }
 
   return {
     meta: function (m) { data.meta = m; },
     index: function (ix) { data.index = unpackAll(ix); buildRows(); },
     vocab: function (v) { data.vocab = v; },
-    docs: function (chunk, d) { data.docs[chunk] = {first: d.first, starts: unpack(d.starts), tokens: unpack(d.tokens)}; },
+    docs: function (chunk, d) {
+      data.docs[chunk] = {first: d.first, starts: unpack(d.starts), tokens: unpack(d.tokens), ids: d.ids ? unpack(d.ids) : null};
+    },
     layer: function (layer, d) { data.layers[layer] = unpackAll(d); },
     start: start,
     documents: documents,
     begin: begin
   };
 })();
-neuroscope.start();
