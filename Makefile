@@ -8,6 +8,9 @@ SECTION5_FLAGS := --categories --category_stats --quartiles --plot_fine --plot_c
 # "Do the classes matter?" on the first 3,000 tokens of the embedded text: depletion and conditional depletion
 # neurons zero-ablated (2 same-layer random sets each), then depletion neurons under each sign combination (1 random set)
 ABLATE_FLAGS := --datadir ../$(DATA) --activations activations --mtokens 0.003
+# the probe page of `make demo`: a short text that wakes the case-study neuron 28.28 (a = 6.8 at " reb", above its
+# largest a on pydoc) and 29.78 and 21.1224 (99th percentile)
+PROBE_TEXT := The nonlocal statement lets a function rebind a variable of the enclosing scope: def greet(name): return 'Hello, ' + name
 
 .PHONY: setup demo demo-classes test lint bench clean-results
 
@@ -34,6 +37,8 @@ demo: setup
 	cd neuroscope && $(PY) d_recompute_vis.py --datadir ../$(DATA) --activations activations --from_viewer viewer \
 		--viewer viewer-case-study-layers --whole_layers \
 		--neurons_from ../results/HuggingFaceTB/SmolLM2-135M-Instruct/case_studies.txt
+	cd neuroscope && $(PY) f_probe.py --datadir ../$(DATA) --activations activations --name demo \
+		--neurons_from ../results/HuggingFaceTB/SmolLM2-135M-Instruct/case_studies.txt --text "$(PROBE_TEXT)"
 	$(MAKE) demo-classes
 
 # Beyond the paper: activation frequency by class and class ablations (needs the statistics above).

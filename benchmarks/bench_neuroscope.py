@@ -1,8 +1,10 @@
 """Throughput of the activation pass against a bare forward pass of the same model, batches and dtype.
 
-Three timings over the same batches, in one process: the full model's forward pass (logits,
+Four timings over the same batches, in one process: the full model's forward pass (logits,
 no hooks), the decoder alone (no unembedding, no hooks: the work the pass must do anyway),
-and the pass itself (hooks + statistics). Prints a Markdown table with tokens/s and ratios.
+and the pass itself (hooks + statistics) with and without typical examples (`--typical`, 4 per
+sign combination and band; 0: only without). Prints a Markdown table with tokens/s and ratios,
+and the statistics' memory on the device (per neuron for the typical examples).
 
   python benchmarks/bench_neuroscope.py                                  # embedded SmolLM2, embedded text, CPU
   python benchmarks/bench_neuroscope.py --random olmo-7b --device cuda   # OLMo-7B-0424 shapes, random bf16 weights
@@ -23,11 +25,13 @@ import torch
 from neuroscope.activations import NeuronStats
 from neuroscope.batches import batch_plan, pad_batch
 from neuroscope.collect import run_pass
-from neuroscope.store import file_tensors
+from neuroscope.constants import DEFAULT_TYPICAL
 
 ROOT = Path(__file__).resolve().parent.parent
 
 PAPER_TOKENS = 20_000_390
+PASS = "activation pass (hooks + statistics)"
+PASS_WITHOUT_TYPICAL = "activation pass without typical examples"
 
 
 SHAPES = {  # hidden, intermediate, layers, heads, vocab
@@ -117,24 +121,29 @@ def bare_seconds(work: Workload, plan, timed: range, device: torch.device, decod
     return time.perf_counter() - started
 
 
-def pass_seconds(work: Workload, plan, timed: range, device: torch.device, k: int) -> tuple[float, float]:
-    """The activation pass over the timed batches (after one warm-up batch); also the statistics' MiB."""
+def stats_bytes(stats: NeuronStats, typical_only: bool = False) -> int:
+    """Bytes of the statistics' tensors on the device (or of the typical examples alone)."""
+    tensors = (stats.sample_tokens, stats.sample_values) if typical_only else vars(stats).values()
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def pass_seconds(work: Workload, plan, timed: range, device: torch.device, k: int, typical: int) -> tuple[float, NeuronStats]:
+    """The activation pass over the timed batches (after one warm-up batch) and its statistics."""
     n_layers, d_mlp = work.model.config.num_hidden_layers, work.model.config.intermediate_size
-    run_pass(work.model, work.data, NeuronStats.empty(n_layers, d_mlp, k, device), plan, range(0, 1), work.pad_id, device,
-             bos_id=work.bos_id)
-    stats = NeuronStats.empty(n_layers, d_mlp, k, device)
+    run_pass(work.model, work.data, NeuronStats.empty(n_layers, d_mlp, k, device, typical), plan, range(0, 1), work.pad_id,
+             device, bos_id=work.bos_id)
+    stats = NeuronStats.empty(n_layers, d_mlp, k, device, typical)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     sync(device)
     started = time.perf_counter()
     run_pass(work.model, work.data, stats, plan, timed, work.pad_id, device, bos_id=work.bos_id)
     sync(device)
-    stats_bytes = sum(t.numel() * t.element_size() for t in file_tensors(stats).values())
-    return time.perf_counter() - started, stats_bytes / 2**20
+    return time.perf_counter() - started, stats
 
 
 def report(label: str, device: torch.device, batch_size: int, n_batches: int, n_tokens: int,
-           seconds: dict[str, float], stats_mib: float) -> None:
+           seconds: dict[str, float], stats: NeuronStats) -> None:
     """The Markdown table, the statistics' memory and the projection to the paper's tokens."""
     peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
@@ -145,9 +154,16 @@ def report(label: str, device: torch.device, batch_size: int, n_batches: int, n_
     print("|---|---|---|---|")
     for run, s in seconds.items():
         print(f"| {run} | {n_tokens / s:,.0f} | {full_s / s:.2f} | {decoder_s / s:.2f} |")
-    print(f"\nstatistics on the device: {stats_mib:.1f} MiB (layers x neurons x k, independent of the number of tokens); "
+    if len(seconds) > 3:
+        with_typical, without = seconds[PASS], seconds[PASS_WITHOUT_TYPICAL]
+        print(f"\ntypical examples ({stats.typical_per_band} per sign combination and band): the pass takes "
+              f"{with_typical / without:.2f} x the time without them")
+    neurons = stats.histogram.shape[0] * stats.histogram.shape[1]
+    print(f"\nstatistics on the device: {stats_bytes(stats) / 2**20:.1f} MiB (layers x neurons x k, independent of the "
+          f"number of tokens), of which typical examples {stats_bytes(stats, True) / 2**20:.1f} MiB "
+          f"({stats_bytes(stats, True) // neurons} bytes per neuron); "
           f"peak {'GPU memory allocated' if device.type == 'cuda' else 'process RSS'}: {peak:.2f} GiB")
-    pass_s = seconds["activation pass (hooks + statistics)"]
+    pass_s = seconds[PASS]
     print(f"projected time for the paper's {PAPER_TOKENS:,} tokens at this rate: {PAPER_TOKENS / (n_tokens / pass_s) / 60:.1f} min")
 
 
@@ -160,6 +176,7 @@ def main() -> int:
     parser.add_argument("--seq_len", type=int, default=1024, help="document length with --random")
     parser.add_argument("--batches", type=int, default=12, help="batches timed (after one warm-up batch)")
     parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--typical", type=int, default=DEFAULT_TYPICAL, help="typical examples per sign combination and band")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
@@ -170,8 +187,10 @@ def main() -> int:
     n_tokens = sum(sum(masks[i]) for b in timed for i in plan[b])
     seconds = {"bare forward, logits, no hooks": bare_seconds(work, plan, timed, device, decoder_only=False),
                "bare decoder, no hooks": bare_seconds(work, plan, timed, device, decoder_only=True)}
-    seconds["activation pass (hooks + statistics)"], stats_mib = pass_seconds(work, plan, timed, device, args.k)
-    report(work.label, device, args.batch_size, len(timed), n_tokens, seconds, stats_mib)
+    seconds[PASS], stats = pass_seconds(work, plan, timed, device, args.k, args.typical)
+    if args.typical:
+        seconds[PASS_WITHOUT_TYPICAL] = pass_seconds(work, plan, timed, device, args.k, 0)[0]
+    report(work.label, device, args.batch_size, len(timed), n_tokens, seconds, stats)
     return 0
 
 

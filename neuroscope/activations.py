@@ -10,7 +10,13 @@ For every neuron the pass keeps, on the device and independent of the number of 
   so that any split into shards or resumptions gives bit-identical results;
 - counts of g > 0 (gate open), u > 0 and both, from which the four sign combinations follow;
 - a histogram of a with fixed bin edges shared by every neuron (`histogram_edges`), in int64
-  counts, so that shards merge by addition.
+  counts, so that shards merge by addition;
+- typical examples: for each sign combination of (g, u) and each band of |a| (`histogram.TYPICAL_BAND_EXPONENTS`:
+  below 1/4, 1/4 to 1, 1 to 4, 4 and up), the `typical_per_band` tokens (document, position, a) of smallest
+  `ranked.token_hash` among the tokens of that combination and band: a uniform sample without replacement that
+  merges exactly (the k smallest hashes of a union), so shards and resumptions give the same sample. Tokens with
+  a = 0 are typical examples too (band 0); BOS and padding are not. Memory: 12 bytes per slot (the packed token
+  int64 and a float32), 16 slots of k per neuron: 768 bytes per neuron at k = 4.
 
 Example lists leave out position 0 when it is the BOS token (`bos_id`): BOS has the same
 activation in every document and would fill the lists with k copies of itself. It still counts
@@ -20,7 +26,8 @@ Ties are broken by the lower document index (`ranked.merge_ranked` sorts by docu
 value), and within a document by the first position. Documents are batched by length (`batches.batch_plan`:
 a fixed plan that depends only on the dataset and the batch size), so little is padded and
 every split of the plan into shards or resumptions runs exactly the same batches. Shapes:
-statistics are [layer neuron], [layer neuron k], [layer neuron combination k] or [layer neuron bin].
+statistics are [layer neuron], [layer neuron k], [layer neuron combination k] or [layer neuron bin]; the typical
+examples [layer neuron slot k] (slot = combination * bands + band), in files [layer neuron combination band k].
 """
 
 from __future__ import annotations
@@ -29,13 +36,13 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from neuroscope.histogram import histogram_bins
-from neuroscope.ranked import merge_ranked
+from neuroscope.histogram import histogram_bins, typical_bands
+from neuroscope.ranked import merge_ranked, merge_smallest, unpack_tokens
 
 FIXED_POINT_BITS = 28  # resolution 2^-28 per batch sum; |sum| up to 3.4e10 fits in int64
 SIGN_COMBINATIONS = ("gate+ lin+", "gate+ lin-", "gate- lin+", "gate- lin-")  # + means > 0
 COMBINATION_SIGNS = (1, -1, -1, 1)  # the sign of a = act(g) * u in each combination (act keeps the sign of g)
-STATISTICS_VERSION = 2  # 2: histogram, sign-combination examples, BOS left out of the example lists
+STATISTICS_VERSION = 3  # 2: histogram, sign-combination examples, BOS left out of the example lists; 3: typical examples
 
 LISTS = ("top", "bottom", *SIGN_COMBINATIONS)  # the ranked example lists, in the order of NeuronStats.keys[:, :, list]
 LIST_SIGNS = (1, -1, *COMBINATION_SIGNS)  # value = sign * key: keys are a, -a and |a|
@@ -48,6 +55,8 @@ class NeuronStats:
     The example lists are kept together, ranked by a key that is a (top), -a (bottom) or |a| (the
     four sign combinations), in the order of LISTS; the files store them under their own names
     (`neuroscope.store`): top_*, bottom_* ([layer neuron k]) and combo_* ([layer neuron combination k]).
+    The typical examples are kept per slot (combination * bands + band), sorted by `ranked.token_hash`; the files
+    store them as typical_* [layer neuron combination band k] (`typical_values`, `typical_docs`, ...).
     """
 
     keys: torch.Tensor  # [layer neuron list k] float32, descending; -inf: empty slot
@@ -59,12 +68,17 @@ class NeuronStats:
     both_positive: torch.Tensor
     histogram: torch.Tensor  # [layer neuron bin] int64, bins of histogram_edges()
     n_tokens: torch.Tensor  # [] int64
+    sample_tokens: torch.Tensor  # [layer neuron slot k_typical] int64, `ranked.pack_tokens`, by hash; -1: empty slot
+    sample_values: torch.Tensor  # [layer neuron slot k_typical] float32 a; 0 in empty slots
 
     COUNTS = ("post_sum", "gate_positive", "lin_positive", "both_positive", "histogram", "n_tokens")
 
     @classmethod
-    def empty(cls, n_layers: int, d_mlp: int, k: int, device: torch.device | str = "cpu") -> NeuronStats:
+    def empty(cls, n_layers: int, d_mlp: int, k: int, device: torch.device | str = "cpu",
+              typical_per_band: int = 0) -> NeuronStats:
+        """Statistics of no tokens; `typical_per_band` typical examples per sign combination and band (0: none)."""
         lists, pairs = (n_layers, d_mlp, len(LISTS), k), (n_layers, d_mlp)
+        samples = (n_layers, d_mlp, len(SIGN_COMBINATIONS) * typical_bands(), typical_per_band)
 
         def full(value, dtype, size=pairs):
             return torch.full(size, value, dtype=dtype, device=device)
@@ -73,7 +87,8 @@ class NeuronStats:
                    positions=full(-1, torch.long, lists), post_sum=full(0, torch.long), gate_positive=full(0, torch.long),
                    lin_positive=full(0, torch.long), both_positive=full(0, torch.long),
                    histogram=full(0, torch.long, (*pairs, histogram_bins())),
-                   n_tokens=torch.zeros((), dtype=torch.long, device=device))
+                   n_tokens=torch.zeros((), dtype=torch.long, device=device),
+                   sample_tokens=full(-1, torch.long, samples), sample_values=full(0, torch.float32, samples))
 
     @property
     def k(self) -> int:
@@ -88,6 +103,18 @@ class NeuronStats:
     combo_values = property(lambda self: self.keys[:, :, 2:])  # [layer neuron combination k]: |a|, descending
     combo_docs = property(lambda self: self.docs[:, :, 2:])
     combo_positions = property(lambda self: self.positions[:, :, 2:])
+
+    @property
+    def typical_per_band(self) -> int:
+        return self.sample_tokens.shape[-1]
+
+    def _by_band(self, tensor: torch.Tensor) -> torch.Tensor:
+        """[layer neuron slot k] as [layer neuron combination band k]."""
+        return tensor.view(*tensor.shape[:2], len(SIGN_COMBINATIONS), typical_bands(), tensor.shape[-1])
+
+    typical_values = property(lambda self: self._by_band(self.sample_values))  # [layer neuron combination band k]
+    typical_docs = property(lambda self: self._by_band(unpack_tokens(self.sample_tokens)[0]))  # -1: empty slot
+    typical_positions = property(lambda self: self._by_band(unpack_tokens(self.sample_tokens)[1]))
 
     def to(self, device: torch.device | str) -> NeuronStats:
         return NeuronStats(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
@@ -118,6 +145,11 @@ class NeuronStats:
     def merge(self, other: NeuronStats) -> None:
         """Add the statistics of a run over other batches (another shard), in place."""
         self.merge_candidates(other.keys, other.docs, other.positions)
+        if other.typical_per_band != self.typical_per_band:
+            raise RuntimeError(f"typical examples per band: {self.typical_per_band} here, {other.typical_per_band} there")
+        for layer in range(self.sample_tokens.shape[0]):  # a layer at a time: the merge sorts 2k entries per slot
+            self.sample_tokens[layer], self.sample_values[layer] = merge_smallest(
+                self.sample_tokens[layer], self.sample_values[layer], other.sample_tokens[layer], other.sample_values[layer])
         for name in self.COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 

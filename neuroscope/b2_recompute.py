@@ -1,7 +1,9 @@
 """Recompute chosen neurons' gate (g), linear (u) and activation (a) values on their max and min
 documents (only those documents run, batched, each pass stopping after the deepest layer needed),
 check them against the statistics, and save them as
-RESULTS/<model>/neuroscope/L<layer>/N<neuron>/activations.pt for c_neuron_vis.py.
+RESULTS/<model>/neuroscope/L<layer>/N<neuron>/activations.pt for c_neuron_vis.py. Each example also gets what it
+does to the next token (neuroscope/next_token.py: direct effect and rank; with --ablation_effect, the exact loss
+change with only its neuron zeroed there).
 
   python b2_recompute.py --datadir ../data --activations activations --neurons 29.78 15.714
 """
@@ -26,6 +28,9 @@ def build_parser():
     add_results_dir(parser)
     add_batch_size(parser)
     add_device(parser)
+    parser.add_argument("--ablation_effect", action="store_true",
+                        help="also the exact next-token loss change of each example with only its neuron zeroed at its "
+                             "extreme token (two more forward passes per batch of examples)")
     return parser
 
 
@@ -35,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run = workflow.open_run(page_request(args))
     with workflow.hold_pages(run):  # activations.pt lies beside the pages: one page run at a time
-        examples = workflow.recompute_checked(run, args.batch_size)
+        examples = workflow.recompute_checked(run, args.batch_size, args.ablation_effect)
         paths = workflow.save_recomputed(run, examples)
     for path in paths:
         print(f"-> {path}")

@@ -1,7 +1,9 @@
 """One streaming pass of a model over a tokenized dataset, keeping for every neuron its top-k and
 bottom-k documents (value, document, position), the top-k documents by |a| in each of the four
 sign combinations of (gate, linear) pre-activations, the mean activation, the gate-open and
-sign-combination frequencies and a histogram of the activation. Nothing per token is stored.
+sign-combination frequencies, a histogram of the activation, and typical examples: per sign
+combination and band of |a| (below 1/4, 1/4 to 1, 1 to 4, 4 and up), --typical_per_band tokens
+drawn uniformly by a fixed hash of (document, position). Nothing per token is stored.
 Position 0 is no example when it is BOS (--include_bos: it is); it counts everywhere else.
 
   python b_activations.py --datadir ../data --dataset pydoc --save_to activations      # embedded model
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 
 from gated_core.cli import add_device, add_dtype, add_model, make_parser, non_negative_int, plain_name, positive_int, run_main
 from neuroscope.cli import add_batch_size, add_datadir, pass_request
-from neuroscope.constants import DEFAULT_ACTIVATIONS, DEFAULT_EXAMPLES, EMBEDDED_DATASET
+from neuroscope.constants import DEFAULT_ACTIVATIONS, DEFAULT_EXAMPLES, DEFAULT_TYPICAL, EMBEDDED_DATASET
 
 
 def build_parser():
@@ -32,6 +34,8 @@ def build_parser():
     parser.add_argument("--save_to", type=plain_name, default=DEFAULT_ACTIVATIONS, help="folder inside --datadir for the statistics (output)")
     parser.add_argument("--examples_per_neuron", type=positive_int, default=DEFAULT_EXAMPLES,
                         help="k of the top-k, bottom-k and sign-combination documents")
+    parser.add_argument("--typical_per_band", type=non_negative_int, default=DEFAULT_TYPICAL,
+                        help="typical examples per neuron, sign combination of (g, u) and band of |a| (0: none)")
     parser.add_argument("--include_bos", action="store_true",
                         help="let position 0 (BOS, the same activation in every document) be an example, as the seed did")
     add_batch_size(parser)

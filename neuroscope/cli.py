@@ -61,4 +61,4 @@ def pass_request(args: argparse.Namespace) -> Any:
     return PassRequest(model=args.model, datadir=args.datadir, dataset=args.dataset, save_to=args.save_to,
                        examples_per_neuron=args.examples_per_neuron, batch_size=args.batch_size, device=args.device,
                        dtype=args.dtype, include_bos=args.include_bos, num_shards=args.num_shards,
-                       shard_index=args.shard_index, full_hash=args.full_hash)
+                       shard_index=args.shard_index, full_hash=args.full_hash, typical_per_band=args.typical_per_band)

@@ -108,6 +108,7 @@ class PassRequest:
     num_shards: int | None = None  # None: torchrun's WORLD_SIZE, else 1
     shard_index: int | None = None  # None: torchrun's RANK, else 0
     full_hash: bool = False
+    typical_per_band: int = 0  # typical examples per neuron, sign combination and band of |a| (0: none)
 
 
 @dataclass
@@ -161,7 +162,7 @@ def plan_pass(request: PassRequest) -> PassPlan:
             "n_layers": arch.n_layers, "d_mlp": arch.d_mlp, "num_shards": num_shards, "shard_index": shard_index,
             "first_batch": first, "last_batch": last, "batches": len(plan), "statistics_version": STATISTICS_VERSION,
             "examples_without_bos": not request.include_bos and first_token is not None, "bos_id": first_token,
-            "versions": package_versions()}
+            "typical_per_band": request.typical_per_band, "versions": package_versions()}
     return PassPlan(source, dataset, tokenizer, plan, first, last, meta, stats_path(folder, num_shards, shard_index),
                     stats_path(folder, num_shards, shard_index, partial=True), device, dtype)
 
@@ -180,14 +181,15 @@ def run_pass(model: Any, dataset: Any, stats: NeuronStats, plan: list[list[int]]
     tokens = 0
     with mlp_hooks(model, reducer, range(stats.keys.shape[0])):
         for batch in padded_batches(dataset, plan, pad_id, device, batches, progress):
-            reducer.start(batch.attention_mask, batch.input_ids)
+            docs = torch.tensor(batch.docs, device=device)
+            reducer.start(batch.attention_mask, batch.input_ids, docs)
             try:
                 run_model(model, batch.input_ids, batch.attention_mask)
             except KeyboardInterrupt:
                 if on_checkpoint is not None:
                     on_checkpoint(batch.index)  # statistics are still those of the batches before this one
                 raise
-            reducer.apply(torch.tensor(batch.docs, device=device))
+            reducer.apply(docs)
             tokens += batch.tokens
             if on_checkpoint is not None and checkpoint_every and (batch.index + 1 - batches.start) % checkpoint_every == 0 \
                     and batch.index + 1 < batches.stop:
@@ -206,7 +208,7 @@ def start_or_resume(run: PassPlan, overwrite: bool) -> tuple[NeuronStats, int]:
         print(f"resuming from the checkpoint at batch {start} of {run.first}..{run.last}")
         return stats.to(run.device), start
     meta = run.meta
-    return NeuronStats.empty(meta["n_layers"], meta["d_mlp"], meta["k"], run.device), run.first
+    return NeuronStats.empty(meta["n_layers"], meta["d_mlp"], meta["k"], run.device, meta["typical_per_band"]), run.first
 
 
 def collect(run: PassPlan, overwrite: bool, checkpoint_every: int, stop_after_batches: int | None = None) -> int:

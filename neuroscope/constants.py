@@ -17,6 +17,7 @@ DEFAULT_MAX_LENGTH = 1024
 
 # ---- the activation pass and the pages
 DEFAULT_EXAMPLES = 16  # top-k and bottom-k documents per neuron
+DEFAULT_TYPICAL = 4  # typical examples per neuron, sign combination of (g, u) and band of |a|
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_ACTIVATIONS = "activations"  # folder of the statistics inside --datadir
 DEFAULT_PAGE_TOKENS = 20  # promoted and suppressed tokens on a neuron page

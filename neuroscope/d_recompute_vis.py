@@ -2,7 +2,9 @@
 - one self-contained HTML page each (up to --max_pages neurons):
   RESULTS/<model>/neuroscope/L<layer>/N<neuron>/vis.html (with the recomputed values in
   activations.pt beside it), plus an index page (b2_recompute.py and c_neuron_vis.py do the two
-  steps separately);
+  steps separately); each example shows its direct effect on the next token and that token's rank
+  (neuroscope/next_token.py), and with --ablation_effect the exact next-token loss change when only
+  its neuron is zeroed there;
 - with --viewer NAME (the default for `all` and for long lists: NAME = viewer), the compact viewer
   RESULTS/<model>/neuroscope/NAME/viewer.html of every chosen neuron: one batched pass over the
   union of their documents (each document once, all layers at once) keeps only windows of float16
@@ -67,6 +69,9 @@ def add_viewer_flags(parser) -> None:
                        help="viewer: grey tokens (text only) shown around the window")
     group.add_argument("--table_tokens", type=positive_int, default=VIEWER_DEFAULTS["table_tokens"],
                        help="viewer: tokens in each of the ±w_in and ±w_gate tables")
+    group.add_argument("--ablation_effect", action="store_true",
+                       help="pages: also the exact next-token loss change of each example with only its neuron zeroed at "
+                            "its extreme token (two more forward passes per batch of examples)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,7 +102,7 @@ def write_pages(run, args) -> None:
     from neuroscope import workflow
 
     started = time.perf_counter()
-    examples = workflow.recompute_checked(run, args.batch_size)
+    examples = workflow.recompute_checked(run, args.batch_size, args.ablation_effect)
     seconds = time.perf_counter() - started
     workflow.save_recomputed(run, examples)
     written = workflow.write_run_pages(run, examples, args.top_tokens)

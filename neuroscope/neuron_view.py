@@ -10,7 +10,8 @@ A view is made of five parts, each the JSON argument of one `neuroscope.<part>(.
 - `vocab`: token strings, a list by id or (single page) an object of only the ids it shows;
 - `docs`: the documents' tokens, each once (`ids`: which documents, where only some are carried);
 - `layer`: per chosen neuron of a layer, its windows (document, start, length) with their activations a
-  (and, on single pages, the gate g and linear input u), its example lists, its histograms, its cosines
+  (and, on single pages, the gate g and linear input u), its example lists (with each example's next token, direct
+  effect and rank, and on pages made with --ablation_effect its ablation effect), its histograms, its cosines
   and sign frequencies, and what its weights do to the logits.
 
 The Python types behind it: `LayerExamples` (the examples and windows), `LayerLogitEffects` (the weights'
@@ -166,7 +167,16 @@ def example_payload(run: ViewRun, examples: LayerExamples) -> dict[str, Any]:
     }
     if examples.gates is not None:
         payload["gates"], payload["lins"] = packed(examples.gates.reshape(-1), "f2"), packed(examples.lins.reshape(-1), "f2")
-    return payload
+    return {**payload, **next_token_payload(examples, kept)}
+
+
+def next_token_payload(examples: LayerExamples, kept: np.ndarray) -> dict[str, Any]:
+    """What the shown examples `kept` do to their next token (those of `neuroscope.next_token` that were computed):
+    `example_next` (token id, -1: none), `example_effect` (direct effect, nan: none), `example_rank` (0: none),
+    `example_ablation` (loss change with the neuron zeroed there)."""
+    columns = {"example_next": (examples.next_token, "i4"), "example_effect": (examples.direct_effect, "f4"),
+               "example_rank": (examples.next_rank, "i4"), "example_ablation": (examples.ablation_effect, "f4")}
+    return {name: packed(values[kept], dtype) for name, (values, dtype) in columns.items() if values is not None}
 
 
 def layer_payload(run: ViewRun, examples: LayerExamples, effects: LayerLogitEffects) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Recompute chosen neurons' gate (g), linear (u) and activation (a) values on their selected
-documents: only those documents run, in batches, and each forward pass stops after the last layer
-that is needed. The recomputed extreme value at the stored position must equal the stored one, or
-the run fails loudly (`RecomputeMismatch`).
+documents: only those documents run, in batches, through the whole model (the final norm's input gives each
+example's direct effect on its next token, `neuroscope.next_token`). The recomputed extreme value at the
+stored position must equal the stored one, or the run fails loudly (`RecomputeMismatch`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from gated_core.errors import UserError
@@ -18,13 +19,16 @@ from gated_core.fingerprint import short, tokenizer_fingerprint
 from gated_core.models.arch import read_arch
 from gated_core.models.loading import load_hf_model
 from gated_core.models.sources import ModelSource
+from neuroscope.ablation import final_norm_input
 from neuroscope.activations import COMBINATION_SIGNS, SIGN_COMBINATIONS
 from neuroscope.batches import padded_batches, subset_plan
 from neuroscope.dataset_store import check_vocabulary, load_tokenized
 from neuroscope.hooks import mlp_hooks, run_model
+from neuroscope.next_token import Readout, direct_effects, next_token_ranks, output_weights
 from neuroscope.store import Statistics, StatisticsMeta
 
 Neuron = tuple[int, int]  # (layer, neuron)
+PeakEffects = dict[tuple[Neuron, int, int], tuple[int, float | None]]  # (neuron, doc, position) -> (next token, direct effect)
 LIST_KINDS = ("max", "min", *SIGN_COMBINATIONS)  # the example lists of a neuron, as pages show them
 
 
@@ -44,6 +48,10 @@ class Example:
     act: list[float]
     gate: list[float]
     lin: list[float]
+    next_token: int = -1  # the token after the extreme one (-1: none); these four: see neuroscope.next_token
+    direct_effect: float | None = None  # on the logit of next_token (None: no next token)
+    next_rank: int = 0  # of next_token in w_out · W_U (1 = most promoted; 0: none)
+    ablation_effect: float | None = None  # next-token loss change with only this neuron zeroed there (--ablation_effect)
 
 
 def parse_neuron(text: str, n_layers: int, d_mlp: int) -> Neuron:
@@ -79,12 +87,12 @@ def selected_documents(stats: Statistics, layer: int, neuron: int) -> list[tuple
     return rows
 
 
-def recompute(model: Any, dataset: Any, requests: dict[Neuron, list[int]], batch_size: int, pad_id: int,
-              device: torch.device) -> dict[Neuron, dict[int, tuple[list[float], list[float], list[float]]]]:
-    """For each neuron and each of its documents: (act, gate, lin) at every real token.
+def recompute(model: Any, dataset: Any, requests: dict[Neuron, dict[int, list[int]]], batch_size: int, pad_id: int,
+              device: torch.device) -> tuple[dict[Neuron, dict[int, tuple[list[float], list[float], list[float]]]], PeakEffects]:
+    """For each neuron and each of its documents (`requests`: neuron -> document -> its examples' extreme positions):
+    (act, gate, lin) at every real token, and the next token and direct effect of each example.
 
-    Every needed document runs once, batched by length, up to the deepest layer any of its
-    neurons needs.
+    Every needed document runs once, batched by length.
     """
     by_doc: dict[int, list[Neuron]] = {}
     for key, docs in requests.items():
@@ -94,20 +102,40 @@ def recompute(model: Any, dataset: Any, requests: dict[Neuron, list[int]], batch
     lengths = [int(x) for x in dataset.select(docs)["length"]] if "length" in dataset.column_names else \
         [sum(m) for m in dataset.select(docs)["attention_mask"]]
     results: dict[Neuron, dict[int, tuple[list[float], list[float], list[float]]]] = {key: {} for key in requests}
+    effects: PeakEffects = {}
+    readout = Readout.of(model)
     for batch in padded_batches(dataset, subset_plan(docs, lengths, batch_size), pad_id, device):
         wanted = sorted({key for doc in batch.docs for key in by_doc[doc]})
-        captured = capture_neurons(model, batch.input_ids, batch.attention_mask, wanted)
+        captured, residual = capture_neurons(model, batch.input_ids, batch.attention_mask, wanted)
         for row, doc in enumerate(batch.docs):
             length = int(batch.attention_mask[row].sum())
             for key in by_doc[doc]:
                 act, gate, lin = (t[row, :length].tolist() for t in captured[key])
                 results[key][doc] = (act, gate, lin)
-    return results
+        peaks = [(key, doc, row, position) for row, doc in enumerate(batch.docs) for key in by_doc[doc]
+                 for position in requests[key][doc]]
+        effects.update(peak_effects(model, readout, batch, captured, residual, peaks))
+    return results, effects
+
+
+def peak_effects(model: Any, readout: Readout, batch: Any, captured: dict[Neuron, tuple[torch.Tensor, ...]],
+                 residual: torch.Tensor, peaks: list[tuple[Neuron, int, int, int]]) -> PeakEffects:
+    """The next token and direct effect of examples (neuron, document, batch row, position) of one batch, layer by layer."""
+    effects: PeakEffects = {}
+    for layer in sorted({key[0] for key, _, _, _ in peaks}):
+        here = [peak for peak in peaks if peak[0][0] == layer]
+        rows, positions = (torch.tensor([peak[i] for peak in here]) for i in (2, 3))
+        a = torch.stack([captured[key][0][row, position] for key, _, row, position in here])
+        w_out = output_weights(model, layer, torch.tensor([key[1] for key, _, _, _ in here]))
+        tokens, values = direct_effects(readout, residual, batch.input_ids, batch.attention_mask, rows, positions, a, w_out)
+        for (key, doc, _, position), token, value in zip(here, tokens.tolist(), values.tolist()):
+            effects[(key, doc, position)] = (token, None if token < 0 else value)
+    return effects
 
 
 def capture_neurons(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    wanted: list[Neuron]) -> dict[Neuron, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """One forward pass (stopping after the deepest layer needed): (a, g, u) [batch pos] of each wanted neuron."""
+                    wanted: list[Neuron]) -> tuple[dict[Neuron, tuple[torch.Tensor, torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """One forward pass: (a, g, u) [batch pos] of each wanted neuron, and the final norm's input [batch pos d_model]."""
     columns: dict[int, list[int]] = {}
     for layer, neuron in wanted:
         columns.setdefault(layer, []).append(neuron)
@@ -119,10 +147,9 @@ def capture_neurons(model: Any, input_ids: torch.Tensor, attention_mask: torch.T
         for column, neuron in enumerate(columns[layer]):
             captured[(layer, neuron)] = tuple(v[..., column] for v in values)
 
-    layers = sorted(columns)
-    with mlp_hooks(model, capture, layers, stop_after=layers[-1]):
+    with mlp_hooks(model, capture, sorted(columns)), final_norm_input(model) as residual:
         run_model(model, input_ids, attention_mask)
-    return captured
+    return captured, residual["x"]
 
 
 def tolerance(value: float, dtype: str) -> float:
@@ -133,11 +160,16 @@ def tolerance(value: float, dtype: str) -> float:
 
 def recompute_examples(model: Any, dataset: Any, stats: Statistics, neurons: list[Neuron], batch_size: int,
                        pad_id: int, device: torch.device) -> dict[Neuron, list[Example]]:
-    """Every selected document of every neuron, recomputed and checked against the statistics."""
+    """Every selected document of every neuron, recomputed and checked against the statistics, with each example's
+    next token, direct effect and rank (`neuroscope.next_token`)."""
     selected = {key: selected_documents(stats, *key) for key in neurons}
-    values = recompute(model, dataset, {key: sorted({doc for _, doc, _, _ in rows}) for key, rows in selected.items()},
-                       batch_size, pad_id, device)
+    requests: dict[Neuron, dict[int, list[int]]] = {key: {} for key in selected}
+    for key, rows in selected.items():
+        for _, doc, position, _ in sorted(rows, key=lambda row: row[1]):
+            requests[key].setdefault(doc, []).append(position)
+    values, effects = recompute(model, dataset, requests, batch_size, pad_id, device)
     dtype = stats.meta.dtype
+    readout = Readout.of(model)
     examples: dict[Neuron, list[Example]] = {}
     for key, rows in selected.items():
         examples[key] = []
@@ -149,7 +181,11 @@ def recompute_examples(model: Any, dataset: Any, stats: Statistics, neurons: lis
                     f"neuron {key[0]}.{key[1]}, document {doc}, position {position}: stored {kind} {stored:.6g}, "
                     f"recomputed {got}; the statistics were not made by this model on this dataset")
             token_ids = dataset[doc]["input_ids"][:len(act)]
-            examples[key].append(Example(doc, position, stored, kind, token_ids, act, gate, lin))
+            examples[key].append(Example(doc, position, stored, kind, token_ids, act, gate, lin, *effects[(key, doc, position)]))
+        targets = np.array([e.next_token for e in examples[key]], dtype=np.int64)
+        ranks = next_token_ranks(readout, model, key[0], np.full(len(targets), key[1], dtype=np.int64), targets)
+        for example, rank in zip(examples[key], ranks.tolist()):
+            example.next_rank = rank
     return examples
 
 

@@ -22,6 +22,7 @@ EXAMPLES_KIND = "recomputed_examples"  # meta["kind"] of activations.pt
 EXAMPLES_FILE = "activations.pt"
 MADE_FROM_KEY = "statistics_fingerprint"  # the meta key of what the values were recomputed from
 REMEDY = "run b2_recompute.py again"
+NEXT_TOKEN_FIELDS = ("next_token", "direct_effect", "next_rank", "ablation_effect")  # of `Example`, kept when present
 
 
 def examples_path(folder: Path, neuron: Neuron) -> Path:
@@ -55,5 +56,6 @@ def load_examples(folder: Path, neuron: Neuron, statistics_fingerprint: str) -> 
                         f"(copied or moved here); run b2_recompute.py again for neuron {neuron[0]}.{neuron[1]}")
     check_made_from(path, data["meta"], MADE_FROM_KEY, statistics_fingerprint, REMEDY, made="recomputed with")
     return [Example(doc=int(r["doc"]), position=int(r["position"]), stored=float(r["stored"]), kind=str(r["kind"]),
-                    token_ids=r["token_ids"].tolist(), act=r["act"].tolist(), gate=r["gate"].tolist(), lin=r["lin"].tolist())
+                    token_ids=r["token_ids"].tolist(), act=r["act"].tolist(), gate=r["gate"].tolist(), lin=r["lin"].tolist(),
+                    **{name: r[name] for name in NEXT_TOKEN_FIELDS if name in r})  # files of older versions have none
             for r in data["examples"]]

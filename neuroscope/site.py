@@ -91,7 +91,8 @@ def provenance_notes(results: ModelResults) -> list[str]:
 
 def page_examples(layer: int, neuron: int, rows: list[Example], bos_value: float | None) -> LayerExamples:
     """The examples of one neuron's page as a view's examples: each example document is one window of the whole
-    document, with a, g and u at every token (float16, as the view carries them)."""
+    document, with a, g and u at every token (float16, as the view carries them), and each example's next token,
+    direct effect, rank and (where computed) ablation effect."""
     kinds = np.array([LIST_KINDS.index(e.kind) for e in rows], dtype=np.int64)
     rank = np.zeros(len(rows), dtype=np.int64)  # place in its list (rows come list by list, best first)
     for kind in set(kinds.tolist()):
@@ -107,13 +108,20 @@ def page_examples(layer: int, neuron: int, rows: list[Example], bos_value: float
             table[row, :lengths[row]] = getattr(first[doc], name)
         return table
 
+    def per_example(name: str, dtype: type) -> np.ndarray:  # None (no value) -> nan
+        return np.array([np.nan if getattr(e, name) is None else getattr(e, name) for e in rows], dtype=dtype)
+
     zeros = np.zeros(len(rows), dtype=np.int64)
-    return LayerExamples(layer, np.array([neuron], dtype=np.int64), zeros, kinds, rank,
-                         np.array([e.doc for e in rows], dtype=np.int64), np.array([e.position for e in rows], dtype=np.int64),
-                         np.array([e.stored for e in rows], dtype=np.float32), np.searchsorted(docs, [e.doc for e in rows]),
+    ablated = per_example("ablation_effect", np.float32)
+    return LayerExamples(layer, np.array([neuron], dtype=np.int64), zeros, kinds, rank, per_example("doc", np.int64),
+                         per_example("position", np.int64), per_example("stored", np.float32),
+                         np.searchsorted(docs, [e.doc for e in rows]),
                          np.zeros(len(docs), dtype=np.int64), docs, np.zeros(len(docs), dtype=np.int64), lengths,
                          acts=values("act"), gates=values("gate"), lins=values("lin"),
-                         bos_value=np.array([np.nan if bos_value is None else bos_value], dtype=np.float32))
+                         bos_value=np.array([np.nan if bos_value is None else bos_value], dtype=np.float32),
+                         next_token=per_example("next_token", np.int64), direct_effect=per_example("direct_effect", np.float32),
+                         next_rank=per_example("next_rank", np.int64),
+                         ablation_effect=ablated if not np.isnan(ablated).all() else None)
 
 
 def page_documents(rows: list[Example]) -> Documents:

@@ -30,30 +30,41 @@ from gated_core.errors import UserError
 from gated_core.fingerprint import FINGERPRINT_CHARS, content_digest
 from gated_core.models.sources import ModelSource
 from neuroscope.activations import SIGN_COMBINATIONS, STATISTICS_VERSION, NeuronStats
-from neuroscope.histogram import histogram_bins
+from neuroscope.histogram import histogram_bins, typical_bands
+from neuroscope.ranked import pack_tokens
 
 STATS_KIND = "activation_statistics"  # meta["kind"] of every statistics file
-STATS_KEYS = (*(f"{prefix}_{name}" for prefix in ("top", "bottom", "combo") for name in ("values", "docs", "positions")),
+STATS_KEYS = (*(f"{prefix}_{name}" for prefix in ("top", "bottom", "combo", "typical") for name in ("values", "docs", "positions")),
               *NeuronStats.COUNTS)  # the tensors of a statistics file
 SUMMARY_KEYS = ("mean", "gate_open", "sign_frequencies")  # NeuronStats.summary(), saved beside the raw counts
 # meta keys that must agree between a checkpoint (or shard) and the run that continues (or merges) it
 PASS_IDENTITY_KEYS = ("model", "dataset", "documents", "tokens", "k", "batch_size", "dtype", "n_layers", "d_mlp",
-            "weights_fingerprint", "dataset_fingerprint", "statistics_version", "examples_without_bos")
+            "weights_fingerprint", "dataset_fingerprint", "statistics_version", "examples_without_bos", "typical_per_band")
 # what the statistics fingerprint hashes of the metadata: their identity, not where the dataset lies (its contents are
-# in the dataset fingerprint) nor how long the pass took
-FINGERPRINT_KEYS = (*(key for key in PASS_IDENTITY_KEYS if key != "dataset"), "tokenizer_fingerprint", "bos_id")
+# in the dataset fingerprint) nor how long the pass took; not typical_per_band either, so that statistics of version 2
+# (which record none) keep their fingerprint: the typical examples' shape, in the tensors' digest, records it
+FINGERPRINT_KEYS = (*(key for key in PASS_IDENTITY_KEYS if key not in ("dataset", "typical_per_band")),
+                    "tokenizer_fingerprint", "bos_id")
 TENSORS_DIGEST = "tensors_digest"  # meta key: digest of the statistics' tensors (`tensors_digest`)
 START_AGAIN = "rerun b_activations.py with --overwrite to start again"
 MADE_WITH = "the statistics were made with"  # how messages about the inputs of statistics begin
 OLD_STATISTICS_NOTE = ("statistics of an older b_activations.py: no activation histogram, no sign-combination examples, "
                        "and the BOS token may fill the example lists; rerun b_activations.py with --overwrite for them")
+NO_TYPICAL_NOTE = ("statistics of an older b_activations.py (version 2): no typical examples; rerun b_activations.py "
+                   "with --overwrite for them")
 NEW_IN_VERSION_2 = ("combo_values", "combo_docs", "combo_positions", "histogram")  # what older statistics lack
+NEW_IN_VERSION_3 = ("typical_values", "typical_docs", "typical_positions")
+
+
+def old_statistics_note(version: int) -> str:
+    """What statistics of an older `statistics_version` lack."""
+    return NO_TYPICAL_NOTE if version == 2 else OLD_STATISTICS_NOTE
 
 
 def statistics_notes(meta: StatisticsMeta) -> list[str]:
     """What a reader of pages made from statistics with this metadata should know about them."""
     if meta.statistics_version < STATISTICS_VERSION:
-        return [OLD_STATISTICS_NOTE]
+        return [old_statistics_note(meta.statistics_version)]
     if not meta.examples_without_bos:
         return ["position 0 counts as an example (--include_bos)"]
     return []
@@ -76,8 +87,13 @@ def neuron_stats_from_file(data: dict[str, Any], device: torch.device | str = "c
         return torch.cat([data[f"top_{name}"][:, :, None], bottom_sign * data[f"bottom_{name}"][:, :, None],
                           data[f"combo_{name}"]], dim=2).to(device)
 
+    def by_slot(tensor: torch.Tensor) -> torch.Tensor:  # [layer neuron combination band k] -> [layer neuron slot k]
+        return tensor.reshape(*tensor.shape[:2], -1, tensor.shape[-1]).to(device)
+
     return NeuronStats(keys=stacked("values", -1), docs=stacked("docs"), positions=stacked("positions"),
-                       **{name: data[name].to(device) for name in NeuronStats.COUNTS})
+                       **{name: data[name].to(device) for name in NeuronStats.COUNTS},
+                       sample_tokens=by_slot(pack_tokens(data["typical_docs"], data["typical_positions"])),
+                       sample_values=by_slot(data["typical_values"]))
 
 
 def tensors_digest(data: dict[str, Any]) -> str:
@@ -115,10 +131,13 @@ def check_run(path: Path, meta: dict[str, Any], expect: dict[str, Any], remedy: 
 
 def expected_shape(name: str, meta: dict[str, Any]) -> tuple[Any, ...]:
     """[layer neuron k] for the top and bottom examples, [layer neuron combination k] for the sign-combination
-    examples, [layer neuron bin] for the histogram, [layer neuron] for the sums, [] for the token count."""
+    examples, [layer neuron combination band typical_per_band] for the typical examples, [layer neuron bin] for the
+    histogram, [layer neuron] for the sums, [] for the token count."""
     if name == "n_tokens":
         return ()
     layers_neurons = (meta.get("n_layers"), meta.get("d_mlp"))
+    if name.startswith("typical_"):
+        return (*layers_neurons, len(SIGN_COMBINATIONS), typical_bands(), meta.get("typical_per_band", 0))
     if name.startswith("combo_"):
         return (*layers_neurons, len(SIGN_COMBINATIONS), meta.get("k"))
     if name == "histogram":
@@ -137,14 +156,16 @@ def check_shapes(path: Path, data: dict[str, Any], meta: dict[str, Any]) -> None
 def load_stats(path: Path, expect: dict[str, Any] | None = None, remedy: str = START_AGAIN,
                allow_old: bool = False) -> tuple[NeuronStats | None, dict[str, Any], dict[str, Any]]:
     """Statistics, metadata and the whole file; refuses another kind of file, damaged shapes and a file
-    whose metadata disagrees with `expect`. Statistics of an older version (no histogram, no sign-combination
-    examples) are refused too, unless `allow_old` (for pages: then no NeuronStats comes back)."""
-    old_keys = tuple(key for key in STATS_KEYS if key not in NEW_IN_VERSION_2)
+    whose metadata disagrees with `expect`. Statistics of an older version (version 1: no histogram, no
+    sign-combination examples; version 2: no typical examples) are refused too, unless `allow_old` (for pages: then
+    no NeuronStats comes back)."""
+    old_keys = tuple(key for key in STATS_KEYS if key not in (*NEW_IN_VERSION_2, *NEW_IN_VERSION_3))
     data = load_artifact(path, kind=STATS_KIND, required=("meta", *old_keys, *SUMMARY_KEYS), remedy=remedy)
     meta = data["meta"]
-    current = meta.get("statistics_version", 1) == STATISTICS_VERSION and all(key in data for key in NEW_IN_VERSION_2)
+    version = meta.get("statistics_version", 1)
+    current = version == STATISTICS_VERSION and all(key in data for key in (*NEW_IN_VERSION_2, *NEW_IN_VERSION_3))
     if not current and not allow_old:
-        raise UserError(f"{path}: {OLD_STATISTICS_NOTE}")
+        raise UserError(f"{path}: {old_statistics_note(version)}")
     check_run(path, meta, expect or {}, remedy)
     check_shapes(path, data, meta)
     return (neuron_stats_from_file(data) if current else None), meta, data
@@ -173,6 +194,7 @@ class StatisticsMeta:
     d_mlp: int | None = None
     statistics_version: int = 1
     examples_without_bos: bool = False
+    typical_per_band: int = 0  # typical examples per sign combination and band (0: none, or an older version)
     bos_id: int | None = None  # the token every document starts with (None: none)
     weights_fingerprint: str | None = None
     dataset_fingerprint: str | None = None
@@ -197,8 +219,11 @@ class StatisticsMeta:
 class Statistics:
     """The statistics of every neuron as `b_activations.py` saved them. Example lists: [layer neuron k] (top:
     descending, bottom: ascending; document -1: empty slot), sign combinations [layer neuron combination k] (|a|,
-    descending); counts and summaries [layer neuron]; the histogram [layer neuron bin]. Statistics of the first
-    version have no sign-combination lists and no histogram (None)."""
+    descending); counts and summaries [layer neuron]; the histogram [layer neuron bin]; typical examples
+    [layer neuron combination band typical_per_band]: combinations in SIGN_COMBINATIONS' order, bands of |a| between
+    `histogram.typical_band_edges()`, each band's sample sorted by `ranked.token_hash` (its first j are a uniform
+    sample of j; document -1: empty slot, fewer tokens in that band; value a, 0 in empty slots). Statistics of the
+    first version have no sign-combination lists and no histogram (None); of the first two, no typical examples."""
 
     top_values: torch.Tensor
     top_docs: torch.Tensor
@@ -219,6 +244,9 @@ class Statistics:
     combo_docs: torch.Tensor | None = None
     combo_positions: torch.Tensor | None = None
     histogram: torch.Tensor | None = None  # int64, bins of histogram_edges()
+    typical_values: torch.Tensor | None = None  # float32 a
+    typical_docs: torch.Tensor | None = None  # int64
+    typical_positions: torch.Tensor | None = None  # int64
 
     @classmethod
     def from_file(cls, data: dict[str, Any]) -> Statistics:
@@ -243,6 +271,11 @@ class Statistics:
     @property
     def k(self) -> int:
         return int(self.top_values.shape[2])
+
+    @property
+    def typical_per_band(self) -> int:
+        """Typical examples per sign combination and band (0: none recorded)."""
+        return 0 if self.typical_docs is None else int(self.typical_docs.shape[-1])
 
 
 def load_statistics(source: ModelSource, datadir: Path, activations: str, hint: str = "") -> Statistics:

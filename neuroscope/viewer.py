@@ -8,6 +8,8 @@ Layout of `<results>/<model>/neuroscope/<name>/`:
 - `data/vocab.js`: the vocabulary's strings; `data/docs_<chunk>.js`: the documents' tokens, stored once;
 - `data/layer_<layer>.js`: per neuron only its windows (document, start, length), their activations
   (float16), its example lists, histograms and token tables; loaded when a neuron of the layer opens;
+- `data/search.js`: the search by token, an inverse index from each token to the neurons whose token tables or
+  examples' extreme tokens hold it (`search_index`); loaded when the page's token box is first used;
 - `lists/index.html`, `lists/layer_<layer>.html`: the same index as plain HTML, readable without JavaScript.
 
 Every data file is one part of the view (`neuron_view.js_call`), a script that the page loads with a
@@ -40,6 +42,7 @@ from neuroscope.neuron_view import (
     meta_payload,
 )
 from neuroscope.pages import viewer_page
+from neuroscope.search_index import SearchIndex, viewer_layer_tokens
 from neuroscope.viewer_folder import replace_viewer
 from neuroscope.windows import LayerExamples
 
@@ -79,11 +82,21 @@ def write_viewer(run: ViewRun, examples: dict[int, LayerExamples], effects: dict
         atomic_write_text(aside.data / "index.js", js_call("index", index_payload(aside, moments)))
         for layer in sorted(examples):
             atomic_write_text(aside.data / f"layer_{layer}.js", js_call("layer", layer, layer_payload(aside, examples[layer], effects[layer])))
+        tokens = [viewer_layer_tokens(aside, examples[layer], effects[layer]) for layer in sorted(examples)]
+        write_search(aside.data / "search.js", SearchIndex.of_layers(tokens, len(run.vocab)))
         write_page(staging)
         write_lists(aside, effects, moments)
         return meta
 
     return replace_viewer(run.folder, build)
+
+
+def write_search(path: Path, index: SearchIndex) -> int:
+    """`data/search.js`, the search by token; says and returns its size in bytes."""
+    text = js_call("search", index.payload())
+    atomic_write_text(path, text)
+    print(f"search by token: {len(index.neurons):,} (token, neuron) entries in data/search.js ({len(text) / 2**20:.2f} MiB)")
+    return len(text)
 
 
 # ----------------------------------------------------------------------------- --from_viewer
@@ -171,12 +184,31 @@ def check_source_files(source: Path, meta: dict[str, Any], layers: list[int]) ->
                 raise UserError(f"{path}: cut short, or not a file of a viewer; write that viewer again")
 
 
+def checked_source_search(source: Path, meta: dict[str, Any]) -> SearchIndex | None:
+    """The search by token of the viewer `source`, refused unless it is whole; None for a viewer written before it."""
+    path = source / "data" / "search.js"
+    if not path.exists() and not path.is_symlink():
+        return None
+    if path.is_symlink() or not path.is_file():
+        raise UserError(f"{path}: not a file of a viewer; write that viewer again (d_recompute_vis.py --viewer)")
+    payload = read_call(path, "search")
+    try:
+        index = SearchIndex(unpacked(payload["offsets"]).astype(np.int64), unpacked(payload["neurons"]).astype(np.int64),
+                            unpacked(payload["where"]).astype(np.uint8))
+        index.check(meta["n_layers"] * meta["d_mlp"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: not the search by token of a viewer ({first_line(exc)}); write that viewer again") from exc
+    return index
+
+
 def extract_layers(source: Path, target: Path, layers: list[int], expected: dict[str, Any]) -> int:
     """A viewer of some whole layers of an existing one (`source`, which must be whole and of this run:
     `expected`), without recomputing anything: its data files for those layers, the documents and vocabulary,
-    and the index and lists cut to those layers. Call only while holding the pages lock. Returns the size."""
+    and the index, the search by token and the lists cut to those layers. Call only while holding the pages lock.
+    Returns the size."""
     meta = checked_source_meta(source, expected, layers)
     index = checked_source_index(source, meta)
+    search = checked_source_search(source, meta)
     check_source_files(source, meta, layers)
     keep = np.isin(index["ids"] // meta["d_mlp"], layers)
     try:
@@ -193,6 +225,8 @@ def extract_layers(source: Path, target: Path, layers: list[int], expected: dict
                for name, array in index.items()}
         atomic_write_text(staging / "data" / "meta.js", js_call("meta", {**meta, "layers": sorted(layers)}))
         atomic_write_text(staging / "data" / "index.js", js_call("index", cut))
+        if search is not None:
+            write_search(staging / "data" / "search.js", search.kept(np.isin(search.neurons // meta["d_mlp"], layers)))
         atomic_write_text(staging / "lists" / "index.html", lists_of_layers(lists_index, layers))
         return meta
 

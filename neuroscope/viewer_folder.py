@@ -28,7 +28,7 @@ PAGE_FOLDER = re.compile(r"L[0-9]+")  # the folders of the neuron pages (neurosc
 PAGE_FILES = ("index.html", "neurons.json")  # the index of the neuron pages, beside them
 # every path a viewer holds (relative to its folder): what replace_viewer may delete with it
 VIEWER_FILES = re.compile(r"viewer\.html|neuroscope_viewer\.json|data|lists|lists/(index|layer_\d+)\.html|"
-                          r"data/(meta|vocab|index|docs_\d+|layer_\d+)\.js")
+                          r"data/(meta|vocab|index|search|docs_\d+|layer_\d+)\.js")
 DEFAULT_NAME_MAX = 255
 
 

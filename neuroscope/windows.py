@@ -3,8 +3,9 @@ at once, and each example keeps only a window of activations around its extreme 
 
 For each layer, `LayerExamples` flattens the chosen neurons' example lists into [example] arrays
 and their windows into [window] arrays (a window is (document, start, length); examples of the same
-neuron that share one are stored once). `recompute_windows` fills the windows' activations and checks
-every recomputed extreme value against the statistics (`RecomputeMismatch` otherwise).
+neuron that share one are stored once). `recompute_windows` fills the windows' activations, checks
+every recomputed extreme value against the statistics (`RecomputeMismatch` otherwise) and finds what each
+firing does to the next token (`neuroscope.next_token`: the next token, the direct effect, its rank).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from neuroscope.ablation import final_norm_input
 from neuroscope.batches import padded_batches, subset_plan
 from neuroscope.hooks import mlp_hooks, run_model
+from neuroscope.next_token import Readout, direct_effects, next_token_ranks, output_weights
 from neuroscope.recompute import LIST_KINDS, RecomputeMismatch, stored_lists, tolerance
 from neuroscope.store import Statistics
 
@@ -44,6 +47,10 @@ class LayerExamples:
     bos_value: np.ndarray = field(default=None)  # [chosen] float32: a at a document's BOS (nan: none seen)
     gates: np.ndarray | None = None  # [window width] float16: g, where a view shows it (single pages)
     lins: np.ndarray | None = None  # [window width] float16: u, likewise
+    next_token: np.ndarray | None = None  # [example] int64: the token after the extreme one (-1: none)
+    direct_effect: np.ndarray | None = None  # [example] float32: DE on that token's logit (nan: none)
+    next_rank: np.ndarray | None = None  # [example] int64: its rank in w_out · W_U (1 = most promoted; 0: none)
+    ablation_effect: np.ndarray | None = None  # [example] float32: loss change with the neuron zeroed there (pages)
 
     @property
     def width(self) -> int:
@@ -103,6 +110,8 @@ class WindowFiller:
         self.dtype = dtype
         self.batch_docs: list[int] = []
         self.bos_rows: list[int] = []  # rows of the batch whose document starts with BOS
+        self.peaks: dict[int, tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # layer -> this batch's
+        # examples, their rows, positions and recomputed a
 
     def __call__(self, layer: int, g: torch.Tensor, u: torch.Tensor, a: torch.Tensor) -> None:
         examples = self.layers[layer]
@@ -128,7 +137,10 @@ class WindowFiller:
             return
         rows = torch.tensor([row_of[d] for d in examples.doc[picked]], device=a.device)
         columns = torch.from_numpy(examples.neurons[examples.column[picked]]).to(a.device)
-        got = a[rows, torch.from_numpy(examples.position[picked]).to(a.device), columns].float().cpu().numpy()
+        positions = torch.from_numpy(examples.position[picked]).to(a.device)
+        peak = a[rows, positions, columns].float()
+        self.peaks[layer] = (picked, rows, positions, peak)
+        got = peak.cpu().numpy()
         stored = examples.stored[picked]
         bad = np.nonzero(np.abs(got - stored) > tolerance(stored, self.dtype))[0]
         if len(bad):
@@ -137,6 +149,20 @@ class WindowFiller:
                 f"neuron {layer}.{examples.neurons[examples.column[i]]}, document {examples.doc[i]}, position "
                 f"{examples.position[i]}: stored {LIST_KINDS[examples.kind[i]]} {examples.stored[i]:.6g}, recomputed "
                 f"{got[bad[0]]:.6g}; the statistics were not made by this model on this dataset")
+
+    def next_token_effects(self, model: Any, readout: Readout, residual: torch.Tensor, input_ids: torch.Tensor,
+                           attention_mask: torch.Tensor) -> None:
+        """After a batch's forward pass: the next token and direct effect of every example of its documents
+        (`residual`: the final-norm input [batch pos d_model])."""
+        for layer, (picked, rows, positions, peak) in self.peaks.items():
+            examples = self.layers[layer]
+            if examples.next_token is None:
+                examples.next_token = np.full(len(examples.doc), -1, dtype=np.int64)
+                examples.direct_effect = np.full(len(examples.doc), np.nan, dtype=np.float32)
+            w_out = output_weights(model, layer, torch.from_numpy(examples.neurons[examples.column[picked]]))
+            examples.next_token[picked], examples.direct_effect[picked] = direct_effects(
+                readout, residual, input_ids, attention_mask, rows, positions, peak, w_out)
+        self.peaks = {}
 
 
 def dataset_tokens(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -153,18 +179,26 @@ def dataset_tokens(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def recompute_windows(model: Any, dataset: Any, layers: dict[int, LayerExamples], lengths: np.ndarray, batch_size: int,
                       pad_id: int, device: torch.device, dtype: str, bos_id: int | None, progress: Any = None) -> int:
-    """Run every document that a window needs once (batched by length, stopping after the deepest layer)
-    and fill the windows' activations; returns the number of tokens run."""
+    """Run every document that a window needs once (batched by length, through the whole model: the direct
+    effects need the final norm's input), fill the windows' activations and every example's next token, direct
+    effect and its rank; returns the number of tokens run."""
     docs = np.unique(np.concatenate([ex.window_doc for ex in layers.values()]))
     filler = WindowFiller(layers, len(lengths), dtype)
+    readout = Readout.of(model)
     tokens = 0
-    with mlp_hooks(model, filler, sorted(layers), stop_after=max(layers)):
+    with mlp_hooks(model, filler, sorted(layers)), final_norm_input(model) as captured:
         plan = subset_plan(docs.tolist(), lengths[docs].tolist(), batch_size)
         for batch in padded_batches(dataset, plan, pad_id, device, progress=progress):
             filler.batch_docs = batch.docs
             filler.bos_rows = [] if bos_id is None else torch.nonzero(batch.input_ids[:, 0] == bos_id)[:, 0].tolist()
             run_model(model, batch.input_ids, batch.attention_mask)
+            filler.next_token_effects(model, readout, captured["x"], batch.input_ids, batch.attention_mask)
             tokens += batch.tokens
+    for layer, examples in layers.items():
+        if examples.next_token is None:  # a layer without examples
+            examples.next_token = np.full(len(examples.doc), -1, dtype=np.int64)
+            examples.direct_effect = np.full(len(examples.doc), np.nan, dtype=np.float32)
+        examples.next_rank = next_token_ranks(readout, model, layer, examples.neurons[examples.column], examples.next_token)
     return tokens
 
 

@@ -121,15 +121,30 @@ def viewer_identity(run: PageRun) -> dict[str, Any]:
             "statistics_fingerprint": run.stats.fingerprint}
 
 
-def recompute_checked(run: PageRun, batch_size: int) -> dict[Neuron, list[Example]]:
-    """Load the model and dataset, recompute every chosen neuron and check it against the statistics."""
+def recompute_checked(run: PageRun, batch_size: int, ablation_effect: bool = False) -> dict[Neuron, list[Example]]:
+    """Load the model and dataset, recompute every chosen neuron and check it against the statistics; with
+    `ablation_effect`, also each example's next-token loss change with only its neuron zeroed there."""
     run.inputs = load_inputs(run.results.source, run.stats, run.dataset_dir, run.device, dataset=run.dataset,
                              tokenizer=run.tokenizer)
     try:
-        return recompute_examples(run.inputs.model, run.inputs.dataset, run.stats, run.neurons, batch_size,
-                                  run.inputs.pad_id, run.device)
+        examples = recompute_examples(run.inputs.model, run.inputs.dataset, run.stats, run.neurons, batch_size,
+                                      run.inputs.pad_id, run.device)
     except RecomputeMismatch as exc:
         raise UserError(f"recomputation does not match the statistics: {exc}") from exc
+    if ablation_effect:
+        add_ablation_effects(run, examples, batch_size)
+    return examples
+
+
+def add_ablation_effects(run: PageRun, examples: dict[Neuron, list[Example]], batch_size: int) -> None:
+    """Each example's `ablation_effect` (`neuroscope.next_token.ablation_effects`), batched over all of them."""
+    from neuroscope.next_token import Firing, ablation_effects
+
+    rows = [row for rows in examples.values() for row in rows]
+    firings = [Firing(layer, neuron, row.doc, row.position) for (layer, neuron), rows in examples.items() for row in rows]
+    values = ablation_effects(run.inputs.model, run.inputs.dataset, firings, batch_size, run.inputs.pad_id, run.device)
+    for row, value in zip(rows, values.tolist()):
+        row.ablation_effect = None if row.next_token < 0 else value
 
 
 def save_recomputed(run: PageRun, examples: dict[Neuron, list[Example]]) -> list[Path]:

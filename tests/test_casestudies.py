@@ -104,6 +104,11 @@ def test_notebook_executes_headless():
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
     text = "".join(o.get("text", "") for o in outputs)
     assert "conditional depletion" in text
+    # the probe's cell rendered once at start: its HTML widget holds the demo text, coloured token by token
+    state = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    shown = [m["state"]["value"] for m in state.values() if m["model_name"] == "HTMLModel" and 'class="t"' in m["state"]["value"]]
+    assert len(shown) == 1 and shown[0].count('<span class="t"') > 20 and "background:rgb(" in shown[0]
+    assert ">Hello<" in shown[0] and "&#x27;" in shown[0]  # tokens escaped
 
 
 def test_toy_outputs():

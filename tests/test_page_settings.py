@@ -16,6 +16,7 @@ from gated_core.errors import UserError
 from gated_core.models.loading import load_hf_model, load_tokenizer
 from gated_core.models.sources import resolve_model
 from neuroscope import b_activations, c_neuron_vis, d_recompute_vis
+from neuroscope.constants import DEFAULT_BATCH_SIZE
 from neuroscope.dataset_store import save_dataset
 from neuroscope.recompute import recompute_examples
 from neuroscope.recomputed import load_examples
@@ -104,8 +105,8 @@ def test_recomputed_values_round_trip(run, tmp_path):
     statistics = stored["meta"]["statistics_fingerprint"]
     assert statistics == Statistics.from_file(run["stats"]).fingerprint
     model, tokenizer = load_hf_model(run["source"])
-    fresh = recompute_examples(model, run["dataset"], Statistics.from_file(run["stats"]), [run["neuron"]], 4, tokenizer.pad_token_id,
-                               torch.device("cpu"))[run["neuron"]]
+    fresh = recompute_examples(model, run["dataset"], Statistics.from_file(run["stats"]), [run["neuron"]], DEFAULT_BATCH_SIZE,
+                               tokenizer.pad_token_id, torch.device("cpu"))[run["neuron"]]  # the pages' batches: the same sums
     loaded = load_examples(folder, run["neuron"], statistics)
     assert [asdict(e) for e in loaded] == [asdict(e) for e in fresh] and sum(e.kind in ("max", "min") for e in loaded) == 4
     # the page made from activations.pt alone (c_neuron_vis.py) is the page d_recompute_vis.py wrote

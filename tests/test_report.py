@@ -38,3 +38,12 @@ def test_index_links_every_output(tmp_path):
     assert "org/model &lt;GGUF&gt;" in page
     assert "long.csv</a> (100 rows)" in page  # long tables are linked, not shown
     assert not re.search(r"(https?:)?//", page)
+    # the summary on top links the viewer, the pages, the case studies, frequency and ablations before the plots
+    start = page[page.index("Start here"):page.index("<h2>Plots")]
+    for target in ("neuroscope/viewer/viewer.html", "neuroscope/index.html", "frequency/frequency.png", "ablation/pydoc/ablation.png"):
+        assert f'href="{target}"' in start, target
+    assert "probe" not in start  # no probe page on disk: not listed
+    (folder / "probe" / "demo").mkdir(parents=True)
+    (folder / "probe" / "demo" / "probe.html").write_bytes(b"x")
+    start = write_results_index(folder, "org/model").read_text()
+    assert 'href="probe/demo/probe.html"' in start[start.index("Start here"):start.index("<h2>Plots")]

@@ -7,6 +7,8 @@ import base64
 import html
 import json
 import re
+import shutil
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -64,8 +66,8 @@ def unpack(packed):
 def test_viewer_files_hold_only_data_and_no_address(viewer):
     folder = viewer["folder"]
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    assert names == ["data/docs_0.js", "data/index.js", "data/layer_0.js", "data/layer_1.js", "data/meta.js", "data/vocab.js",
-                     "lists/index.html", "lists/layer_0.html", "lists/layer_1.html", "neuroscope_viewer.json", "viewer.html"]
+    assert names == ["data/docs_0.js", "data/index.js", "data/layer_0.js", "data/layer_1.js", "data/meta.js", "data/search.js",
+                     "data/vocab.js", "lists/index.html", "lists/layer_0.html", "lists/layer_1.html", "neuroscope_viewer.json", "viewer.html"]
     assert not (viewer["pages"] / "L0").exists()  # 192 neurons: more than --max_pages, so no vis.html pages
     for path in folder.rglob("*"):
         if path.is_file():
@@ -155,7 +157,7 @@ def test_viewer_of_some_layers_from_an_existing_one(viewer, capsys):
             "--device", "cpu", "--neurons", "1.*", "--from_viewer", "viewer", "--viewer", "layer1"]
     assert run_main(d_recompute_vis.main, argv) == 0
     folder = pages / "layer1"
-    assert sorted(p.name for p in (folder / "data").iterdir()) == ["docs_0.js", "index.js", "layer_1.js", "meta.js", "vocab.js"]
+    assert sorted(p.name for p in (folder / "data").iterdir()) == ["docs_0.js", "index.js", "layer_1.js", "meta.js", "search.js", "vocab.js"]
     assert read_call(folder / "data" / "meta.js")[1][0]["layers"] == [1]
     ids = unpack(read_call(folder / "data" / "index.js")[1][0]["ids"])
     d_mlp = viewer["stats"]["top_values"].shape[1]
@@ -216,3 +218,137 @@ def test_page_and_viewer_show_the_same_neuron(viewer, tmp_path):
     page = re.sub(r' title="a (\S+) g \S+ u \S+"', r' title="a \1"', page).replace(", gate g, linear u)", ")")
     assert page == shown
     assert f"Neuron {layer}.{neuron}" in page and page.count('class="example"') >= 2 * 3 and "<svg" in page
+
+
+# ----------------------------------------------------------------------------- search by token
+
+
+def search_triples(folder):
+    """Every (token, neuron id, source) of a viewer's search by token (data/search.js), decoded from its bits."""
+    part, (payload,) = read_call(folder / "data" / "search.js")
+    assert part == "search"
+    offsets, neurons, where = (unpack(payload[k]) for k in ("offsets", "neurons", "where"))
+    sources, triples = payload["sources"], set()
+    for token in range(len(offsets) - 1):
+        row = neurons[offsets[token]:offsets[token + 1]].tolist()
+        assert row == sorted(set(row))  # each neuron once per token, ascending
+        for entry in range(offsets[token], offsets[token + 1]):
+            assert where[entry] > 0
+            triples |= {(token, int(neurons[entry]), name) for bit, name in enumerate(sources) if where[entry] >> bit & 1}
+    return triples, len(offsets) - 1
+
+
+def brute_force_triples(folder):
+    """Every (token, neuron id, source) found by a plain loop over the viewer's layer files and documents."""
+    _, (meta,) = read_call(folder / "data" / "meta.js")
+    _, (_, docs) = read_call(folder / "data" / "docs_0.js")
+    tokens, starts = unpack(docs["tokens"]), unpack(docs["starts"])
+    assert len(meta["doc_chunks"]) == 1 and "ids" not in docs
+    kinds = len(meta["list_kinds"])
+    triples = set()
+    for layer in meta["layers"]:
+        _, (_, data) = read_call(folder / "data" / f"layer_{layer}.js")
+        neurons = unpack(data["neurons"])
+        tables = {"promoted": unpack(data["promoted"]), "suppressed": unpack(data["suppressed"]),
+                  **{name: unpack(ids) for name, ids in data["inputs"].items()}}
+        lists, first_windows = unpack(data["list_offsets"]), unpack(data["window_offsets"])
+        example_window, example_peak = unpack(data["example_window"]), unpack(data["example_peak"])
+        window_doc, window_start = unpack(data["window_doc"]), unpack(data["window_start"])
+        for column, neuron in enumerate(neurons.tolist()):
+            neuron_id = layer * meta["d_mlp"] + neuron
+            for name, table in tables.items():
+                top = len(table) // len(neurons)
+                triples |= {(int(t), neuron_id, name) for t in table[column * top:(column + 1) * top]}
+            for kind in range(kinds):
+                source = "max/min example" if meta["list_kinds"][kind] in ("max", "min") else "sign-combination example"
+                slot = column * kinds + kind
+                for e in range(lists[slot], lists[slot + 1]):
+                    w = first_windows[column] + example_window[e]
+                    position = starts[window_doc[w]] + window_start[w] + example_peak[e]
+                    triples.add((int(tokens[position]), neuron_id, source))
+    return triples
+
+
+def test_search_index_holds_every_token_of_the_layer_files(viewer):
+    """data/search.js against a plain loop over the layer files: the same (token, neuron, source) triples."""
+    folder = viewer["folder"]
+    triples, vocab_size = search_triples(folder)
+    assert vocab_size == len(read_call(folder / "data" / "vocab.js")[1][0])
+    expected = brute_force_triples(folder)
+    assert triples == expected
+    assert {source for _, _, source in triples} == {"promoted", "suppressed", "+w_in", "-w_in", "+w_gate", "-w_gate",
+                                                    "max/min example", "sign-combination example"}
+
+
+def shown(text):
+    """A search text as the page writes it (JSON.stringify), as it appears in the dumped DOM."""
+    return html.escape(json.dumps(text, ensure_ascii=False), quote=False)
+
+
+def token_rows(dom):
+    """The rows that the token search lists: (layer.neuron, where, token text)."""
+    return [(link, where, json.loads(html.unescape(token))) for link, where, token in
+            re.findall(r'<li class="token-hit"><a href="#[^"]*">([^<]*)</a> · ([^<]*) <code>([^<]*)</code></li>', dom)]
+
+
+def test_search_by_token_in_chromium(viewer, tmp_path):
+    """#?token=...&exact=1 lists every neuron whose tables or examples' extreme tokens hold that token, among them
+    the neuron whose promoted table it comes from; case-insensitive search finds more."""
+    folder = viewer["folder"]
+    vocab = read_call(folder / "data" / "vocab.js")[1][0]
+    _, (_, data) = read_call(folder / "data" / "layer_1.js")
+    neuron = int(unpack(data["neurons"])[3])
+    top = len(unpack(data["promoted"])) // len(unpack(data["neurons"]))
+    token = next(int(t) for t in unpack(data["promoted"])[3 * top:4 * top]
+                 if vocab.count(vocab[t]) == 1 and vocab[t].strip() and vocab[t].lower() != vocab[t].upper())
+    text = vocab[token]
+    triples, _ = search_triples(folder)
+    expected = {}
+    for t, neuron_id, source in triples:
+        if t == token:
+            expected.setdefault(neuron_id, set()).add(source)
+    d_mlp = viewer["stats"]["top_values"].shape[1]
+    page = (folder / "viewer.html").as_uri()
+    dom = dump_dom(f"{page}#?token={urllib.parse.quote(text, safe='')}&exact=1", tmp_path)
+    rows = token_rows(dom)
+    assert f"1 tokens equal to {shown(text)} · {len(expected)} (neuron, token) pairs in {len(expected)} neurons" in dom
+    assert {link for link, _, _ in rows} == {f"{i // d_mlp}.{i % d_mlp}" for i in expected} and len(rows) == len(expected)
+    assert all(t == text and set(where.split(", ")) == expected[int(link.split(".")[0]) * d_mlp + int(link.split(".")[1])]
+               for link, where, t in rows)
+    assert "promoted" in dict((link, where) for link, where, _ in rows)[f"1.{neuron}"]
+    query = text.swapcase()
+    folded = dump_dom(f"{page}#?layer=1&token={urllib.parse.quote(query, safe='')}&nocase=1", tmp_path)
+    matching = {i for i, v in enumerate(vocab) if query.lower() in v.lower()}
+    pairs = len({(t, n) for t, n, _ in triples if t in matching})
+    assert token in matching and f"{len(matching)} tokens containing {shown(query)} (any case) · {pairs} (neuron, token) pairs" in folded
+    assert len(token_rows(folded)) == min(pairs, 300)
+    assert f">{d_mlp} of {2 * d_mlp} neurons<" in folded  # the index's filter holds beside the search
+
+
+def test_search_text_stays_text(viewer, tmp_path):
+    """Markup typed into the token box (here in the address) is shown as text, never parsed."""
+    hostile = '<img src=x onerror="document.title=1"><b>x</b>'
+    dom = dump_dom(f"{(viewer['folder'] / 'viewer.html').as_uri()}#?token={urllib.parse.quote(hostile, safe='')}", tmp_path)
+    assert "<img" not in dom and "<b>x" not in dom
+    assert f"0 tokens containing {shown(hostile)} · 0 (neuron, token) pairs in 0 neurons" in dom
+
+
+def test_search_index_of_some_layers_from_an_existing_one(viewer, capsys):
+    """--from_viewer cuts the search by token to the kept layers' neurons, and refuses a damaged one."""
+    pages = viewer["pages"]
+    results = pages.parent.parent.parent
+    argv = ["--model", str(viewer["source"].path), "--datadir", str(results.parent), "--activations", "ref", "--results_dir",
+            str(results), "--device", "cpu", "--neurons", "1.*", "--from_viewer", "viewer", "--viewer", "search1"]
+    assert run_main(d_recompute_vis.main, argv) == 0
+    d_mlp = viewer["stats"]["top_values"].shape[1]
+    whole, vocab_size = search_triples(viewer["folder"])
+    cut, cut_vocab_size = search_triples(pages / "search1")
+    assert cut == {(t, n, s) for t, n, s in whole if n // d_mlp == 1} and cut and cut_vocab_size == vocab_size
+    damaged = pages / "damaged"
+    shutil.copytree(viewer["folder"], damaged)
+    search = damaged / "data" / "search.js"
+    search.write_text(search.read_text()[:-100] + ");\n")
+    capsys.readouterr()
+    assert run_main(d_recompute_vis.main, argv[:-3] + ["damaged", "--viewer", "search2"]) == 2
+    assert "search.js: cannot read this file of the viewer" in capsys.readouterr().err
+    assert not (pages / "search2").exists()

@@ -93,9 +93,31 @@ def analyses_html(folder: Path) -> str:
 def pages_html(folder: Path) -> str:
     """Neuron pages (every neuroscope index.html) and whole-model viewers (every viewer.html)."""
     pages = sorted(p for p in (*folder.glob(f"*/{INDEX_NAME}"), *folder.glob("*/*/" + INDEX_NAME),
-                               *folder.glob(f"*/*/{VIEWER_NAME}"))
-                   if "neuroscope" in p.parts or "viewer" in p.parts)
+                               *folder.glob(f"*/*/{VIEWER_NAME}"), *folder.glob("probe/*/probe.html"))
+                   if "neuroscope" in p.parts or "viewer" in p.parts or "probe" in p.parts)
     return "<ul>" + "".join(f"<li>{link(p, folder)}</li>" for p in pages) + "</ul>" if pages else ""
+
+
+# what the summary at the top of the index links, where it is on disk: (glob patterns, what it is)
+START_HERE = (
+    (("neuroscope/viewer/viewer.html", "neuroscope/*/viewer.html"), "the viewer: every neuron of the model, filterable and sortable"),
+    (("probe/*/probe.html",), "probe pages: the neurons' values on a text of one's own"),
+    (("neuroscope/index.html",), "the case-study neurons' own pages"),
+    (("case_studies.csv",), "why each case-study neuron was chosen (Section 6)"),
+    (("frequency/*.png", "frequency/*.csv"), "activation frequency by IO class"),
+    (("ablation/*/*.png", "ablation/*/*.csv"), "class ablations: do the classes matter?"),
+)
+
+
+def start_here_html(folder: Path) -> str:
+    """A short list at the top of the index: the outputs a reader opens first, those that exist, one line each."""
+    items = []
+    for patterns, what in START_HERE:
+        found = next((sorted(folder.glob(pattern)) for pattern in patterns if any(folder.glob(pattern))), [])
+        if found:
+            links = " · ".join(link(path, folder) for path in found[:4])
+            items.append(f"<li>{html.escape(what)}: {links}</li>")
+    return "<ul>" + "".join(items) + "</ul>" if items else ""
 
 
 def others_html(folder: Path) -> str:
@@ -110,7 +132,8 @@ def others_html(folder: Path) -> str:
 def write_results_index(folder: Path, title: str) -> Path:
     """Write `folder/index.html` from what the folder holds now; returns its path."""
     folder = Path(folder)
-    sections = [("Plots", plots_html(folder)), ("Tables", tables_html(folder)), ("Neuron pages and viewers", pages_html(folder)),
+    sections = [("Start here", start_here_html(folder)), ("Plots", plots_html(folder)), ("Tables", tables_html(folder)),
+                ("Neuron pages, viewers and probes", pages_html(folder)),
                 ("Beyond the paper: activation frequency and ablations", analyses_html(folder)),
                 ("Artifacts and other settings", others_html(folder))]
     body = "".join(f"<h2>{name}</h2>{content}" for name, content in sections if content)

@@ -8,7 +8,7 @@ var neuroscope = (function () {
   var NUMERIC = ["kurtosis", "skew", "max", "min", "mean", "gate_open"];
   var LABELS = {kurtosis: "kurtosis", skew: "skew", max: "max", min: "min", mean: "mean", gate_open: "gate open"};
   var KIND_TITLES = {"max": "Max activations", "min": "Min activations"};
-  var data = {meta: null, index: null, vocab: null, docs: {}, layers: {}};
+  var data = {meta: null, index: null, vocab: null, docs: {}, layers: {}, search: null};
   var loading = {};
   var table = {rows: [], sort: "id", descending: false, page: 0};
 
@@ -56,31 +56,12 @@ var neuroscope = (function () {
     return out;
   }
 
-  // ---- small DOM helpers (text only through textContent)
-  function el(tag, attrs, children) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (key) {
-      if (key === "text") { node.textContent = attrs[key]; } else { node.setAttribute(key, attrs[key]); }
-    });
-    (children || []).forEach(function (child) { if (child) { node.appendChild(child); } });
-    return node;
-  }
-  function fmt(value, digits) {
-    if (value === null || value === undefined || isNaN(value)) { return "–"; }
-    return Number(value).toPrecision(digits || 3).replace(/\.?0+$/, "").replace(/\.?0+e/, "e");
-  }
-  function percent(value) { return (100 * value).toFixed(1) + "%"; }
-  function signed(value) { return (value >= 0 ? "+" : "") + Number(value).toFixed(3); }
+  var el = draw.el, fmt = draw.fmt, percent = draw.percent, signed = draw.signed, shown = draw.shown;
+  var background = draw.background;
   function name(layer, neuron) { return layer + "." + neuron; }
   function tokenText(id) {
     var text = data.vocab[id];
     return text === undefined ? "?" : text;
-  }
-  function shown(text) { return text.replace(/\n/g, "⏎\n") || "∅"; }
-  function colour(value, scale) {
-    var t = scale > 0 ? Math.max(-1, Math.min(1, value / scale)) : 0;
-    var fade = Math.round(255 * (1 - Math.abs(t)));
-    return t >= 0 ? "rgb(255," + fade + "," + fade + ")" : "rgb(" + fade + "," + fade + ",255)";
   }
 
   // ---- the index
@@ -138,7 +119,7 @@ var neuroscope = (function () {
       return key + "=" + encodeURIComponent(controlOf(key).value);
     });
     if (table.sort !== "id") { parts.push("sort=" + table.sort, "descending=" + (table.descending ? 1 : 0)); }
-    history.replaceState(null, "", "#?" + parts.join("&"));
+    history.replaceState(null, "", "#?" + parts.concat(tokenParts()).join("&"));
   }
   function restore(query) {
     filterIds().forEach(function (key) { controlOf(key).value = ""; });
@@ -149,6 +130,7 @@ var neuroscope = (function () {
       else if (key === "descending") { table.descending = text === "1"; }
       else if (filterIds().indexOf(key) >= 0) { controlOf(key).value = text; }
     });
+    restoreTokenSearch(query);
   }
   function value(id) {
     var text = document.getElementById(id).value;
@@ -188,6 +170,83 @@ var neuroscope = (function () {
     });
   }
 
+  // ---- search by token (data/search.js, loaded on first use): the neurons whose token tables (promoted, suppressed,
+  // ±w_in, ±w_gate) or whose examples' extreme tokens hold a token of the vocabulary that contains the text in the
+  // token box (or equals it); the search lives in the hash too (#?token=%20M&nocase=1&exact=1)
+  var TOKEN_ROWS = 300;  // (neuron, token) rows listed at most
+  function tokenQuery() {
+    return {text: document.getElementById("token-box").value, nocase: document.getElementById("token-nocase").checked,
+      exact: document.getElementById("token-exact").checked};
+  }
+  function tokenParts() {
+    var q = tokenQuery();
+    return q.text ? ["token=" + encodeURIComponent(q.text)].concat(q.nocase ? ["nocase=1"] : [], q.exact ? ["exact=1"] : []) : [];
+  }
+  function restoreTokenSearch(query) {
+    var q = {token: "", nocase: "", exact: ""};
+    query.split("&").forEach(function (pair) {
+      var at = pair.indexOf("="), key = at < 0 ? pair : pair.slice(0, at), text = decoded(at < 0 ? "" : pair.slice(at + 1));
+      if (text !== null && Object.prototype.hasOwnProperty.call(q, key)) { q[key] = text; }
+    });
+    document.getElementById("token-box").value = q.token;
+    document.getElementById("token-nocase").checked = q.nocase === "1";
+    document.getElementById("token-exact").checked = q.exact === "1";
+  }
+  function tokenWantedAtStart() { return /^#\?(.*&)?token=[^&]/.test(location.hash); }
+  function matchingTokens(q) {  // the ids of the vocabulary's tokens that contain (or equal) the text
+    var wanted = q.nocase ? q.text.toLowerCase() : q.text, found = [];
+    for (var id = 0; id < Math.min(data.vocab.length, data.search.offsets.length - 1); id++) {
+      var text = q.nocase ? String(data.vocab[id]).toLowerCase() : String(data.vocab[id]);
+      if (q.exact ? text === wanted : text.indexOf(wanted) >= 0) { found.push(id); }
+    }
+    return found;
+  }
+  function tokenHits(tokens) {  // the first TOKEN_ROWS [neuron id, token, source bits] (by token, then neuron), how many, of how many neurons
+    var s = data.search, seen = new Uint8Array(data.meta.n_layers * data.meta.d_mlp), out = {rows: [], count: 0, neurons: 0};
+    tokens.forEach(function (t) {
+      for (var e = s.offsets[t]; e < s.offsets[t + 1]; e++) {
+        if (out.rows.length < TOKEN_ROWS) { out.rows.push([s.neurons[e], t, s.where[e]]); }
+        if (!seen[s.neurons[e]]) { seen[s.neurons[e]] = 1; out.neurons += 1; }
+      }
+      out.count += s.offsets[t + 1] - s.offsets[t];
+    });
+    return out;
+  }
+  function tokenRow(hit) {  // "28.28 · promoted, max/min example " + the token
+    var d = data.meta.d_mlp, label = name(Math.floor(hit[0] / d), hit[0] % d);
+    var where = data.search.sources.filter(function (s, i) { return hit[2] & (1 << i); }).join(", ");
+    return el("li", {"class": "token-hit"}, [el("a", {href: "#" + label, text: label}), document.createTextNode(" · " + where + " "),
+      el("code", {text: JSON.stringify(tokenText(hit[1]))})]);
+  }
+  function tokenNote(text) {
+    var box = document.getElementById("token-results");
+    box.textContent = "";
+    box.appendChild(el("p", {id: "token-count", "class": "meta", text: text}));
+    return box;
+  }
+  function renderTokenSearch() {
+    var q = tokenQuery();
+    document.getElementById("token-results").hidden = !q.text;
+    if (!q.text) { return; }
+    if (!data.search || !data.vocab) {
+      tokenNote("loading the token index…");
+      var missing = function () { tokenNote("this viewer has no token index (data/search.js): write it again to search by token"); };
+      Promise.all([load("vocab"), load("search")]).then(function () { if (data.search && data.vocab) { renderTokenSearch(); } else { missing(); } }, missing);
+      return;
+    }
+    var tokens = matchingTokens(q), hits = tokenHits(tokens);
+    var what = (q.exact ? " tokens equal to " : " tokens containing ") + JSON.stringify(q.text) + (q.nocase ? " (any case)" : "");
+    var box = tokenNote(tokens.length + what + " · " + hits.count + " (neuron, token) pairs in " + hits.neurons + " neurons" +
+      (hits.count > hits.rows.length ? " · the first " + hits.rows.length + " listed" : ""));
+    box.appendChild(el("ul", {id: "token-list"}, hits.rows.map(tokenRow)));
+  }
+  function tokenSearch(event) {
+    event.preventDefault();
+    if (document.getElementById("index-view").hidden) { history.pushState(null, "", "#?"); }  // back returns to the neuron
+    remember();
+    route(false).catch(fail);
+  }
+
   // ---- one neuron
   function docTokens(doc) {
     var chunk = data.docs[chunkOf(doc)], local = chunk.ids ? sortedIndex(chunk.ids, doc) : doc - chunk.first;
@@ -214,7 +273,9 @@ var neuroscope = (function () {
     for (var e = L.list_offsets[slot]; e < L.list_offsets[slot + 1]; e++) {
       var w = firstWindow + L.example_window[e];
       out.push({window: w, doc: L.window_doc[w], start: L.window_start[w], length: L.window_length[w], peak: L.example_peak[e],
-        value: L.example_value[e], duplicates: L.example_duplicates[e]});
+        value: L.example_value[e], duplicates: L.example_duplicates[e], nextKnown: !!L.example_next, next: L.example_next ? L.example_next[e] : -1,
+        effect: L.example_effect ? L.example_effect[e] : NaN, nextRank: L.example_rank ? L.example_rank[e] : 0,
+        ablation: L.example_ablation ? L.example_ablation[e] : NaN});
     }
     return out;
   }
@@ -248,7 +309,7 @@ var neuroscope = (function () {
       if (p >= coloured[0] && p < coloured[1]) {
         var a = n.L.acts[ex.window * n.L.width + (p - ex.start)];
         var cls = "t" + (p === ex.start + ex.peak ? " peak" : "");
-        box.appendChild(span(text, cls, Math.abs(a) / (scale || 1) > 0.005 ? colour(a, scale) : "", valuesAt(n, ex, p)));
+        box.appendChild(span(text, cls, background(a, scale), valuesAt(n, ex, p)));
       } else {
         box.appendChild(span(text, "ctx"));
       }
@@ -256,14 +317,30 @@ var neuroscope = (function () {
     if (to < tokens.length) { box.appendChild(document.createTextNode(" …")); }
     return box;
   }
+  function plus(value, digits) { return isNaN(value) ? "–" : (value >= 0 ? "+" : "") + fmt(value, digits); }
+  // what the firing does to the token that follows it: short on the meta line, in full in its title (hover)
+  function nextTokenParts(ex) {
+    if (!ex.nextKnown) { return ["", ""]; }  // data of a viewer written before the next-token effects
+    if (ex.next < 0) { return [" · → end of document", "no next token: the extreme token is the document's last"]; }
+    var token = JSON.stringify(tokenText(ex.next)), short = " · → " + token + " · direct effect " + plus(ex.effect) +
+      " (rank " + ex.nextRank + ")" + (isNaN(ex.ablation) ? "" : " · Δloss if zeroed " + plus(ex.ablation));
+    var title = "next token " + token + " (id " + ex.next + ")\ndirect effect on its logit " + plus(ex.effect, 5) +
+      " = a · (w_out ⊙ norm gain) / rms(r) · W_U[:, next], the final norm's scale held\nrank " + ex.nextRank +
+      " of the vocabulary in w_out · W_U (1 = most promoted)" +
+      (isNaN(ex.ablation) ? "" : "\nnext-token loss change with only this neuron zeroed here " + plus(ex.ablation, 5));
+    return [short, title];
+  }
   function exampleBlock(n, ex, rank, scale) {
+    var next = nextTokenParts(ex);
     var meta = "#" + rank + " · document " + ex.doc + " · token " + (ex.start + ex.peak) + " · a " + fmt(ex.value, 4) +
-      (ex.duplicates > 1 ? " · ×" + ex.duplicates + " (same text)" : "");
+      (ex.duplicates > 1 ? " · ×" + ex.duplicates + " (same text)" : "") + next[0];
     var whole = el("details", {}, [el("summary", {text: "whole document (" + docTokens(ex.doc).length + " tokens)"})]);
     whole.addEventListener("toggle", function () {
       if (whole.open && whole.childNodes.length === 1) { whole.appendChild(exampleText(n, ex, scale, true)); }
     });
-    return el("div", {"class": "example"}, [el("div", {"class": "meta", text: meta}), exampleText(n, ex, scale, false), whole]);
+    var line = el("div", {"class": "meta", text: meta});
+    if (next[1]) { line.title = next[1]; }
+    return el("div", {"class": "example"}, [line, exampleText(n, ex, scale, false), whole]);
   }
   function legend(n, scale, negative) {
     return el("div", {"class": "legend"}, [el("span", {"class": "num", text: negative ? fmt(-scale) : "0"}),
@@ -279,8 +356,26 @@ var neuroscope = (function () {
     var scale = Math.max.apply(null, list.map(function (ex) { return Math.abs(ex.value); }));
     var negative = list.every(function (ex) { return ex.value <= 0; });
     section.appendChild(legend(n, scale, negative));
-    list.forEach(function (ex, i) { section.appendChild(exampleBlock(n, ex, i + 1, scale)); });
+    var blocks = el("div", {"class": "examples"});
+    function fill(order) {  // the list's own order (its rank), or by direct effect, largest first (none last)
+      var shown = list.map(function (ex, i) { return [ex, i + 1]; });
+      if (order === "effect") {
+        shown.sort(function (a, b) { return effectKey(b[0]) - effectKey(a[0]) || a[1] - b[1]; });
+      }
+      blocks.textContent = "";
+      shown.forEach(function (pair) { blocks.appendChild(exampleBlock(n, pair[0], pair[1], scale)); });
+    }
+    if (list[0].nextKnown) { section.appendChild(orderChoice(kind, fill)); }
+    fill("rank");
+    section.appendChild(blocks);
     return section;
+  }
+  function effectKey(ex) { return isNaN(ex.effect) ? -Infinity : ex.effect; }
+  function orderChoice(kind, fill) {  // the select above a list: its own order, or by direct effect on the next token
+    var box = el("select", {id: "order-" + kind}, [el("option", {value: "rank", text: "rank order"}),
+      el("option", {value: "effect", text: "by direct effect on the next token"})]);
+    box.addEventListener("change", function () { fill(box.value); });
+    return el("label", {"class": "meta"}, [document.createTextNode("order "), box]);
   }
 
   // ---- histograms as inline SVG
@@ -460,6 +555,7 @@ var neuroscope = (function () {
     if (!wanted) {  // no hash, the index's filters (#?...), or a hash that names no neuron: the index
       if (raw.charAt(0) === "?") { restore(raw.slice(1)); }
       renderTable();
+      renderTokenSearch();
       show("index-view");
       document.title = "neurons of " + data.meta.model;
       if (decoded(raw) === null) {
@@ -501,7 +597,8 @@ var neuroscope = (function () {
   }
   function start() {
     if (data.meta) { beginPage(); return; }  // a single page: its data came inline
-    var wanted = wantedAtStart(), names = ["meta", "index"].concat(wanted ? ["vocab", "layer_" + wanted[0]] : []);
+    var wanted = wantedAtStart(), names = ["meta", "index"].concat(wanted ? ["vocab", "layer_" + wanted[0]] : [],
+      !wanted && tokenWantedAtStart() ? ["vocab", "search"] : []);
     if (document.readyState !== "loading") { Promise.all(names.map(load)).then(begin).catch(fail); return; }
     writeScripts(names);
     document.write("<script>neuroscope.documents()<\/script><script>neuroscope.begin()<\/script>");
@@ -520,6 +617,8 @@ var neuroscope = (function () {
       meta.layers.join(", ") + " · " + table.rows.length + " neurons" + (meta.notes.length ? " · " + meta.notes.join("; ") : "");
     buildFilters();
     document.getElementById("search").addEventListener("submit", search);
+    document.getElementById("token-search").addEventListener("submit", tokenSearch);
+    document.getElementById("token-search").addEventListener("change", function (event) { if (event.target.type === "checkbox") { tokenSearch(event); } });
     document.getElementById("neuron-view").addEventListener("mouseover", hover);
     document.getElementById("neuron-view").addEventListener("mouseout", hover);
     window.addEventListener("hashchange", function () { route(false).catch(fail); });
@@ -533,6 +632,7 @@ var neuroscope = (function () {
   function beginPage() {  // a single page (vis.html): one neuron, its data inline, links to the other pages
     var meta = data.meta, page = meta.page, view = document.getElementById("neuron-view");
     document.getElementById("search").hidden = true;
+    document.getElementById("token-search").hidden = true;
     document.getElementById("title").textContent = meta.model;
     document.getElementById("run").textContent = "dataset " + meta.dataset + " (" + meta.tokens + " tokens)" +
       (meta.notes.length ? " · " + meta.notes.join("; ") : "");
@@ -554,6 +654,7 @@ var neuroscope = (function () {
       data.docs[chunk] = {first: d.first, starts: unpack(d.starts), tokens: unpack(d.tokens), ids: d.ids ? unpack(d.ids) : null};
     },
     layer: function (layer, d) { data.layers[layer] = unpackAll(d); },
+    search: function (d) { data.search = unpackAll(d); },
     start: start,
     documents: documents,
     begin: begin

@@ -1,0 +1,169 @@
+// The probe's page: a text of one's own, coloured by a chosen neuron's activation a, with g, u, a, the sign
+// combination of (g, u) and the percentile of a on the dataset under the pointer; each token's top neurons by |a|;
+// the neurons that fire most on the whole text. Everything comes from the data given to probe.start (probe.json's
+// payload); text enters the page only as text nodes (textContent), never as markup.
+var probe = (function () {
+  "use strict";
+  var data = null, current = null, picked = 0, spans = [];
+  var el = draw.el, fmt = draw.fmt, shown = draw.shown, background = draw.background;
+
+  function ordinal(p) {
+    if (p === null || p === undefined) { return ""; }
+    if (p >= 100) { return "100th percentile (above all)"; }
+    var text = p >= 99.95 ? p.toFixed(2) : p.toFixed(1);
+    text = text.replace(/\.?0+$/, "");
+    var whole = /\./.test(text) ? -1 : Number(text) % 100;  // 1st, 2nd, 3rd, 11th, 21st; 99.7th
+    var suffix = whole % 10 === 1 && whole !== 11 ? "st" : whole % 10 === 2 && whole !== 12 ? "nd" :
+      whole % 10 === 3 && whole !== 13 ? "rd" : "th";
+    return text + suffix + " percentile";
+  }
+  function neuronLink(name) {
+    var href = data.links[name];
+    return href ? el("a", {href: href, text: name}) : el("span", {text: name});
+  }
+  function percentileText(name, p) {
+    return p === null || p === undefined ? "" : ordinal(p) + " of " + name + " on " + data.meta.dataset;
+  }
+
+  // ---- the run
+  function header() {
+    var m = data.meta, parts = [m.model, m.tokens + " tokens", m.windows.length + " forward pass" + (m.windows.length > 1 ? "es" : "") +
+      " of up to " + m.window_tokens + " tokens" + (m.bos !== null ? " (BOS first, not shown)" : ""), m.dtype];
+    parts.push(m.dataset ? "percentiles on " + m.dataset + " (" + m.dataset_tokens + " tokens)" : "no statistics: no percentiles");
+    document.getElementById("title").textContent = "Probe · " + m.name;
+    document.title = "probe · " + m.name + " · " + m.model;
+    var run = document.getElementById("run");
+    run.appendChild(el("div", {text: parts.join(" · ")}));
+    [m.caption].concat(m.notes).forEach(function (note) { run.appendChild(el("div", {text: note})); });
+  }
+
+  // ---- the text, coloured by the chosen neuron
+  function controls() {
+    var names = Object.keys(data.neurons), box = el("div", {"class": "controls"});
+    if (!names.length) {
+      box.appendChild(el("span", {"class": "meta",
+        text: "no --neurons chosen: the text is not coloured; hover or click a token for its top neurons"}));
+      return box;
+    }
+    var chooser = el("select", {id: "neuron"});
+    names.forEach(function (name) { chooser.appendChild(el("option", {value: name, text: name})); });
+    chooser.addEventListener("change", function () { colourBy(chooser.value); });
+    box.appendChild(el("label", {}, [document.createTextNode("colour by neuron "), chooser]));
+    box.appendChild(el("span", {id: "neuron-link"}));
+    box.appendChild(el("span", {"class": "legend"}, [el("span", {id: "scale-low"}), el("span", {"class": "bar neg"}),
+      el("span", {"class": "bar pos"}), el("span", {id: "scale-high"})]));
+    return box;
+  }
+  function textBox() {
+    var box = el("div", {"class": "text probe-text", id: "text"}), starts = data.meta.documents;
+    data.tokens.forEach(function (token, i) {
+      if (i > 0 && starts.indexOf(i) > 0) { box.appendChild(el("span", {"class": "doc-break"})); }
+      var s = el("span", {"class": "t", "data-i": String(i), text: shown(token)});
+      spans.push(s);
+      box.appendChild(s);
+    });
+    box.addEventListener("mouseover", hover);
+    box.addEventListener("mouseout", hover);
+    box.addEventListener("click", function (event) {
+      var i = event.target.getAttribute && event.target.getAttribute("data-i");
+      if (i !== null && i !== undefined) { pick(Number(i)); }
+    });
+    return box;
+  }
+  function colourBy(name) {
+    current = name;
+    var a = data.neurons[name].a, scale = 0;
+    a.forEach(function (v) { scale = Math.max(scale, Math.abs(v)); });
+    spans.forEach(function (s, i) { s.style.background = background(a[i], scale); });
+    document.getElementById("scale-low").textContent = fmt(-scale);
+    document.getElementById("scale-high").textContent = fmt(scale);
+    var link = document.getElementById("neuron-link");
+    link.textContent = "";
+    if (data.links[name]) { link.appendChild(el("a", {href: data.links[name], text: "open " + name})); }
+    var strongest = 0;
+    a.forEach(function (v, i) { if (Math.abs(v) > Math.abs(a[strongest])) { strongest = i; } });
+    pick(strongest);
+  }
+
+  // ---- one token: the chosen neuron's values and the token's top neurons
+  function valuesAt(name, i) {
+    var n = data.neurons[name], p = n.percentile ? n.percentile[i] : null;
+    var line = name + ": a " + fmt(n.a[i]) + " · g " + fmt(n.g[i]) + " · u " + fmt(n.u[i]) + " · " +
+      data.meta.sign_combinations[n.combination[i]];
+    return p === null || p === undefined ? line : line + " · " + percentileText(name, p);
+  }
+  function hover(event) {
+    var box = document.getElementById("hover"), target = event.target, i = target.getAttribute && target.getAttribute("data-i");
+    if (event.type === "mouseout" || i === null || i === undefined) { box.hidden = true; return; }
+    i = Number(i);
+    var lines = [JSON.stringify(data.tokens[i]) + " · token " + i];
+    if (current !== null) { lines.push(valuesAt(current, i)); }
+    lines.push("largest |a| here:");
+    data.top[i].slice(0, 5).forEach(function (pair) { lines.push("  " + pair[0] + "  a " + fmt(pair[1])); });
+    box.textContent = lines.join("\n");
+    box.hidden = false;
+  }
+  function pick(i) {
+    if (spans[picked]) { spans[picked].classList.remove("picked"); }
+    picked = i;
+    spans[i].classList.add("picked");
+    var view = document.getElementById("token");
+    view.textContent = "";
+    view.appendChild(el("h2", {text: "Token " + i + ": " + JSON.stringify(data.tokens[i])}));
+    if (current !== null) { view.appendChild(el("p", {text: valuesAt(current, i)})); }
+    view.appendChild(el("p", {"class": "meta",
+      text: "its top " + data.top[i].length + " neurons by |a|" + filterText() + " (click another token)"}));
+    var body = el("tbody");
+    data.top[i].forEach(function (pair, rank) {
+      body.appendChild(el("tr", {}, [el("td", {"class": "num", text: String(rank + 1)}), el("td", {}, [neuronLink(pair[0])]),
+        el("td", {"class": "num", text: fmt(pair[1], 4)})]));
+    });
+    view.appendChild(el("table", {}, [el("thead", {}, [el("tr", {}, [el("th", {text: "#"}), el("th", {text: "neuron"}),
+      el("th", {text: "a"})])]), body]));
+  }
+  function filterText() {
+    var f = data.meta.filters, parts = [];
+    if (f.layers) { parts.push("layers " + f.layers.join(", ")); }
+    if (f.classes.length) { parts.push("classes " + f.classes.join(", ")); }
+    if (f.roles.length) { parts.push("roles " + f.roles.join(", ")); }
+    return parts.length ? " among " + parts.join("; ") : "";
+  }
+
+  // ---- the whole text
+  function wholeText() {
+    var box = el("section", {id: "whole"}), m = data.meta;
+    box.appendChild(el("h2", {text: m.dataset ? "Neurons that fire most on this text, relative to " + m.dataset :
+      "Neurons with the largest a on this text"}));
+    box.appendChild(el("p", {"class": "meta", text: (m.dataset ? "ranked by the percentile of their largest a here among " +
+      "their activations on " + m.dataset + " (the middle of its histogram bin), then by that a over the dataset's largest" :
+      "ranked by their largest a (give --datadir for percentiles)") + filterText()}));
+    var head = ["neuron", "largest a", "at token"].concat(m.dataset ? ["percentile on " + m.dataset, "dataset's largest a"] : []);
+    var body = el("tbody");
+    data.text_top.forEach(function (row) {
+      var token = el("a", {href: "#", text: row.token + " " + JSON.stringify(data.tokens[row.token])});
+      token.addEventListener("click", function (event) { event.preventDefault(); pick(row.token); });
+      var cells = [el("td", {}, [neuronLink(row.neuron)]), el("td", {"class": "num", text: fmt(row.a)}), el("td", {}, [token])];
+      if (m.dataset) {
+        cells.push(el("td", {"class": "num", text: ordinal(row.percentile)}));
+        cells.push(el("td", {"class": "num", text: fmt(row.dataset_max)}));
+      }
+      body.appendChild(el("tr", {}, cells));
+    });
+    box.appendChild(el("table", {}, [el("thead", {}, [el("tr", {}, head.map(function (h) { return el("th", {text: h}); }))]), body]));
+    return box;
+  }
+
+  function start(payload) {
+    data = payload;
+    header();
+    var main = document.getElementById("probe"), names = Object.keys(data.neurons);
+    main.appendChild(controls());
+    main.appendChild(textBox());
+    main.appendChild(el("section", {id: "token"}));
+    main.appendChild(wholeText());
+    if (names.length) { colourBy(names[0]); } else if (spans.length) { pick(0); }
+    document.getElementById("status").textContent = "";
+  }
+
+  return {start: start};
+})();
