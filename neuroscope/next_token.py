@@ -123,11 +123,17 @@ def next_token_ranks(readout: Readout, model: Any, layer: int, neurons: np.ndarr
         part = np.nonzero((inverse >= start) & (inverse < start + chunk))[0]
         w_out = output_weights(model, layer, torch.from_numpy(unique[start:start + chunk]))
         scores = readout.written(w_out.to(unembed.device)) @ unembed  # [chunk vocab]
-        for first in range(0, len(part), chunk):  # at most [chunk vocab] compared at once
-            rows = part[first:first + chunk]
-            local = torch.from_numpy(inverse[rows] - start).to(scores.device)
-            wanted = scores[local, torch.from_numpy(targets[has_next[rows]]).to(scores.device)]
-            ranks[has_next[rows]] = ((scores[local] > wanted[:, None]).sum(-1) + 1).cpu().numpy()
+        ordered = scores.sort(dim=-1).values  # ascending: each neuron's scores sorted once, then searched per example
+        local = inverse[part] - start  # each example's neuron, a row of `scores`
+        by_neuron = np.argsort(local, kind="stable")
+        rows, counts = local[by_neuron], np.bincount(local, minlength=len(scores))
+        slots = np.arange(len(part)) - np.repeat(np.cumsum(counts) - counts, counts)  # place among its neuron's examples
+        wanted = torch.full((len(scores), int(counts.max())), torch.inf, device=scores.device)  # [chunk examples]
+        row_index, slot_index = torch.from_numpy(rows).to(scores.device), torch.from_numpy(slots).to(scores.device)
+        target = torch.from_numpy(targets[has_next[part[by_neuron]]]).to(scores.device)
+        wanted[row_index, slot_index] = scores[row_index, target]
+        at_most = torch.searchsorted(ordered, wanted, right=True)[row_index, slot_index]  # scores <= the next token's
+        ranks[has_next[part[by_neuron]]] = (scores.shape[1] - at_most + 1).cpu().numpy()  # 1 + the scores above it
     return ranks
 
 
