@@ -226,13 +226,14 @@ def test_text_from_stdin_and_neurons_from_a_file(probe_setup, tmp_path, monkeypa
     assert folder.name == "gated-neurons-read-a-direction-the"
 
 
-# ---- the notebook's probe: probe_text, token_colour, coloured_html
+# ---- the notebook's probe (neuroscope/probe_text.py): probe_text, token_colour, coloured_html
 
 def test_probe_text_equals_probe_pass_and_a_hook(probe_setup, tmp_path):
     from gated_core.errors import UserError
     from gated_core.models.loading import load_hf_model
     from neuroscope.neuron_view import token_texts
-    from neuroscope.probe import ProbeRequest, open_probe, probe_pass, probe_text
+    from neuroscope.probe import ProbeRequest, open_probe, probe_pass
+    from neuroscope.probe_text import probe_text
 
     model, tokenizer = load_hf_model(probe_setup["source"])
     found = probe_text(model, tokenizer, TEXT, ["1.17", " 0.3"])
@@ -258,7 +259,7 @@ def test_token_colour_is_the_viewers_scale():
     import subprocess
 
     from neuroscope.pages import ASSETS
-    from neuroscope.probe import token_colour
+    from neuroscope.probe_text import token_colour
 
     assert token_colour(0.0, 2.0) == "rgb(255,255,255)" and token_colour(1.0, 0.0) == "rgb(255,255,255)"
     assert token_colour(2.0, 2.0) == "rgb(255,0,0)" and token_colour(-7.0, 2.0) == "rgb(0,0,255)"  # clamped
@@ -274,7 +275,7 @@ def test_token_colour_is_the_viewers_scale():
 
 
 def test_coloured_html_escapes_and_colours_the_strongest_token_fully():
-    from neuroscope.probe import coloured_html
+    from neuroscope.probe_text import coloured_html
 
     tokens = ["<script>", "alert(1)", "</script>", " & <b>", "\n", ""]
     a, g, u = [0.5, -2.0, 1.0, 0.001, 0.0, 2.0 - 1e-9], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [-1.0, -2.0, 0.25, 0.5, 0.0, 1.0]
