@@ -31,6 +31,7 @@ demo: setup
 	cd wcos_casestudies && $(PY) defplot.py && $(PY) selected_plot.py
 	test -d $(DATA)/pydoc || (cd neuroscope && $(PY) a_dataset.py --datadir ../$(DATA) --save_to pydoc)
 	cd neuroscope && $(PY) b_activations.py --datadir ../$(DATA) --dataset pydoc --save_to activations
+	cd neuroscope && $(PY) g_connections.py --datadir ../$(DATA) --activations activations
 	cd neuroscope && $(PY) d_recompute_vis.py --datadir ../$(DATA) --activations activations \
 		--neurons_from ../results/HuggingFaceTB/SmolLM2-135M-Instruct/case_studies.txt
 	cd neuroscope && $(PY) d_recompute_vis.py --datadir ../$(DATA) --activations activations --neurons all

@@ -11,6 +11,10 @@ and the dataset's fingerprints, and for every mean ablation the fingerprint of t
 means it used (`Statistics.fingerprint`, which covers their tensors). A run that differs in any of
 these is refused (or, with `--overwrite`, starts the folder again): nothing computed from other
 inputs is reused.
+
+Under torchrun the ranks split the batches of the plan (each rank its consecutive part, as the shards of the
+activation pass) and rank 0 gathers their per-token metrics in plan order, so that it holds exactly the tensors
+of one process: the bootstrap over documents, the tables and the files are then rank 0's alone.
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ from gated_core.errors import UserError
 from gated_core.models.sources import ModelSource
 from neuroscope.ablation import METRICS, Ablation, TokenMetrics, evaluate
 from neuroscope.ablation_report import Bootstrap, summarize
-from neuroscope.batches import batch_plan
+from neuroscope.batches import batch_plan, shard_range
 from neuroscope.dataset_store import check_vocabulary, document_lengths, load_tokenized
+from neuroscope.distributed import Ranks, broadcast, gather
 from neuroscope.neuron_sets import NeuronSet, random_baselines, requested_sets
 from neuroscope.store import MADE_WITH, StatisticsMeta, load_statistics, stats_path
 from wcos_casestudies.results import ModelResults
@@ -253,39 +258,74 @@ def baseline_means(baseline: TokenMetrics) -> dict[str, float]:
     return {metric: float(baseline.values[:, i].double().mean()) for i, metric in enumerate(METRICS)}
 
 
+def plan_part(plan: Sequence[Sequence[int]], ranks: Ranks) -> list[Sequence[int]]:
+    """The consecutive batches of `plan` that this rank evaluates (all of them for one process)."""
+    first, last = shard_range(len(plan), ranks.world, ranks.rank)
+    return list(plan[first:last])
+
+
+def evaluate_by_ranks(model: Any, evaluation: Evaluation, pad_id: int, device: torch.device, ranks: Ranks,
+                      ablation: Ablation | None = None, progress: Any = None) -> TokenMetrics | None:
+    """`evaluate` of the plan, each rank its part, gathered on rank 0 in plan order (None on the other ranks):
+    the same per-token tensors as one process, since every batch is the same batch whichever rank runs it."""
+    plan = plan_part(evaluation.plan, ranks)
+    part = evaluate(model, evaluation.dataset, plan, pad_id, device, ablation, evaluation.means, progress) if plan else None
+    parts = gather(ranks, part)
+    if parts is None:
+        return None
+    parts = [metrics for metrics in parts if metrics is not None]
+    if len(parts) == 1:
+        return parts[0]
+    return TokenMetrics(torch.cat([metrics.values for metrics in parts]), torch.cat([metrics.documents for metrics in parts]),
+                        sum(metrics.touched for metrics in parts))
+
+
+def still_to_do(ablations: Sequence[Ablation], store: AblationStore, evaluation: Evaluation,
+                log: Callable[[str], None]) -> tuple[list[int], bool]:
+    """Indexes of the ablations not yet in the store, and whether the baseline must be computed."""
+    todo = []
+    for index, ablation in enumerate(ablations):
+        if store.finished(ablation, evaluation.statistics_fingerprint):
+            log(f"reusing {ablation.key} (already in {store.sets_path.name})")
+        else:
+            todo.append(index)
+    return todo, store.stored_baseline is None
+
+
 def run_ablations(load_model: Callable[[], tuple[Any, int]], evaluation: Evaluation, ablations: Sequence[Ablation],
-                  store: AblationStore, device: torch.device, bootstrap: BootstrapSettings,
+                  store: AblationStore | None, device: torch.device, bootstrap: BootstrapSettings,
                   progress: Callable[[int], Any] | None = None, stop_after_sets: int | None = None,
-                  log: Callable[[str], None] = print) -> TokenMetrics:
+                  log: Callable[[str], None] = print, ranks: Ranks | None = None) -> TokenMetrics | None:
     """The baseline (unless stored), then every ablation not yet in the store, each saved when done.
 
     load_model() gives (model, pad id); it is called only when a forward pass is needed.
     progress(total_batches) makes a progress bar (tqdm-like); stop_after_sets ends early as a killed run would.
+    ranks: under torchrun, every rank calls this with the same `ablations`; only rank 0 has the `store` (None on
+    the others), decides what is left to do, writes and gets the baseline back (the others get None).
     Returns the baseline.
     """
-    todo = []
-    for ablation in ablations:
-        if store.finished(ablation, evaluation.statistics_fingerprint):
-            log(f"reusing {ablation.key} (already in {store.sets_path.name})")
-        else:
-            todo.append(ablation)
-    baseline = store.load_baseline()
-    passes = len(todo) + (baseline is None)
+    ranks = ranks or Ranks()
+    todo_indexes, need_baseline = broadcast(ranks, still_to_do(ablations, store, evaluation, log) if ranks.first else None)
+    todo = [ablations[index] for index in todo_indexes]
+    baseline = store.load_baseline() if ranks.first else None
+    passes = len(todo) + need_baseline
     if passes == 0:
         return baseline
     model, pad_id = load_model()
-    bar = progress(passes * len(evaluation.plan)) if progress is not None else None
-    if baseline is None:
-        baseline = evaluate(model, evaluation.dataset, evaluation.plan, pad_id, device, progress=bar)
-        store.save_baseline(baseline)
-    resamples = Bootstrap.of(baseline.documents, bootstrap.resamples, bootstrap.seed, bootstrap.level)
+    bar = progress(passes * len(plan_part(evaluation.plan, ranks))) if progress is not None else None
+    if need_baseline:
+        baseline = evaluate_by_ranks(model, evaluation, pad_id, device, ranks, progress=bar)
+        if ranks.first:
+            store.save_baseline(baseline)
+    resamples = Bootstrap.of(baseline.documents, bootstrap.resamples, bootstrap.seed, bootstrap.level) if ranks.first else None
     for done, ablation in enumerate(todo):
         if stop_after_sets is not None and done >= stop_after_sets:
             log(f"stopped after {done} sets; rerun to resume")
             break
         started = time.perf_counter()
-        ablated = evaluate(model, evaluation.dataset, evaluation.plan, pad_id, device, ablation, evaluation.means, bar)
-        store.save_set(ablation_record(ablation, baseline, ablated, resamples, evaluation, time.perf_counter() - started))
+        ablated = evaluate_by_ranks(model, evaluation, pad_id, device, ranks, ablation, bar)
+        if ranks.first:
+            store.save_set(ablation_record(ablation, baseline, ablated, resamples, evaluation, time.perf_counter() - started))
     if bar is not None:
         bar.close()
     return baseline

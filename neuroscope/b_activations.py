@@ -13,6 +13,9 @@ Checkpoints: DATADIR/SAVE_TO/stats.partial.pt is written every --checkpoint_ever
 (and on Ctrl-C); rerunning the same command resumes and ends with exactly the result of an
 uninterrupted run. Shards: --num_shards N --shard_index i (or torchrun's RANK/WORLD_SIZE)
 runs a part; `--merge --num_shards N` then gives exactly the single-run result.
+torchrun: `torchrun --nproc_per_node N b_activations.py ...` (no --num_shards) runs shard r on rank r, and rank 0
+merges the shards into stats.pt once all are written: one command, exactly the result of one process; rerunning
+it after a rank was killed resumes every rank from its checkpoint.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gated_core.errors import UserError
     from gated_core.locks import hold_lock
     from neuroscope import collect
-    from neuroscope.store import PASS_IDENTITY_KEYS, load_stats, stats_path
+    from neuroscope.distributed import launched_by_torchrun, process_group
+    from neuroscope.store import stats_path
 
     if args.merge:
         num_shards, _ = collect.shard_settings(args.num_shards, args.shard_index)
@@ -67,13 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = collect.merge_shards(folder, num_shards)
         print(f"merged {num_shards} shards -> {path}")
         return 0
+    if args.num_shards is None and args.shard_index is None and launched_by_torchrun():  # one command, merged
+        with process_group(args.device) as ranks:
+            return collect.pass_by_ranks(pass_request(args), ranks, args.overwrite, args.checkpoint_every,
+                                         args.stop_after_batches)
     run = collect.plan_pass(pass_request(args))
-    with hold_lock(run.final):
-        if run.final.exists() and not args.overwrite:
-            load_stats(run.final, {key: run.meta[key] for key in PASS_IDENTITY_KEYS})
-            print(f"{run.final} exists for these settings; nothing to do (--overwrite recomputes)")
-            return 0
-        return collect.collect(run, args.overwrite, args.checkpoint_every, args.stop_after_batches)
+    collect.run_or_reuse(run, args.overwrite, args.checkpoint_every, args.stop_after_batches)
+    return 0
 
 
 def cli() -> None:

@@ -1,5 +1,6 @@
 """The activation pass: the loop over the batches (`run_pass`) and the runs the scripts make of it: settings and
-shards, checkpoints and resumption, merging shard files."""
+shards, checkpoints and resumption, merging shard files, and the ranks of one torchrun command, whose rank 0
+merges their shards into stats.pt once every rank has written its own (`pass_by_ranks`)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from tqdm import tqdm
 from gated_core.artifacts import package_versions, remove_stale_temporaries
 from gated_core.cli import check_output_location, int_from_environment, parse_device, parse_dtype
 from gated_core.errors import UserError
+from gated_core.locks import hold_lock
 from gated_core.models.arch import read_arch
 from gated_core.models.loading import load_hf_model, load_tokenizer
 from gated_core.models.sources import resolve_model
 from neuroscope.activations import STATISTICS_VERSION, NeuronStats
 from neuroscope.batches import batch_plan, padded_batches, shard_range
 from neuroscope.dataset_store import META_FILE, check_vocabulary, document_lengths, is_dataset_folder, load_tokenized
+from neuroscope.distributed import Ranks, all_gather, broadcast, check_same, together
 from neuroscope.hooks import check_activation_signs, decoder_layers, mlp_hooks, run_model
 from neuroscope.reducer import BatchReducer
 from neuroscope.store import PASS_IDENTITY_KEYS, START_AGAIN, check_run, load_stats, save_stats, stats_path
@@ -246,4 +249,60 @@ def collect(run: PassPlan, overwrite: bool, checkpoint_every: int, stop_after_ba
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     print(f"{tokens:,} tokens in {seconds:.1f} s ({tokens / max(seconds, 1e-9):,.0f} tokens/s); "
           f"peak {'GPU' if run.device.type == 'cuda' else 'process'} memory {peak:.2f} GiB -> {run.final}")
+    return 0
+
+
+def identity(meta: dict[str, Any]) -> dict[str, Any]:
+    """What statistics must agree on with a run to be its result (PASS_IDENTITY_KEYS of `meta`)."""
+    return {key: meta[key] for key in PASS_IDENTITY_KEYS}
+
+
+def run_or_reuse(run: PassPlan, overwrite: bool, checkpoint_every: int, stop_after_batches: int | None = None) -> bool:
+    """This shard's statistics file: kept when it exists for these settings (unless `overwrite`), else computed
+    or resumed under its lock. Returns whether the file is there (False: stopped early by `stop_after_batches`)."""
+    with hold_lock(run.final):
+        if run.final.exists() and not overwrite:
+            load_stats(run.final, identity(run.meta))
+            print(f"{run.final} exists for these settings; nothing to do (--overwrite recomputes)")
+            return True
+        collect(run, overwrite, checkpoint_every, stop_after_batches)
+    return run.final.exists()
+
+
+def merged_exists(run: PassPlan, overwrite: bool) -> bool:
+    """Whether the merged stats.pt of this run's folder exists for these settings (and is not to be overwritten)."""
+    merged = stats_path(run.final.parent)
+    if overwrite or not merged.exists():
+        return False
+    load_stats(merged, identity(run.meta))
+    return True
+
+
+def merge_by_first_rank(folder: Path, num_shards: int) -> Path:
+    """Merge the shard files of `folder` into stats.pt, under its lock."""
+    with hold_lock(stats_path(folder)):
+        return merge_shards(folder, num_shards)
+
+
+def pass_by_ranks(request: PassRequest, ranks: Ranks, overwrite: bool, checkpoint_every: int,
+                  stop_after_batches: int | None = None) -> int:
+    """The pass as the ranks of one torchrun command: rank r runs (or resumes, or keeps) shard r of WORLD_SIZE,
+    then rank 0 merges the shards into stats.pt, exactly the statistics of one process. A mistake on any rank
+    (bad input, ranks started with other flags) ends every rank with the same line."""
+    run = together(ranks, lambda: plan_pass(request))
+    check_same(ranks, {**identity(run.meta), "num_shards": run.meta["num_shards"], "batches": run.meta["batches"],
+                       "save_to": str(run.final.parent.resolve()), "overwrite": overwrite,
+                       "checkpoint_every": checkpoint_every, "stop_after_batches": stop_after_batches})
+    if broadcast(ranks, together(ranks, lambda: merged_exists(run, overwrite), lambda r: r.first)):
+        if ranks.first:
+            print(f"{stats_path(run.final.parent)} exists for these settings; nothing to do (--overwrite recomputes)")
+        return 0
+    finished = all_gather(ranks, together(ranks, lambda: run_or_reuse(run, overwrite, checkpoint_every, stop_after_batches)))
+    if not all(finished):
+        if ranks.first:
+            print(f"ranks {[r for r, done in enumerate(finished) if not done]} stopped early; rerun the same command to resume")
+        return 0
+    path = together(ranks, lambda: merge_by_first_rank(run.final.parent, ranks.world), lambda r: r.first)
+    if ranks.first:
+        print(f"merged {ranks.world} shards -> {path}")
     return 0

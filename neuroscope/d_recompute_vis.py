@@ -19,6 +19,10 @@
   python d_recompute_vis.py --model allenai/OLMo-7B-0424-hf --datadir DIR --activations results \\
          --neurons 28.4737 28.9766 31.9634 29.10900 30.10972 29.4180
 
+Under torchrun (`torchrun --nproc_per_node N d_recompute_vis.py ...`, the same flags) the viewer's recomputation
+is split by documents across the ranks and rank 0 writes the viewer, exactly the one process's; vis.html pages
+(at most --max_pages neurons) and --from_viewer are made by rank 0 alone.
+
 Give it the same weight flags as main.py (--threshold, --legacy_copysign, --refactor_glu,
 --no_processing): the pages show the classes and cosines of that run.
 """
@@ -69,6 +73,10 @@ def add_viewer_flags(parser) -> None:
                        help="viewer: grey tokens (text only) shown around the window")
     group.add_argument("--table_tokens", type=positive_int, default=VIEWER_DEFAULTS["table_tokens"],
                        help="viewer: tokens in each of the ±w_in and ±w_gate tables")
+    group.add_argument("--compact", action="store_true",
+                       help="viewer: a smaller viewer for models of many neurons: activations in 8 bits (a code per token and a scale "
+                            "per window, within 1/254 of the window's largest |a|), the examples' values and next-token effects in "
+                            "float16 (about 30%% smaller)")
     group.add_argument("--ablation_effect", action="store_true",
                        help="pages: also the exact next-token loss change of each example with only its neuron zeroed at "
                             "its extreme token (two more forward passes per batch of examples)")
@@ -76,24 +84,33 @@ def add_viewer_flags(parser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from neuroscope import workflow
+    from contextlib import ExitStack
 
-    if args.from_viewer is not None:
-        return copy_layers(args)
-    run = workflow.open_run(page_request(args))
-    pages = len(run.neurons) <= args.max_pages
-    viewer = args.viewer or (None if pages else "viewer")
-    if viewer is not None:
-        workflow.checked_viewer_folder(run, viewer)  # before the model loads; again under the lock when it is written
-    with workflow.hold_pages(run):  # one lock for the pages, their index and the viewers
+    from neuroscope import workflow
+    from neuroscope.distributed import check_same, process_group, rank_device, together
+
+    with process_group(args.device) as ranks, ExitStack() as stack:
+        check_same(ranks, {key: str(value) for key, value in vars(args).items()}, "flags")
+        args.device = rank_device(args.device)  # under torchrun: cuda is this rank's GPU
+        if args.from_viewer is not None:
+            together(ranks, lambda: copy_layers(args), lambda r: r.first)
+            return 0
+        run = together(ranks, lambda: workflow.open_run(page_request(args)))
+        pages = len(run.neurons) <= args.max_pages
+        viewer = args.viewer or (None if pages else "viewer")
+        if viewer is not None:  # before the model loads; again under the lock when it is written
+            together(ranks, lambda: workflow.checked_viewer_folder(run, viewer))
+        # one lock for the pages, their index and the viewers, held by the rank that writes them
+        together(ranks, lambda: stack.enter_context(workflow.hold_pages(run)), lambda r: r.first)
         if pages:
-            write_pages(run, args)
-        else:
+            together(ranks, lambda: write_pages(run, args), lambda r: r.first)
+        elif ranks.first:
             print(f"{len(run.neurons)} neurons: no vis.html pages (at most --max_pages {args.max_pages}); the viewer has them all")
         if viewer is not None:
-            write_viewer(run, args, viewer)
-    if viewer is not None:
-        run.results.write_index()
+            write_viewer(run, args, viewer, ranks)
+            stack.close()
+            if ranks.first:
+                run.results.write_index()
     return 0
 
 
@@ -110,13 +127,18 @@ def write_pages(run, args) -> None:
           f"({seconds / max(len(written), 1):.1f} s per neuron)")
 
 
-def write_viewer(run, args, name: str) -> None:
-    """Recompute the chosen neurons' windows and write the viewer `name` (holding the pages lock)."""
+def write_viewer(run, args, name: str, ranks=None) -> None:
+    """Recompute the chosen neurons' windows and write the viewer `name` (holding the pages lock; under torchrun
+    every rank recomputes its part of the documents and rank 0 writes)."""
     from neuroscope import workflow
 
     before, after = args.window
-    settings = workflow.ViewerSettings(name, before, before + after + 1, tuple(args.context), args.top_tokens, args.table_tokens)
-    folder, size = workflow.write_run_viewer(run, settings, args.batch_size)
+    settings = workflow.ViewerSettings(name, before, before + after + 1, tuple(args.context), args.top_tokens, args.table_tokens,
+                                       args.compact)
+    written = workflow.write_run_viewer(run, settings, args.batch_size, ranks)
+    if written is None:  # a rank other than 0
+        return
+    folder, size = written
     steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in settings.seconds.items())
     print(f"viewer of {len(run.neurons)} neurons: {folder / 'viewer.html'} ({size / 2**20:.1f} MiB; {steps})")
 

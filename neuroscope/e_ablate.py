@@ -16,6 +16,11 @@ that folder's baseline). Finished sets are saved one by one: a killed run resume
 and a later run with more sets reuses the baseline and the sets it already has, but only those
 computed from the same dataset contents, weights, settings and (mean ablation) means: a folder made
 from other ones is refused (--overwrite starts it again; another --results_dir keeps both).
+
+  torchrun --nproc_per_node N e_ablate.py --datadir ../data ...     # the same flags: ranks split the documents
+
+Under torchrun each rank evaluates its part of the batches and rank 0 gathers the per-token metrics in order and
+writes the files: exactly the tables of one process (--device cuda: each rank on cuda:LOCAL_RANK).
 """
 
 from __future__ import annotations
@@ -94,62 +99,63 @@ def check_numbers(args: argparse.Namespace) -> list[str]:
     return [parse_condition(word) for word in args.conditional] or list(CONDITIONS)
 
 
-def ablate_and_report(args, tokenizer, evaluation, results, ablations, folder, meta, bootstrap, placement) -> None:
-    """Run the ablations not yet in `folder` (sharing one baseline), then write and print the table.
-
-    placement: (dtype, device) of the model."""
+def ablate_and_report(args, prepared, ablations, ranks) -> None:
+    """Run the ablations not yet in the output folder (sharing one baseline), then write and print the table
+    (rank 0 keeps the folder's files and writes the tables; under torchrun the other ranks only evaluate)."""
     from tqdm import tqdm
 
     from gated_core.models.loading import load_hf_model
     from neuroscope.ablation_report import write_report
     from neuroscope.ablation_run import AblationStore, baseline_means, run_ablations
+    from neuroscope.distributed import together
 
-    dtype, device = placement
-    source = results.source
-    store = AblationStore(folder, meta, overwrite=args.overwrite, statistics_fingerprint=evaluation.statistics_fingerprint)
-    store.remove_leftovers()  # of a killed run: this run holds the folder's lock, no other one writes there
-    print(f"model {source.name} [{source.provenance}]; {len(evaluation.rows)} documents, {evaluation.tokens:,} tokens; "
-          f"{len(ablations)} ablations -> {folder}")
+    p = prepared
+    evaluation, source, folder = p.evaluation, p.results.source, p.folder
+
+    def open_store():
+        store = AblationStore(folder, p.meta, overwrite=args.overwrite, statistics_fingerprint=evaluation.statistics_fingerprint)
+        store.remove_leftovers()  # of a killed run: this run holds the folder's lock, no other one writes there
+        print(f"model {source.name} [{source.provenance}]; {len(evaluation.rows)} documents, {evaluation.tokens:,} "
+              f"tokens; {len(ablations)} ablations -> {folder}" + (f" ({ranks.world} ranks)" if ranks.several else ""))
+        return store
+
+    store = together(ranks, open_store, lambda r: r.first)
 
     def load_model():
-        model, _ = load_hf_model(source, dtype=dtype, device=device, tokenizer=tokenizer)
-        return model, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        model, _ = load_hf_model(source, dtype=p.dtype, device=p.device, tokenizer=p.tokenizer)
+        return model, p.tokenizer.pad_token_id if p.tokenizer.pad_token_id is not None else 0
 
     started = time.perf_counter()
-    baseline = run_ablations(load_model, evaluation, ablations, store, device, bootstrap,
+    baseline = run_ablations(load_model, evaluation, ablations, store, p.device, p.bootstrap,
                              progress=lambda total: tqdm(total=total, desc="ablation passes", unit="batch"),
-                             stop_after_sets=args.stop_after_sets)
+                             stop_after_sets=args.stop_after_sets, ranks=ranks,
+                             log=print if ranks.first else lambda line: None)
     seconds = time.perf_counter() - started
+    if not ranks.first:
+        return
     title = f"{source.name} on {evaluation.dataset_dir.name} ({evaluation.tokens:,} tokens)" + \
         (", dequantised from a GGUF" if source.is_gguf else "")
     frame = write_report(list(store.records.values()), baseline_means(baseline), folder / "ablation", title)
     shown = frame[["set", "mode", "condition", "neurons", "loss_mean", "loss_median", "entropy_mean"]] if len(frame) else frame
     print(shown.to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
-    print(f"{seconds:.1f} s -> {folder / 'ablation'}.csv/.md/.pdf/.png; all outputs: {results.write_index()}")
+    print(f"{seconds:.1f} s -> {folder / 'ablation'}.csv/.md/.pdf/.png; all outputs: {p.results.write_index()}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def prepare(args: argparse.Namespace) -> argparse.Namespace:
+    """Check every input and set up the run (nothing heavy is loaded): the model's source, tokenizer, evaluation,
+    classes (results), output folder, the metadata its files must agree with, and the device and dtype."""
     from gated_core.artifacts import package_versions
     from gated_core.cli import check_output_location, parse_device, parse_dtype
-    from gated_core.locks import hold_lock
     from gated_core.models.arch import read_arch
     from gated_core.models.loading import load_tokenizer
     from gated_core.models.sources import resolve_model
-    from neuroscope.ablation_run import (
-        AblationStore,
-        BootstrapSettings,
-        ablation_plan,
-        choose_sets,
-        evaluation_meta,
-        load_evaluation,
-    )
+    from neuroscope.ablation_run import AblationStore, BootstrapSettings, evaluation_meta, load_evaluation
+    from neuroscope.distributed import rank_device
     from wcos_casestudies.cli import settings_from_args
     from wcos_casestudies.results import ModelResults
 
-    conditions = check_numbers(args)
     settings = settings_from_args(args)
-    device = parse_device(args.device)
+    device = parse_device(rank_device(args.device))
     dtype = parse_dtype(args.dtype, device)
     check_output_location(args.results_dir, "--results_dir")
     source = resolve_model(args.model, full_hash=args.full_hash)
@@ -169,10 +175,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             **{f"classes_{key}": value for key, value in results.settings.meta().items()}, "versions": package_versions()}
     # a folder of other inputs is refused now, before the classes may be computed; checked again under the lock
     AblationStore(folder, meta, overwrite=args.overwrite, statistics_fingerprint=evaluation.statistics_fingerprint)
-    sets = choose_sets(results, args.classes, args.roles, args.sample_size, args.seed)
-    ablations = ablation_plan(sets, arch.d_mlp, args.mode, conditions, args.random_seeds)
-    with hold_lock(folder):  # one run per output folder: a second one stops here, naming this one
-        ablate_and_report(args, tokenizer, evaluation, results, ablations, folder, meta, bootstrap, (dtype, device))
+    return argparse.Namespace(source=source, arch=arch, tokenizer=tokenizer, evaluation=evaluation, results=results,
+                              folder=folder, meta=meta, bootstrap=bootstrap, device=device, dtype=dtype)
+
+
+def prepare_and_choose(args: argparse.Namespace) -> tuple[argparse.Namespace, list]:
+    """`prepare`, then the sets to ablate (their classes computed and cached in the results folder if need be)."""
+    from neuroscope.ablation_run import choose_sets
+
+    prepared = prepare(args)
+    return prepared, choose_sets(prepared.results, args.classes, args.roles, args.sample_size, args.seed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from contextlib import ExitStack
+
+    from gated_core.locks import hold_lock
+    from neuroscope.ablation_run import ablation_plan
+    from neuroscope.distributed import check_same, process_group, rank_zero_first, together
+
+    conditions = check_numbers(args)
+    with process_group(args.device) as ranks, ExitStack() as stack:
+        check_same(ranks, {key: str(value) for key, value in vars(args).items()}, "flags")
+        # the classes may be computed and cached in the results folder: by rank 0, then read by the others
+        prepared, sets = rank_zero_first(ranks, lambda: prepare_and_choose(args))
+        check_same(ranks, {key: prepared.meta[key] for key in ("weights_fingerprint", "dataset_fingerprint", "documents")},
+                   "inputs")
+        ablations = ablation_plan(sets, prepared.arch.d_mlp, args.mode, conditions, args.random_seeds)
+        # one run per output folder: a second one stops here, naming this one
+        together(ranks, lambda: stack.enter_context(hold_lock(prepared.folder)), lambda r: r.first)
+        ablate_and_report(args, prepared, ablations, ranks)
     return 0
 
 

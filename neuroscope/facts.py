@@ -9,12 +9,15 @@ Shapes: per-model tables are [layer neuron]; per-layer results are [chosen ...] 
 from __future__ import annotations
 
 import csv
+import sys
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 
+from gated_core.errors import UserError
 from gated_core.models.glu import refactor_glu
+from wcos_casestudies.connections_store import CONNECTIONS_FILE, CONNECTIONS_FOLDER, Connections, connections_for_views
 from wcos_casestudies.constants import CLASS_NAMES
 from wcos_casestudies.results import ModelResults
 from wcos_casestudies.roles import ROLE_NAMES, unembed_moments
@@ -34,6 +37,7 @@ class ModelFacts:
     moments: dict[str, torch.Tensor] = field(default_factory=dict)  # "skew", "kurtosis" -> [layer neuron]
     reasons: dict[tuple[int, int], str] = field(default_factory=dict)  # (layer, neuron) -> why it is a case study
     notes: list[str] = field(default_factory=list)
+    connections: Connections | None = None  # g_connections.py's lists, where they exist for these weights
 
     def io_class(self, layer: int, neuron: int) -> str:
         return CLASS_NAMES[int(self.categories[layer, neuron])]
@@ -42,9 +46,10 @@ class ModelFacts:
         return [name for name in ROLE_NAMES if name in self.roles and bool(self.roles[name][layer, neuron])]
 
 
-def model_facts(results: ModelResults) -> ModelFacts:
+def model_facts(results: ModelResults, statistics_fingerprint: str | None = None) -> ModelFacts:
     """Classes and cosines (computed by main.py's code when missing), roles, moments and case-study reasons
-    (read when casestudies.py has written them)."""
+    (read when casestudies.py has written them), and the connections (when g_connections.py has written them for
+    these weights and settings, and for the statistics `statistics_fingerprint` where they used statistics)."""
     facts = ModelFacts(results.categories(), {k: v for k, v in results.cosines().items() if v is not None})
     stored = stored_roles(results)
     if stored is not None:
@@ -56,7 +61,22 @@ def model_facts(results: ModelResults) -> ModelFacts:
     if reasons.exists():
         with reasons.open(newline="") as handle:
             facts.reasons = {(int(row["layer"]), int(row["neuron"])): row["reason"] for row in csv.DictReader(handle)}
+    facts.connections = stored_connections(results, statistics_fingerprint, facts.notes)
     return facts
+
+
+def stored_connections(results: ModelResults, statistics_fingerprint: str | None, notes: list[str]) -> Connections | None:
+    """connections.pt of these weights and settings, or None with a note (and a warning when it is stale)."""
+    path = results.folder / CONNECTIONS_FOLDER / CONNECTIONS_FILE
+    if not path.exists():
+        notes.append("no connections.pt (run g_connections.py for the connections between neurons)")
+        return None
+    try:
+        return connections_for_views(path, results.source.weights_fingerprint, results.settings.meta(), statistics_fingerprint)
+    except UserError as exc:
+        print(f"warning: connections not shown: {exc}", file=sys.stderr)
+        notes.append("connections not shown: connections.pt is stale (run g_connections.py again)")
+        return None
 
 
 @dataclass

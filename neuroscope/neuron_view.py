@@ -34,10 +34,11 @@ import torch
 
 from neuroscope.activations import SIGN_COMBINATIONS
 from neuroscope.facts import INPUT_TABLES, LOGIT_BINS, LayerLogitEffects, ModelFacts
-from neuroscope.histogram import histogram_edges
+from neuroscope.histogram import histogram_edges, typical_band_edges
 from neuroscope.recompute import LIST_KINDS
 from neuroscope.store import Statistics
 from neuroscope.windows import LayerExamples, WindowHasher
+from wcos_casestudies.connections import EMBED_KINDS, INPUT_KINDS
 from wcos_casestudies.constants import CLASS_NAMES
 from wcos_casestudies.roles import ROLE_NAMES
 
@@ -63,6 +64,10 @@ def to_json(value: Any) -> str:
 def js_call(part: str, *args: Any) -> str:
     """One part of a view: a call of neuroscope.<part> with JSON arguments (a data file's whole text)."""
     return f"neuroscope.{part}({','.join(to_json(a) for a in args)});\n"
+
+
+CONNECTIONS_SHOWN = 10  # entries of each connection list that a view shows
+ACT_CODE_MAX = 127  # 8-bit activations: codes -127..127 times a per-window scale (`act_codes`)
 
 
 def packed(values: Any, dtype: str | None = None) -> dict[str, str]:
@@ -118,6 +123,7 @@ class ViewRun:
     context: tuple[int, int]
     notes: list[str]
     shown: tuple[int, int] | None = None
+    compact: bool = False  # activations in 8 bits (`act_codes`), the examples' values and effects in float16
 
     @property
     def data(self) -> Path:
@@ -156,26 +162,37 @@ def example_payload(run: ViewRun, examples: LayerExamples) -> dict[str, Any]:
     payload = {
         "neurons": packed(examples.neurons, "i4"),
         "window_offsets": packed(offsets(window_counts), "i4"),
-        "window_doc": packed(examples.window_doc, "i4"), "window_start": packed(examples.window_start),
+        "window_doc": packed(examples.window_doc), "window_start": packed(examples.window_start),
         "window_length": packed(examples.window_length), "width": examples.width,
-        "acts": packed(examples.acts.reshape(-1), "f2"),
+        **(act_codes(examples.acts) if run.compact else {"acts": packed(examples.acts.reshape(-1), "f2")}),
         "list_offsets": packed(offsets(list_sizes), "i4"),
         "example_window": packed(examples.window[kept] - offsets(window_counts)[examples.column[kept]]),
         "example_peak": packed(examples.position[kept] - examples.window_start[examples.window[kept]]),
-        "example_value": packed(examples.stored[kept], "f4"), "example_duplicates": packed(duplicates),
+        "example_value": packed(examples.stored[kept], "f2" if run.compact else "f4"), "example_duplicates": packed(duplicates),
         "bos_value": packed(np.nan_to_num(examples.bos_value, nan=0.0), "f4"),
     }
     if examples.gates is not None:
         payload["gates"], payload["lins"] = packed(examples.gates.reshape(-1), "f2"), packed(examples.lins.reshape(-1), "f2")
-    return {**payload, **next_token_payload(examples, kept)}
+    return {**payload, **next_token_payload(examples, kept, "f2" if run.compact else "f4")}
 
 
-def next_token_payload(examples: LayerExamples, kept: np.ndarray) -> dict[str, Any]:
+def act_codes(acts: np.ndarray) -> dict[str, Any]:
+    """Activations [window width] in 8 bits: a signed code per token (`act_codes`, int8, -ACT_CODE_MAX..ACT_CODE_MAX)
+    and a float16 scale per window (`act_scales`): a = code * scale, off by at most scale / 2 = the window's largest
+    |a| / (2 ACT_CODE_MAX); the renderer decodes them into `acts`."""
+    values = acts.astype(np.float32)
+    scales = (np.abs(values).max(axis=1, initial=0.0) / ACT_CODE_MAX).astype(np.float16)
+    divisor = np.where(scales > 0, scales.astype(np.float32), 1.0)[:, None]
+    codes = np.clip(np.rint(values / divisor), -ACT_CODE_MAX, ACT_CODE_MAX).astype(np.int8)
+    return {"act_codes": packed(codes.reshape(-1), "i1"), "act_scales": packed(scales, "f2")}
+
+
+def next_token_payload(examples: LayerExamples, kept: np.ndarray, floats: str = "f4") -> dict[str, Any]:
     """What the shown examples `kept` do to their next token (those of `neuroscope.next_token` that were computed):
-    `example_next` (token id, -1: none), `example_effect` (direct effect, nan: none), `example_rank` (0: none),
-    `example_ablation` (loss change with the neuron zeroed there)."""
-    columns = {"example_next": (examples.next_token, "i4"), "example_effect": (examples.direct_effect, "f4"),
-               "example_rank": (examples.next_rank, "i4"), "example_ablation": (examples.ablation_effect, "f4")}
+    `example_next` (token id, -1: none), `example_effect` (direct effect, nan: none; `floats`: its dtype), `example_rank`
+    (0: none), `example_ablation` (loss change with the neuron zeroed there)."""
+    columns = {"example_next": (examples.next_token, "i4"), "example_effect": (examples.direct_effect, floats),
+               "example_rank": (examples.next_rank, None), "example_ablation": (examples.ablation_effect, "f4")}
     return {name: packed(values[kept], dtype) for name, (values, dtype) in columns.items() if values is not None}
 
 
@@ -186,16 +203,50 @@ def layer_payload(run: ViewRun, examples: LayerExamples, effects: LayerLogitEffe
         **example_payload(run, examples),
         "sign_frequencies": packed(run.stats.sign_frequencies[layer, chosen].float(), "f4"),
         "cosines": {name: packed(values[layer, chosen].float(), "f4") for name, values in run.facts.cosines.items()},
-        "promoted": packed(effects.promoted, "i4"), "promoted_values": packed(effects.promoted_values, "f4"),
-        "suppressed": packed(effects.suppressed, "i4"), "suppressed_values": packed(effects.suppressed_values, "f4"),
+        "promoted": packed(effects.promoted), "promoted_values": packed(effects.promoted_values, "f4"),
+        "suppressed": packed(effects.suppressed), "suppressed_values": packed(effects.suppressed_values, "f4"),
         "logit_low": packed(effects.low, "f4"), "logit_high": packed(effects.high, "f4"),
-        "logit_histogram": packed(effects.histogram, "i4"),
-        "inputs": {name: packed(ids, "i4") for name, ids in effects.input_tokens.items()},
+        "logit_histogram": packed(effects.histogram),  # token ids and counts of the vocabulary: uint16 where it fits
+        "inputs": {name: packed(ids) for name, ids in effects.input_tokens.items()},
         "reasons": {str(n): reason for (lay, n), reason in run.facts.reasons.items() if lay == layer and n in set(chosen.tolist())},
     }
     if run.stats.histogram is not None:
         payload["histogram"] = trimmed_histograms(run.stats.histogram[layer, chosen].numpy())
+    if run.facts.connections is not None:
+        payload["connections"] = connections_payload(run.facts, layer, chosen)
     return payload
+
+
+def connections_payload(facts: ModelFacts, layer: int, chosen: np.ndarray) -> dict[str, Any]:
+    """The first CONNECTIONS_SHOWN entries of each connection list of the chosen neurons, per kind [chosen shown]:
+    `other` (neuron id layer * d_mlp + neuron, or token id; -1: none), `other_class` (IO class of a neuron),
+    `virtual_weight`, `cosine` and `expected` (float16). Inputs are ranked by expected contribution where the
+    lists have it, else (and the other kinds) by |virtual weight|."""
+    connections = facts.connections
+    inputs_by = "expected_contribution" if "expected_contribution" in connections.rankings else "virtual_weight"
+    neurons, kinds = torch.from_numpy(np.asarray(chosen, dtype=np.int64)), {}
+    for kind in connections.kinds:
+        found = connections.layer_lists(layer, neurons, kind, inputs_by if kind in INPUT_KINDS else "virtual_weight",
+                                        CONNECTIONS_SHOWN)
+        other = found["other"]
+        part = {"other": packed(other.reshape(-1), "i4"),
+                **{name: packed(found[key].reshape(-1), "f2") for name, key in
+                   (("virtual_weight", "virtual_weight"), ("cosine", "cosine"), ("expected", "expected_contribution"))
+                   if key in found}}
+        if kind not in EMBED_KINDS:
+            part["other_class"] = packed(facts.categories.reshape(-1)[other.clamp(min=0)].reshape(-1), "u1")
+        kinds[kind] = part
+    return {"shown": CONNECTIONS_SHOWN, "inputs_by": inputs_by, "kinds": kinds}
+
+
+def connection_tokens(facts: ModelFacts, layer: int, neurons: np.ndarray) -> set[int]:
+    """The token ids of the embedding's connection lists of some neurons (a page's vocabulary needs them)."""
+    if facts.connections is None:
+        return set()
+    chosen = torch.from_numpy(np.asarray(neurons, dtype=np.int64))
+    return {token for kind in EMBED_KINDS if kind in facts.connections.kinds
+            for token in facts.connections.layer_lists(layer, chosen, kind, "virtual_weight", CONNECTIONS_SHOWN)["other"].reshape(-1).tolist()
+            if token >= 0}
 
 
 def trimmed_histograms(histogram: np.ndarray) -> dict[str, Any]:
@@ -251,8 +302,9 @@ def meta_payload(run: ViewRun, chunks: list[tuple[int, int]], k: int) -> dict[st
             "list_kinds": list(LIST_KINDS), "sign_combinations": list(SIGN_COMBINATIONS),
             "class_names": list(CLASS_NAMES), "role_names": list(ROLE_NAMES), "input_tables": list(INPUT_TABLES),
             "histogram_edges": [float(e) if np.isfinite(e) else None for e in histogram_edges().tolist()],
-            "logit_bins": LOGIT_BINS, "bos_left_out": bool(meta.examples_without_bos), "notes": run.notes,
-            "statistics_fingerprint": run.stats.fingerprint}
+            "typical_band_edges": [float(e) if np.isfinite(e) else None for e in typical_band_edges().tolist()],
+            "typical_per_band": run.stats.typical_per_band, "logit_bins": LOGIT_BINS, "bos_left_out": bool(meta.examples_without_bos), "notes": run.notes,
+            "compact": run.compact, "statistics_fingerprint": run.stats.fingerprint}
 
 
 def layer_moments(facts: ModelFacts, effects: LayerLogitEffects, layer: int, neurons: np.ndarray) -> dict[str, np.ndarray]:

@@ -40,6 +40,7 @@ from neuroscope.recompute import Neuron, check_tokenizer, neuron_folder, request
 from neuroscope.site import neuroscope_folder
 from neuroscope.store import Statistics, load_statistics
 from neuroscope.tokenization import document_start
+from neuroscope.viewer import viewer_layers
 from wcos_casestudies.results import ModelResults, Settings
 from wcos_casestudies.section6 import stored_roles
 
@@ -332,15 +333,15 @@ def neuron_links(run: ProbeRun, names: set[str]) -> dict[str, str]:
     """Relative links from probe.html to each neuron: its own page where it has one, else the viewer with the fewest
     layers that holds its layer (so that a viewer of a few layers, which may be shared, is preferred to the whole one)."""
     pages = neuroscope_folder(run.results)
-    viewers = sorted((len(list(folder.glob("data/layer_*.js"))), folder.name) for folder in pages.glob("*/")
-                     if (folder / "viewer.html").is_file())
+    viewers = sorted((len(layers), folder.name, layers) for folder in pages.glob("*/") if (folder / "viewer.html").is_file()
+                     for layers in [viewer_layers(folder)])
     links = {}
     for name in sorted(names):
         layer, neuron = map(int, name.split("."))
         if (neuron_folder(pages, (layer, neuron)) / "vis.html").is_file():
             links[name] = f"../../neuroscope/L{layer}/N{neuron}/vis.html"
             continue
-        holder = next((folder for _, folder in viewers if (pages / folder / "data" / f"layer_{layer}.js").is_file()), None)
+        holder = next((folder for _, folder, layers in viewers if layer in layers), None)
         if holder is not None:
             links[name] = f"../../neuroscope/{holder}/viewer.html#{name}"
     return links

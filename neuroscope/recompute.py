@@ -23,13 +23,16 @@ from neuroscope.ablation import final_norm_input
 from neuroscope.activations import COMBINATION_SIGNS, SIGN_COMBINATIONS
 from neuroscope.batches import padded_batches, subset_plan
 from neuroscope.dataset_store import check_vocabulary, load_tokenized
+from neuroscope.histogram import typical_bands
 from neuroscope.hooks import mlp_hooks, run_model
 from neuroscope.next_token import Readout, direct_effects, next_token_ranks, output_weights
+from neuroscope.ranked import pack_tokens, token_hash
 from neuroscope.store import Statistics, StatisticsMeta
 
 Neuron = tuple[int, int]  # (layer, neuron)
 PeakEffects = dict[tuple[Neuron, int, int], tuple[int, float | None]]  # (neuron, doc, position) -> (next token, direct effect)
-LIST_KINDS = ("max", "min", *SIGN_COMBINATIONS)  # the example lists of a neuron, as pages show them
+TYPICAL_KINDS = tuple(f"typical {band}" for band in range(typical_bands()))  # a band of |a| each (`typical_lists`)
+LIST_KINDS = ("max", "min", *SIGN_COMBINATIONS, *TYPICAL_KINDS)  # the example lists of a neuron, as pages show them
 
 
 class RecomputeMismatch(RuntimeError):
@@ -67,18 +70,41 @@ def parse_neuron(text: str, n_layers: int, d_mlp: int) -> Neuron:
 
 def stored_lists(stats: Statistics) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(kind, signed values, documents, positions), each [layer neuron k], of every example list the
-    statistics have (files of the first version have no sign-combination lists)."""
+    statistics have (files of the first version have no sign-combination lists, those of the first two no typical
+    examples)."""
     lists = [("max", stats.top_values, stats.top_docs, stats.top_positions),
              ("min", stats.bottom_values, stats.bottom_docs, stats.bottom_positions)]
     if stats.combo_values is not None:
         for index, (kind, sign) in enumerate(zip(SIGN_COMBINATIONS, COMBINATION_SIGNS)):
             lists.append((kind, sign * stats.combo_values[:, :, index], stats.combo_docs[:, :, index],
                           stats.combo_positions[:, :, index]))
+    if stats.typical_docs is not None:
+        lists.extend(zip(TYPICAL_KINDS, *typical_lists(stats)))
     return lists
 
 
+def typical_lists(stats: Statistics) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The typical examples of each band of |a|, whatever their sign combination: (values, documents, positions),
+    each [band layer neuron k], k = typical_per_band, sorted by `ranked.token_hash` (-1: empty slot).
+
+    The pass keeps, per sign combination and band, the k tokens of smallest hash; the k smallest of their union
+    are the k smallest of the whole band, so each band's list is again a uniform sample of its tokens."""
+    k = stats.typical_per_band
+
+    def by_band(tensor: torch.Tensor) -> torch.Tensor:  # [layer neuron combination band k] -> [layer neuron band combination*k]
+        return tensor.transpose(2, 3).flatten(3)
+
+    docs, positions, values = (by_band(t) for t in (stats.typical_docs, stats.typical_positions, stats.typical_values))
+    order = token_hash(pack_tokens(docs, positions)).argsort(dim=-1)[..., :k]
+
+    def picked(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.gather(-1, order).permute(2, 0, 1, 3)
+
+    return picked(values), picked(docs), picked(positions)
+
+
 def selected_documents(stats: Statistics, layer: int, neuron: int) -> list[tuple[str, int, int, float]]:
-    """(kind, document, position, stored value) of every example of a neuron (max, min, sign combinations)."""
+    """(kind, document, position, stored value) of every example of a neuron (max, min, sign combinations, typical)."""
     rows = []
     for kind, values, docs, positions in stored_lists(stats):
         for doc, pos, value in zip(docs[layer, neuron].tolist(), positions[layer, neuron].tolist(), values[layer, neuron].tolist()):

@@ -4,7 +4,8 @@
 - `offsets` [vocab + 1]: token t's entries are [offsets[t], offsets[t + 1]);
 - `neurons` [entry]: neuron ids (layer * d_mlp + neuron), ascending within a token;
 - `where` [entry]: uint8, bit i set where the token is in SOURCES[i] of that neuron (its promoted, suppressed, ±w_in,
-  ±w_gate table, or the extreme token of one of its max/min or sign-combination examples);
+  ±w_gate table, or the extreme token of one of its max/min or sign-combination examples; not of its typical
+  examples, which show what the neuron does everywhere);
 - `sources`: the names of the bits.
 It is built with numpy from the per-layer data that the viewer writes anyway (the weights' token tables and the
 examples' extreme tokens); `--from_viewer` cuts it to the kept layers.
@@ -19,11 +20,12 @@ import numpy as np
 
 from neuroscope.facts import INPUT_TABLES, LayerLogitEffects
 from neuroscope.neuron_view import ViewRun, packed
+from neuroscope.recompute import LIST_KINDS, TYPICAL_KINDS
 from neuroscope.windows import LayerExamples
 
 EXAMPLE_SOURCES = ("max/min example", "sign-combination example")  # an example's list: max or min, or a sign combination
 SOURCES = ("promoted", "suppressed", *INPUT_TABLES, *EXAMPLE_SOURCES)  # the bits of `where`
-EXTREME_KINDS = 2  # the first LIST_KINDS (max, min); the others are the sign combinations
+EXTREME_KINDS = 2  # the first LIST_KINDS (max, min); then the sign combinations (and the typical examples, left out)
 
 
 @dataclass
@@ -54,8 +56,10 @@ def viewer_layer_tokens(run: ViewRun, examples: LayerExamples, effects: LayerLog
     tables = {"promoted": effects.promoted.numpy(), "suppressed": effects.suppressed.numpy(),
               **{name: ids.numpy() for name, ids in effects.input_tokens.items()}}
     documents = run.documents
-    peaks = documents.tokens[documents.starts[documents.local(examples.doc)] + examples.position]
-    return LayerTokens(examples.layer * run.stats.d_mlp + examples.neurons, tables, peaks, examples.column, examples.kind)
+    extreme = examples.kind < LIST_KINDS.index(TYPICAL_KINDS[0])  # typical examples are what every neuron does: left out
+    peaks = documents.tokens[documents.starts[documents.local(examples.doc[extreme])] + examples.position[extreme]]
+    return LayerTokens(examples.layer * run.stats.d_mlp + examples.neurons, tables, peaks, examples.column[extreme],
+                       examples.kind[extreme])
 
 
 @dataclass

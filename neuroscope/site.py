@@ -25,6 +25,7 @@ from neuroscope.facts import LayerLogitEffects, ModelFacts, layer_logit_effects,
 from neuroscope.neuron_view import (
     Documents,
     ViewRun,
+    connection_tokens,
     documents_payload,
     index_payload,
     js_call,
@@ -156,6 +157,7 @@ def page_html(pages: PageSet, layer: int, neuron: int, rows: list[Example], effe
     documents = page_documents(rows)
     ids = set(documents.tokens.tolist()) | set(effects.promoted.flatten().tolist()) | set(effects.suppressed.flatten().tolist())
     ids |= {i for table in effects.input_tokens.values() for i in table.flatten().tolist()}
+    ids |= connection_tokens(facts, layer, np.array([neuron]))
     vocab = dict(zip(sorted(ids), token_texts(pages.tokenizer, sorted(ids))))
     notes = provenance_notes(pages.results) + statistics_notes(stats.meta) + facts.notes
     run = ViewRun(Path(), pages.results.source.name, pages.dataset_name, stats, facts, {layer: np.array([neuron])}, vocab,
@@ -164,7 +166,7 @@ def page_html(pages: PageSet, layer: int, neuron: int, rows: list[Example], effe
     examples = page_examples(layer, neuron, rows, bos)
     moments = {name: {layer: values} for name, values in layer_moments(facts, effects, layer, np.array([neuron])).items()}
     meta = {**meta_payload(run, [(0, stats.meta.documents)], stats.k),
-            "page": {"layer": layer, "neuron": neuron, "nav": navigation(pages.names, f"{layer}.{neuron}")}}
+            "page": {"layer": layer, "neuron": neuron, "nav": navigation(pages.names, f"{layer}.{neuron}"), "names": pages.names}}
     return viewer_page("".join([js_call("meta", meta), js_call("index", index_payload(run, moments)), js_call("vocab", vocab),
                                 js_call("docs", 0, documents_payload(documents, 0, len(documents.starts) - 1)),
                                 js_call("layer", layer, layer_payload(run, examples, effects))]))
@@ -174,7 +176,7 @@ def write_pages(results: ModelResults, stats: Statistics, dataset_name: str, exa
                 tokenizer: Any, top_tokens: int, table_tokens: int = 10) -> list[Path]:
     """Write the page of every neuron in `examples` and the index; returns the pages' paths."""
     folder = neuroscope_folder(results)
-    facts = model_facts(results)
+    facts = model_facts(results, stats.fingerprint)
     reader = open_weights(results.source, processing=results.settings.processing, loader=results.loader)
     w_u = reader.unembed()
     registry = read_registry(folder)

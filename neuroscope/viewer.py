@@ -5,12 +5,17 @@ Layout of `<results>/<model>/neuroscope/<name>/`:
   same as a single page's); `#28.28` opens neuron 28.28, no hash the index;
 - `data/meta.js`, `data/index.js`: the run, and one row per neuron for the index (class, roles, kurtosis,
   skew, max, min, mean, gate-open frequency);
-- `data/vocab.js`: the vocabulary's strings; `data/docs_<chunk>.js`: the documents' tokens, stored once;
+- `data/vocab.js`: the vocabulary's strings; `data/docs_<chunk>.js`: the documents' tokens, stored once, in files
+  of about DOC_CHUNK_TOKENS tokens (whole documents);
 - `data/layer_<layer>.js`: per neuron only its windows (document, start, length), their activations
-  (float16), its example lists, histograms and token tables; loaded when a neuron of the layer opens;
+  (float16), its example lists, histograms and token tables; loaded when a neuron of the layer opens. A layer of
+  more than NEURON_CHUNK chosen neurons is split by neuron number into `data/layer_<layer>_<chunk>.js` (chunk =
+  neuron // NEURON_CHUNK; meta's `chunked_layers` and `neuron_chunk` say which), so that opening a neuron loads
+  one chunk whatever the layer's width;
 - `data/search.js`: the search by token, an inverse index from each token to the neurons whose token tables or
   examples' extreme tokens hold it (`search_index`); loaded when the page's token box is first used;
-- `lists/index.html`, `lists/layer_<layer>.html`: the same index as plain HTML, readable without JavaScript.
+- `lists/index.html`, `lists/layer_<layer>.html`: the same index as plain HTML, readable without JavaScript, in
+  pages of LIST_PAGE_ROWS neurons (`lists/layer_<layer>_<page>.html` after the first, with links between them).
 
 Every data file is one part of the view (`neuron_view.js_call`), a script that the page loads with a
 <script> tag from file:// (no fetch, no server, no network); the page inserts dataset text only as text nodes.
@@ -46,15 +51,28 @@ from neuroscope.search_index import SearchIndex, viewer_layer_tokens
 from neuroscope.viewer_folder import replace_viewer
 from neuroscope.windows import LayerExamples
 
-DOC_CHUNK_TOKENS = 1 << 20  # tokens per documents file; a neuron loads only the chunks its examples need
+# tokens per documents file; a neuron loads only the files its examples need: its ~50 windows lie in as many random
+# documents, so small files (~44 KiB) keep its first opening short (20M tokens: 0.2 s, against 0.7 s with files of
+# 2^20 tokens, every one of which it needed; benchmarks/bench_viewer_index.py)
+DOC_CHUNK_TOKENS = 1 << 14
 LIST_PREVIEW = 3  # promoted tokens shown per neuron in the plain-HTML lists
+# neurons per data file of a wide layer (by neuron number): opening a neuron reads one file of this many neurons
+# (about 1 MiB at 8 KiB a neuron; benchmarks/bench_viewer_index.py measures the opening time)
+NEURON_CHUNK = 128
+LIST_PAGE_ROWS = 1000  # neurons per page of the plain-HTML lists
+# the rows of each field of LayerExamples: per example, per window, per chosen neuron (a chunk takes its own rows)
+EXAMPLE_ROWS = ("column", "kind", "rank", "doc", "position", "stored", "window", "next_token", "direct_effect",
+                "next_rank", "ablation_effect")
+WINDOW_ROWS = ("window_column", "window_doc", "window_start", "window_length", "acts", "gates", "lins")
+NEURON_ROWS = ("neurons", "bos_value")
 
 
-def doc_chunks(doc_starts: np.ndarray) -> list[tuple[int, int]]:
-    """Consecutive document ranges [first, stop) of about DOC_CHUNK_TOKENS tokens each."""
+def doc_chunks(doc_starts: np.ndarray, tokens: int | None = None) -> list[tuple[int, int]]:
+    """Consecutive document ranges [first, stop) of about `tokens` (DOC_CHUNK_TOKENS) tokens each."""
+    tokens = tokens or DOC_CHUNK_TOKENS
     chunks, first = [], 0
     for doc in range(1, len(doc_starts)):
-        if doc_starts[doc] - doc_starts[first] >= DOC_CHUNK_TOKENS or doc == len(doc_starts) - 1:
+        if doc_starts[doc] - doc_starts[first] >= tokens or doc == len(doc_starts) - 1:
             chunks.append((first, doc))
             first = doc
     return chunks
@@ -76,12 +94,14 @@ def write_viewer(run: ViewRun, examples: dict[int, LayerExamples], effects: dict
 
     def build(staging: Path) -> dict[str, Any]:
         aside = dataclasses.replace(run, folder=staging)
-        meta = meta_payload(aside, write_documents(aside), k)
+        meta = {**meta_payload(aside, write_documents(aside), k), "neuron_chunk": NEURON_CHUNK,
+                "chunked_layers": [layer for layer in sorted(examples) if layer_chunks(examples[layer].neurons)[0][0] is not None],
+                "list_page_rows": LIST_PAGE_ROWS}
         atomic_write_text(aside.data / "meta.js", js_call("meta", meta))
         atomic_write_text(aside.data / "vocab.js", js_call("vocab", run.vocab))
         atomic_write_text(aside.data / "index.js", js_call("index", index_payload(aside, moments)))
         for layer in sorted(examples):
-            atomic_write_text(aside.data / f"layer_{layer}.js", js_call("layer", layer, layer_payload(aside, examples[layer], effects[layer])))
+            write_layer(aside, examples[layer], effects[layer])
         tokens = [viewer_layer_tokens(aside, examples[layer], effects[layer]) for layer in sorted(examples)]
         write_search(aside.data / "search.js", SearchIndex.of_layers(tokens, len(run.vocab)))
         write_page(staging)
@@ -89,6 +109,51 @@ def write_viewer(run: ViewRun, examples: dict[int, LayerExamples], effects: dict
         return meta
 
     return replace_viewer(run.folder, build)
+
+
+def layer_chunks(neurons: np.ndarray) -> list[tuple[int | None, int, int]]:
+    """The data files of a layer's chosen neurons [chosen] (ascending): (chunk, first, stop) per file, its neurons
+    being the columns [first, stop); one file (chunk None) where they are at most NEURON_CHUNK, else one per
+    chunk = neuron // NEURON_CHUNK that holds any."""
+    if len(neurons) <= NEURON_CHUNK:
+        return [(None, 0, len(neurons))]
+    chunks, firsts = np.unique(np.asarray(neurons) // NEURON_CHUNK, return_index=True)
+    stops = [*firsts[1:].tolist(), len(neurons)]
+    return [(int(chunk), int(first), int(stop)) for chunk, first, stop in zip(chunks, firsts, stops)]
+
+
+def examples_of_columns(examples: LayerExamples, first: int, stop: int) -> LayerExamples:
+    """The examples and windows of the chosen neurons [first, stop) of a layer, their columns and windows counted
+    from there (examples and windows are sorted by column)."""
+    known = {"layer", *EXAMPLE_ROWS, *WINDOW_ROWS, *NEURON_ROWS}
+    unknown = [f.name for f in dataclasses.fields(examples) if f.name not in known]
+    if unknown:
+        raise ValueError(f"examples_of_columns does not know the rows of LayerExamples.{', '.join(unknown)}")
+    rows = slice(*np.searchsorted(examples.column, [first, stop]))
+    windows = slice(*np.searchsorted(examples.window_column, [first, stop]))
+    parts = {**{name: rows for name in EXAMPLE_ROWS}, **{name: windows for name in WINDOW_ROWS},
+             **{name: slice(first, stop) for name in NEURON_ROWS}}
+    cut = {name: None if getattr(examples, name) is None else getattr(examples, name)[part] for name, part in parts.items()}
+    cut["column"], cut["window_column"] = cut["column"] - first, cut["window_column"] - first
+    cut["window"] = cut["window"] - windows.start
+    return LayerExamples(layer=examples.layer, **cut)
+
+
+def write_layer(run: ViewRun, examples: LayerExamples, effects: LayerLogitEffects) -> None:
+    """`layer_<layer>.js`, or `layer_<layer>_<chunk>.js` per chunk of a wide layer (`layer_chunks`)."""
+    layer = examples.layer
+    for chunk, first, stop in layer_chunks(examples.neurons):
+        if chunk is None:
+            atomic_write_text(run.data / f"layer_{layer}.js", js_call("layer", layer, layer_payload(run, examples, effects)))
+            continue
+        payload = layer_payload(run, examples_of_columns(examples, first, stop), effects.columns(list(range(first, stop))))
+        atomic_write_text(run.data / f"layer_{layer}_{chunk}.js", js_call("layer", layer, payload, chunk))
+
+
+def viewer_layers(folder: Path) -> set[int]:
+    """The layers whose neuron data a viewer folder holds, by its files (`layer_<layer>.js`, `layer_<layer>_<chunk>.js`)."""
+    return {int(found.group(1)) for path in (Path(folder) / "data").glob("layer_*.js")
+            if (found := re.fullmatch(r"layer_(\d+)(_\d+)?\.js", path.name))}
 
 
 def write_search(path: Path, index: SearchIndex) -> int:
@@ -128,10 +193,30 @@ def unpacked(value: dict[str, str]) -> np.ndarray:
     return np.frombuffer(base64.b64decode(value["b64"], validate=True), dtype="<" + value["dtype"])
 
 
-def source_files(meta: dict[str, Any], layers: list[int]) -> list[str]:
-    """The files of a viewer that a viewer of some of its layers copies, relative to its folder."""
+def source_files(meta: dict[str, Any], layers: list[int], ids: np.ndarray) -> list[str]:
+    """The files of a viewer that a viewer of some of its layers copies, relative to its folder; `ids` [neuron]: the
+    neurons of its index (layer * d_mlp + neuron)."""
     return [*(f"data/docs_{chunk}.js" for chunk in range(len(meta["doc_chunks"]))), "data/vocab.js", "viewer.html",
-            *(f"data/layer_{layer}.js" for layer in layers), *(f"lists/layer_{layer}.html" for layer in layers)]
+            *(name for layer in layers for name in layer_files(meta, layer, ids[ids // meta["d_mlp"] == layer] % meta["d_mlp"]))]
+
+
+def layer_files(meta: dict[str, Any], layer: int, neurons: np.ndarray) -> list[str]:
+    """The data files and list pages of one layer of a viewer (`neurons`: its chosen ones), relative to its folder."""
+    if layer in meta.get("chunked_layers", []):
+        data = [f"data/layer_{layer}_{chunk}.js" for chunk in np.unique(neurons // meta["neuron_chunk"]).tolist()]
+    else:
+        data = [f"data/layer_{layer}.js"]
+    return [*data, *(f"lists/{list_page_name(layer, page)}" for page in range(list_pages(len(neurons), meta.get("list_page_rows"))))]
+
+
+def list_pages(neurons: int, rows: int | None) -> int:
+    """How many pages the plain-HTML list of a layer of `neurons` neurons has, at `rows` a page (None: one page)."""
+    return 1 if rows is None else max(1, -(-neurons // rows))
+
+
+def list_page_name(layer: int, page: int) -> str:
+    """The file of a page of a layer's plain-HTML list: `layer_<layer>.html` the first, `layer_<layer>_<page>.html` after."""
+    return f"layer_{layer}.html" if page == 0 else f"layer_{layer}_{page}.html"
 
 
 def checked_source_meta(source: Path, expected: dict[str, Any], layers: list[int]) -> dict[str, Any]:
@@ -147,6 +232,10 @@ def checked_source_meta(source: Path, expected: dict[str, Any], layers: list[int
             raise UserError(f"{source} is a viewer of another model: its {key} is {meta[key]!r}, this run's {expected[key]!r}; "
                             "--from_viewer copies only viewers of this model and these statistics")
     check_made_from(source, meta, MADE_FROM_KEY, expected[MADE_FROM_KEY], FROM_VIEWER_REMEDY, made="a viewer made with")
+    chunking = (meta.get("neuron_chunk", 1), meta.get("list_page_rows", 1), meta.get("chunked_layers", []))
+    if not (isinstance(chunking[0], int) and isinstance(chunking[1], int) and min(chunking[:2]) > 0 and isinstance(chunking[2], list)):
+        raise UserError(f"{path}: not the meta of a viewer (its neuron_chunk, list_page_rows or chunked_layers are not "
+                        "what a viewer writes); write that viewer again (d_recompute_vis.py --viewer)")
     missing = sorted(set(layers) - set(meta["layers"]))
     if missing:
         raise UserError(f"{source}: the viewer has no layer {', '.join(map(str, missing))} (it has {meta['layers']})")
@@ -170,9 +259,9 @@ def checked_source_index(source: Path, meta: dict[str, Any]) -> dict[str, np.nda
     return arrays
 
 
-def check_source_files(source: Path, meta: dict[str, Any], layers: list[int]) -> None:
+def check_source_files(source: Path, meta: dict[str, Any], layers: list[int], ids: np.ndarray) -> None:
     """Every file that a viewer of `layers` copies from `source` is there, and its data files are whole."""
-    for name in [*source_files(meta, layers), "lists/index.html"]:
+    for name in [*source_files(meta, layers, ids), "lists/index.html"]:
         path = source / name
         if path.is_symlink() or not path.is_file():
             raise UserError(f"{path}: missing from the viewer {source.name} (or not a file); write that viewer again")
@@ -209,7 +298,7 @@ def extract_layers(source: Path, target: Path, layers: list[int], expected: dict
     meta = checked_source_meta(source, expected, layers)
     index = checked_source_index(source, meta)
     search = checked_source_search(source, meta)
-    check_source_files(source, meta, layers)
+    check_source_files(source, meta, layers, index["ids"])
     keep = np.isin(index["ids"] // meta["d_mlp"], layers)
     try:
         lists_index = (source / "lists" / "index.html").read_text(encoding="utf-8")
@@ -219,11 +308,14 @@ def extract_layers(source: Path, target: Path, layers: list[int], expected: dict
     def build(staging: Path) -> dict[str, Any]:
         (staging / "data").mkdir()
         (staging / "lists").mkdir()
-        for name in source_files(meta, layers):
+        for name in source_files(meta, layers, index["ids"]):
             shutil.copy(source / name, staging / name)
         cut = {name: {"dtype": array.dtype.str[1:], "b64": base64.b64encode(array[keep].tobytes()).decode("ascii")}
                for name, array in index.items()}
-        atomic_write_text(staging / "data" / "meta.js", js_call("meta", {**meta, "layers": sorted(layers)}))
+        kept_meta = {**meta, "layers": sorted(layers)}
+        if "chunked_layers" in meta:
+            kept_meta["chunked_layers"] = [layer for layer in meta["chunked_layers"] if layer in layers]
+        atomic_write_text(staging / "data" / "meta.js", js_call("meta", kept_meta))
         atomic_write_text(staging / "data" / "index.js", js_call("index", cut))
         if search is not None:
             write_search(staging / "data" / "search.js", search.kept(np.isin(search.neurons // meta["d_mlp"], layers)))
@@ -254,25 +346,48 @@ LIST_STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width
 
 
 def write_lists(run: ViewRun, effects: dict[int, LayerLogitEffects], moments: Moments) -> None:
-    """`lists/index.html` and one `lists/layer_<layer>.html` per layer: the index as plain HTML (no JavaScript)."""
-    def head(title: str) -> str:
-        return f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title><style>{LIST_STYLE}</style></head><body>"
-
+    """`lists/index.html` and per layer its pages of LIST_PAGE_ROWS neurons (`list_page_name`): the index as plain
+    HTML (no JavaScript)."""
     model = html.escape(run.model)
-    links = "".join(f'<li><a href="layer_{layer}.html">layer {layer}</a> ({len(run.neurons[layer])} neurons)</li>' for layer in sorted(run.neurons))
+    links = "".join(f'<li><a href="{list_page_name(layer, 0)}">layer {layer}</a> ({len(run.neurons[layer])} neurons)</li>'
+                    for layer in sorted(run.neurons))
     atomic_write_text(run.folder / "lists" / "index.html",
-                      head(f"neurons of {model}") + f"<h1>Neurons of {model}</h1><p>dataset {html.escape(run.dataset)}; "
+                      list_head(f"neurons of {model}") + f"<h1>Neurons of {model}</h1><p>dataset {html.escape(run.dataset)}; "
                       f"the interactive viewer is <a href=\"../viewer.html\">viewer.html</a> (needs JavaScript).</p><ul>{links}</ul></body></html>")
     for layer in sorted(run.neurons):
-        atomic_write_text(run.folder / "lists" / f"layer_{layer}.html",
-                          head(f"layer {layer} of {model}") + layer_list_html(run, layer, effects[layer], moments) + "</body></html>")
+        pages = list_pages(len(run.neurons[layer]), LIST_PAGE_ROWS)
+        for page in range(pages):
+            atomic_write_text(run.folder / "lists" / list_page_name(layer, page),
+                              list_head(f"layer {layer} of {model}") + layer_list_html(run, layer, effects[layer], moments, page, pages)
+                              + "</body></html>")
 
 
-def layer_list_html(run: ViewRun, layer: int, effects: LayerLogitEffects, moments: Moments) -> str:
-    """The table of one layer's neurons: class, roles, kurtosis, extremes, mean, gate-open, first promoted tokens."""
+def list_head(title: str) -> str:
+    """The head of a page of the plain-HTML lists, up to its body."""
+    return f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title><style>{LIST_STYLE}</style></head><body>"
+
+
+def list_navigation(layer: int, page: int, pages: int) -> str:
+    """The links of a page of a layer's list: all layers, and the previous and next page where there are more."""
+    links = ['<a href="index.html">all layers</a>']
+    if pages > 1:
+        if page > 0:
+            links.append(f'<a href="{list_page_name(layer, page - 1)}">← previous page</a>')
+        links.append(f"page {page + 1} of {pages}")
+        if page < pages - 1:
+            links.append(f'<a href="{list_page_name(layer, page + 1)}">next page →</a>')
+    return f"<p>{' · '.join(links)}</p>"
+
+
+def layer_list_html(run: ViewRun, layer: int, effects: LayerLogitEffects, moments: Moments, page: int = 0,
+                    pages: int = 1) -> str:
+    """The table of one page of a layer's neurons (LIST_PAGE_ROWS of them): class, roles, kurtosis, extremes, mean,
+    gate-open, first promoted tokens."""
     stats, facts = run.stats, run.facts
     rows = []
-    for column, neuron in enumerate(run.neurons[layer].tolist()):
+    chosen = run.neurons[layer].tolist()
+    for column in range(page * LIST_PAGE_ROWS, min((page + 1) * LIST_PAGE_ROWS, len(chosen))):
+        neuron = chosen[column]
         promoted = " ".join(f"<code>{html.escape(repr(run.vocab[int(t)]))}</code>" for t in effects.promoted[column, :LIST_PREVIEW])
         cells = [f'<a href="../viewer.html#{layer}.{neuron}">{layer}.{neuron}</a>', html.escape(facts.io_class(layer, neuron)),
                  html.escape(", ".join(facts.role_names(layer, neuron))),
@@ -281,5 +396,6 @@ def layer_list_html(run: ViewRun, layer: int, effects: LayerLogitEffects, moment
                  f"{100 * float(stats.gate_open[layer, neuron]):.1f}%", promoted]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     header = "".join(f"<th>{h}</th>" for h in ("neuron", "IO class", "roles", "kurtosis", "max", "min", "mean", "gate open", "promotes"))
-    return (f"<p><a href=\"index.html\">all layers</a></p><h1>Layer {layer} of {html.escape(run.model)}</h1>"
-            f"<table><tr>{header}</tr>{''.join(rows)}</table>")
+    navigation = list_navigation(layer, page, pages)
+    return (f"{navigation}<h1>Layer {layer} of {html.escape(run.model)}</h1>"
+            f"<table><tr>{header}</tr>{''.join(rows)}</table>{navigation if pages > 1 else ''}")

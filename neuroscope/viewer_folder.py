@@ -27,8 +27,9 @@ MARKER_FIELDS = ("model", "dataset", "n_layers", "d_mlp", "tokens", "statistics_
 PAGE_FOLDER = re.compile(r"L[0-9]+")  # the folders of the neuron pages (neuroscope/site.py)
 PAGE_FILES = ("index.html", "neurons.json")  # the index of the neuron pages, beside them
 # every path a viewer holds (relative to its folder): what replace_viewer may delete with it
-VIEWER_FILES = re.compile(r"viewer\.html|neuroscope_viewer\.json|data|lists|lists/(index|layer_\d+)\.html|"
-                          r"data/(meta|vocab|index|search|docs_\d+|layer_\d+)\.js")
+# (a wide layer's data in chunks, layer_<layer>_<chunk>.js, its list in pages, layer_<layer>_<page>.html)
+VIEWER_FILES = re.compile(r"viewer\.html|neuroscope_viewer\.json|data|lists|lists/(index|layer_\d+(_\d+)?)\.html|"
+                          r"data/(meta|vocab|index|search|docs_\d+|layer_\d+(_\d+)?)\.js")
 DEFAULT_NAME_MAX = 255
 
 

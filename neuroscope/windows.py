@@ -23,6 +23,7 @@ from neuroscope.next_token import Readout, direct_effects, next_token_ranks, out
 from neuroscope.recompute import LIST_KINDS, RecomputeMismatch, stored_lists, tolerance
 from neuroscope.store import Statistics
 
+EFFECT_CHUNK = 1 << 13  # examples whose direct effects are computed at once (OLMo-7B: 2 x 128 MiB of float32 rows)
 HASH_BASE = 1_000_003  # odd: the window hashes of `WindowHasher` are polynomials in it modulo 2^64
 
 
@@ -159,9 +160,12 @@ class WindowFiller:
             if examples.next_token is None:
                 examples.next_token = np.full(len(examples.doc), -1, dtype=np.int64)
                 examples.direct_effect = np.full(len(examples.doc), np.nan, dtype=np.float32)
-            w_out = output_weights(model, layer, torch.from_numpy(examples.neurons[examples.column[picked]]))
-            examples.next_token[picked], examples.direct_effect[picked] = direct_effects(
-                readout, residual, input_ids, attention_mask, rows, positions, peak, w_out)
+            neurons = torch.from_numpy(examples.neurons[examples.column[picked]])
+            for start in range(0, len(picked), EFFECT_CHUNK):  # each example's w_out and W_U column: [chunk d_model] at once
+                part = slice(start, start + EFFECT_CHUNK)
+                examples.next_token[picked[part]], examples.direct_effect[picked[part]] = direct_effects(
+                    readout, residual, input_ids, attention_mask, rows[part], positions[part], peak[part],
+                    output_weights(model, layer, neurons[part]))
         self.peaks = {}
 
 

@@ -1,8 +1,14 @@
 """The steps that the neuroscope page scripts share: check the inputs, recompute the chosen
-neurons, keep their values, write their pages. Everything is checked before the model loads."""
+neurons, keep their values, write their pages. Everything is checked before the model loads.
+
+Under torchrun the viewer's recomputation is split by documents: the batches of the one plan over the union of
+the windows' documents are cut into consecutive parts (as the activation pass's shards), each rank recomputes the
+examples and windows of its part's documents, and rank 0 puts the filled values back in place: every batch is the
+same batch whichever rank runs it, so the values, and the viewer rank 0 writes, are those of one process."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -18,6 +24,8 @@ from gated_core.errors import UserError
 from gated_core.locks import hold_lock
 from gated_core.models.loading import load_tokenizer
 from gated_core.models.sources import resolve_model
+from neuroscope.batches import shard_range, subset_plan
+from neuroscope.distributed import Ranks, gather, together
 from neuroscope.recompute import (
     Example,
     Inputs,
@@ -176,14 +184,104 @@ class ViewerSettings:
     context: tuple[int, int]  # grey tokens before and after the coloured window
     top_tokens: int  # promoted and suppressed tokens
     table_tokens: int  # tokens of each of ±w_in, ±w_gate
+    compact: bool = False  # activations in 8 bits, the examples' values in float16 (`neuron_view.example_payload`)
     seconds: dict[str, float] = field(default_factory=dict)  # the steps' times, filled in
 
 
-def recompute_all_windows(run: PageRun, settings: ViewerSettings, batch_size: int) -> tuple[dict[int, Any], np.ndarray, np.ndarray]:
-    """One batched pass over the union of the chosen neurons' documents: their example windows, checked
-    against the statistics. Returns the examples by layer and the dataset's tokens and document starts."""
-    from neuroscope.windows import dataset_tokens, layer_examples, recompute_windows
+EXAMPLE_FIELDS = ("column", "kind", "rank", "doc", "position", "stored")  # LayerExamples' [example] inputs
+WINDOW_FIELDS = ("window_column", "window_doc", "window_start", "window_length")  # its [window] inputs
+FILLED_EXAMPLE_FIELDS = ("next_token", "direct_effect")  # [example] values the recomputation fills per batch
+FILLED_WINDOW_FIELDS = ("acts", "gates", "lins")  # [window width] values it fills (gates, lins: where shown)
 
+
+def documents_of_rank(examples: dict[int, Any], lengths: np.ndarray, batch_size: int, ranks: Ranks) -> np.ndarray:
+    """The documents of this rank's consecutive batches of the plan that `windows.recompute_windows` makes of the
+    union of the windows' documents; given to it alone, they make the very same batches."""
+    docs = np.unique(np.concatenate([ex.window_doc for ex in examples.values()]))
+    plan = subset_plan(docs.tolist(), lengths[docs].tolist(), batch_size)
+    first, last = shard_range(len(plan), ranks.world, ranks.rank)
+    return np.asarray(sorted(doc for batch in plan[first:last] for doc in batch), dtype=np.int64)
+
+
+def windows_part(examples: Any, docs: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The examples and windows of one layer (`windows.LayerExamples`) in the documents `docs` only; returns the part
+    and the rows of the whole that its examples and windows are."""
+    example_rows = np.nonzero(np.isin(examples.doc, docs))[0]
+    window_rows = np.nonzero(np.isin(examples.window_doc, docs))[0]
+    renumbered = np.full(len(examples.window_doc), -1, dtype=np.int64)
+    renumbered[window_rows] = np.arange(len(window_rows))
+    filled = {name: getattr(examples, name)[window_rows].copy() for name in FILLED_WINDOW_FIELDS
+              if getattr(examples, name) is not None}
+    part = dataclasses.replace(examples, **{name: getattr(examples, name)[example_rows] for name in EXAMPLE_FIELDS},
+                               **{name: getattr(examples, name)[window_rows] for name in WINDOW_FIELDS}, **filled,
+                               window=renumbered[examples.window[example_rows]], bos_value=examples.bos_value.copy())
+    return part, example_rows, window_rows
+
+
+def filled_values(part: Any) -> dict[str, Any]:
+    """What the recomputation filled in a part (picklable, for rank 0)."""
+    return {name: getattr(part, name) for name in (*FILLED_EXAMPLE_FIELDS, *FILLED_WINDOW_FIELDS, "bos_value")}
+
+
+def put_back(examples: Any, parts: list[tuple[np.ndarray, np.ndarray, dict[str, Any]]]) -> None:
+    """Fill one layer's examples from the ranks' parts (example rows, window rows, `filled_values`), in rank order;
+    a document's BOS value is the first rank's that saw one, as the first batch with a BOS gives it in one process."""
+    for name in FILLED_EXAMPLE_FIELDS:
+        if getattr(examples, name) is None:
+            setattr(examples, name, np.empty(len(examples.doc), dtype=parts[0][2][name].dtype))
+    for example_rows, window_rows, values in parts:
+        for name in FILLED_EXAMPLE_FIELDS:
+            getattr(examples, name)[example_rows] = values[name]
+        for name in FILLED_WINDOW_FIELDS:
+            if values[name] is not None:
+                getattr(examples, name)[window_rows] = values[name]
+        if np.isnan(examples.bos_value).any() and not np.isnan(values["bos_value"]).any():
+            examples.bos_value = values["bos_value"]
+
+
+def recompute_checked_windows(run: PageRun, examples: dict[int, Any], lengths: np.ndarray, batch_size: int,
+                              progress: Any) -> None:
+    """`windows.recompute_windows`, a mismatch with the statistics being a UserError."""
+    from neuroscope.windows import recompute_windows
+
+    inputs = run.inputs
+    try:
+        recompute_windows(inputs.model, inputs.dataset, examples, lengths, batch_size, inputs.pad_id, run.device,
+                          run.stats.meta.dtype, run.stats.meta.first_token(inputs.tokenizer.bos_token_id), progress)
+    except RecomputeMismatch as exc:
+        raise UserError(f"recomputation does not match the statistics: {exc}") from exc
+
+
+def recompute_by_ranks(run: PageRun, examples: dict[int, Any], lengths: np.ndarray, batch_size: int, ranks: Ranks,
+                       progress: Any) -> None:
+    """`recompute_checked_windows` of this rank's documents; rank 0 gets every rank's values put in place, and
+    ranks the next tokens of all of them at once (as one process does: the same scores, made in the same chunks)."""
+    from neuroscope.next_token import Readout, next_token_ranks
+
+    if not ranks.several:
+        recompute_checked_windows(run, examples, lengths, batch_size, progress)
+        return
+    docs = documents_of_rank(examples, lengths, batch_size, ranks)
+    parts = {layer: windows_part(ex, docs) for layer, ex in examples.items()}
+    together(ranks, lambda: recompute_checked_windows(run, {layer: part for layer, (part, _, _) in parts.items()},
+                                                      lengths, batch_size, progress))
+    gathered = gather(ranks, {layer: (rows, windows, filled_values(part)) for layer, (part, rows, windows) in parts.items()})
+    if gathered is None:
+        return
+    readout = Readout.of(run.inputs.model)
+    for layer, ex in examples.items():
+        put_back(ex, [by_layer[layer] for by_layer in gathered])
+        ex.next_rank = next_token_ranks(readout, run.inputs.model, layer, ex.neurons[ex.column], ex.next_token)
+
+
+def recompute_all_windows(run: PageRun, settings: ViewerSettings, batch_size: int,
+                          ranks: Ranks | None = None) -> tuple[dict[int, Any], np.ndarray, np.ndarray]:
+    """One batched pass over the union of the chosen neurons' documents: their example windows, checked
+    against the statistics. Returns the examples by layer and the dataset's tokens and document starts.
+    Under torchrun (`ranks`) each rank runs its part of the documents and only rank 0's examples are whole."""
+    from neuroscope.windows import dataset_tokens, layer_examples
+
+    ranks = ranks or Ranks()
     run.inputs = inputs = load_inputs(run.results.source, run.stats, run.dataset_dir, run.device, dataset=run.dataset,
                                       tokenizer=run.tokenizer)
     tokens, doc_starts = dataset_tokens(inputs.dataset)
@@ -193,30 +291,30 @@ def recompute_all_windows(run: PageRun, settings: ViewerSettings, batch_size: in
         by_layer.setdefault(layer, []).append(neuron)
     examples = {layer: layer_examples(run.stats, layer, np.asarray(neurons), lengths, settings.before, settings.width)
                 for layer, neurons in by_layer.items()}
-    docs = len(np.unique(np.concatenate([ex.window_doc for ex in examples.values()])))
+    docs = len(documents_of_rank(examples, lengths, batch_size, ranks))
     started = time.perf_counter()
-    try:
-        with tqdm(total=-(-docs // batch_size), desc="recompute (all layers at once)", unit="batch") as progress:
-            recompute_windows(inputs.model, inputs.dataset, examples, lengths, batch_size, inputs.pad_id, run.device,
-                              run.stats.meta.dtype, run.stats.meta.first_token(inputs.tokenizer.bos_token_id), progress)
-    except RecomputeMismatch as exc:
-        raise UserError(f"recomputation does not match the statistics: {exc}") from exc
+    with tqdm(total=-(-docs // batch_size), desc="recompute (all layers at once)", unit="batch") as progress:
+        recompute_by_ranks(run, examples, lengths, batch_size, ranks, progress)
     settings.seconds["recompute"] = time.perf_counter() - started
     return examples, tokens, doc_starts
 
 
-def write_run_viewer(run: PageRun, settings: ViewerSettings, batch_size: int) -> tuple[Path, int]:
+def write_run_viewer(run: PageRun, settings: ViewerSettings, batch_size: int,
+                     ranks: Ranks | None = None) -> tuple[Path, int] | None:
     """Recompute the chosen neurons' windows, compute what their weights do, and write the viewer (in place of
-    the viewer of that name, if any: call only while holding the pages lock); returns its folder and size in bytes."""
+    the viewer of that name, if any: call only while holding the pages lock); returns its folder and size in bytes.
+    Under torchrun (`ranks`) every rank recomputes its part and rank 0 writes (the others get None)."""
     from gated_core.models.readers import open_weights
     from neuroscope.facts import layer_logit_effects, model_facts
     from neuroscope.neuron_view import Documents, ViewRun, layer_moments, token_texts
     from neuroscope.viewer import write_viewer
 
-    examples, tokens, doc_starts = recompute_all_windows(run, settings, batch_size)
+    examples, tokens, doc_starts = recompute_all_windows(run, settings, batch_size, ranks)
+    if ranks is not None and not ranks.first:
+        return None
     started = time.perf_counter()
     results = run.results
-    facts = model_facts(results)
+    facts = model_facts(results, run.stats.fingerprint)
     reader = open_weights(results.source, processing=results.settings.processing, loader=results.loader)
     w_u = reader.unembed()
     effects = {layer: layer_logit_effects(results, reader, w_u, layer, torch.from_numpy(ex.neurons), settings.top_tokens,
@@ -233,7 +331,7 @@ def write_run_viewer(run: PageRun, settings: ViewerSettings, batch_size: int) ->
     context = (min(settings.context[0], longest), min(settings.context[1], longest))  # more grey tokens than a document has: none
     viewer = ViewRun(folder, results.source.name, run.inputs.dataset_name, run.stats, facts,
                      {layer: ex.neurons for layer, ex in examples.items()}, vocab, Documents(tokens, doc_starts), context,
-                     [*provenance_notes(results), *statistics_notes(run.stats.meta), *facts.notes])
+                     [*provenance_notes(results), *statistics_notes(run.stats.meta), *facts.notes], compact=settings.compact)
     size = write_viewer(viewer, examples, effects, moments)
     settings.seconds["write"] = time.perf_counter() - started
     return folder, size

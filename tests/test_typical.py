@@ -16,6 +16,7 @@ from neuroscope.activations import SIGN_COMBINATIONS, NeuronStats
 from neuroscope.batches import batch_plan
 from neuroscope.histogram import histogram_codes, typical_band_edges, typical_band_lookup, typical_bands
 from neuroscope.ranked import EMPTY_HASH, POSITION_BITS, pack_tokens, reference_hash, token_hash, unpack_tokens
+from neuroscope.recompute import LIST_KINDS, TYPICAL_KINDS, typical_lists
 from neuroscope.reducer import BatchReducer
 from neuroscope.store import Statistics, load_stats, statistics_fingerprint, statistics_notes
 
@@ -288,3 +289,26 @@ def test_version_2_statistics_load_without_typical_examples(setup, tmp_path):
     assert statistics_fingerprint(again) == statistics_fingerprint(data) == loaded.fingerprint
     with pytest.raises(UserError, match="no typical examples"):
         load_stats(tmp_path / "stats.pt")
+
+
+def test_band_lists_are_the_smallest_hashes_of_the_whole_band():
+    """What pages and the viewer show per band of |a| (`typical_lists`, the union of the sign combinations' samples cut
+    to k) equals the k tokens of smallest hash among all the band's tokens, by an obvious loop over every token."""
+    docs, post, pre, lin = random_documents(torch.Generator().manual_seed(7))
+    stats = reduce(docs, post, pre, lin, 4, K_TYPICAL)  # its typical_* views are those of `Statistics`
+    values, band_docs, positions = typical_lists(stats)
+    n_layers, _, d_mlp = post[0].shape
+    for layer in range(n_layers):
+        for neuron in range(d_mlp):
+            by_band = [[] for _ in range(typical_bands())]
+            for doc, ids in enumerate(docs):
+                for position in range(len(ids)):
+                    if not (position == 0 and ids[0] == BOS):
+                        a = post[doc][layer, position, neuron].item()
+                        by_band[brute_band(a)].append((reference_hash((doc << POSITION_BITS) + position), doc, position, a))
+            for band, tokens in enumerate(by_band):
+                want = [row[1:3] for row in sorted(tokens)[:K_TYPICAL]]
+                got = [(d, p) for d, p in zip(band_docs[band, layer, neuron].tolist(), positions[band, layer, neuron].tolist()) if d >= 0]
+                assert got == want, (layer, neuron, band)
+                assert values[band, layer, neuron, :len(want)].tolist() == pytest.approx([row[3] for row in sorted(tokens)[:K_TYPICAL]])
+    assert LIST_KINDS[-len(TYPICAL_KINDS):] == TYPICAL_KINDS and len(TYPICAL_KINDS) == typical_bands()

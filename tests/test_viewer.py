@@ -21,6 +21,7 @@ from gated_core.models.loading import load_hf_model, load_tokenizer
 from gated_core.models.sources import resolve_model
 from neuroscope import d_recompute_vis
 from neuroscope.dataset_store import save_dataset
+from neuroscope.histogram import histogram_edges, typical_band_edges, typical_bands
 from neuroscope.neuron_view import to_json
 from neuroscope.recompute import LIST_KINDS, recompute_examples
 from neuroscope.store import Statistics
@@ -28,17 +29,15 @@ from neuroscope.tokenization import build_dataset
 
 URL = re.compile(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}|(src|href)\s*=\s*[\"'](https?:|//)", re.I)
 WINDOW, CONTEXT = (5, 2), (4, 3)  # the viewer's coloured tokens and grey context, before and after the extreme token
-DTYPES = {"u1": "<u1", "u2": "<u2", "i4": "<i4", "f4": "<f4", "f2": "<f2"}
+DTYPES = {"i1": "<i1", "u1": "<u1", "u2": "<u2", "i4": "<i4", "f4": "<f4", "f2": "<f2"}
 
 
-@pytest.fixture(scope="module")
-def viewer(tiny_models, tmp_path_factory):
-    """The viewer of every neuron of a tiny Llama over the test texts (one of them hostile markup)."""
+def tiny_run(folder, datadir):
+    """The test texts (one of them hostile markup) tokenized for the tiny checkpoint `folder` and its statistics
+    `ref` in `datadir`; returns its source, the dataset, the results folder and the flags of a viewer of every neuron."""
     import datasets
 
-    folder = tiny_models["llama"]
     source = resolve_model(str(folder))
-    datadir = tmp_path_factory.mktemp("viewer")
     dataset, meta = build_dataset(datasets.Dataset.from_dict({"text": TEXTS}), load_tokenizer(source), None, max_length=48)
     meta.update({"tokenizer": source.name, "dataset": "test"})
     save_dataset(dataset, meta, datadir / "data")
@@ -46,6 +45,14 @@ def viewer(tiny_models, tmp_path_factory):
     results = datadir / "results"
     argv = ["--model", str(folder), "--datadir", str(datadir), "--activations", "ref", "--results_dir", str(results),
             "--device", "cpu", "--neurons", "all", "--window", *map(str, WINDOW), "--context", *map(str, CONTEXT)]
+    return source, dataset, results, argv
+
+
+@pytest.fixture(scope="module")
+def viewer(tiny_models, tmp_path_factory):
+    """The viewer of every neuron of a tiny Llama over the test texts (one of them hostile markup)."""
+    datadir = tmp_path_factory.mktemp("viewer")
+    source, dataset, results, argv = tiny_run(tiny_models["llama"], datadir)
     assert run_main(d_recompute_vis.main, argv) == 0
     return {"folder": results / "local" / "llama" / "neuroscope" / "viewer", "source": source, "dataset": dataset,
             "stats": load_artifact(datadir / "ref" / "stats.pt"), "pages": results / "local" / "llama" / "neuroscope"}
@@ -118,6 +125,16 @@ def test_viewer_windows_equal_a_direct_recomputation(viewer):
     assert shown >= 2 * 3
 
 
+def band_shares(histogram):
+    """The fraction of a neuron's tokens in each band of |a| of the typical examples, from its histogram [bin]."""
+    edges, bands = histogram_edges().abs(), typical_band_edges()
+    shares = torch.zeros(typical_bands(), dtype=torch.float64)
+    for i, count in enumerate(histogram.tolist()):
+        lower = min(edges[i], edges[i + 1])
+        shares[max(b for b in range(typical_bands()) if lower >= bands[b])] += count
+    return (shares / shares.sum()).tolist()
+
+
 def test_viewer_in_chromium(viewer, tmp_path):
     """A deep link opens the right neuron with the hostile text as text; a filter in the hash narrows the index."""
     tokenizer = load_tokenizer(viewer["source"])
@@ -139,6 +156,9 @@ def test_viewer_in_chromium(viewer, tmp_path):
     assert 0 <= int(re.search(r'data-opened-ms="(\d+)"', dom).group(1)) < 10_000
     for kind in range(len(LIST_KINDS)):
         assert f'id="list-{kind}"' in dom
+    for band, share in enumerate(band_shares(stats["histogram"][layer, neuron])):  # the typical examples' bands
+        assert f'id="list-{len(LIST_KINDS) - typical_bands() + band}"><h2>' in dom
+        assert f"({100 * share:.1f}% of tokens)</h2>" in dom
     index = dump_dom(f"{page}#?layer=1&sort=max&descending=1", tmp_path)
     d_mlp = stats["top_values"].shape[1]
     assert f">{d_mlp} of {2 * d_mlp} neurons<" in index
@@ -220,6 +240,56 @@ def test_page_and_viewer_show_the_same_neuron(viewer, tmp_path):
     assert f"Neuron {layer}.{neuron}" in page and page.count('class="example"') >= 2 * 3 and "<svg" in page
 
 
+def test_compact_viewer(viewer, tmp_path):
+    """--compact: the same windows, each activation within half a step (the window's largest |a| / 254) of the
+    float16 viewer's, and the page draws them; the activations take about 60% of the bytes here (windows of 10 tokens)."""
+    layer = 1
+    results = tmp_path / "results"
+    argv = ["--model", str(viewer["source"].path), "--datadir", str(viewer["pages"].parents[3]), "--activations", "ref",
+            "--results_dir", str(results), "--device", "cpu", "--neurons", f"{layer}.*", "--viewer", "eight", "--compact",
+            "--window", *map(str, WINDOW), "--context", *map(str, CONTEXT)]
+    assert run_main(d_recompute_vis.main, argv) == 0
+    folder = results / "local" / "llama" / "neuroscope" / "eight"
+    _, (_, eight) = read_call(folder / "data" / f"layer_{layer}.js")
+    _, (_, full) = read_call(viewer["folder"] / "data" / f"layer_{layer}.js")
+    for key in ("window_doc", "window_start", "window_length", "example_window", "example_next"):
+        assert np.array_equal(unpack(eight[key]), unpack(full[key])), key
+    for key in ("example_value", "example_effect"):  # float16
+        assert np.array_equal(unpack(eight[key]), unpack(full[key]).astype(np.float16), equal_nan=True), key
+    acts = unpack(full["acts"]).astype(np.float32).reshape(-1, full["width"])
+    codes = unpack(eight["act_codes"]).astype(np.float32).reshape(acts.shape)
+    scales = unpack(eight["act_scales"]).astype(np.float32)
+    assert "acts" not in eight and np.abs(codes).max() <= 127 and (scales > 0).any()
+    step = np.abs(acts).max(axis=1) / 127
+    assert (np.abs(codes * scales[:, None] - acts) <= 0.5 * step[:, None] * 1.01 + 1e-6).all()
+    neuron = int(unpack(eight["neurons"])[0])
+    dom = dump_dom(f"{(folder / 'viewer.html').as_uri()}#{layer}.{neuron}", tmp_path)
+    assert f">Neuron {layer}.{neuron}<" in dom and "in 8 bits, to 1/254 of its window" in dom
+    assert len(re.findall(r'title="a (\S+)"', dom)) > 2 * 3
+    assert len(eight["act_codes"]["b64"]) + len(eight["act_scales"]["b64"]) < 0.7 * len(full["acts"]["b64"])
+
+
+def test_direct_effects_in_chunks_of_examples(viewer, tmp_path, monkeypatch):
+    """The direct effects computed a few examples at a time (as a 7B model's many examples per batch are) equal those
+    computed all at once (the next tokens and ranks exactly)."""
+    from neuroscope import windows
+
+    monkeypatch.setattr(windows, "EFFECT_CHUNK", 5)
+    results = tmp_path / "results"
+    argv = ["--model", str(viewer["source"].path), "--datadir", str(viewer["pages"].parents[3]), "--activations", "ref",
+            "--results_dir", str(results), "--device", "cpu", "--neurons", "all", "--viewer", "viewer",
+            "--window", *map(str, WINDOW), "--context", *map(str, CONTEXT)]
+    assert run_main(d_recompute_vis.main, argv) == 0
+    for layer in (0, 1):
+        _, (_, chunked) = read_call(results / "local" / "llama" / "neuroscope" / "viewer" / "data" / f"layer_{layer}.js")
+        _, (_, whole) = read_call(viewer["folder"] / "data" / f"layer_{layer}.js")
+        assert len(unpack(whole["example_next"])) > 5 * 10
+        for key in ("example_next", "example_rank"):
+            assert np.array_equal(unpack(chunked[key]), unpack(whole[key])), (layer, key)
+        # the same sums over d_model, vectorised over fewer rows: equal to float32 rounding
+        np.testing.assert_allclose(unpack(chunked["example_effect"]), unpack(whole["example_effect"]), rtol=1e-5, atol=1e-7)
+
+
 # ----------------------------------------------------------------------------- search by token
 
 
@@ -260,6 +330,8 @@ def brute_force_triples(folder):
                 top = len(table) // len(neurons)
                 triples |= {(int(t), neuron_id, name) for t in table[column * top:(column + 1) * top]}
             for kind in range(kinds):
+                if meta["list_kinds"][kind].startswith("typical"):
+                    continue
                 source = "max/min example" if meta["list_kinds"][kind] in ("max", "min") else "sign-combination example"
                 slot = column * kinds + kind
                 for e in range(lists[slot], lists[slot + 1]):

@@ -104,6 +104,8 @@ START_HERE = (
     (("probe/*/probe.html",), "probe pages: the neurons' values on a text of one's own"),
     (("neuroscope/index.html",), "the case-study neurons' own pages"),
     (("case_studies.csv",), "why each case-study neuron was chosen (Section 6)"),
+    (("connections/class_connections.png", "connections/connections.csv"),
+     "connections: which neurons feed each neuron's gate and linear input, which read it, by IO class"),
     (("frequency/*.png", "frequency/*.csv"), "activation frequency by IO class"),
     (("ablation/*/*.png", "ablation/*/*.csv"), "class ablations: do the classes matter?"),
 )

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 FAMILIES = ("llama", "mistral", "qwen2", "gemma2", "gemma3_text", "olmo", "gpt2")
+OLMO_CLIP_QKV = 8.0  # OLMo-7B-0424's clip of the query, key and value activations
 
 
 def byte_tokenizer(folder: Path) -> Any:
@@ -120,4 +121,29 @@ def large_llama_checkpoint(folder: Path, n_layers: int = 32, d_model: int = 4096
         "bos_token_id": 1, "eos_token_id": 2,
     }
     (folder / "config.json").write_text(json.dumps(config, indent=1))
+    return folder
+
+
+def olmo_checkpoint(folder: Path, n_layers: int, d_model: int = 4096, d_mlp: int = 11008, n_heads: int = 32,
+                    vocab_size: int = 50304, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                    seed: int = 0) -> Path:
+    """An OLMo-shaped checkpoint (OLMo-7B-0424's shapes by default, `n_layers` layers) with the library's random
+    initialisation and the byte tokenizer (its ids 0-258 of the `vocab_size` rows), saved in `folder`.
+
+    Built on `device` in `dtype`: a GPU makes the 32 layers of the real shapes in seconds. The OLMo family rather
+    than Llama: the paper's model is OLMo-7B-0424 (norms without gains, clipped q/k/v), so the benchmarks run its
+    code path; the random weights only set the shapes, not the values of any statistic.
+    """
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config("olmo", d_model=d_model, d_mlp=d_mlp, n_layers=n_layers, vocab_size=vocab_size)
+    config.num_attention_heads = config.num_key_value_heads = n_heads
+    config.clip_qkv = OLMO_CLIP_QKV
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    del model
+    byte_tokenizer(folder)
     return folder

@@ -97,6 +97,11 @@ class WeightReader:
         """The unembedding W_U [d_model vocab] (float32; processing: final norm gain folded in, centred over the vocabulary)."""
         raise NotImplementedError
 
+    def embed(self) -> torch.Tensor:
+        """The embedding W_E [vocab d_model] (float32) as it is added to the residual stream (processing: centred over
+        d_model for LayerNorm models, as TransformerLens' center_writing_weights does)."""
+        raise NotImplementedError
+
     def layers(self) -> Iterator[LayerMLP]:
         for index in range(self.arch.n_layers):
             yield self.layer(index)
@@ -183,6 +188,15 @@ class LowMemReader(WeightReader):
             w_u = w_u - w_u.mean(dim=1, keepdim=True)
         return w_u
 
+    def embed(self) -> torch.Tensor:
+        name = "token_embd.weight" if self.source.is_gguf else "model.embed_tokens.weight"
+        w_e = self._get(name)  # [vocab d_model]
+        if self.arch.family.startswith("gemma"):  # Gemma multiplies the embedding by sqrt(d_model) before layer 0
+            w_e = w_e * self.arch.d_model ** 0.5
+        if self.processing and self._norm == "ln":
+            w_e = w_e - w_e.mean(dim=-1, keepdim=True)
+        return w_e
+
 
 def _safetensors_index(folder: Path) -> dict[str, str]:
     """Tensor name -> safetensors file for a (possibly sharded) checkpoint folder."""
@@ -224,6 +238,11 @@ class BridgeReader(WeightReader):
     def unembed(self) -> torch.Tensor:
         with torch.no_grad():
             return self.bridge.W_U.float().cpu().detach()  # float32 on the CPU: the parameter itself, which requires grad
+
+    def embed(self) -> torch.Tensor:
+        with torch.no_grad():
+            w_e = self.bridge.W_E.float().cpu().detach()
+        return w_e * self.arch.d_model ** 0.5 if self.arch.family.startswith("gemma") else w_e  # as LowMemReader.embed
 
 
 def open_weights(source: ModelSource, processing: bool = True, loader: str = "auto",

@@ -10,7 +10,7 @@ var neuroscope = (function () {
   var KIND_TITLES = {"max": "Max activations", "min": "Min activations"};
   var data = {meta: null, index: null, vocab: null, docs: {}, layers: {}, search: null};
   var loading = {};
-  var table = {rows: [], sort: "id", descending: false, page: 0};
+  var table = {sort: "id", descending: false, page: 0, orders: {}};
 
   // ---- data files
   function load(name) {
@@ -26,6 +26,7 @@ var neuroscope = (function () {
     return loading[name];
   }
   function bytes(b64) {
+    if (Uint8Array.fromBase64) { return Uint8Array.fromBase64(b64).buffer; }  // native where the browser has it
     var text = atob(b64), out = new Uint8Array(text.length);
     for (var i = 0; i < text.length; i++) { out[i] = text.charCodeAt(i); }
     return out.buffer;
@@ -39,12 +40,20 @@ var neuroscope = (function () {
   function unpack(p) {
     var buffer = bytes(p.b64);
     if (p.dtype === "u1") { return new Uint8Array(buffer); }
+    if (p.dtype === "i1") { return new Int8Array(buffer); }
     if (p.dtype === "u2") { return new Uint16Array(buffer); }
     if (p.dtype === "i4") { return new Int32Array(buffer); }
     if (p.dtype === "f4") { return new Float32Array(buffer); }
     var raw = new Uint16Array(buffer), out = new Float32Array(raw.length);
     for (var i = 0; i < raw.length; i++) { out[i] = half(raw[i]); }
     return out;
+  }
+  function decodeActs(L) {  // 8-bit activations (neuron_view.act_codes): a = code * its window's scale
+    if (!L.act_codes) { return L; }
+    var acts = new Float32Array(L.act_codes.length);
+    for (var i = 0; i < acts.length; i++) { acts[i] = L.act_codes[i] * L.act_scales[Math.floor(i / L.width)]; }
+    L.acts = acts;
+    return L;
   }
   function unpackAll(object) {
     var out = {};
@@ -64,15 +73,50 @@ var neuroscope = (function () {
     return text === undefined ? "?" : text;
   }
 
-  // ---- the index
+  // ---- the index: its columns as typed arrays, a row per neuron in ascending id (neuron_view.index_payload); each
+  // order of the table (column, direction) is sorted once, natively, and kept; a filter is one pass over an order
+  var ORDER_BITS = 21;  // the low bits of a packed sort key number the rows (2^21 > 352,256, the neurons of OLMo-7B)
+  var FLOAT = new Float32Array(1), BITS = new Uint32Array(FLOAT.buffer);
   function buildRows() {
-    var ix = data.index, d = data.meta.d_mlp;
-    table.rows = [];
-    for (var i = 0; i < ix.ids.length; i++) {
-      table.rows.push({id: ix.ids[i], layer: Math.floor(ix.ids[i] / d), neuron: ix.ids[i] % d, io_class: ix.io_class[i],
-        roles: ix.roles[i], kurtosis: ix.kurtosis[i], skew: ix.skew[i], max: ix.max[i], min: ix.min[i], mean: ix.mean[i],
-        gate_open: ix.gate_open[i]});
+    var ix = data.index, d = data.meta.d_mlp, n = ix.ids.length;
+    ix.layer = new Int32Array(n);
+    ix.neuron = new Int32Array(n);
+    for (var i = 0; i < n; i++) {
+      if (i && ix.ids[i] <= ix.ids[i - 1]) { throw new Error("data/index.js: its neurons are not in ascending order"); }
+      ix.layer[i] = Math.floor(ix.ids[i] / d);
+      ix.neuron[i] = ix.ids[i] % d;
     }
+    table.orders = {};
+  }
+  function rowCount() { return data.index.ids.length; }
+  function rowAt(i) {  // one row of the index as an object
+    var ix = data.index, row = {id: ix.ids[i], layer: ix.layer[i], neuron: ix.neuron[i], io_class: ix.io_class[i], roles: ix.roles[i]};
+    NUMERIC.forEach(function (k) { row[k] = ix[k][i]; });
+    return row;
+  }
+  function sortKey(value) {  // the order of a float32 as an unsigned 32-bit integer (NaN after +Infinity)
+    FLOAT[0] = value;
+    var bits = BITS[0];
+    return bits & 0x80000000 ? (~bits) >>> 0 : (bits | 0x80000000) >>> 0;
+  }
+  function order(key, descending) {  // the rows sorted by column `key` (ties by id, ascending), sorted once
+    var name = key + (descending ? " descending" : " ascending");
+    if (!table.orders[name]) { table.orders[name] = sortedRows(key, descending); }
+    return table.orders[name];
+  }
+  function sortedRows(key, descending) {
+    var n = rowCount(), rows = new Int32Array(n), column = data.index[key], i;
+    for (i = 0; i < n; i++) { rows[i] = key === "id" && descending ? n - 1 - i : i; }
+    if (key === "id") { return rows; }
+    if (n >= 1 << ORDER_BITS) {  // more rows than a packed key numbers: a comparison sort
+      var sign = descending ? -1 : 1;
+      return rows.sort(function (a, b) { return sign * (sortKey(column[a]) - sortKey(column[b])) || a - b; });
+    }
+    var keys = new Float64Array(n), scale = 1 << ORDER_BITS;  // (key of the value) * 2^ORDER_BITS + row: exact below 2^53
+    for (i = 0; i < n; i++) { keys[i] = (descending ? 0xFFFFFFFF - sortKey(column[i]) : sortKey(column[i])) * scale + i; }
+    keys.sort();
+    for (i = 0; i < n; i++) { rows[i] = keys[i] % scale; }
+    return rows;
   }
   function select(id, label, options) {
     var box = el("select", {id: id}, [el("option", {value: "", text: "all"})]);
@@ -136,25 +180,29 @@ var neuroscope = (function () {
     var text = document.getElementById(id).value;
     return text === "" ? null : Number(text);
   }
-  function filtered() {
-    var layer = value("f-layer"), cls = value("f-class"), role = value("f-role");
-    var bounds = NUMERIC.map(function (k) { return [k, value("f-" + k + "-low"), value("f-" + k + "-high")]; });
-    return table.rows.filter(function (r) {
-      if ((layer !== null && r.layer !== layer) || (cls !== null && r.io_class !== cls) || (role !== null && !(r.roles & (1 << role)))) {
-        return false;
+  function filtered() {  // the rows that pass the filters, in the table's order
+    var ix = data.index, layer = value("f-layer"), cls = value("f-class"), role = value("f-role"), bit = role === null ? 0 : 1 << role;
+    var bounds = NUMERIC.map(function (k) { return [ix[k], value("f-" + k + "-low"), value("f-" + k + "-high")]; })
+      .filter(function (b) { return b[1] !== null || b[2] !== null; });
+    var rows = order(table.sort, table.descending), out = new Int32Array(rows.length), count = 0;
+    for (var i = 0; i < rows.length; i++) {
+      var r = rows[i], keep = (layer === null || ix.layer[r] === layer) && (cls === null || ix.io_class[r] === cls) && (!bit || ix.roles[r] & bit);
+      for (var b = 0; keep && b < bounds.length; b++) {
+        var v = bounds[b][0][r];
+        keep = (bounds[b][1] === null || v >= bounds[b][1]) && (bounds[b][2] === null || v <= bounds[b][2]);
       }
-      return bounds.every(function (b) { return (b[1] === null || r[b[0]] >= b[1]) && (b[2] === null || r[b[0]] <= b[2]); });
-    });
+      if (keep) { out[count++] = r; }
+    }
+    return out.subarray(0, count);
   }
   function roleList(bits) {
     return data.meta.role_names.filter(function (r, i) { return bits & (1 << i); }).map(function (r) { return r.replace(/_/g, " "); });
   }
   function renderTable() {
-    var rows = filtered(), key = table.sort, sign = table.descending ? -1 : 1;
-    rows.sort(function (a, b) { return sign * ((a[key] > b[key]) - (a[key] < b[key])) || a.id - b.id; });
+    var rows = filtered(), key = table.sort;
     var pages = Math.max(1, Math.ceil(rows.length / PAGE_ROWS));
     table.page = Math.max(0, Math.min(table.page, pages - 1));
-    document.getElementById("count").textContent = rows.length + " of " + table.rows.length + " neurons";
+    document.getElementById("count").textContent = rows.length + " of " + rowCount() + " neurons";
     document.getElementById("page").textContent = "page " + (table.page + 1) + " of " + pages;
     Array.prototype.forEach.call(document.querySelectorAll("#table-head th"), function (th) {
       var label = th.textContent.replace(/ [▲▼]$/, "");
@@ -162,7 +210,7 @@ var neuroscope = (function () {
     });
     var body = document.getElementById("table-body");
     body.textContent = "";
-    rows.slice(table.page * PAGE_ROWS, (table.page + 1) * PAGE_ROWS).forEach(function (r) {
+    Array.prototype.map.call(rows.subarray(table.page * PAGE_ROWS, (table.page + 1) * PAGE_ROWS), rowAt).forEach(function (r) {
       var tr = el("tr", {"class": "row"}, [el("td", {}, [el("a", {href: "#" + name(r.layer, r.neuron), text: name(r.layer, r.neuron)})]),
         el("td", {text: data.meta.class_names[r.io_class]}), el("td", {text: roleList(r.roles).join(", ")})]);
       NUMERIC.forEach(function (k) { tr.appendChild(el("td", {"class": "num", text: k === "gate_open" ? percent(r[k]) : fmt(r[k])})); });
@@ -262,9 +310,14 @@ var neuroscope = (function () {
     for (var i = 0; i < chunks.length; i++) { if (doc < chunks[i][1]) { return i; } }
     return chunks.length - 1;
   }
+  // the data file of a neuron: "layer_<layer>", or in a layer written in chunks its chunk's "layer_<layer>_<chunk>"
+  function layerPart(layer, neuron) {
+    var meta = data.meta, chunked = meta.chunked_layers && meta.chunked_layers.indexOf(layer) >= 0;
+    return "layer_" + layer + (chunked ? "_" + Math.floor(neuron / meta.neuron_chunk) : "");
+  }
   function neuronData(layer, neuron) {
-    var L = data.layers[layer], column = -1;
-    for (var i = 0; i < L.neurons.length; i++) { if (L.neurons[i] === neuron) { column = i; break; } }
+    var L = data.layers[layerPart(layer, neuron)], column = -1;
+    for (var i = 0; L && i < L.neurons.length; i++) { if (L.neurons[i] === neuron) { column = i; break; } }
     return column < 0 ? null : {L: L, column: column, layer: layer, neuron: neuron};
   }
   function examplesOf(n, kind) {
@@ -342,20 +395,28 @@ var neuroscope = (function () {
     if (next[1]) { line.title = next[1]; }
     return el("div", {"class": "example"}, [line, exampleText(n, ex, scale, false), whole]);
   }
-  function legend(n, scale, negative) {
+  // the colour scale of a section: one-sided (its own largest |a|) or, for `whole`, both signs up to the neuron's largest |a|
+  function legend(n, scale, negative, whole) {
+    var hover = "grey: context without values; the extreme token is outlined; hover a token for its values: activation a" +
+      (n.L.gates ? ", gate g, linear u)" : data.meta.compact ? " in 8 bits, to 1/254 of its window's largest |a|)" : ")");
+    if (whole) {
+      return el("div", {"class": "legend"}, [el("span", {"class": "num", text: fmt(-scale)}), el("span", {"class": "bar neg"}),
+        el("span", {"class": "num", text: "0"}), el("span", {"class": "bar pos"}), el("span", {"class": "num", text: fmt(scale)}),
+        el("span", {text: "(the neuron's scale: its largest |a| on the dataset; " + hover})]);
+    }
     return el("div", {"class": "legend"}, [el("span", {"class": "num", text: negative ? fmt(-scale) : "0"}),
       el("span", {"class": "bar " + (negative ? "neg" : "pos")}), el("span", {"class": "num", text: negative ? "0" : fmt(scale)}),
-      el("span", {text: "(this section's own scale; grey: context without values; the extreme token is outlined; hover a token " +
-        "for its values: activation a" + (n.L.gates ? ", gate g, linear u)" : ")")})]);
+      el("span", {text: "(this section's own scale; " + hover})]);
   }
-  function exampleSection(n, kind, title, note) {
+  // one example list; `neuronScale` (the neuron's largest |a|) colours it on the neuron's scale instead of its own
+  function exampleSection(n, kind, title, note, neuronScale) {
     var list = examplesOf(n, kind), section = el("section", {id: "list-" + kind});
     section.appendChild(el("h2", {text: title}));
     if (note) { section.appendChild(el("p", {"class": "meta", text: note})); }
     if (!list.length) { section.appendChild(el("p", {"class": "meta", text: "no examples"})); return section; }
-    var scale = Math.max.apply(null, list.map(function (ex) { return Math.abs(ex.value); }));
+    var scale = neuronScale || Math.max.apply(null, list.map(function (ex) { return Math.abs(ex.value); }));
     var negative = list.every(function (ex) { return ex.value <= 0; });
-    section.appendChild(legend(n, scale, negative));
+    section.appendChild(legend(n, scale, negative, !!neuronScale));
     var blocks = el("div", {"class": "examples"});
     function fill(order) {  // the list's own order (its rank), or by direct effect, largest first (none last)
       var shown = list.map(function (ex, i) { return [ex, i + 1]; });
@@ -370,6 +431,42 @@ var neuroscope = (function () {
     section.appendChild(blocks);
     return section;
   }
+  // the typical examples: per band of |a| (meta.typical_band_edges), tokens drawn evenly from the band (list kinds
+  // from `firstKind` on), with the band's share of the tokens read off the neuron's histogram
+  function typicalSections(n, firstKind) {
+    var edges = data.meta.typical_band_edges, k = data.meta.typical_per_band, nodes = [el("h2", {text: "Typical examples, by |a|"})];
+    if (!k) {
+      nodes.push(el("p", {"class": "meta", text: "these statistics have no typical examples (made by an older b_activations.py; run it again for them)"}));
+      return nodes;
+    }
+    nodes.push(el("p", {"class": "meta", text: "Not the extremes: in each band of |a|, up to " + k + " tokens drawn evenly from all the " +
+      "dataset's tokens in that band, whatever their sign combination (a fixed hash of document and position picks them), " +
+      "coloured on the neuron's own scale. Most tokens of most neurons lie in the lowest band."}));
+    var shares = bandShares(n, edges), row = rowOf(n.layer, n.neuron), scale = Math.max(Math.abs(row.max), Math.abs(row.min));
+    for (var b = 0; b + 1 < edges.length; b++) {
+      var share = shares ? " (" + percent(shares[b]) + " of tokens)" : "";
+      nodes.push(exampleSection(n, firstKind + b, bandLabel(edges[b], edges[b + 1]) + share, null, scale));
+    }
+    return nodes;
+  }
+  function bandLabel(low, high) {
+    if (!low) { return "|a| < " + fmt(high); }
+    return high === null ? "|a| ≥ " + fmt(low) : fmt(low) + " ≤ |a| < " + fmt(high);
+  }
+  function bandShares(n, edges) {  // the fraction of the neuron's tokens in each band [band], null without a histogram
+    var L = n.L, bins = data.meta.histogram_edges, shares = [], total = 0;
+    if (!L.histogram) { return null; }
+    for (var b = 0; b + 1 < edges.length; b++) { shares.push(0); }
+    var first = L.histogram.first[n.column], from = L.histogram.offsets[n.column], to = L.histogram.offsets[n.column + 1];
+    for (var i = from; i < to; i++) {
+      var lower = Math.min(magnitude(bins[first + i - from]), magnitude(bins[first + i - from + 1])), band = 0;
+      while (band + 2 < edges.length && lower >= edges[band + 1]) { band += 1; }
+      shares[band] += L.histogram.counts[i];
+      total += L.histogram.counts[i];
+    }
+    return shares.map(function (s) { return total ? s / total : 0; });
+  }
+  function magnitude(edge) { return edge === null ? Infinity : Math.abs(edge); }
   function effectKey(ex) { return isNaN(ex.effect) ? -Infinity : ex.effect; }
   function orderChoice(kind, fill) {  // the select above a list: its own order, or by direct effect on the next token
     var box = el("select", {id: "order-" + kind}, [el("option", {value: "rank", text: "rank order"}),
@@ -451,6 +548,58 @@ var neuroscope = (function () {
     }
     return el("div", {"class": "tokens"}, [el("h3", {text: title}), el("ol", {}, items)]);
   }
+  // ---- connections (g_connections.py): which neurons feed the gate and the linear input, which read the output
+  var CONNECTION_TITLES = {gate_input: "into the gate: earlier w_out · w_gate", linear_input: "into the linear input: earlier w_out · w_in",
+    gate_reader: "read by later gates: w_out · their w_gate", linear_reader: "read by later linear inputs: w_out · their w_in",
+    gate_embed: "tokens into the gate: W_E · w_gate", linear_embed: "tokens into the linear input: W_E · w_in"};
+  function connectionsSection(n) {
+    var C = n.L.connections, nodes = [el("h2", {id: "connections", text: "Connections"})];
+    if (!C) {
+      nodes.push(el("p", {"class": "meta", text: "no connections here: run g_connections.py, then write this view again"}));
+      return nodes;
+    }
+    var byExpected = C.inputs_by === "expected_contribution";
+    nodes.push(el("p", {"class": "meta", text: "From the weights as Section 5 uses them (norm gains folded in): the virtual weight of " +
+      "an earlier neuron into this one is its w_out · this neuron's w_gate (or w_in), the connection per unit of normalised " +
+      "residual; first order: the norm's per-token scale and everything in between are left out. Bars: red > 0, blue < 0. " +
+      "A negative weight into the gate closes it when the earlier neuron's a > 0; into the linear input it flips the sign of " +
+      "u and so of a. Inputs ranked by " + (byExpected ? "expected contribution (virtual weight × the earlier neuron's " +
+      "mean |a| on the dataset), " : "|virtual weight|, ") + "readers and tokens by |virtual weight|. The token tables " +
+      "here use the embedding W_E; those above use the unembedding W_U."}));
+    nodes.push(el("div", {"class": "tokenlists"}, Object.keys(C.kinds).map(function (kind) {
+      return connectionList(n, kind, C.kinds[kind], C.shown, byExpected && C.kinds[kind].expected && /_input$/.test(kind));
+    })));
+    return nodes;
+  }
+  function connectionList(n, kind, part, shown, byExpected) {
+    var values = byExpected ? part.expected : part.virtual_weight, items = [], top = 0, from = n.column * shown;
+    for (var i = from; i < from + shown; i++) { if (part.other[i] >= 0) { top = Math.max(top, Math.abs(values[i])); } }
+    for (var j = from; j < from + shown; j++) {
+      if (part.other[j] < 0) { continue; }
+      var bar = el("span", {"class": "cbar"});
+      bar.style.width = (top ? 5 * Math.abs(values[j]) / top : 0).toFixed(2) + "em";
+      bar.style.background = values[j] >= 0 ? "rgb(230,60,60)" : "rgb(60,60,230)";
+      var detail = "virtual weight " + signed(part.virtual_weight[j]) + ", cos " + signed(part.cosine[j]) +
+        (part.expected ? ", expected contribution " + signed(part.expected[j]) : "");
+      items.push(el("li", {title: detail}, [connectedName(kind, part, j), el("span", {"class": "meta", text: part.other_class ?
+        " " + data.meta.class_names[part.other_class[j]] : ""}), document.createTextNode(" "), bar,
+        el("span", {"class": "num", text: " " + signed(values[j]) + " · cos " + signed(part.cosine[j])})]));
+    }
+    return el("div", {"class": "tokens connections", id: "connections-" + kind},
+      [el("h3", {text: CONNECTION_TITLES[kind] || kind}), items.length ? el("ol", {}, items) : el("p", {"class": "meta", text: "none"})]);
+  }
+  function connectedName(kind, part, j) {  // a token of the embedding, or a neuron with a link where this view has it
+    var other = part.other[j];
+    if (!part.other_class) { return el("code", {text: JSON.stringify(tokenText(other))}); }
+    var layer = Math.floor(other / data.meta.d_mlp), neuron = other % data.meta.d_mlp, label = name(layer, neuron);
+    var page = data.meta.page, href = null;
+    if (page) {
+      if ((page.names || []).indexOf(label) >= 0) { href = "../../L" + layer + "/N" + neuron + "/vis.html"; }
+    } else if (rowOf(layer, neuron)) {
+      href = "#" + label;
+    }
+    return href ? el("a", {href: href, text: label}) : el("span", {text: label, title: "not in this " + (page ? "set of pages" : "viewer")});
+  }
   function factsTable(title, rows) {
     return el("table", {}, [el("tr", {}, [el("th", {colspan: 2, text: title})])].concat(rows.map(function (r) {
       return el("tr", {}, [el("td", {text: r[0]}), el("td", {"class": "num", text: r[1]})]);
@@ -466,14 +615,12 @@ var neuroscope = (function () {
     return el("p", {"class": "why", text: parts.join(" · ")});
   }
   function rowOf(layer, neuron) {
-    var id = layer * data.meta.d_mlp + neuron;
-    for (var i = 0; i < table.rows.length; i++) { if (table.rows[i].id === id) { return table.rows[i]; } }
-    return null;
+    var id = layer * data.meta.d_mlp + neuron, ids = data.index.ids, at = sortedIndex(ids, id);
+    return ids[at] === id ? rowAt(at) : null;
   }
   function navigation(row) {
     if (data.meta.page) { return pageNavigation(data.meta.page.nav); }
-    var ids = table.rows.map(function (r) { return r.id; }).sort(function (a, b) { return a - b; });
-    var at = ids.indexOf(row.id), d = data.meta.d_mlp, links = [];
+    var ids = data.index.ids, at = sortedIndex(ids, row.id), d = data.meta.d_mlp, links = [];
     if (at > 0) { links.push(el("a", {id: "prev", href: "#" + name(Math.floor(ids[at - 1] / d), ids[at - 1] % d), text: "← previous"})); }
     links.push(el("a", {id: "index", href: "#", text: "index"}));
     if (at < ids.length - 1) { links.push(el("a", {id: "next", href: "#" + name(Math.floor(ids[at + 1] / d), ids[at + 1] % d), text: "next →"})); }
@@ -517,10 +664,12 @@ var neuroscope = (function () {
       if (L.inputs[t]) { var m = L.inputs[t].length / L.neurons.length; lists.push(tokenList(t + " · W_U", L.inputs[t], null, c * m, m)); }
     });
     view.appendChild(el("div", {"class": "tokenlists"}, lists));
+    connectionsSection(n).forEach(function (node) { view.appendChild(node); });
     view.appendChild(exampleSection(n, 0, KIND_TITLES.max, "the top-" + k + " documents by their largest a"));
     view.appendChild(exampleSection(n, 1, KIND_TITLES.min, "the bottom-" + k + " documents by their smallest a; a < 0: the neuron writes −w_out here, promoting its “suppressed” tokens"));
     view.appendChild(el("h2", {text: "Sign combinations of (g, u), by |a|"}));
     combos.forEach(function (s, i) { view.appendChild(exampleSection(n, i + 2, s + " (" + percent(L.sign_frequencies[c * 4 + i]) + " of tokens)")); });
+    typicalSections(n, 2 + combos.length).forEach(function (node) { view.appendChild(node); });
     document.title = "neuron " + name(layer, neuron) + " · " + data.meta.model;
     show("neuron-view");
     document.body.setAttribute("data-opened-ms", String(Math.round(performance.now() - started)));
@@ -568,7 +717,7 @@ var neuroscope = (function () {
       return Promise.resolve();
     }
     document.getElementById("status").textContent = "loading layer " + wanted[0] + "…";
-    return Promise.all([load("vocab"), load("layer_" + wanted[0])]).then(function () {
+    return Promise.all([load("vocab"), load(layerPart(wanted[0], wanted[1]))]).then(function () {
       return Promise.all(neededChunks(wanted).map(function (chunk) { return load("docs_" + chunk); }));
     }).then(function () { renderNeuron(wanted[0], wanted[1], started); window.scrollTo(0, 0); });
   }
@@ -597,15 +746,19 @@ var neuroscope = (function () {
   }
   function start() {
     if (data.meta) { beginPage(); return; }  // a single page: its data came inline
-    var wanted = wantedAtStart(), names = ["meta", "index"].concat(wanted ? ["vocab", "layer_" + wanted[0]] : [],
+    var wanted = wantedAtStart(), names = ["meta", "index"].concat(wanted ? ["vocab"] : [],
       !wanted && tokenWantedAtStart() ? ["vocab", "search"] : []);
     if (document.readyState !== "loading") { Promise.all(names.map(load)).then(begin).catch(fail); return; }
     writeScripts(names);
-    document.write("<script>neuroscope.documents()<\/script><script>neuroscope.begin()<\/script>");
+    document.write("<script>neuroscope.part()<\/script><script>neuroscope.documents()<\/script><script>neuroscope.begin()<\/script>");
   }
-  function documents() {  // the document chunks of the deep-linked neuron, once its layer is here
+  function part() {  // the data file of the deep-linked neuron, once the meta and the index are here
     var wanted = wantedAtStart();
-    if (wanted && data.meta && data.layers[wanted[0]]) {
+    if (wanted && data.meta && data.index && rowOf(wanted[0], wanted[1])) { writeScripts([layerPart(wanted[0], wanted[1])]); }
+  }
+  function documents() {  // the document chunks of the deep-linked neuron, once its data file is here
+    var wanted = wantedAtStart();
+    if (wanted && data.meta && data.layers[layerPart(wanted[0], wanted[1])]) {
       writeScripts(neededChunks(wanted).map(function (chunk) { return "docs_" + chunk; }));
     }
   }
@@ -614,7 +767,7 @@ var neuroscope = (function () {
     var meta = data.meta;
     document.getElementById("title").textContent = "Neurons of " + meta.model;
     document.getElementById("run").textContent = "dataset " + meta.dataset + " (" + meta.tokens + " tokens) · layers " +
-      meta.layers.join(", ") + " · " + table.rows.length + " neurons" + (meta.notes.length ? " · " + meta.notes.join("; ") : "");
+      meta.layers.join(", ") + " · " + rowCount() + " neurons" + (meta.notes.length ? " · " + meta.notes.join("; ") : "");
     buildFilters();
     document.getElementById("search").addEventListener("submit", search);
     document.getElementById("token-search").addEventListener("submit", tokenSearch);
@@ -653,9 +806,10 @@ var neuroscope = (function () {
     docs: function (chunk, d) {
       data.docs[chunk] = {first: d.first, starts: unpack(d.starts), tokens: unpack(d.tokens), ids: d.ids ? unpack(d.ids) : null};
     },
-    layer: function (layer, d) { data.layers[layer] = unpackAll(d); },
+    layer: function (layer, d, chunk) { data.layers["layer_" + layer + (chunk === undefined ? "" : "_" + chunk)] = decodeActs(unpackAll(d)); },
     search: function (d) { data.search = unpackAll(d); },
     start: start,
+    part: part,
     documents: documents,
     begin: begin
   };
