@@ -4,7 +4,6 @@ merges their shards into stats.pt once every rank has written its own (`pass_by_
 
 from __future__ import annotations
 
-import os
 import resource
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from gated_core.models.sources import resolve_model
 from neuroscope.activations import STATISTICS_VERSION, NeuronStats
 from neuroscope.batches import batch_plan, padded_batches, shard_range
 from neuroscope.dataset_store import META_FILE, check_vocabulary, document_lengths, is_dataset_folder, load_tokenized
-from neuroscope.distributed import Ranks, all_gather, broadcast, check_same, together
+from neuroscope.distributed import Ranks, all_gather, broadcast, check_same, rank_device, together
 from neuroscope.hooks import check_activation_signs, decoder_layers, mlp_hooks, run_model
 from neuroscope.reducer import BatchReducer
 from neuroscope.store import PASS_IDENTITY_KEYS, START_AGAIN, check_run, load_stats, save_stats, stats_path
@@ -139,10 +138,7 @@ def plan_pass(request: PassRequest) -> PassPlan:
     if is_dataset_folder(folder):  # a later a_dataset.py --overwrite of that dataset would take the statistics with it
         raise UserError(f"--save_to {request.save_to}: {folder} is a tokenized dataset; write the statistics into a folder "
                         "of their own (another --save_to)")
-    device_name = request.device  # under torchrun, --device cuda is this process's GPU (the request stays as given)
-    if "LOCAL_RANK" in os.environ and request.device == "cuda":
-        device_name = f"cuda:{int_from_environment('LOCAL_RANK', 0, minimum=0)}"
-    device = parse_device(device_name)
+    device = parse_device(rank_device(request.device))  # under torchrun, --device cuda is this process's GPU
     dtype = parse_dtype(request.dtype, device)
     source = resolve_model(request.model, full_hash=request.full_hash)
     arch = read_arch(source)
@@ -214,9 +210,9 @@ def start_or_resume(run: PassPlan, overwrite: bool) -> tuple[NeuronStats, int]:
     return NeuronStats.empty(meta["n_layers"], meta["d_mlp"], meta["k"], run.device, meta["typical_per_band"]), run.first
 
 
-def collect(run: PassPlan, overwrite: bool, checkpoint_every: int, stop_after_batches: int | None = None) -> int:
+def collect(run: PassPlan, overwrite: bool, checkpoint_every: int, stop_after_batches: int | None = None) -> bool:
     """Run (or resume) this shard's pass, with checkpoints, and write its statistics file (call it while
-    holding the lock of `run.final`)."""
+    holding the lock of `run.final`); returns whether it finished (False: stopped by `stop_after_batches`)."""
     for path in (run.final, run.partial):
         remove_stale_temporaries(path)  # of a write that was killed: no other process writes them now
     stats, start = start_or_resume(run, overwrite)  # a checkpoint that cannot be resumed stops the run before the model loads
@@ -241,7 +237,7 @@ def collect(run: PassPlan, overwrite: bool, checkpoint_every: int, stop_after_ba
     if stop < run.last:  # --stop_after_batches: leave a checkpoint, as a killed run would
         checkpoint(stop)
         print(f"stopped after batch {stop}; rerun to resume")
-        return 0
+        return False
     run.meta.update({"seconds": round(seconds, 2), "tokens_per_second": round(tokens / max(seconds, 1e-9), 1)})
     save_stats(stats, run.meta, run.final)
     run.partial.unlink(missing_ok=True)
@@ -249,7 +245,7 @@ def collect(run: PassPlan, overwrite: bool, checkpoint_every: int, stop_after_ba
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     print(f"{tokens:,} tokens in {seconds:.1f} s ({tokens / max(seconds, 1e-9):,.0f} tokens/s); "
           f"peak {'GPU' if run.device.type == 'cuda' else 'process'} memory {peak:.2f} GiB -> {run.final}")
-    return 0
+    return True
 
 
 def identity(meta: dict[str, Any]) -> dict[str, Any]:
@@ -259,14 +255,14 @@ def identity(meta: dict[str, Any]) -> dict[str, Any]:
 
 def run_or_reuse(run: PassPlan, overwrite: bool, checkpoint_every: int, stop_after_batches: int | None = None) -> bool:
     """This shard's statistics file: kept when it exists for these settings (unless `overwrite`), else computed
-    or resumed under its lock. Returns whether the file is there (False: stopped early by `stop_after_batches`)."""
+    or resumed under its lock. Returns whether it is this run's finished file (False: stopped early by
+    `stop_after_batches`, even where an earlier run's file is still there)."""
     with hold_lock(run.final):
         if run.final.exists() and not overwrite:
             load_stats(run.final, identity(run.meta))
             print(f"{run.final} exists for these settings; nothing to do (--overwrite recomputes)")
             return True
-        collect(run, overwrite, checkpoint_every, stop_after_batches)
-    return run.final.exists()
+        return collect(run, overwrite, checkpoint_every, stop_after_batches)
 
 
 def merged_exists(run: PassPlan, overwrite: bool) -> bool:

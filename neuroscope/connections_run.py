@@ -130,6 +130,8 @@ def run_connections(request: ConnectionsRequest) -> str:
     computed = time.perf_counter() - started
     if neurons:
         atomic_write_text(folder / CSV_NAME, connections.table(neurons).to_csv(index=False))
+    else:  # this run's file has no neurons' lists: an earlier run's csv would describe other lists
+        (folder / CSV_NAME).unlink(missing_ok=True)
     write_class_table(connections, results, folder)
     results.write_index()
     return (f"{arch.n_layers * arch.d_mlp:,} neurons, top {request.top_k}: lists in {computed:.1f} s "

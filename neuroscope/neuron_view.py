@@ -218,16 +218,16 @@ def layer_payload(run: ViewRun, examples: LayerExamples, effects: LayerLogitEffe
 
 
 def connections_payload(facts: ModelFacts, layer: int, chosen: np.ndarray) -> dict[str, Any]:
-    """The first CONNECTIONS_SHOWN entries of each connection list of the chosen neurons, per kind [chosen shown]:
+    """The first CONNECTIONS_SHOWN entries (or top_k) of each connection list of the chosen neurons, per kind [chosen shown]:
     `other` (neuron id layer * d_mlp + neuron, or token id; -1: none), `other_class` (IO class of a neuron),
     `virtual_weight`, `cosine` and `expected` (float16). Inputs are ranked by expected contribution where the
     lists have it, else (and the other kinds) by |virtual weight|."""
     connections = facts.connections
     inputs_by = "expected_contribution" if "expected_contribution" in connections.rankings else "virtual_weight"
     neurons, kinds = torch.from_numpy(np.asarray(chosen, dtype=np.int64)), {}
+    shown = min(CONNECTIONS_SHOWN, *(int(part["other"].shape[-1]) for part in connections.lists.values()))  # top_k or fewer
     for kind in connections.kinds:
-        found = connections.layer_lists(layer, neurons, kind, inputs_by if kind in INPUT_KINDS else "virtual_weight",
-                                        CONNECTIONS_SHOWN)
+        found = connections.layer_lists(layer, neurons, kind, inputs_by if kind in INPUT_KINDS else "virtual_weight", shown)
         other = found["other"]
         part = {"other": packed(other.reshape(-1), "i4"),
                 **{name: packed(found[key].reshape(-1), "f2") for name, key in
@@ -236,7 +236,7 @@ def connections_payload(facts: ModelFacts, layer: int, chosen: np.ndarray) -> di
         if kind not in EMBED_KINDS:
             part["other_class"] = packed(facts.categories.reshape(-1)[other.clamp(min=0)].reshape(-1), "u1")
         kinds[kind] = part
-    return {"shown": CONNECTIONS_SHOWN, "inputs_by": inputs_by, "kinds": kinds}
+    return {"shown": shown, "inputs_by": inputs_by, "kinds": kinds}
 
 
 def connection_tokens(facts: ModelFacts, layer: int, neurons: np.ndarray) -> set[int]:

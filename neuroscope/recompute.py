@@ -68,37 +68,38 @@ def parse_neuron(text: str, n_layers: int, d_mlp: int) -> Neuron:
     return layer, neuron
 
 
-def stored_lists(stats: Statistics) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(kind, signed values, documents, positions), each [layer neuron k], of every example list the
-    statistics have (files of the first version have no sign-combination lists, those of the first two no typical
-    examples)."""
-    lists = [("max", stats.top_values, stats.top_docs, stats.top_positions),
-             ("min", stats.bottom_values, stats.bottom_docs, stats.bottom_positions)]
+def stored_lists(stats: Statistics, layer: int) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(kind, signed values, documents, positions), each [neuron k], of every example list the statistics have for
+    the neurons of one layer (files of the first version have no sign-combination lists, those of the first two no
+    typical examples)."""
+    lists = [("max", stats.top_values[layer], stats.top_docs[layer], stats.top_positions[layer]),
+             ("min", stats.bottom_values[layer], stats.bottom_docs[layer], stats.bottom_positions[layer])]
     if stats.combo_values is not None:
         for index, (kind, sign) in enumerate(zip(SIGN_COMBINATIONS, COMBINATION_SIGNS)):
-            lists.append((kind, sign * stats.combo_values[:, :, index], stats.combo_docs[:, :, index],
-                          stats.combo_positions[:, :, index]))
+            lists.append((kind, sign * stats.combo_values[layer, :, index], stats.combo_docs[layer, :, index],
+                          stats.combo_positions[layer, :, index]))
     if stats.typical_docs is not None:
-        lists.extend(zip(TYPICAL_KINDS, *typical_lists(stats)))
+        lists.extend(zip(TYPICAL_KINDS, *typical_lists(stats, layer)))
     return lists
 
 
-def typical_lists(stats: Statistics) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The typical examples of each band of |a|, whatever their sign combination: (values, documents, positions),
-    each [band layer neuron k], k = typical_per_band, sorted by `ranked.token_hash` (-1: empty slot).
+def typical_lists(stats: Statistics, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The typical examples of each band of |a| of the neurons of one layer, whatever their sign combination:
+    (values, documents, positions), each [band neuron k], k = typical_per_band, sorted by `ranked.token_hash` (-1:
+    empty slot).
 
     The pass keeps, per sign combination and band, the k tokens of smallest hash; the k smallest of their union
     are the k smallest of the whole band, so each band's list is again a uniform sample of its tokens."""
     k = stats.typical_per_band
 
-    def by_band(tensor: torch.Tensor) -> torch.Tensor:  # [layer neuron combination band k] -> [layer neuron band combination*k]
-        return tensor.transpose(2, 3).flatten(3)
+    def by_band(tensor: torch.Tensor) -> torch.Tensor:  # [neuron combination band k] -> [neuron band combination*k]
+        return tensor[layer].transpose(1, 2).flatten(2)
 
     docs, positions, values = (by_band(t) for t in (stats.typical_docs, stats.typical_positions, stats.typical_values))
     order = token_hash(pack_tokens(docs, positions)).argsort(dim=-1)[..., :k]
 
     def picked(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.gather(-1, order).permute(2, 0, 1, 3)
+        return tensor.gather(-1, order).transpose(0, 1)
 
     return picked(values), picked(docs), picked(positions)
 
@@ -106,8 +107,8 @@ def typical_lists(stats: Statistics) -> tuple[torch.Tensor, torch.Tensor, torch.
 def selected_documents(stats: Statistics, layer: int, neuron: int) -> list[tuple[str, int, int, float]]:
     """(kind, document, position, stored value) of every example of a neuron (max, min, sign combinations, typical)."""
     rows = []
-    for kind, values, docs, positions in stored_lists(stats):
-        for doc, pos, value in zip(docs[layer, neuron].tolist(), positions[layer, neuron].tolist(), values[layer, neuron].tolist()):
+    for kind, values, docs, positions in stored_lists(stats, layer):
+        for doc, pos, value in zip(docs[neuron].tolist(), positions[neuron].tolist(), values[neuron].tolist()):
             if doc >= 0:
                 rows.append((kind, doc, pos, value))
     return rows

@@ -66,11 +66,11 @@ def layer_examples(stats: Statistics, layer: int, neurons: np.ndarray, lengths: 
     longest = int(lengths.max(initial=0))
     before, width = min(before, longest), max(min(width, longest), 1)
     parts = []
-    for kind, (_, values, docs, positions) in enumerate(stored_lists(stats)):
-        docs_l = docs[layer, neurons].numpy()  # [chosen k]
+    for kind, (_, values, docs, positions) in enumerate(stored_lists(stats, layer)):
+        docs_l = docs[neurons].numpy()  # [chosen k]
         column, rank = np.nonzero(docs_l >= 0)
         parts.append((column, np.full_like(column, kind), rank, docs_l[column, rank],
-                      positions[layer, neurons].numpy()[column, rank], values[layer, neurons].numpy()[column, rank]))
+                      positions[neurons].numpy()[column, rank], values[neurons].numpy()[column, rank]))
     column, kind, rank, doc, position, stored = (np.concatenate(p) for p in zip(*parts))
     order = np.lexsort((rank, kind, column))
     column, kind, rank, doc, position, stored = (t[order] for t in (column, kind, rank, doc, position, stored))
@@ -182,10 +182,12 @@ def dataset_tokens(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def recompute_windows(model: Any, dataset: Any, layers: dict[int, LayerExamples], lengths: np.ndarray, batch_size: int,
-                      pad_id: int, device: torch.device, dtype: str, bos_id: int | None, progress: Any = None) -> int:
+                      pad_id: int, device: torch.device, dtype: str, bos_id: int | None, progress: Any = None,
+                      rank_next_tokens: bool = True) -> int:
     """Run every document that a window needs once (batched by length, through the whole model: the direct
     effects need the final norm's input), fill the windows' activations and every example's next token, direct
-    effect and its rank; returns the number of tokens run."""
+    effect and (unless not `rank_next_tokens`: a part, ranked later with the others) its rank; returns the number
+    of tokens run."""
     docs = np.unique(np.concatenate([ex.window_doc for ex in layers.values()]))
     filler = WindowFiller(layers, len(lengths), dtype)
     readout = Readout.of(model)
@@ -202,7 +204,8 @@ def recompute_windows(model: Any, dataset: Any, layers: dict[int, LayerExamples]
         if examples.next_token is None:  # a layer without examples
             examples.next_token = np.full(len(examples.doc), -1, dtype=np.int64)
             examples.direct_effect = np.full(len(examples.doc), np.nan, dtype=np.float32)
-        examples.next_rank = next_token_ranks(readout, model, layer, examples.neurons[examples.column], examples.next_token)
+        if rank_next_tokens:
+            examples.next_rank = next_token_ranks(readout, model, layer, examples.neurons[examples.column], examples.next_token)
     return tokens
 
 

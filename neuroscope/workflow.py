@@ -240,14 +240,15 @@ def put_back(examples: Any, parts: list[tuple[np.ndarray, np.ndarray, dict[str, 
 
 
 def recompute_checked_windows(run: PageRun, examples: dict[int, Any], lengths: np.ndarray, batch_size: int,
-                              progress: Any) -> None:
+                              progress: Any, rank_next_tokens: bool = True) -> None:
     """`windows.recompute_windows`, a mismatch with the statistics being a UserError."""
     from neuroscope.windows import recompute_windows
 
     inputs = run.inputs
     try:
         recompute_windows(inputs.model, inputs.dataset, examples, lengths, batch_size, inputs.pad_id, run.device,
-                          run.stats.meta.dtype, run.stats.meta.first_token(inputs.tokenizer.bos_token_id), progress)
+                          run.stats.meta.dtype, run.stats.meta.first_token(inputs.tokenizer.bos_token_id), progress,
+                          rank_next_tokens)
     except RecomputeMismatch as exc:
         raise UserError(f"recomputation does not match the statistics: {exc}") from exc
 
@@ -264,7 +265,7 @@ def recompute_by_ranks(run: PageRun, examples: dict[int, Any], lengths: np.ndarr
     docs = documents_of_rank(examples, lengths, batch_size, ranks)
     parts = {layer: windows_part(ex, docs) for layer, ex in examples.items()}
     together(ranks, lambda: recompute_checked_windows(run, {layer: part for layer, (part, _, _) in parts.items()},
-                                                      lengths, batch_size, progress))
+                                                      lengths, batch_size, progress, rank_next_tokens=False))
     gathered = gather(ranks, {layer: (rows, windows, filled_values(part)) for layer, (part, rows, windows) in parts.items()})
     if gathered is None:
         return

@@ -296,9 +296,9 @@ def test_band_lists_are_the_smallest_hashes_of_the_whole_band():
     to k) equals the k tokens of smallest hash among all the band's tokens, by an obvious loop over every token."""
     docs, post, pre, lin = random_documents(torch.Generator().manual_seed(7))
     stats = reduce(docs, post, pre, lin, 4, K_TYPICAL)  # its typical_* views are those of `Statistics`
-    values, band_docs, positions = typical_lists(stats)
     n_layers, _, d_mlp = post[0].shape
     for layer in range(n_layers):
+        values, band_docs, positions = typical_lists(stats, layer)  # [band neuron k]
         for neuron in range(d_mlp):
             by_band = [[] for _ in range(typical_bands())]
             for doc, ids in enumerate(docs):
@@ -308,7 +308,7 @@ def test_band_lists_are_the_smallest_hashes_of_the_whole_band():
                         by_band[brute_band(a)].append((reference_hash((doc << POSITION_BITS) + position), doc, position, a))
             for band, tokens in enumerate(by_band):
                 want = [row[1:3] for row in sorted(tokens)[:K_TYPICAL]]
-                got = [(d, p) for d, p in zip(band_docs[band, layer, neuron].tolist(), positions[band, layer, neuron].tolist()) if d >= 0]
+                got = [(d, p) for d, p in zip(band_docs[band, neuron].tolist(), positions[band, neuron].tolist()) if d >= 0]
                 assert got == want, (layer, neuron, band)
-                assert values[band, layer, neuron, :len(want)].tolist() == pytest.approx([row[3] for row in sorted(tokens)[:K_TYPICAL]])
+                assert values[band, neuron, :len(want)].tolist() == pytest.approx([row[3] for row in sorted(tokens)[:K_TYPICAL]])
     assert LIST_KINDS[-len(TYPICAL_KINDS):] == TYPICAL_KINDS and len(TYPICAL_KINDS) == typical_bands()

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from wcos_casestudies.connections import EMPTY, INPUT_KINDS
+from wcos_casestudies.connections import EMPTY, INPUT_KINDS, NORM_FLOOR
 from wcos_casestudies.connections_store import READ_NORM, Connections
 from wcos_casestudies.constants import CLASS_NAMES
 
@@ -38,7 +38,7 @@ def input_cosines(connections: Connections, kind: str) -> tuple[torch.Tensor, to
     valid = other != EMPTY
     out_norms = connections.norms["out"].reshape(-1)[other.clamp_min(0)]
     read_norms = connections.norms[READ_NORM[kind.split("_")[0]]][:, :, None]
-    cosines = (lists["virtual_weight"] / (out_norms * read_norms)).abs()
+    cosines = (lists["virtual_weight"] / (out_norms * read_norms).clamp_min(NORM_FLOOR)).abs()
     return torch.where(valid, cosines, torch.nan), other
 
 

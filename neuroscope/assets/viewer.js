@@ -573,8 +573,9 @@ var neuroscope = (function () {
   }
   function connectionList(n, kind, part, shown, byExpected) {
     var values = byExpected ? part.expected : part.virtual_weight, items = [], top = 0, from = n.column * shown;
-    for (var i = from; i < from + shown; i++) { if (part.other[i] >= 0) { top = Math.max(top, Math.abs(values[i])); } }
-    for (var j = from; j < from + shown; j++) {
+    var to = Math.min(from + shown, part.other.length);
+    for (var i = from; i < to; i++) { if (part.other[i] >= 0) { top = Math.max(top, Math.abs(values[i])); } }
+    for (var j = from; j < to; j++) {
       if (part.other[j] < 0) { continue; }
       var bar = el("span", {"class": "cbar"});
       bar.style.width = (top ? 5 * Math.abs(values[j]) / top : 0).toFixed(2) + "em";
