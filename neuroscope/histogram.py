@@ -83,3 +83,13 @@ def typical_band_lookup(device: torch.device | str = "cpu") -> torch.Tensor:
     exponent = (torch.arange(1 << CODE_BITS) & ((1 << (CODE_BITS - 1)) - 1)) >> HISTOGRAM_OCTAVE_BITS  # biased
     band = sum((exponent >= FLOAT_EXPONENT_BIAS + e).long() for e in TYPICAL_BAND_EXPONENTS)
     return band.to(torch.int32).to(device)
+
+
+def typical_band_of_bins() -> torch.Tensor:
+    """The band of |a| of every histogram bin [bins] int64 (every band edge is a bin edge, so a bin lies in one band)."""
+    bins, bands = histogram_lookup().long(), typical_band_lookup().long()
+    out = torch.full((histogram_bins(),), -1, dtype=torch.long)
+    out[bins] = bands
+    if bool((out < 0).any()) or not bool((out[bins] == bands).all()):
+        raise ValueError("a typical band's edge is no histogram bin edge")
+    return out

@@ -4,12 +4,14 @@ positions), sums, counts and histogram counts, and folds them into the statistic
 
 Speed: per layer it reduces with value-only reductions (amax / amin, several times faster on CPUs than max with
 indices) and looks up positions only for the candidates that can still enter a list (at or above its current k-th
-value), which after the first batches are few.
+value), which after the first batches are few. Every value gets one cell (its neuron, the signs of g and u, its
+histogram bin: one table lookup); a single count per cell gives the histogram and the sign counts at once, and
+the typical examples look their slot's limit up by the same cell.
 
-Typical examples (`TypicalSampler`): the batch's tokens are ranked once by their hash; per layer every (token,
-neuron) gets its slot (sign combination and band of |a|, from the histogram's codes) and is a candidate only when
-its rank is below the number of the batch's hashes under its slot's current k-th smallest hash (one table lookup
-per value, no sort). After the first batches only a few tokens per slot can enter; in the first ones, when the
+Typical examples (`TypicalSampler`): the batch's tokens are ranked once by their hash; a value is a candidate only
+when its token's rank is below the number of the batch's hashes under its slot's current k-th smallest hash (one
+table lookup per value, no sort); a slot (sign combination and band of |a|) is a set of cells, since every band
+edge is a bin edge. After the first batches only a few tokens per slot can enter; in the first ones, when the
 candidates outnumber a layer's sample entries (`TypicalSampler.budget`), they are merged in chunks of tokens in hash
 order, which fills the slots that the next chunks then mostly cannot enter.
 """
@@ -22,7 +24,14 @@ import torch
 
 from gated_core.errors import UserError
 from neuroscope.activations import FIXED_POINT_BITS, LIST_SIGNS, LISTS, SIGN_COMBINATIONS, NeuronStats
-from neuroscope.histogram import CODE_BITS, histogram_codes, histogram_lookup, typical_band_lookup, typical_bands
+from neuroscope.histogram import (
+    CODE_BITS,
+    histogram_codes,
+    histogram_edges,
+    histogram_lookup,
+    typical_band_of_bins,
+    typical_bands,
+)
 from neuroscope.ranked import EMPTY_HASH, POSITION_BITS, merge_smallest_rows, pack_tokens, token_hash
 
 DENSE_FRACTION = 1 / 2  # above this share of candidates, positions come from max / min with indices
@@ -30,14 +39,13 @@ MIN_TYPICAL_CANDIDATES = 1 << 16  # (token, neuron) candidates for the typical e
 # this many, and at least as many as a layer's samples hold (`TypicalSampler.budget`)
 
 
-def _count_true(masks: list[torch.Tensor]) -> torch.Tensor:
-    """Number of True entries over (batch, pos) of each [batch pos neuron] mask: [len(masks) neuron] int64.
-
-    Summed as int32 (exact: a batch has far fewer than 2^31 tokens), about 1.3x faster on GPUs
-    than the default int64 sum. (A matrix product with a row of ones is faster still, but
-    cuBLAS may reduce bf16 products in reduced precision, which is not exact.)
-    """
-    return torch.stack([m.sum(dim=(0, 1), dtype=torch.int32) for m in masks]).long()
+def joint_lookup(device: torch.device | str = "cpu") -> torch.Tensor:
+    """The cell of each value within its neuron, from signs << CODE_BITS | code (signs = 2 (g > 0) + (u > 0), code:
+    `histogram_codes`): [len(SIGN_COMBINATIONS) << CODE_BITS] int32, signs * bins + histogram bin."""
+    lookup = histogram_lookup()
+    bins = len(histogram_edges()) - 1
+    signs = torch.arange(len(SIGN_COMBINATIONS), dtype=torch.int32)[:, None]
+    return (signs * bins + lookup[None, :]).reshape(-1).to(device)
 
 
 @dataclass
@@ -50,6 +58,8 @@ class BatchLayout:
     offset: int  # 1 when every document starts with a BOS that is left out, else 0
     eligible: torch.Tensor | None  # [batch pos-offset 1] bool; None: every position from offset on
     examples: torch.Tensor  # [batch pos] bool: the tokens that may be examples (real, not a leading BOS)
+    spans: list[tuple[int, int]] | None = None  # with `eligible`: each row's eligible positions [first, stop) from
+    # offset on, where they are one run (right padding); None: they are not
 
     @classmethod
     def of(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor, bos_id: int | None) -> BatchLayout:
@@ -59,11 +69,62 @@ class BatchLayout:
         examples = valid.clone()
         examples[:, 0] &= ~bos_first
         eligible = examples[:, offset:]
-        return cls(valid, not bool(valid.all()), offset, None if bool(eligible.all()) else eligible[..., None], examples)
+        if bool(eligible.all()):
+            return cls(valid, not bool(valid.all()), offset, None, examples)
+        return cls(valid, not bool(valid.all()), offset, eligible[..., None], examples, runs(eligible))
 
     def bias(self, dtype: torch.dtype) -> torch.Tensor:
         """[batch pos-offset 1]: 0 at eligible positions, -inf elsewhere (a + bias leaves them out of a max)."""
         return torch.zeros((), dtype=dtype, device=self.valid.device).masked_fill(~self.eligible, -torch.inf)
+
+
+def runs(mask: torch.Tensor) -> list[tuple[int, int]] | None:
+    """Each row's True positions of `mask` [batch pos] as one run [first, stop), or None where a row's are not one."""
+    counts = mask.sum(dim=1)
+    firsts = torch.where(counts > 0, mask.to(torch.uint8).argmax(dim=1), 0)
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    if not torch.equal((positions >= firsts[:, None]) & (positions < (firsts + counts)[:, None]), mask):
+        return None
+    return [(first, first + count) for first, count in zip(firsts.tolist(), counts.tolist())]
+
+
+GATED, CLOSED = 2, 4  # the lists whose sources the sign-combination lists share
+SOURCE_OF_LIST = (0, 1, GATED, GATED, CLOSED, CLOSED)  # list -> the list whose source it uses
+
+
+class ExampleSources:
+    """The tensors whose max or min over positions give each list's keys, per list (LISTS' order): a, with -inf or
+    +inf where it is no example (lists 0, 1); a where the gate is open, else 0 (2, 3); a where it is closed, else 0
+    (4, 5); over [batch pos-offset neuron] (made only when asked for, in the first batches, since the keys of a
+    padded batch come from each row's run of examples), or from what `read` gives at some (row, neuron) pairs."""
+
+    def __init__(self, a: torch.Tensor, gate_open: torch.Tensor, eligible: torch.Tensor | None):
+        self.a, self.gate_open, self.eligible = a, gate_open, eligible  # [batch pos-offset neuron], eligible [... 1]
+        self.made: dict[int, torch.Tensor] = {}
+
+    @staticmethod
+    def formula(index: int, a: torch.Tensor, gate_open: torch.Tensor, eligible: torch.Tensor | None) -> torch.Tensor:
+        """List `index`'s source (0, 1, GATED or CLOSED) from a, gate_open and eligible of the same shape (or None)."""
+        if index < 2:
+            if eligible is None:
+                return a
+            bias = torch.zeros((), dtype=a.dtype, device=a.device).masked_fill(~eligible, -torch.inf)
+            return a + bias if index == 0 else a - bias
+        gated = a * (gate_open if eligible is None else gate_open & eligible)
+        return gated if index < 4 else (a if eligible is None else a * eligible) - gated
+
+    def whole(self, index: int) -> torch.Tensor:
+        """List `index`'s source [batch pos-offset neuron]."""
+        kind = SOURCE_OF_LIST[index]
+        if kind not in self.made:
+            self.made[kind] = self.formula(kind, self.a, self.gate_open, self.eligible)
+        return self.made[kind]
+
+    def read(self, rows: torch.Tensor, neurons: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """What `formula` needs at the pairs (rows [m], neurons [m]), over positions: a, gate_open, eligible
+        [m pos-offset] (eligible None where every position is)."""
+        eligible = None if self.eligible is None else self.eligible[rows, :, 0]
+        return self.a[rows, :, neurons], self.gate_open[rows, :, neurons], eligible
 
 
 class TypicalSampler:
@@ -71,16 +132,16 @@ class TypicalSampler:
     tokens merged into the bottom-k sample of their slot (sign combination of (g, u), band of |a|), kept aside
     until `apply`."""
 
-    def __init__(self, stats: NeuronStats):
+    def __init__(self, stats: NeuronStats, bins: int):
         _, d_mlp, slots, self.k = stats.sample_tokens.shape
         device = stats.sample_tokens.device
         self.stats = stats
         self.budget = max(MIN_TYPICAL_CANDIDATES, d_mlp * slots * self.k)  # candidates merged at once
-        # signs * 2^CODE_BITS + code -> combination * bands + band, where signs = 2 * (g > 0) + (u > 0), so that
-        # the combination (in SIGN_COMBINATIONS' order) is 3 - signs
-        combinations = torch.arange(len(SIGN_COMBINATIONS) - 1, -1, -1, dtype=torch.int32, device=device)
-        self.cell_lookup = (combinations[:, None] * typical_bands() + typical_band_lookup(device)[None, :]).view(-1)
-        self.slot_offsets = torch.arange(d_mlp, dtype=torch.int32, device=device) * slots  # [neuron]
+        # a cell's slot within its neuron: cell = signs * bins + bin, where signs = 2 * (g > 0) + (u > 0), so that the
+        # combination (in SIGN_COMBINATIONS' order) is 3 - signs
+        signs = torch.arange(len(SIGN_COMBINATIONS), device=device)[:, None]
+        self.slot_of_cell = ((len(SIGN_COMBINATIONS) - 1 - signs) * typical_bands() + typical_band_of_bins().to(device)).view(-1)
+        self.cells, self.slots = self.slot_of_cell.numel(), slots
         self.pending: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def start(self, examples: torch.Tensor, doc_ids: torch.Tensor) -> None:
@@ -101,16 +162,12 @@ class TypicalSampler:
         self.rank = torch.where(examples, rank.view(rows, width), torch.iinfo(torch.int32).max)[..., None]
         self.pending.clear()
 
-    def _slots(self, codes: torch.Tensor, gate_open: torch.Tensor, lin_positive: torch.Tensor) -> torch.Tensor:
-        """The slot row of every value [batch pos neuron] int32: neuron * slots + combination * bands + band."""
-        signs = gate_open.view(torch.uint8) * 2 + lin_positive.view(torch.uint8)
-        slots = self.cell_lookup.index_select(0, codes.add(signs, alpha=1 << CODE_BITS).view(-1)).view(codes.shape)
-        return slots.add_(self.slot_offsets)
-
-    def _rank_limits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Per slot row [row] int32: how many of the batch's hashes lie below the row's k-th smallest (all of them
-        while the row is not full); a token of a lower rank can enter the row."""
-        return torch.searchsorted(self.sorted_hashes, token_hash(tokens[:, -1])).to(torch.int32)
+    def _cell_limits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Per cell [neuron * cells + 1] int32 (the last: padding's, 0): how many of the batch's hashes lie below its
+        slot's k-th smallest (all of them while the slot is not full); a token of a lower rank can enter the slot."""
+        limits = torch.searchsorted(self.sorted_hashes, token_hash(tokens[:, -1])).to(torch.int32)  # [neuron * slots]
+        by_cell = limits.view(-1, self.slots).index_select(1, self.slot_of_cell).view(-1)
+        return torch.cat([by_cell, by_cell.new_zeros(1)])
 
     def _chunk_end(self, mask: torch.Tensor, start: int) -> int:
         """The rank up to which the candidates `mask` [batch pos neuron] (none below rank `start`) stay within the
@@ -119,15 +176,13 @@ class TypicalSampler:
         end = int(torch.searchsorted(per_token.long().cumsum(0), self.budget, right=True))
         return max(end, start + 1)
 
-    def __call__(self, layer: int, codes: torch.Tensor, gate_open: torch.Tensor, lin_positive: torch.Tensor,
-                 a: torch.Tensor) -> None:
-        """Merge the layer's tokens into a copy of its samples ([batch pos neuron] codes, signs and a)."""
-        slots = self._slots(codes, gate_open, lin_positive)
-        tokens = self.stats.sample_tokens[layer].reshape(-1, self.k).clone()  # [row k]
+    def __call__(self, layer: int, cells: torch.Tensor, a: torch.Tensor) -> None:
+        """Merge the layer's tokens into a copy of its samples (every value's cell and a [batch pos neuron])."""
+        tokens = self.stats.sample_tokens[layer].reshape(-1, self.k).clone()  # [neuron * slots k]
         values = self.stats.sample_values[layer].reshape(-1, self.k).clone()
         touched, start = [], 0
         while start < self.n_examples:
-            mask = self.rank < self._rank_limits(tokens).index_select(0, slots.view(-1)).view(slots.shape)
+            mask = self.rank < self._cell_limits(tokens).index_select(0, cells.view(-1)).view(cells.shape)
             if start:
                 mask &= self.rank >= start
             end = self.n_examples
@@ -136,8 +191,10 @@ class TypicalSampler:
                 mask &= self.rank < end
             batch, position, neuron = mask.nonzero(as_tuple=True)
             if len(batch):
-                touched.append(merge_smallest_rows(tokens, values, slots[batch, position, neuron].long(),
-                                                   self.tokens[batch, position], a[batch, position, neuron].float()))
+                cell = cells[batch, position, neuron].long() - neuron * self.cells
+                rows = neuron * self.slots + self.slot_of_cell[cell]
+                touched.append(merge_smallest_rows(tokens, values, rows, self.tokens[batch, position],
+                                                   a[batch, position, neuron].float()))
             start = end
         rows = torch.unique(torch.cat(touched)) if touched else torch.zeros(0, dtype=torch.long, device=tokens.device)
         self.pending[layer] = (rows, tokens[rows], values[rows])
@@ -148,6 +205,20 @@ class TypicalSampler:
             self.stats.sample_tokens[layer].view(-1, self.k)[rows] = tokens
             self.stats.sample_values[layer].view(-1, self.k)[rows] = values
         self.pending.clear()
+
+
+def reduced_keys(high: torch.Tensor, gated: torch.Tensor, closed: torch.Tensor, low: torch.Tensor | None = None) -> torch.Tensor:
+    """The keys of every list [list batch neuron] float32 from the sources [batch pos neuron] (`low`: the ranked
+    lists' source for the min, `high`'s where it is None)."""
+    low = high if low is None else low
+    return torch.stack([high.amax(dim=1), -low.amin(dim=1), gated.amax(dim=1), -gated.amin(dim=1), -closed.amin(dim=1),
+                        closed.amax(dim=1)]).float()
+
+
+def row_keys(a: torch.Tensor, gate_open: torch.Tensor) -> torch.Tensor:
+    """The keys of every list [list neuron] float32 of one document's run of examples (a, gate_open [pos neuron])."""
+    gated = a * gate_open
+    return reduced_keys(a[None], gated[None], (a - gated)[None])[:, 0]
 
 
 class BatchReducer:
@@ -162,11 +233,13 @@ class BatchReducer:
         self.stats = stats
         self.bos_id = bos_id
         self.pending: dict[int, tuple[torch.Tensor, ...]] = {}
-        self.typical = TypicalSampler(stats) if stats.typical_per_band else None
         n_layers, d_mlp, bins = stats.histogram.shape
         device = stats.histogram.device
-        self.lookup = histogram_lookup(device)
-        self.bin_offsets = torch.arange(d_mlp, dtype=torch.int32, device=device) * bins  # [neuron]
+        self.typical = TypicalSampler(stats, bins) if stats.typical_per_band else None
+        self.lookup = joint_lookup(device)
+        self.cells = len(SIGN_COMBINATIONS) * bins  # cells per neuron: (signs, bin)
+        self.cell_offsets = torch.arange(d_mlp, dtype=torch.int32, device=device) * self.cells  # [neuron]
+        self.counted = torch.zeros(d_mlp * self.cells + 1, dtype=torch.int32, device=device)  # one layer's; last: padding
         self.histogram = torch.zeros((n_layers, d_mlp, bins), dtype=torch.int32, device=device)  # this batch's counts
         self.layout: BatchLayout | None = None
 
@@ -182,68 +255,83 @@ class BatchReducer:
                 raise RuntimeError("typical examples need the batch's documents at its start")
             self.typical.start(self.layout.examples, doc_ids)
 
-    def _count_histogram(self, layer: int, codes: torch.Tensor) -> None:
-        """Add the bins of every value's code (`histogram_codes`) of `codes` [... neuron] to this batch's histogram
-        of `layer`."""
-        bins = self.lookup.index_select(0, codes.reshape(-1)).view(-1, self.bin_offsets.numel())
-        index = (bins + self.bin_offsets).view(-1)
-        self.histogram[layer].view(-1).index_add_(0, index, torch.ones((), dtype=torch.int32, device=index.device).expand(index.numel()))
+    def _cells(self, a: torch.Tensor, gate_open: torch.Tensor, lin_positive: torch.Tensor) -> torch.Tensor:
+        """Every value's cell [batch pos neuron] int32: neuron * cells + signs * bins + its histogram bin, where
+        signs = 2 * (g > 0) + (u > 0); a padding token's values all in the one cell after the last neuron's."""
+        signs = gate_open.view(torch.uint8) * 2 + lin_positive.view(torch.uint8)
+        keys = histogram_codes(a).add_(signs, alpha=1 << CODE_BITS)
+        cells = self.lookup.index_select(0, keys.view(-1)).view(keys.shape).add_(self.cell_offsets)
+        if self.layout.padded:
+            cells.masked_fill_(~self.layout.valid[..., None], self.counted.numel() - 1)
+        return cells
 
-    def _example_keys(self, a: torch.Tensor, gate_open: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """Each document's best key in every list [list batch neuron] float32 (-inf: none), and the tensors
-        [batch pos-offset neuron] whose max or min over positions gave each list's values (a, with -inf or +inf
-        where it is no example; a where the gate is open, else 0; a where it is closed, else 0)."""
+    def _count(self, layer: int, cells: torch.Tensor) -> torch.Tensor:
+        """Count the values of every cell: this batch's histogram of `layer`, and returned [3 neuron] int64 the
+        tokens with g > 0, with u > 0 and with both."""
+        self.counted.zero_()
+        self.counted.index_add_(0, cells.view(-1), torch.ones((), dtype=torch.int32, device=cells.device).expand(cells.numel()))
+        by_cell = self.counted[:-1].view(self.cell_offsets.numel(), len(SIGN_COMBINATIONS), -1)  # [neuron signs bin]
+        self.histogram[layer] = by_cell.sum(dim=1)
+        by_signs = by_cell.sum(dim=2, dtype=torch.int64)  # [neuron signs]
+        return torch.stack([by_signs[:, 2] + by_signs[:, 3], by_signs[:, 1] + by_signs[:, 3], by_signs[:, 3]])
+
+    def _example_keys(self, a: torch.Tensor, gate_open: torch.Tensor) -> tuple[torch.Tensor, ExampleSources]:
+        """Each document's best key in every list [list batch neuron] float32 (-inf: none), and the sources whose
+        max or min over positions gave them. A padded batch is reduced row by row over each row's run of examples
+        (`BatchLayout.spans`), which needs no masks; the rest as a whole."""
         layout = self.layout
-        a_ex, open_ex = a[:, layout.offset:], gate_open[:, layout.offset:]
+        sources = ExampleSources(a[:, layout.offset:], gate_open[:, layout.offset:], layout.eligible)
         if layout.eligible is None:
-            ranked_high = ranked_low = a_ex
-            gated = a_ex * open_ex
-            closed = a_ex - gated
+            gated = sources.whole(GATED)
+            sources.made[CLOSED] = closed = sources.a - gated  # as `formula`, with one product fewer
+            keys = reduced_keys(sources.a, gated, closed)
+        elif layout.spans is not None:
+            empty = torch.full((len(LISTS), a.shape[-1]), -torch.inf, dtype=torch.float32, device=a.device)
+            keys = torch.stack([empty if first == stop else row_keys(sources.a[row, first:stop], sources.gate_open[row, first:stop])
+                                for row, (first, stop) in enumerate(layout.spans)], dim=1)
         else:
-            bias = layout.bias(a.dtype)
-            ranked_high, ranked_low = a_ex + bias, a_ex - bias
-            gated = a_ex * (open_ex & layout.eligible)
-            closed = a_ex * layout.eligible - gated
-        keys = torch.stack([ranked_high.amax(dim=1), -ranked_low.amin(dim=1), gated.amax(dim=1), -gated.amin(dim=1),
-                            -closed.amin(dim=1), closed.amax(dim=1)]).float()
+            keys = reduced_keys(sources.whole(0), sources.whole(GATED), sources.whole(CLOSED), sources.whole(1))
         keys[2:] = torch.where(keys[2:] > 0, keys[2:], -torch.inf)  # a = 0 is no example of a sign combination
-        return keys, (ranked_high, ranked_low, gated, gated, closed, closed)
+        return keys, sources
 
-    def _positions(self, layer: int, keys: torch.Tensor, sources: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def _positions(self, layer: int, keys: torch.Tensor, sources: ExampleSources) -> torch.Tensor:
         """Positions [list batch neuron] of the candidates that can still enter a list (-1 for the others): the
-        first position where the list's source holds the candidate's value. Few candidates: looked up one by
-        one; many (the first batches): max / min with indices over the whole source."""
+        first position where the list's source holds the candidate's value. Few candidates: looked up in their
+        (document, neuron) pairs, each pair's values read once for all lists; many (the first batches): max / min
+        with indices over the whole source."""
         candidates = (keys >= self.stats.thresholds(layer)[:, None, :]) & (keys > -torch.inf)
         positions = torch.full(keys.shape, -1, dtype=torch.long, device=keys.device)
         found = candidates.nonzero()  # [m 3]: list, document row, neuron; sorted by list
-        dense_above = DENSE_FRACTION * keys[0].numel()
-        for index, part in enumerate(found.split(torch.bincount(found[:, 0], minlength=len(LISTS)).tolist())):
-            if len(part) > dense_above:
-                extreme = sources[index].max(dim=1) if LIST_SIGNS[index] > 0 else sources[index].min(dim=1)
-                positions[index] = extreme.indices + self.layout.offset
-            elif len(part):
-                rows, neurons = part[:, 1], part[:, 2]
-                values = LIST_SIGNS[index] * keys[index, rows, neurons]
-                hits = sources[index][rows, :, neurons] == values[:, None]  # [m pos]
-                positions[index, rows, neurons] = hits.to(torch.uint8).argmax(dim=1) + self.layout.offset
+        parts = found.split(torch.bincount(found[:, 0], minlength=len(LISTS)).tolist())
+        dense = [len(part) > DENSE_FRACTION * keys[0].numel() for part in parts]
+        for index in (i for i, part in enumerate(parts) if dense[i]):
+            source = sources.whole(index)
+            extreme = source.max(dim=1) if LIST_SIGNS[index] > 0 else source.min(dim=1)
+            positions[index] = extreme.indices + self.layout.offset
+        sparse = [part for part, is_dense in zip(parts, dense) if not is_dense and len(part)]
+        if sparse:
+            pairs = torch.cat(sparse)
+            n_neurons = keys.shape[-1]
+            unique, inverse = torch.unique(pairs[:, 1] * n_neurons + pairs[:, 2], return_inverse=True)
+            read = sources.read(unique // n_neurons, unique % n_neurons)  # each pair's values [pairs pos-offset]
+            for part, rows in zip(sparse, inverse.split([len(part) for part in sparse])):
+                index = int(part[0, 0])
+                values = LIST_SIGNS[index] * keys[index, part[:, 1], part[:, 2]]
+                hits = sources.formula(SOURCE_OF_LIST[index], *(None if t is None else t[rows] for t in read)) == values[:, None]
+                positions[index, part[:, 1], part[:, 2]] = hits.to(torch.uint8).argmax(dim=1) + self.layout.offset
         return positions
 
     def __call__(self, layer: int, g: torch.Tensor, u: torch.Tensor, a: torch.Tensor) -> None:
         layout = self.layout
-        gate_open, lin_positive = g > 0, u > 0
-        codes = histogram_codes(a)
+        gate_open = g > 0
+        cells = self._cells(a, gate_open, u > 0)
+        counts = self._count(layer, cells)
         if layout.padded:
-            real = layout.valid[..., None]
-            total = (a * real).sum(dim=(0, 1), dtype=torch.float32)
-            gate_open_real, lin_positive_real = gate_open & real, lin_positive & real
-            self._count_histogram(layer, codes[layout.valid])
+            total = (a * layout.valid[..., None]).sum(dim=(0, 1), dtype=torch.float32)
         else:
             total = a.sum(dim=(0, 1), dtype=torch.float32)
-            gate_open_real, lin_positive_real = gate_open, lin_positive
-            self._count_histogram(layer, codes)
         if self.typical is not None:
-            self.typical(layer, codes, gate_open, lin_positive, a)
-        counts = _count_true([gate_open_real, lin_positive_real, gate_open_real & lin_positive_real])
+            self.typical(layer, cells, a)
         keys, sources = self._example_keys(a, gate_open)
         positions = self._positions(layer, keys, sources)
         fixed = torch.round(total.double() * 2 ** FIXED_POINT_BITS).long()

@@ -72,13 +72,14 @@ STAT_KEYS = ("top_values", "top_docs", "top_positions", "bottom_values", "bottom
 BOS = 256  # the tiny tokenizer's <bos>
 
 
-def brute_force_lists(post, pre, lin, starts_with_bos, layer, neuron):
+def brute_force_lists(post, pre, lin, starts_with_bos, layer, neuron, masks=None):
     """Every example list of one neuron by an obvious loop over documents and positions: [(-|key|, doc, position)]
-    sorted, with position 0 left out of documents that start with BOS."""
+    sorted, with position 0 left out of documents that start with BOS (and, with `masks`, the positions where a
+    document's mask is 0)."""
     lists = {name: [] for name in ("top", "bottom", *SIGN_COMBINATIONS)}
     for doc, (acts, gates, lins) in enumerate(zip(post, pre, lin)):
         a, g, u = acts[layer, :, neuron].tolist(), gates[layer, :, neuron].tolist(), lins[layer, :, neuron].tolist()
-        positions = [p for p in range(len(a)) if not (p == 0 and starts_with_bos[doc])]
+        positions = [p for p in range(len(a)) if not (p == 0 and starts_with_bos[doc]) and (masks is None or masks[doc][p])]
         if positions:
             best = max(a[p] for p in positions)
             lists["top"].append((-best, doc, next(p for p in positions if a[p] == best)))
@@ -190,6 +191,38 @@ def test_reducer_against_brute_force_on_random_values():
                 values = torch.cat([p[layer, :, neuron] for p in post]).tolist()
                 assert stats.histogram[layer, neuron].tolist() == direct_histogram(values)
     assert int(stats.n_tokens) == sum(len(d) for d in docs)
+
+
+@pytest.mark.parametrize("holes", [True, False])
+def test_reducer_keeps_every_document_with_examples_and_no_other(holes):
+    """With k = the batch's rows every document with examples is in every list, and none without (a BOS alone):
+    rows of right padding (reduced row by row) and masks with holes inside rows (the masked path); lists and
+    histogram against loops."""
+    gen = torch.Generator().manual_seed(5)
+    mask = torch.tensor([[1, 1, 0, 1, 1, 0, 1], [0, 1, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 0], [1, 0, 0, 0, 0, 0, 0]])
+    if not holes:
+        mask = (torch.arange(mask.shape[1]) < mask.sum(dim=1, keepdim=True)).long()
+    rows, width, d_mlp = mask.shape[0], mask.shape[1], 5
+    ids = torch.randint(0, 9, (rows, width), generator=gen)
+    ids[0, 0] = ids[2, 0] = ids[3, 0] = BOS  # row 3: a BOS alone, no examples
+    g, u = (torch.randn(1, rows, width, d_mlp, generator=gen).round(decimals=1) for _ in range(2))
+    a = torch.nn.functional.silu(g) * u
+    stats = NeuronStats.empty(1, d_mlp, rows)  # k = rows: every document that has examples is in every list
+    reducer = BatchReducer(stats, BOS)
+    reducer.start(mask, ids)
+    assert (reducer.layout.spans is None) == holes
+    reducer(0, g[0], u[0], a[0])
+    reducer.apply(torch.arange(rows))
+    starts_with_bos = (ids[:, 0] == BOS).tolist()
+    for neuron in range(d_mlp):
+        expected = brute_force_lists(list(a.transpose(0, 1)), list(g.transpose(0, 1)), list(u.transpose(0, 1)),
+                                     starts_with_bos, 0, neuron, mask.tolist())
+        for index, name in enumerate(("top", "bottom", *SIGN_COMBINATIONS)):
+            found = expected[name]
+            assert stats.docs[0, neuron, index, :len(found)].tolist() == [d for _, d, _ in found], name
+            assert stats.positions[0, neuron, index, :len(found)].tolist() == [p for _, _, p in found], name
+            assert (stats.docs[0, neuron, index, len(found):] == -1).all(), name
+        assert stats.histogram[0, neuron].tolist() == direct_histogram(a[0, :, :, neuron][mask.bool()].tolist())
 
 
 def _reduce(docs, post, pre, lin, batch_size, k, gen):
