@@ -2,8 +2,8 @@
 
 A random OLMo checkpoint with the paper's model's shapes (d_model 4096, 11,008 neurons per layer, vocabulary
 50,304, 32 heads) but only --layers layers, the byte tokenizer, and the embedded pydoc text (--tokens tokens):
-a_dataset.py, b_activations.py, d_recompute_vis.py --neurons all (the viewer) and, where it exists,
-g_connections.py. Per step: wall time, time per layer, the script's own timings, peak memory (ru_maxrss of the
+a_dataset.py, b_activations.py, g_connections.py where it exists, and d_recompute_vis.py --neurons all (the
+viewer, which shows the connections; --compact: with its --compact). Per step: wall time, time per layer, the script's own timings, peak memory (ru_maxrss of the
 step's process), sizes per neuron; the time a neuron takes to open in headless Chromium; and a projection to
 32 layers on this CPU and on one H100 (assumptions printed with it).
 
@@ -180,7 +180,8 @@ def make_checkpoint(args: argparse.Namespace, folder: Path) -> Path:
 
 
 def pipeline(args: argparse.Namespace, scratch: Path) -> tuple[dict[str, Step], Path, Path]:
-    """Checkpoint, dataset, pass, viewer, connections: one subprocess each (a failed step stops the ones after it)."""
+    """Checkpoint, dataset, pass, connections, viewer (with the connections): one subprocess each (a failed step stops
+    the ones after it)."""
     checkpoint = make_checkpoint(args, scratch / "checkpoint")
     data, results, logs = scratch / "data", scratch / "results", scratch / "logs"
     logs.mkdir(exist_ok=True)
@@ -190,12 +191,13 @@ def pipeline(args: argparse.Namespace, scratch: Path) -> tuple[dict[str, Step], 
     plan = [("dataset", "a_dataset", ["--datadir", str(data), "--save_to", "docs", "--tokenizer", str(checkpoint),
                                       "--mtokens", str(args.tokens / 1e6), "--max_length", str(args.max_length)]),
             ("pass", "b_activations", [*model, *where, "--dataset", "docs", "--save_to", "activations",
-                                       "--batch_size", str(args.batch_size)]),
-            ("viewer", "d_recompute_vis", [*model, *where, "--neurons", "all", "--results_dir", str(results),
-                                           "--batch_size", str(args.viewer_batch_size or args.batch_size)])]
-    if importlib.util.find_spec("neuroscope.g_connections") is not None:
+                                       "--batch_size", str(args.batch_size)])]
+    if importlib.util.find_spec("neuroscope.g_connections") is not None:  # before the viewer, which shows them
         embedding = [] if args.connections_embedding else ["--no_embedding"]
         plan.append(("connections", "g_connections", [*model, *where, "--results_dir", str(results), *embedding]))
+    plan.append(("viewer", "d_recompute_vis", [*model, *where, "--neurons", "all", "--results_dir", str(results),
+                                               "--batch_size", str(args.viewer_batch_size or args.batch_size),
+                                               *(["--compact"] if args.compact else [])]))
     for name, module, argv in plan:
         steps[name] = run_step(name, module, argv, logs)
         if steps[name].rc:
@@ -296,7 +298,8 @@ def report(args: argparse.Namespace, found: dict) -> str:
     """The Markdown report: the measured steps, opening times, sizes at full scale, the projection."""
     shape, neurons = found["shape"], found["neurons"]
     load = os.getloadavg()
-    lines = [f"# benchmarks/bench_7b_shapes.py --shape {args.shape} --layers {args.layers} --tokens {args.tokens}",
+    lines = [f"# benchmarks/bench_7b_shapes.py --shape {args.shape} --layers {args.layers} --tokens {args.tokens}"
+             + (" --compact" if args.compact else ""),
              f"# {os.cpu_count()} CPU cores shared with other jobs (load average {load[0]:.1f} at the end), float32, "
              f"{time.strftime('%Y-%m-%d')}",
              f"\nrandom OLMo, d_model {shape.d_model}, {shape.d_mlp:,} neurons x {shape.layers} layers ({neurons:,} neurons), "
@@ -325,6 +328,7 @@ def main() -> int:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--viewer_batch_size", type=int, default=None,
                         help="documents per forward pass of the viewer's recompute (default: --batch_size)")
+    parser.add_argument("--compact", action="store_true", help="the viewer with d_recompute_vis.py --compact (8-bit activations)")
     parser.add_argument("--connections_embedding", action="store_true",
                         help="also the connections' embedding lists (by default left out, and projected by FLOPs)")
     parser.add_argument("--save", type=Path, default=None, help="also write the report here")

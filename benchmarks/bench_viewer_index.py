@@ -203,9 +203,14 @@ def write_index(data: Path, rng, np) -> int:
     return len(text)
 
 
+def source_layer_file(source: Path) -> Path | None:
+    """The source viewer's data file of SOURCE_LAYER: the whole layer, or its first chunk (of NEURON_CHUNK neurons)."""
+    return next((path for path in (source / "data" / f"layer_{SOURCE_LAYER}{part}.js" for part in ("", "_0")) if path.is_file()), None)
+
+
 def build_viewer(folder: Path, source: Path, layer: int, chunk: int, doc_tokens: int, np) -> dict:
     """The synthetic viewer in `folder`; what was written (sizes, the meta)."""
-    from neuroscope.neuron_view import js_call
+    from neuroscope.neuron_view import deflated, inflated, js_call
     from neuroscope.viewer import write_page
 
     rng = np.random.default_rng(0)
@@ -220,12 +225,13 @@ def build_viewer(folder: Path, source: Path, layer: int, chunk: int, doc_tokens:
     vocab = read_part(source / "data" / "vocab.js")[0]
     (data / "vocab.js").write_text(js_call("vocab", [vocab[i % len(vocab)] for i in range(OLMO["vocab"])]))
     index_bytes = write_index(data, rng, np)
-    _, payload = read_part(source / "data" / f"layer_{SOURCE_LAYER}.js")
+    payload = read_part(source_layer_file(source))[1]
+    payload = inflated(payload)
     records = per_neuron_parts(payload, np)
     layer_bytes = 0
     for first in range(0, OLMO["d_mlp"], chunk):
         neurons = list(range(first, min(first + chunk, OLMO["d_mlp"])))
-        text = js_call("layer", layer, chunk_payload(records, neurons, payload["width"], documents, rng, np), first // chunk)
+        text = js_call("layer", layer, deflated(chunk_payload(records, neurons, payload["width"], documents, rng, np)), first // chunk)
         (data / f"layer_{layer}_{first // chunk}.js").write_text(text)
         layer_bytes += len(text)
     write_page(folder)
@@ -348,8 +354,9 @@ def main() -> int:
 
     from neuroscope.viewer import DOC_CHUNK_TOKENS, NEURON_CHUNK
 
-    if not (args.source / "data" / f"layer_{SOURCE_LAYER}.js").is_file():
-        raise SystemExit(f"{args.source}: no viewer with data/layer_{SOURCE_LAYER}.js (write one, or give --source)")
+    if source_layer_file(args.source) is None:
+        raise SystemExit(f"{args.source}: no viewer with data/layer_{SOURCE_LAYER}.js or layer_{SOURCE_LAYER}_0.js "
+                         "(write one, or give --source)")
     scratch = Path(tempfile.mkdtemp(prefix="bench_viewer_index."))
     lines = [f"viewer at OLMo-7B-0424's size in headless Chromium ({chromium_version()}), {os.cpu_count()} CPU cores; "
              f"neurons copied from {args.source.relative_to(ROOT) if args.source.is_relative_to(ROOT) else args.source}"]

@@ -16,14 +16,16 @@ A view is made of five parts, each the JSON argument of one `neuroscope.<part>(.
 
 The Python types behind it: `LayerExamples` (the examples and windows), `LayerLogitEffects` (the weights'
 token effects), `Statistics` and `ModelFacts`; `ViewRun` holds what every part shares. Numbers travel as
-base64 of little-endian arrays ({"dtype", "b64"}); text as JSON with <, > and & escaped, so that no data
-can close a script or open markup.
+base64 of little-endian arrays ({"dtype", "b64"}; in the viewer's neuron data files all of a file's arrays in one
+DEFLATE stream, `deflated`); text as JSON with <, > and & escaped, so that no data can close a script or open
+markup.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -67,6 +69,9 @@ def js_call(part: str, *args: Any) -> str:
 
 
 CONNECTIONS_SHOWN = 10  # entries of each connection list that a view shows
+# zlib's level for the viewer's neuron data (`deflated`): 4 packs a chunk of 128 SmolLM2 neurons to 0.758 of its
+# bytes in 20 ms, 9 to 0.753 in 78 ms
+DEFLATE_LEVEL = 4
 ACT_CODE_MAX = 127  # 8-bit activations: codes -127..127 times a per-window scale (`act_codes`)
 
 
@@ -81,6 +86,50 @@ def packed(values: Any, dtype: str | None = None) -> dict[str, str]:
         else:
             dtype = "f4"
     return {"dtype": dtype, "b64": base64.b64encode(np.ascontiguousarray(array.astype("<" + dtype)).tobytes()).decode("ascii")}
+
+
+def deflated(payload: dict[str, Any]) -> dict[str, Any]:
+    """`payload` with every array (`packed`, in objects at any depth) moved into one raw DEFLATE stream: each becomes
+    {"dtype", "z": [start, length]}, its bytes in the stream's unpacked bytes, and "deflate": {"b64", "bytes"} holds
+    the stream in base64 and its unpacked size. The viewer's neuron data files are written so (about 3/4 of the
+    bytes at full precision, 2/3 with --compact); `assets/inflate.js` unpacks them in the page, `inflated` here."""
+    parts: list[bytes] = []
+    start = 0
+
+    def moved(value: Any) -> Any:
+        nonlocal start
+        if not isinstance(value, dict):
+            return value
+        if "b64" not in value:
+            return {key: moved(item) for key, item in value.items()}
+        raw = base64.b64decode(value["b64"])
+        parts.append(raw)
+        start += len(raw)
+        return {"dtype": value["dtype"], "z": [start - len(raw), len(raw)]}
+
+    out = moved(payload)
+    stream = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+    packed_stream = stream.compress(b"".join(parts)) + stream.flush()
+    return {**out, "deflate": {"b64": base64.b64encode(packed_stream).decode("ascii"), "bytes": start}}
+
+
+def inflated(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload that `deflated` was given (a payload without "deflate" as it is)."""
+    if "deflate" not in payload:
+        return payload
+    raw = zlib.decompress(base64.b64decode(payload["deflate"]["b64"], validate=True), -zlib.MAX_WBITS)
+    if len(raw) != payload["deflate"]["bytes"]:
+        raise ValueError(f"deflated arrays of {len(raw)} bytes, not the {payload['deflate']['bytes']} said")
+
+    def restored(value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        if "z" not in value:
+            return {key: restored(item) for key, item in value.items()}
+        start, length = value["z"]
+        return {"dtype": value["dtype"], "b64": base64.b64encode(raw[start:start + length]).decode("ascii")}
+
+    return restored({key: value for key, value in payload.items() if key != "deflate"})
 
 
 def offsets(counts: np.ndarray) -> np.ndarray:

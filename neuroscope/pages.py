@@ -15,9 +15,9 @@ from typing import Any
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 
-def scripts(name: str) -> str:
-    """The text of the script `name` of the assets, after the drawing helpers it uses (`common.js`)."""
-    return "\n".join((ASSETS / part).read_text(encoding="utf-8") for part in ("common.js", name))
+def scripts(*names: str) -> str:
+    """The text of the scripts `names` of the assets, after the drawing helpers they use (`common.js`)."""
+    return "\n".join((ASSETS / part).read_text(encoding="utf-8") for part in ("common.js", *names))
 
 
 NO_SCRIPT = {"viewer": 'This viewer needs JavaScript. Without it, read the per-layer lists: <a href="lists/index.html">lists/index.html</a>.',
@@ -30,7 +30,7 @@ def viewer_page(inline_data: str = "") -> str:
     page = (ASSETS / "viewer.html").read_text(encoding="utf-8")
     return (page.replace("/*STYLE*/", (ASSETS / "viewer.css").read_text(encoding="utf-8"))
             .replace("/*NOSCRIPT*/", NO_SCRIPT["page" if inline_data else "viewer"])
-            .replace("/*SCRIPT*/", scripts("viewer.js"))
+            .replace("/*SCRIPT*/", scripts("inflate.js", "viewer.js"))
             .replace("/*DATA*/", inline_data))
 
 

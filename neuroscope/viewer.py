@@ -8,7 +8,8 @@ Layout of `<results>/<model>/neuroscope/<name>/`:
 - `data/vocab.js`: the vocabulary's strings; `data/docs_<chunk>.js`: the documents' tokens, stored once, in files
   of about DOC_CHUNK_TOKENS tokens (whole documents);
 - `data/layer_<layer>.js`: per neuron only its windows (document, start, length), their activations
-  (float16), its example lists, histograms and token tables; loaded when a neuron of the layer opens. A layer of
+  (float16), its example lists, histograms and token tables, the arrays deflated (`neuron_view.deflated`); loaded
+  when a neuron of the layer opens. A layer of
   more than NEURON_CHUNK chosen neurons is split by neuron number into `data/layer_<layer>_<chunk>.js` (chunk =
   neuron // NEURON_CHUNK; meta's `chunked_layers` and `neuron_chunk` say which), so that opening a neuron loads
   one chunk whatever the layer's width;
@@ -40,6 +41,7 @@ from neuroscope.facts import LayerLogitEffects
 from neuroscope.neuron_view import (
     Moments,
     ViewRun,
+    deflated,
     documents_payload,
     index_payload,
     js_call,
@@ -144,10 +146,10 @@ def write_layer(run: ViewRun, examples: LayerExamples, effects: LayerLogitEffect
     layer = examples.layer
     for chunk, first, stop in layer_chunks(examples.neurons):
         if chunk is None:
-            atomic_write_text(run.data / f"layer_{layer}.js", js_call("layer", layer, layer_payload(run, examples, effects)))
+            atomic_write_text(run.data / f"layer_{layer}.js", js_call("layer", layer, deflated(layer_payload(run, examples, effects))))
             continue
         payload = layer_payload(run, examples_of_columns(examples, first, stop), effects.columns(list(range(first, stop))))
-        atomic_write_text(run.data / f"layer_{layer}_{chunk}.js", js_call("layer", layer, payload, chunk))
+        atomic_write_text(run.data / f"layer_{layer}_{chunk}.js", js_call("layer", layer, deflated(payload), chunk))
 
 
 def viewer_layers(folder: Path) -> set[int]:

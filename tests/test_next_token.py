@@ -21,6 +21,7 @@ from neuroscope import d_recompute_vis
 from neuroscope.ablation import final_norm_input
 from neuroscope.dataset_store import save_dataset
 from neuroscope.hooks import mlp_hooks, run_model
+from neuroscope.neuron_view import inflated
 from neuroscope.next_token import Readout, direct_effects, next_token_ranks, output_weights
 from neuroscope.tokenization import build_dataset
 
@@ -122,7 +123,7 @@ def pages(tiny_models, tmp_path_factory):
     call = re.search(r"neuroscope\.layer\((\d+),(\{.*?\})\);\n", page)
     viewer = (top / "one" / "data" / f"layer_{layer}.js").read_text()
     return {"source": source, "dataset": dataset, "layer": layer, "neuron": neuron, "folder": top,
-            "page": json.loads(call.group(2)), "viewer": json.loads(re.fullmatch(r"neuroscope\.layer\(\d+,(.*)\);\n", viewer, re.S).group(1))}
+            "page": json.loads(call.group(2)), "viewer": inflated(json.loads(re.fullmatch(r"neuroscope\.layer\(\d+,(.*)\);\n", viewer, re.S).group(1)))}
 
 
 def test_viewer_and_page_carry_the_same_next_token_values(pages):

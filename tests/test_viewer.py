@@ -22,7 +22,7 @@ from gated_core.models.sources import resolve_model
 from neuroscope import d_recompute_vis
 from neuroscope.dataset_store import save_dataset
 from neuroscope.histogram import histogram_edges, typical_band_edges, typical_bands
-from neuroscope.neuron_view import to_json
+from neuroscope.neuron_view import inflated, to_json
 from neuroscope.recompute import LIST_KINDS, recompute_examples
 from neuroscope.store import Statistics
 from neuroscope.tokenization import build_dataset
@@ -63,7 +63,7 @@ def read_call(path):
     text = path.read_text()
     match = re.fullmatch(r"neuroscope\.(\w+)\((.*)\);\n", text, re.S)
     assert match, path
-    return match.group(1), json.loads(f"[{match.group(2)}]")
+    return match.group(1), [inflated(a) if isinstance(a, dict) else a for a in json.loads(f"[{match.group(2)}]")]
 
 
 def unpack(packed):

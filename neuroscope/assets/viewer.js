@@ -37,8 +37,9 @@ var neuroscope = (function () {
     if (exponent === 31) { return fraction ? NaN : sign * Infinity; }
     return sign * (1 + fraction / 1024) * Math.pow(2, exponent - 15);
   }
-  function unpack(p) {
-    var buffer = bytes(p.b64);
+  // an array {dtype, b64}, or {dtype, z: [start, length]} within `deflatedBytes` (a data file's "deflate" stream, inflated)
+  function unpack(p, deflatedBytes) {
+    var buffer = p.z ? deflatedBytes.slice(p.z[0], p.z[0] + p.z[1]).buffer : bytes(p.b64);
     if (p.dtype === "u1") { return new Uint8Array(buffer); }
     if (p.dtype === "i1") { return new Int8Array(buffer); }
     if (p.dtype === "u2") { return new Uint16Array(buffer); }
@@ -55,12 +56,14 @@ var neuroscope = (function () {
     L.acts = acts;
     return L;
   }
-  function unpackAll(object) {
+  function unpackAll(object, deflatedBytes) {
     var out = {};
+    if (object.deflate && !deflatedBytes) { deflatedBytes = inflate(new Uint8Array(bytes(object.deflate.b64)), object.deflate.bytes); }
     Object.keys(object).forEach(function (key) {
       var value = object[key];
-      out[key] = value && value.b64 !== undefined ? unpack(value) :
-        value && typeof value === "object" && !Array.isArray(value) && key !== "reasons" ? unpackAll(value) : value;
+      if (key === "deflate") { return; }
+      out[key] = value && (value.b64 !== undefined || value.z !== undefined) ? unpack(value, deflatedBytes) :
+        value && typeof value === "object" && !Array.isArray(value) && key !== "reasons" ? unpackAll(value, deflatedBytes) : value;
     });
     return out;
   }
