@@ -26,8 +26,8 @@ from gated_core.errors import UserError
 from neuroscope.activations import FIXED_POINT_BITS, LIST_SIGNS, LISTS, SIGN_COMBINATIONS, NeuronStats
 from neuroscope.histogram import (
     CODE_BITS,
+    histogram_bins,
     histogram_codes,
-    histogram_edges,
     histogram_lookup,
     typical_band_of_bins,
     typical_bands,
@@ -43,7 +43,7 @@ def joint_lookup(device: torch.device | str = "cpu") -> torch.Tensor:
     """The cell of each value within its neuron, from signs << CODE_BITS | code (signs = 2 (g > 0) + (u > 0), code:
     `histogram_codes`): [len(SIGN_COMBINATIONS) << CODE_BITS] int32, signs * bins + histogram bin."""
     lookup = histogram_lookup()
-    bins = len(histogram_edges()) - 1
+    bins = histogram_bins()
     signs = torch.arange(len(SIGN_COMBINATIONS), dtype=torch.int32)[:, None]
     return (signs * bins + lookup[None, :]).reshape(-1).to(device)
 
@@ -120,6 +120,11 @@ class ExampleSources:
             self.made[kind] = self.formula(kind, self.a, self.gate_open, self.eligible)
         return self.made[kind]
 
+    def keep(self, index: int, source: torch.Tensor) -> torch.Tensor:
+        """Keep `source` as list `index`'s whole source (one made otherwise, equal to `formula`'s); returns it."""
+        self.made[SOURCE_OF_LIST[index]] = source
+        return source
+
     def read(self, rows: torch.Tensor, neurons: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """What `formula` needs at the pairs (rows [m], neurons [m]), over positions: a, gate_open, eligible
         [m pos-offset] (eligible None where every position is)."""
@@ -132,7 +137,7 @@ class TypicalSampler:
     tokens merged into the bottom-k sample of their slot (sign combination of (g, u), band of |a|), kept aside
     until `apply`."""
 
-    def __init__(self, stats: NeuronStats, bins: int):
+    def __init__(self, stats: NeuronStats):
         _, d_mlp, slots, self.k = stats.sample_tokens.shape
         device = stats.sample_tokens.device
         self.stats = stats
@@ -235,7 +240,7 @@ class BatchReducer:
         self.pending: dict[int, tuple[torch.Tensor, ...]] = {}
         n_layers, d_mlp, bins = stats.histogram.shape
         device = stats.histogram.device
-        self.typical = TypicalSampler(stats, bins) if stats.typical_per_band else None
+        self.typical = TypicalSampler(stats) if stats.typical_per_band else None
         self.lookup = joint_lookup(device)
         self.cells = len(SIGN_COMBINATIONS) * bins  # cells per neuron: (signs, bin)
         self.cell_offsets = torch.arange(d_mlp, dtype=torch.int32, device=device) * self.cells  # [neuron]
@@ -283,7 +288,7 @@ class BatchReducer:
         sources = ExampleSources(a[:, layout.offset:], gate_open[:, layout.offset:], layout.eligible)
         if layout.eligible is None:
             gated = sources.whole(GATED)
-            sources.made[CLOSED] = closed = sources.a - gated  # as `formula`, with one product fewer
+            closed = sources.keep(CLOSED, sources.a - gated)  # as `formula`, with one product fewer
             keys = reduced_keys(sources.a, gated, closed)
         elif layout.spans is not None:
             empty = torch.full((len(LISTS), a.shape[-1]), -torch.inf, dtype=torch.float32, device=a.device)

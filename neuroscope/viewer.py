@@ -7,12 +7,11 @@ Layout of `<results>/<model>/neuroscope/<name>/`:
   skew, max, min, mean, gate-open frequency);
 - `data/vocab.js`: the vocabulary's strings; `data/docs_<chunk>.js`: the documents' tokens, stored once, in files
   of about DOC_CHUNK_TOKENS tokens (whole documents);
-- `data/layer_<layer>.js`: per neuron only its windows (document, start, length), their activations
-  (float16), its example lists, histograms and token tables, the arrays deflated (`neuron_view.deflated`); loaded
-  when a neuron of the layer opens. A layer of
-  more than NEURON_CHUNK chosen neurons is split by neuron number into `data/layer_<layer>_<chunk>.js` (chunk =
-  neuron // NEURON_CHUNK; meta's `chunked_layers` and `neuron_chunk` say which), so that opening a neuron loads
-  one chunk whatever the layer's width;
+- `data/layer_<layer>.js`: per neuron only its windows (document, start, length), their activations (float16),
+  its example lists, histograms and token tables, the arrays deflated (`neuron_view.deflated`); loaded when a
+  neuron of the layer opens. A layer of more than NEURON_CHUNK chosen neurons is split by neuron number into
+  `data/layer_<layer>_<chunk>.js` (chunk = neuron // NEURON_CHUNK; meta's `chunked_layers` and `neuron_chunk` say
+  which), so that opening a neuron loads one chunk whatever the layer's width;
 - `data/search.js`: the search by token, an inverse index from each token to the neurons whose token tables or
   examples' extreme tokens hold it (`search_index`); loaded when the page's token box is first used;
 - `lists/index.html`, `lists/layer_<layer>.html`: the same index as plain HTML, readable without JavaScript, in
