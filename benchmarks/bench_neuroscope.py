@@ -1,10 +1,15 @@
 """Throughput of the activation pass against a bare forward pass of the same model, batches and dtype.
 
-Four timings over the same batches, in one process: the full model's forward pass (logits,
-no hooks), the decoder alone (no unembedding, no hooks: the work the pass must do anyway),
-and the pass itself (hooks + statistics) with and without typical examples (`--typical`, 4 per
-sign combination and band; 0: only without). Prints a Markdown table with tokens/s and ratios,
-and the statistics' memory on the device (per neuron for the typical examples).
+Timings over the same batches, in one process: the full model's forward pass (logits, no hooks), the decoder alone
+(no unembedding, no hooks: the work the pass must do anyway), and the pass itself (hooks + statistics) with and
+without typical examples (`--typical`, 4 per sign combination and band; 0: only without), in two regimes:
+  - from empty statistics: the first batches of a run, while every document still enters the example lists (a new
+    document enters a full list of k with a chance of about k / documents seen) and the typical samples fill;
+  - from warm statistics: statistics that already hold the other batches of the text (`--warm_batches`), as in
+    nearly every batch of a long run (the paper's 20M tokens).
+Each timing runs `--repeats` times, the runs in turn, and the best counts (this CPU is shared with other jobs).
+Prints a Markdown table with tokens/s and ratios, and the statistics' memory on the device (per neuron for the
+typical examples).
 
   python benchmarks/bench_neuroscope.py                                  # embedded SmolLM2, embedded text, CPU
   python benchmarks/bench_neuroscope.py --random olmo-7b --device cuda   # OLMo-7B-0424 shapes, random bf16 weights
@@ -13,6 +18,8 @@ and the statistics' memory on the device (per neuron for the typical examples).
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import resource
 import sys
 import time
@@ -30,8 +37,8 @@ from neuroscope.constants import DEFAULT_TYPICAL
 ROOT = Path(__file__).resolve().parent.parent
 
 PAPER_TOKENS = 20_000_390
-PASS = "activation pass (hooks + statistics)"
-PASS_WITHOUT_TYPICAL = "activation pass without typical examples"
+BARE, DECODER = "bare forward, logits, no hooks", "bare decoder, no hooks"
+PASS, WITHOUT_TYPICAL = "activation pass (hooks + statistics)", "activation pass without typical examples"
 
 
 SHAPES = {  # hidden, intermediate, layers, heads, vocab
@@ -80,7 +87,7 @@ class Workload:
 def random_workload(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> Workload:
     """A random-weight model of the chosen shapes, random documents of --seq_len tokens that start with token 0."""
     model = random_olmo(args.random, device, dtype)
-    n_docs = args.batch_size * (args.batches + 1)
+    n_docs = args.batch_size * (args.batches + 1 + (args.warm_batches or 0))
     ids = torch.randint(0, model.config.vocab_size, (n_docs, args.seq_len), generator=torch.Generator().manual_seed(0))
     ids[:, 0] = 0  # a BOS, so that the pass takes its default path
     rows = {"input_ids": ids.tolist(), "attention_mask": [[1] * args.seq_len] * n_docs}
@@ -127,12 +134,17 @@ def stats_bytes(stats: NeuronStats, typical_only: bool = False) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def pass_seconds(work: Workload, plan, timed: range, device: torch.device, k: int, typical: int) -> tuple[float, NeuronStats]:
-    """The activation pass over the timed batches (after one warm-up batch) and its statistics."""
-    n_layers, d_mlp = work.model.config.num_hidden_layers, work.model.config.intermediate_size
-    run_pass(work.model, work.data, NeuronStats.empty(n_layers, d_mlp, k, device, typical), plan, range(0, 1), work.pad_id,
-             device, bos_id=work.bos_id)
-    stats = NeuronStats.empty(n_layers, d_mlp, k, device, typical)
+def without_typical(stats: NeuronStats) -> NeuronStats:
+    """The same statistics without typical examples."""
+    return dataclasses.replace(stats, sample_tokens=stats.sample_tokens[..., :0].clone(),
+                               sample_values=stats.sample_values[..., :0].clone())
+
+
+def pass_seconds(work: Workload, plan, timed: range, device: torch.device, start: NeuronStats) -> tuple[float, NeuronStats]:
+    """The activation pass over the timed batches, from a copy of the statistics `start` (after one warm-up batch
+    into a throwaway copy), and the statistics it leaves."""
+    run_pass(work.model, work.data, copy.deepcopy(start), plan, range(0, 1), work.pad_id, device, bos_id=work.bos_id)
+    stats = copy.deepcopy(start)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     sync(device)
@@ -142,29 +154,60 @@ def pass_seconds(work: Workload, plan, timed: range, device: torch.device, k: in
     return time.perf_counter() - started, stats
 
 
+def warm_statistics(work: Workload, plan, batches: range, device: torch.device, k: int, typical: int) -> tuple[NeuronStats, int]:
+    """Statistics of the batches `batches` (none of the timed ones) and their number of tokens."""
+    n_layers, d_mlp = work.model.config.num_hidden_layers, work.model.config.intermediate_size
+    stats = NeuronStats.empty(n_layers, d_mlp, k, device, typical)
+    run_pass(work.model, work.data, stats, plan, batches, work.pad_id, device, bos_id=work.bos_id)
+    return stats, int(stats.n_tokens)
+
+
+def timings(work: Workload, plan, timed: range, device: torch.device, starts: dict[str, NeuronStats],
+            repeats: int) -> tuple[dict[str, float], NeuronStats]:
+    """The best of `repeats` seconds of every run (the runs in turn), and the statistics of a pass with typical
+    examples (the last regime's)."""
+    runs = {BARE: lambda: bare_seconds(work, plan, timed, device, decoder_only=False),
+            DECODER: lambda: bare_seconds(work, plan, timed, device, decoder_only=True)}
+    for label, start in starts.items():
+        runs[label] = lambda start=start: pass_seconds(work, plan, timed, device, start)
+    seconds: dict[str, float] = {}
+    stats = None
+    for _ in range(repeats):
+        for label, run in runs.items():
+            result = run()
+            if isinstance(result, tuple):
+                result, last = result
+                stats = last if last.typical_per_band else stats
+            seconds[label] = min(seconds.get(label, torch.inf), result)
+    return seconds, stats
+
+
 def report(label: str, device: torch.device, batch_size: int, n_batches: int, n_tokens: int,
-           seconds: dict[str, float], stats: NeuronStats) -> None:
-    """The Markdown table, the statistics' memory and the projection to the paper's tokens."""
+           seconds: dict[str, float], stats: NeuronStats, regimes: dict[str, str]) -> None:
+    """The Markdown table, the typical examples' cost in each regime, the statistics' memory and the projection to
+    the paper's tokens (at the warm rate, where there is one)."""
     peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    full_s, decoder_s = seconds["bare forward, logits, no hooks"], seconds["bare decoder, no hooks"]
     print(f"\n{label}; {name}; batch {batch_size}; {n_batches} batches, {n_tokens:,} tokens timed\n")
     print("| run | tokens/s | ratio to bare forward (with logits) | ratio to bare decoder |")
     print("|---|---|---|---|")
     for run, s in seconds.items():
-        print(f"| {run} | {n_tokens / s:,.0f} | {full_s / s:.2f} | {decoder_s / s:.2f} |")
-    if len(seconds) > 3:
-        with_typical, without = seconds[PASS], seconds[PASS_WITHOUT_TYPICAL]
-        print(f"\ntypical examples ({stats.typical_per_band} per sign combination and band): the pass takes "
-              f"{with_typical / without:.2f} x the time without them")
+        print(f"| {run} | {n_tokens / s:,.0f} | {seconds[BARE] / s:.2f} | {seconds[DECODER] / s:.2f} |")
+    for regime, description in regimes.items():
+        with_typical, without = seconds.get(f"{PASS}, {regime}"), seconds.get(f"{WITHOUT_TYPICAL}, {regime}")
+        if with_typical and without:
+            print(f"\n{description}: with typical examples ({stats.typical_per_band} per sign combination and band) "
+                  f"the pass takes {with_typical / without:.2f} x the time without them")
     neurons = stats.histogram.shape[0] * stats.histogram.shape[1]
     print(f"\nstatistics on the device: {stats_bytes(stats) / 2**20:.1f} MiB (layers x neurons x k, independent of the "
           f"number of tokens), of which typical examples {stats_bytes(stats, True) / 2**20:.1f} MiB "
           f"({stats_bytes(stats, True) // neurons} bytes per neuron); "
           f"peak {'GPU memory allocated' if device.type == 'cuda' else 'process RSS'}: {peak:.2f} GiB")
-    pass_s = seconds[PASS]
-    print(f"projected time for the paper's {PAPER_TOKENS:,} tokens at this rate: {PAPER_TOKENS / (n_tokens / pass_s) / 60:.1f} min")
+    regime = list(regimes)[-1]
+    pass_s = seconds[f"{PASS}, {regime}"]
+    print(f"projected time for the paper's {PAPER_TOKENS:,} tokens at the rate {regimes[regime]}: "
+          f"{PAPER_TOKENS / (n_tokens / pass_s) / 60:.1f} min")
 
 
 def main() -> int:
@@ -175,9 +218,14 @@ def main() -> int:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--seq_len", type=int, default=1024, help="document length with --random")
     parser.add_argument("--batches", type=int, default=12, help="batches timed (after one warm-up batch)")
+    parser.add_argument("--warm_batches", type=int, default=None,
+                        help="batches in the warm statistics (default: the rest of the embedded text; 12 with --random; 0: none)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of every timing, in turn; the best counts")
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--typical", type=int, default=DEFAULT_TYPICAL, help="typical examples per sign combination and band")
     args = parser.parse_args()
+    if args.random and args.warm_batches is None:
+        args.warm_batches = 12
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     work = random_workload(args, device, dtype) if args.random else embedded_workload(device, dtype)
@@ -185,12 +233,21 @@ def main() -> int:
     plan = batch_plan([sum(m) for m in masks], args.batch_size)
     timed = range(1, min(len(plan), args.batches + 1))
     n_tokens = sum(sum(masks[i]) for b in timed for i in plan[b])
-    seconds = {"bare forward, logits, no hooks": bare_seconds(work, plan, timed, device, decoder_only=False),
-               "bare decoder, no hooks": bare_seconds(work, plan, timed, device, decoder_only=True)}
-    seconds[PASS], stats = pass_seconds(work, plan, timed, device, args.k, args.typical)
+    n_layers, d_mlp = work.model.config.num_hidden_layers, work.model.config.intermediate_size
+    empty = NeuronStats.empty(n_layers, d_mlp, args.k, device, args.typical)
+    regimes = {"empty statistics": "from empty statistics (the first batches of a run)"}
+    starts = {f"{PASS}, empty statistics": empty}
+    warm_batches = range(timed.stop, len(plan) if args.warm_batches is None else min(len(plan), timed.stop + args.warm_batches))
+    if len(warm_batches):
+        warm, warm_tokens = warm_statistics(work, plan, warm_batches, device, args.k, args.typical)
+        regime = f"statistics of {warm_tokens:,} other tokens"
+        regimes[regime] = f"from statistics that hold {warm_tokens:,} other tokens ({len(warm_batches)} batches)"
+        starts[f"{PASS}, {regime}"] = warm
     if args.typical:
-        seconds[PASS_WITHOUT_TYPICAL] = pass_seconds(work, plan, timed, device, args.k, 0)[0]
-    report(work.label, device, args.batch_size, len(timed), n_tokens, seconds, stats)
+        starts = {key: value for label, start in starts.items()
+                  for key, value in ((label, start), (label.replace(PASS, WITHOUT_TYPICAL), without_typical(start)))}
+    seconds, stats = timings(work, plan, timed, device, starts, args.repeats)
+    report(work.label, device, args.batch_size, len(timed), n_tokens, seconds, stats, regimes)
     return 0
 
 

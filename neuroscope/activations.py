@@ -22,8 +22,8 @@ Example lists leave out position 0 when it is the BOS token (`bos_id`): BOS has 
 activation in every document and would fill the lists with k copies of itself. It still counts
 in the mean, the frequencies and the histogram.
 
-Ties are broken by the lower document index (`ranked.merge_ranked` sorts by document, then stably by
-value), and within a document by the first position. Documents are batched by length (`batches.batch_plan`:
+Ties are broken by the lower document index (`ranked.merge_ranked` ranks by value, then by
+document), and within a document by the first position. Documents are batched by length (`batches.batch_plan`:
 a fixed plan that depends only on the dataset and the batch size), so little is padded and
 every split of the plan into shards or resumptions runs exactly the same batches. Shapes:
 statistics are [layer neuron], [layer neuron k], [layer neuron combination k] or [layer neuron bin]; the typical

@@ -69,10 +69,25 @@ def merge_ranked(keys: torch.Tensor, docs: torch.Tensor, positions: torch.Tensor
     all_keys = torch.cat([keys, new_keys], dim=-1)
     all_docs = torch.cat([docs, new_docs], dim=-1)
     all_positions = torch.cat([positions, new_positions], dim=-1)
-    by_doc = torch.sort(torch.where(all_docs < 0, torch.iinfo(torch.long).max, all_docs), dim=-1, stable=True).indices
-    all_keys, all_docs, all_positions = (t.gather(-1, by_doc) for t in (all_keys, all_docs, all_positions))
-    order = torch.sort(all_keys, dim=-1, descending=True, stable=True).indices[..., :k]
+    if all_keys.dtype == torch.float32 and (not all_docs.numel() or int(all_docs.max()) < _DOC_LIMIT):
+        order = torch.topk(rank_keys(all_keys, all_docs), k, dim=-1).indices  # one selection, no sort
+    else:
+        by_doc = torch.sort(torch.where(all_docs < 0, torch.iinfo(torch.long).max, all_docs), dim=-1, stable=True).indices
+        all_keys, all_docs, all_positions = (t.gather(-1, by_doc) for t in (all_keys, all_docs, all_positions))
+        order = torch.sort(all_keys, dim=-1, descending=True, stable=True).indices[..., :k]
     return all_keys.gather(-1, order), all_docs.gather(-1, order), all_positions.gather(-1, order)
+
+
+_DOC_LIMIT = (1 << 32) - 1  # documents below this fit the low half of `rank_keys`
+
+
+def rank_keys(keys: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
+    """One int64 per entry whose descending order is the lists' order: float32 key descending (-0.0 as 0.0), then
+    document ascending, documents -1 (empty) last; for documents below 2^32 - 1. The key's bits made monotone (the
+    magnitude bits of negative floats flipped) times 2^32, plus 2^32 - 1 - document."""
+    bits = (keys + 0.0).view(torch.int32)  # + 0.0: -0.0 becomes 0.0
+    monotone = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).long()
+    return monotone * (1 << 32) + (_DOC_LIMIT - torch.where(docs < 0, _DOC_LIMIT, docs))
 
 
 def merge_smallest(tokens: torch.Tensor, values: torch.Tensor, new_tokens: torch.Tensor,

@@ -34,7 +34,7 @@ from neuroscope.histogram import (
 )
 from neuroscope.ranked import EMPTY_HASH, POSITION_BITS, merge_smallest_rows, pack_tokens, token_hash
 
-DENSE_FRACTION = 1 / 2  # above this share of candidates, positions come from max / min with indices
+DENSE_FRACTION = 3 / 4  # above this share of candidates, positions come from max / min with indices
 MIN_TYPICAL_CANDIDATES = 1 << 16  # (token, neuron) candidates for the typical examples merged at once: at least
 # this many, and at least as many as a layer's samples hold (`TypicalSampler.budget`)
 
@@ -95,12 +95,16 @@ SOURCE_OF_LIST = (0, 1, GATED, GATED, CLOSED, CLOSED)  # list -> the list whose 
 class ExampleSources:
     """The tensors whose max or min over positions give each list's keys, per list (LISTS' order): a, with -inf or
     +inf where it is no example (lists 0, 1); a where the gate is open, else 0 (2, 3); a where it is closed, else 0
-    (4, 5); over [batch pos-offset neuron] (made only when asked for, in the first batches, since the keys of a
-    padded batch come from each row's run of examples), or from what `read` gives at some (row, neuron) pairs."""
+    (4, 5). Over [batch pos-offset neuron] (`whole`); or, where each row's examples are one run (`spans`, right
+    padding), over a row's run (`row`), which needs no masks; made only when asked for. `read` gives a, gate_open
+    and eligible at some (row, neuron) pairs, where `first_hits` finds a candidate's position."""
 
-    def __init__(self, a: torch.Tensor, gate_open: torch.Tensor, eligible: torch.Tensor | None):
+    def __init__(self, a: torch.Tensor, gate_open: torch.Tensor, eligible: torch.Tensor | None,
+                 spans: list[tuple[int, int]] | None = None):
         self.a, self.gate_open, self.eligible = a, gate_open, eligible  # [batch pos-offset neuron], eligible [... 1]
+        self.spans = spans  # each row's run of examples [first, stop) from offset on
         self.made: dict[int, torch.Tensor] = {}
+        self.rows_made: dict[tuple[int, int], torch.Tensor] = {}
 
     @staticmethod
     def formula(index: int, a: torch.Tensor, gate_open: torch.Tensor, eligible: torch.Tensor | None) -> torch.Tensor:
@@ -125,11 +129,49 @@ class ExampleSources:
         self.made[SOURCE_OF_LIST[index]] = source
         return source
 
+    def row(self, index: int, row: int) -> torch.Tensor:
+        """List `index`'s source over row `row`'s run of examples [run neuron] (with `spans`); closed = a - gated."""
+        kind = SOURCE_OF_LIST[index]
+        first, stop = self.spans[row]
+        if kind < GATED:
+            return self.a[row, first:stop]
+        if (kind, row) not in self.rows_made:
+            a = self.a[row, first:stop]
+            self.rows_made[(kind, row)] = a * self.gate_open[row, first:stop] if kind == GATED else a - self.row(GATED, row)
+        return self.rows_made[(kind, row)]
+
+    def extreme_positions(self, index: int) -> torch.Tensor:
+        """The first position (from offset) of the max (or min, by LIST_SIGNS) of list `index`'s source, per row and
+        neuron [batch neuron] (-1 in a row without examples)."""
+        if self.spans is None:
+            source = self.whole(index)
+            return (source.max(dim=1) if LIST_SIGNS[index] > 0 else source.min(dim=1)).indices
+        positions = torch.full(self.a[:, 0].shape, -1, dtype=torch.long, device=self.a.device)
+        for row, (first, stop) in enumerate(self.spans):
+            if first < stop:
+                source = self.row(index, row)
+                extreme = source.max(dim=0) if LIST_SIGNS[index] > 0 else source.min(dim=0)
+                positions[row] = extreme.indices + first
+        return positions
+
     def read(self, rows: torch.Tensor, neurons: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """What `formula` needs at the pairs (rows [m], neurons [m]), over positions: a, gate_open, eligible
-        [m pos-offset] (eligible None where every position is)."""
+        """a, gate_open and eligible at the pairs (rows [m], neurons [m]), over positions [m pos-offset] (eligible
+        None where every position is)."""
         eligible = None if self.eligible is None else self.eligible[rows, :, 0]
         return self.a[rows, :, neurons], self.gate_open[rows, :, neurons], eligible
+
+    @staticmethod
+    def first_hits(index: int, values: torch.Tensor, read: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
+        """Per pair of `read`, the first position where list `index`'s source (`formula`) equals `values` [m] (NaN:
+        none; then 0). Lists 2 to 5 have values other than 0, which their source holds exactly where a does, the
+        gate is open (2, 3) or closed (4, 5) and the token is eligible; lists 0 and 1 where a does and it is."""
+        a, gate_open, eligible = read
+        hits = a == values[:, None]
+        if index >= GATED:
+            hits &= gate_open if SOURCE_OF_LIST[index] == GATED else ~gate_open
+        if eligible is not None:
+            hits &= eligible
+        return hits.view(torch.uint8).argmax(dim=1)
 
 
 class TypicalSampler:
@@ -147,6 +189,7 @@ class TypicalSampler:
         signs = torch.arange(len(SIGN_COMBINATIONS), device=device)[:, None]
         self.slot_of_cell = ((len(SIGN_COMBINATIONS) - 1 - signs) * typical_bands() + typical_band_of_bins().to(device)).view(-1)
         self.cells, self.slots = self.slot_of_cell.numel(), slots
+        self.limits = torch.zeros(d_mlp * self.cells + 1, dtype=torch.int32, device=device)  # `_cell_limits`' table
         self.pending: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def start(self, examples: torch.Tensor, doc_ids: torch.Tensor) -> None:
@@ -171,8 +214,9 @@ class TypicalSampler:
         """Per cell [neuron * cells + 1] int32 (the last: padding's, 0): how many of the batch's hashes lie below its
         slot's k-th smallest (all of them while the slot is not full); a token of a lower rank can enter the slot."""
         limits = torch.searchsorted(self.sorted_hashes, token_hash(tokens[:, -1])).to(torch.int32)  # [neuron * slots]
-        by_cell = limits.view(-1, self.slots).index_select(1, self.slot_of_cell).view(-1)
-        return torch.cat([by_cell, by_cell.new_zeros(1)])
+        n_neurons = limits.numel() // self.slots
+        torch.index_select(limits.view(n_neurons, self.slots), 1, self.slot_of_cell, out=self.limits[:-1].view(n_neurons, -1))
+        return self.limits
 
     def _chunk_end(self, mask: torch.Tensor, start: int) -> int:
         """The rank up to which the candidates `mask` [batch pos neuron] (none below rank `start`) stay within the
@@ -218,12 +262,6 @@ def reduced_keys(high: torch.Tensor, gated: torch.Tensor, closed: torch.Tensor, 
     low = high if low is None else low
     return torch.stack([high.amax(dim=1), -low.amin(dim=1), gated.amax(dim=1), -gated.amin(dim=1), -closed.amin(dim=1),
                         closed.amax(dim=1)]).float()
-
-
-def row_keys(a: torch.Tensor, gate_open: torch.Tensor) -> torch.Tensor:
-    """The keys of every list [list neuron] float32 of one document's run of examples (a, gate_open [pos neuron])."""
-    gated = a * gate_open
-    return reduced_keys(a[None], gated[None], (a - gated)[None])[:, 0]
 
 
 class BatchReducer:
@@ -285,14 +323,14 @@ class BatchReducer:
         max or min over positions gave them. A padded batch is reduced row by row over each row's run of examples
         (`BatchLayout.spans`), which needs no masks; the rest as a whole."""
         layout = self.layout
-        sources = ExampleSources(a[:, layout.offset:], gate_open[:, layout.offset:], layout.eligible)
+        sources = ExampleSources(a[:, layout.offset:], gate_open[:, layout.offset:], layout.eligible, layout.spans)
         if layout.eligible is None:
             gated = sources.whole(GATED)
             closed = sources.keep(CLOSED, sources.a - gated)  # as `formula`, with one product fewer
             keys = reduced_keys(sources.a, gated, closed)
         elif layout.spans is not None:
             empty = torch.full((len(LISTS), a.shape[-1]), -torch.inf, dtype=torch.float32, device=a.device)
-            keys = torch.stack([empty if first == stop else row_keys(sources.a[row, first:stop], sources.gate_open[row, first:stop])
+            keys = torch.stack([empty if first == stop else reduced_keys(*(sources.row(i, row)[None] for i in (0, GATED, CLOSED)))[:, 0]
                                 for row, (first, stop) in enumerate(layout.spans)], dim=1)
         else:
             keys = reduced_keys(sources.whole(0), sources.whole(GATED), sources.whole(CLOSED), sources.whole(1))
@@ -303,27 +341,23 @@ class BatchReducer:
         """Positions [list batch neuron] of the candidates that can still enter a list (-1 for the others): the
         first position where the list's source holds the candidate's value. Few candidates: looked up in their
         (document, neuron) pairs, each pair's values read once for all lists; many (the first batches): max / min
-        with indices over the whole source."""
+        with indices over the source."""
         candidates = (keys >= self.stats.thresholds(layer)[:, None, :]) & (keys > -torch.inf)
         positions = torch.full(keys.shape, -1, dtype=torch.long, device=keys.device)
-        found = candidates.nonzero()  # [m 3]: list, document row, neuron; sorted by list
-        parts = found.split(torch.bincount(found[:, 0], minlength=len(LISTS)).tolist())
-        dense = [len(part) > DENSE_FRACTION * keys[0].numel() for part in parts]
-        for index in (i for i, part in enumerate(parts) if dense[i]):
-            source = sources.whole(index)
-            extreme = source.max(dim=1) if LIST_SIGNS[index] > 0 else source.min(dim=1)
-            positions[index] = extreme.indices + self.layout.offset
-        sparse = [part for part, is_dense in zip(parts, dense) if not is_dense and len(part)]
-        if sparse:
-            pairs = torch.cat(sparse)
+        counts = candidates.sum(dim=(1, 2)).tolist()
+        dense = [count > DENSE_FRACTION * keys[0].numel() for count in counts]
+        for index in (i for i in range(len(LISTS)) if dense[i]):
+            positions[index] = sources.extreme_positions(index) + self.layout.offset
+        sparse = candidates & torch.tensor([not d for d in dense], device=keys.device)[:, None, None]
+        pairs = sparse.any(dim=0).view(-1).nonzero()[:, 0]  # row * neurons + neuron
+        if len(pairs):
             n_neurons = keys.shape[-1]
-            unique, inverse = torch.unique(pairs[:, 1] * n_neurons + pairs[:, 2], return_inverse=True)
-            read = sources.read(unique // n_neurons, unique % n_neurons)  # each pair's values [pairs pos-offset]
-            for part, rows in zip(sparse, inverse.split([len(part) for part in sparse])):
-                index = int(part[0, 0])
-                values = LIST_SIGNS[index] * keys[index, part[:, 1], part[:, 2]]
-                hits = sources.formula(SOURCE_OF_LIST[index], *(None if t is None else t[rows] for t in read)) == values[:, None]
-                positions[index, part[:, 1], part[:, 2]] = hits.to(torch.uint8).argmax(dim=1) + self.layout.offset
+            read = sources.read(pairs // n_neurons, pairs % n_neurons)  # each pair's values [pairs pos-offset]
+            for index in (i for i in range(len(LISTS)) if counts[i] and not dense[i]):
+                at = sparse[index].view(-1)[pairs]
+                values = torch.where(at, LIST_SIGNS[index] * keys[index].view(-1)[pairs], torch.nan)
+                found = ExampleSources.first_hits(index, values, read) + self.layout.offset
+                positions[index].view(-1)[pairs] = torch.where(at, found, -1)
         return positions
 
     def __call__(self, layer: int, g: torch.Tensor, u: torch.Tensor, a: torch.Tensor) -> None:
@@ -350,8 +384,8 @@ class BatchReducer:
         layers = sorted(self.pending)
         keys, positions, fixed, counts = (torch.stack([self.pending[layer][i] for layer in layers]) for i in range(4))
         keys, positions = keys.permute(0, 3, 1, 2), positions.permute(0, 3, 1, 2)  # [layer neuron list batch]
-        valid = keys > -torch.inf
-        stats.merge_candidates(keys, torch.where(valid, doc_ids.to(keys.device), -1), torch.where(valid, positions, -1))
+        valid = keys > -torch.inf  # not NaN either
+        stats.merge_candidates(torch.where(valid, keys, -torch.inf), torch.where(valid, doc_ids.to(keys.device), -1), torch.where(valid, positions, -1))
         stats.post_sum += fixed
         stats.gate_positive += counts[:, 0]
         stats.lin_positive += counts[:, 1]

@@ -269,6 +269,54 @@ def test_ties_go_to_the_lower_document_and_first_position():
     assert reducer.stats.bottom_positions.item() == 0 and int(reducer.stats.n_tokens) == 3
 
 
+@pytest.mark.parametrize("big_documents", [False, True])
+def test_merge_ranked_equals_a_python_sort_by_key_then_document(big_documents):
+    """Both paths (one selection for documents below 2^32 - 1, two stable sorts above): keys descending with
+    -0.0 equal to 0.0 and ties to the lower document, empty slots (-inf, -1) last."""
+    from neuroscope.ranked import merge_ranked
+
+    gen = torch.Generator().manual_seed(3)
+    rows, k, m = 200, 5, 4
+    choices = torch.tensor([-torch.inf, -2.5, -1.0, -0.0, 0.0, 1.0, 3.0, torch.inf])
+    offset = (1 << 40) if big_documents else 0
+
+    def entries(n):
+        keys = choices[torch.randint(0, len(choices), (rows, n), generator=gen)]
+        docs = torch.randperm(rows * n, generator=gen).view(rows, n) + offset
+        empty = keys == -torch.inf
+        return keys, torch.where(empty, -1, docs), torch.where(empty, -1, torch.randint(0, 9, (rows, n), generator=gen))
+
+    old, new = entries(k), entries(m)
+    order = [sorted(range(k), key=lambda j: (-old[0][r, j].item(), old[1][r, j].item() < 0, old[1][r, j].item())) for r in range(rows)]
+    old = tuple(t.gather(1, torch.tensor(order)) for t in old)  # a ranked list, as merges leave it
+    merged = merge_ranked(*old, *new)
+    for r in range(rows):
+        everything = [(t[0][r, j].item(), t[1][r, j].item(), t[2][r, j].item()) for t in (old, new) for j in range(t[0].shape[1])]
+        expected = sorted(everything, key=lambda e: (-e[0], e[1] < 0, e[1]))[:k]
+        got = list(zip(*(t[r].tolist() for t in merged)))
+        assert got == expected, r
+
+
+@pytest.mark.parametrize("with_eligible", [False, True])
+def test_first_hits_find_where_each_lists_source_first_holds_the_value(with_eligible):
+    """The positions of candidates are read off a, the gate and eligibility; here against each list's source as
+    `ExampleSources.formula` writes it, on values with many repeats, zeros and -0.0."""
+    from neuroscope.reducer import SOURCE_OF_LIST, ExampleSources
+
+    gen = torch.Generator().manual_seed(5)
+    m, width = 300, 12
+    a = torch.tensor([-2.0, -1.0, -0.0, 0.0, 1.0, 2.0])[torch.randint(0, 6, (m, width), generator=gen)]
+    gate_open = torch.rand(m, width, generator=gen) < 0.5
+    eligible = torch.rand(m, width, generator=gen) < 0.7 if with_eligible else None
+    for index in range(6):
+        source = ExampleSources.formula(SOURCE_OF_LIST[index], a, gate_open, eligible)
+        values = source[torch.arange(m), torch.randint(0, width, (m,), generator=gen)]
+        values = torch.where(torch.isfinite(values) & ((values != 0) | (index < 2)), values, torch.nan)  # as candidates
+        hits = source == values[:, None]
+        expected = torch.where(hits.any(dim=1), hits.to(torch.uint8).argmax(dim=1), 0)
+        assert torch.equal(ExampleSources.first_hits(index, values, (a, gate_open, eligible)), expected), index
+
+
 def _equal(a, b, exact=True):
     for key in STAT_KEYS:
         if exact:
