@@ -164,21 +164,20 @@ def warm_statistics(work: Workload, plan, batches: range, device: torch.device, 
 
 def timings(work: Workload, plan, timed: range, device: torch.device, starts: dict[str, NeuronStats],
             repeats: int) -> tuple[dict[str, float], NeuronStats]:
-    """The best of `repeats` seconds of every run (the runs in turn), and the statistics of a pass with typical
-    examples (the last regime's)."""
-    runs = {BARE: lambda: bare_seconds(work, plan, timed, device, decoder_only=False),
-            DECODER: lambda: bare_seconds(work, plan, timed, device, decoder_only=True)}
+    """The best of `repeats` seconds of every run (the runs in turn), and the statistics a pass left (the last
+    regime's with typical examples, where there are any)."""
+    runs = {BARE: lambda: (bare_seconds(work, plan, timed, device, decoder_only=False), None),
+            DECODER: lambda: (bare_seconds(work, plan, timed, device, decoder_only=True), None)}
     for label, start in starts.items():
         runs[label] = lambda start=start: pass_seconds(work, plan, timed, device, start)
     seconds: dict[str, float] = {}
     stats = None
     for _ in range(repeats):
         for label, run in runs.items():
-            result = run()
-            if isinstance(result, tuple):
-                result, last = result
-                stats = last if last.typical_per_band else stats
-            seconds[label] = min(seconds.get(label, torch.inf), result)
+            taken, left = run()
+            seconds[label] = min(seconds.get(label, torch.inf), taken)
+            if left is not None and (stats is None or left.typical_per_band):
+                stats = left
     return seconds, stats
 
 
@@ -224,6 +223,11 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--typical", type=int, default=DEFAULT_TYPICAL, help="typical examples per sign combination and band")
     args = parser.parse_args()
+    for flag in ("batch_size", "seq_len", "batches", "repeats", "k"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be at least 1")
+    if (args.warm_batches or 0) < 0 or args.typical < 0:
+        parser.error("--warm_batches and --typical must not be negative")
     if args.random and args.warm_batches is None:
         args.warm_batches = 12
     device = torch.device(args.device)
