@@ -32,13 +32,13 @@ demo: setup
 	test -d $(DATA)/pydoc || (cd neuroscope && $(PY) a_dataset.py --datadir ../$(DATA) --save_to pydoc)
 	cd neuroscope && $(PY) b_activations.py --datadir ../$(DATA) --dataset pydoc --save_to activations
 	cd neuroscope && $(PY) g_connections.py --datadir ../$(DATA) --activations activations
-	cd neuroscope && $(PY) d_recompute_vis.py --datadir ../$(DATA) --activations activations \
+	cd neuroscope && $(PY) d_recompute_vis.py --datadir ../$(DATA) --activations activations --viewer viewer-case-studies \
 		--neurons_from ../results/HuggingFaceTB/SmolLM2-135M-Instruct/case_studies.txt
 	cd neuroscope && $(PY) d_recompute_vis.py --datadir ../$(DATA) --activations activations --neurons all
 	cd neuroscope && $(PY) d_recompute_vis.py --datadir ../$(DATA) --activations activations --from_viewer viewer \
 		--viewer viewer-case-study-layers --whole_layers \
 		--neurons_from ../results/HuggingFaceTB/SmolLM2-135M-Instruct/case_studies.txt
-	cd neuroscope && $(PY) f_probe.py --datadir ../$(DATA) --activations activations --name demo \
+	cd neuroscope && $(PY) f_probe.py --datadir ../$(DATA) --activations activations --name demo --overwrite \
 		--neurons_from ../results/HuggingFaceTB/SmolLM2-135M-Instruct/case_studies.txt --text "$(PROBE_TEXT)"
 	$(MAKE) demo-classes
 

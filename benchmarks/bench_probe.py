@@ -22,7 +22,7 @@ import torch
 
 from gated_core.models.loading import load_hf_model
 from gated_core.models.sources import resolve_model
-from neuroscope.probe import ProbeRequest, open_probe, probe_pass, probe_payload, write_probe
+from neuroscope.probe import ProbeRequest, open_probe, probe_pass, write_probe
 from neuroscope.texts import embedded_documents
 from wcos_casestudies.results import Settings
 
@@ -65,7 +65,7 @@ def main() -> None:
                 probe_times.append(timed(lambda: probe_pass(run, model)))
                 bare_times.append(timed(lambda: model(ids)))
         values = probe_pass(run, model)
-        write_seconds = timed(lambda: write_probe(run, probe_payload(run, values)))
+        write_seconds = timed(lambda: write_probe(run, values))
     tokens, probe, bare = len(run.token_ids), statistics.median(probe_times), statistics.median(bare_times)
     print(f"\nSmolLM2-135M (embedded, float32), {tokens:,} tokens, {len(CASE_STUDY_NEURONS)} chosen neurons, "
           f"{torch.get_num_threads()} torch threads; medians of {args.repeats} alternating repeats\n")

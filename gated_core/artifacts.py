@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cli import check_regular_file
 from .constants import ARTIFACT_FORMATS
 from .errors import UserError, first_line
 from .fingerprint import content_digest, kind_mismatch, short
@@ -33,6 +34,7 @@ TEMPORARY_SUFFIX = ".tmp"
 STAGING_SUFFIX = ".partial"  # a whole folder being written beside the one it replaces
 REPLACED_SUFFIX = ".replaced"  # the old folder while the new one is swapped in
 DEFAULT_REMEDY = "move it away and make it again"
+KINDS_BEFORE_CHECKSUMS = ("cosines", "roles")  # data.pt and roles.pt recorded their kind one version before checksums
 # meta["kind"] of each artifact, and how messages name it
 KINDS = {
     "cosines": "the cosines of main.py (data.pt)",
@@ -190,12 +192,25 @@ def _read_file(path: Path, remedy: str) -> Any:
                         f"this project: {remedy}") from exc
 
 
+def _recorded_version(meta: dict[str, Any]) -> str:
+    """What a file's metadata says of its kind and version, for messages: `kind activation_statistics, version 3`."""
+    versions = [f"{key.removesuffix('_version').replace('_', ' ')} version {value}" for key, value in meta.items()
+                if key.endswith("_version") and isinstance(value, int)]
+    return ", ".join([f"kind {meta['kind']}", *versions])
+
+
 def _verify_checksum(path: Path, data: dict[str, Any], remedy: str) -> None:
-    """Refuse a file whose contents differ from the checksum stored in it; a file from before checksums
-    (none stored) is read as it is, with a note."""
+    """Refuse a file whose contents differ from the checksum stored in it. A file from before checksums (none stored)
+    is read as it is, with a note, unless its metadata records a kind that came with or after checksums (every kind
+    but the two of KINDS_BEFORE_CHECKSUMS): such a file lost its checksum after it was written and is refused."""
     stored = data.pop(CHECKSUM_KEY, None)
+    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+    if stored is None and meta.get("kind") not in (None, *KINDS_BEFORE_CHECKSUMS):
+        raise UserError(f"{path}: has no checksum, but its metadata says {_recorded_version(meta)}, and every such file "
+                        f"is written with one: the checksum was removed, or the file was not written by this project: {remedy}")
     if stored is None:
-        print(f"note: {path} has no checksum (written by an older version); read without verification", file=sys.stderr)
+        print(f"note: {path} has no checksum ({_recorded_version(meta) if meta.get('kind') else 'and records no kind'}: "
+              "written before checksums existed); read without verification", file=sys.stderr)
         return
     if not isinstance(stored, str) or stored != content_digest(data):
         raise UserError(f"{path}: its contents do not match the checksum stored in it (the file was damaged after it was "
@@ -207,8 +222,7 @@ def load_artifact(path: Path, expect_tag: bool = True, kind: str | None = None, 
     """Load a `.pt` or `.pickle` artifact and verify its checksum; with `kind`, refuse an artifact of another
     kind, and one without the `required` keys. Every problem is a UserError naming the file and `remedy`."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    check_regular_file(path)
     data = _read_file(path, remedy)
     meta = data.get("meta") if isinstance(data, dict) else None
     if not isinstance(data, dict) or (expect_tag and (not isinstance(meta, dict) or meta.get("project") != PROJECT_TAG)):

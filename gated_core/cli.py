@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -160,10 +161,14 @@ def int_from_environment(name: str, default: int, minimum: int) -> int:
         raise UserError(f"the environment variable {name}={text!r}: {exc}") from exc
 
 
-def check_output_location(path: Path, flag: str) -> None:
+def check_output_location(path: Path, flag: str, inside: Path | None = None) -> None:
     """Refuse, before any work, an output folder that cannot be made or written: a file in its way, or a
-    folder without write permission. Nothing is created."""
+    folder without write permission; with `inside` (the root the flag names, e.g. --results_dir), also a symbolic
+    link anywhere below that root on the way to `path`: the folders there are the project's to make, and a link would
+    send its writes into a folder of someone else's. Nothing is created."""
     path = Path(path)
+    if inside is not None:
+        check_no_links(path, flag, Path(inside))
     for candidate in (path, *path.parents):
         if candidate.is_symlink() and not candidate.exists():
             raise UserError(f"{flag} {path}: {candidate} is a broken symbolic link")
@@ -175,6 +180,43 @@ def check_output_location(path: Path, flag: str) -> None:
         raise UserError(f"{flag} {path}: {candidate} is a file, not a folder")
     if not os.access(candidate, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {path}: {candidate} is not writable")
+
+
+def check_no_links(path: Path, flag: str, inside: Path) -> None:
+    """Refuse an output `path` that passes through a symbolic link below `inside` (`path` itself included)."""
+    try:
+        below = Path(path).relative_to(inside)
+    except ValueError:
+        return
+    candidate = Path(inside)
+    for part in below.parts:
+        candidate = candidate / part
+        if candidate.is_symlink():
+            raise UserError(f"{flag} {inside}: {candidate} is a symbolic link; the folders below {flag} are this "
+                            f"project's to make, and it does not write through links: remove the link (or move the "
+                            f"folder it points to into its place), or give another {flag}")
+        if not candidate.exists():
+            return
+
+
+def check_regular_file(path: Path, flag: str = "", reads: str = "a regular file") -> None:
+    """Refuse, before anything opens it, an input (of `flag`, when it comes from one) that is missing or not a regular
+    file: reading a FIFO waits for a writer for ever, a device may never end, and a broken link or a socket cannot be
+    read. `reads`: what the flag takes, for the message."""
+    path = Path(path)
+    named = f"{flag} {path}" if flag else str(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError as exc:
+        raise UserError(f"{named}: {'a broken symbolic link' if path.is_symlink() else 'no such file'}") from exc
+    except OSError as exc:
+        raise UserError(f"{named}: cannot read it ({exc.strerror})") from exc
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{named}: a folder, not a file" + (f"; {flag} reads {reads}" if flag else ""))
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO, " if stat.S_ISFIFO(mode) else "a socket, " if stat.S_ISSOCK(mode)
+                else "a device, " if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "")
+        raise UserError(f"{named}: {kind}not a regular file" + (f"; {flag} reads {reads} only" if flag else ""))
 
 
 def parse_device(name: str) -> Any:

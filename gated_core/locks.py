@@ -82,7 +82,12 @@ def acquire(target: Path) -> int:
     path = lock_path(target)
     path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(ACQUIRE_ATTEMPTS):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: the holder's line would overwrite the file it points to
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UserError(f"{path} is a symbolic link; a lock file is this project's own: remove the link") from exc
+            raise
         if not _try_lock(fd, target, path) or _same_file(fd, path):
             _write_holder(fd)
             return fd

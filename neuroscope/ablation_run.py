@@ -50,6 +50,18 @@ from wcos_casestudies.section6 import stored_roles
 # settings that must agree between the files of an output folder and the run that continues it
 EVALUATION_KEYS = ("model", "gguf", "weights_fingerprint", "dataset", "dataset_fingerprint", "documents", "tokens",
             "batch_size", "dtype", "device", "bootstrap", "bootstrap_seed", "level")
+FOLDER_NAMES = r"baseline\.pt|sets\.pt|ablation\.(csv|md|pdf|png)"  # every file of an output folder
+
+
+def check_ablation_folder(folder: Path) -> None:
+    """Refuse an output folder that holds none of the ablation's own files (or a killed write's temporary files), and
+    one with links in it: a folder of the user's of that name is never written into. The files are written one by
+    one (for resumption), so notes of the user's beside them stay where they are."""
+    from gated_core.output_folders import RESULTS_ADVICE, check_output_folder, legacy_pattern
+
+    check_output_folder(folder, "ablation", legacy_pattern(FOLDER_NAMES), RESULTS_ADVICE, others_kept=True)
+
+
 START_AGAIN = "use the same settings, another --results_dir, or --overwrite to start this folder again"
 MEANS_KEY = "statistics_fingerprint"  # what a mean ablation's record keeps of the statistics whose means it used
 MTOKEN = 1_000_000

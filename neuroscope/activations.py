@@ -11,6 +11,9 @@ For every neuron the pass keeps, on the device and independent of the number of 
 - counts of g > 0 (gate open), u > 0 and both, from which the four sign combinations follow;
 - a histogram of a with fixed bin edges shared by every neuron (`histogram_edges`), in int64
   counts, so that shards merge by addition;
+- the count of the tokens whose a, g or u is not finite (±inf or NaN: a float16 run that overflows), which are left
+  out of every other statistic of that neuron: its sums, counts, histogram and examples. So its mean and frequencies
+  are over its finite tokens (n_tokens - nonfinite), and shards and resumptions still add up exactly;
 - typical examples: for each sign combination of (g, u) and each band of |a| (`histogram.TYPICAL_BAND_EXPONENTS`:
   below 1/4, 1/4 to 1, 1 to 4, 4 and up), the `typical_per_band` tokens (document, position, a) of smallest
   `ranked.token_hash` among the tokens of that combination and band: a uniform sample without replacement that
@@ -42,7 +45,8 @@ from neuroscope.ranked import merge_ranked, merge_smallest, unpack_tokens
 FIXED_POINT_BITS = 28  # resolution 2^-28 per batch sum; |sum| up to 3.4e10 fits in int64
 SIGN_COMBINATIONS = ("gate+ lin+", "gate+ lin-", "gate- lin+", "gate- lin-")  # + means > 0
 COMBINATION_SIGNS = (1, -1, -1, 1)  # the sign of a = act(g) * u in each combination (act keeps the sign of g)
-STATISTICS_VERSION = 3  # 2: histogram, sign-combination examples, BOS left out of the example lists; 3: typical examples
+STATISTICS_VERSION = 4  # 2: histogram, sign-combination examples, BOS left out of the example lists; 3: typical examples;
+# 4: non-finite tokens counted (`nonfinite`) and left out of the other statistics
 
 LISTS = ("top", "bottom", *SIGN_COMBINATIONS)  # the ranked example lists, in the order of NeuronStats.keys[:, :, list]
 LIST_SIGNS = (1, -1, *COMBINATION_SIGNS)  # value = sign * key: keys are a, -a and |a|
@@ -67,11 +71,12 @@ class NeuronStats:
     lin_positive: torch.Tensor
     both_positive: torch.Tensor
     histogram: torch.Tensor  # [layer neuron bin] int64, bins of histogram_edges()
-    n_tokens: torch.Tensor  # [] int64
+    nonfinite: torch.Tensor  # [layer neuron] int64: real tokens whose a, g or u is not finite (left out of the rest)
+    n_tokens: torch.Tensor  # [] int64: real tokens
     sample_tokens: torch.Tensor  # [layer neuron slot k_typical] int64, `ranked.pack_tokens`, by hash; -1: empty slot
     sample_values: torch.Tensor  # [layer neuron slot k_typical] float32 a; 0 in empty slots
 
-    COUNTS = ("post_sum", "gate_positive", "lin_positive", "both_positive", "histogram", "n_tokens")
+    COUNTS = ("post_sum", "gate_positive", "lin_positive", "both_positive", "histogram", "nonfinite", "n_tokens")
 
     @classmethod
     def empty(cls, n_layers: int, d_mlp: int, k: int, device: torch.device | str = "cpu",
@@ -86,7 +91,7 @@ class NeuronStats:
         return cls(keys=full(-torch.inf, torch.float32, lists), docs=full(-1, torch.long, lists),
                    positions=full(-1, torch.long, lists), post_sum=full(0, torch.long), gate_positive=full(0, torch.long),
                    lin_positive=full(0, torch.long), both_positive=full(0, torch.long),
-                   histogram=full(0, torch.long, (*pairs, histogram_bins())),
+                   histogram=full(0, torch.long, (*pairs, histogram_bins())), nonfinite=full(0, torch.long),
                    n_tokens=torch.zeros((), dtype=torch.long, device=device),
                    sample_tokens=full(-1, torch.long, samples), sample_values=full(0, torch.float32, samples))
 
@@ -154,9 +159,11 @@ class NeuronStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def summary(self) -> dict[str, torch.Tensor]:
-        """Mean activation, gate-open frequency and the four sign-combination frequencies ([layer neuron (4)])."""
-        n = self.n_tokens.double().clamp_min(1)
+        """Mean activation, gate-open frequency and the four sign-combination frequencies ([layer neuron (4)]), each
+        over the neuron's finite tokens (n_tokens - nonfinite: every count and sum leaves the others out)."""
+        finite = (self.n_tokens - self.nonfinite).double()  # [layer neuron]
+        n = finite.clamp_min(1)
         both = self.both_positive.double()
         gate, lin = self.gate_positive.double(), self.lin_positive.double()
-        combos = torch.stack([both, gate - both, lin - both, n - gate - lin + both], dim=-1) / n
+        combos = torch.stack([both, gate - both, lin - both, finite - gate - lin + both], dim=-1) / n[..., None]
         return {"mean": self.post_sum.double() / 2 ** FIXED_POINT_BITS / n, "gate_open": gate / n, "sign_frequencies": combos}

@@ -4,7 +4,9 @@ sign combinations of (gate, linear) pre-activations, the mean activation, the ga
 sign-combination frequencies, a histogram of the activation, and typical examples: per sign
 combination and band of |a| (below 1/4, 1/4 to 1, 1 to 4, 4 and up), --typical_per_band tokens
 drawn uniformly by a fixed hash of (document, position). Nothing per token is stored.
-Position 0 is no example when it is BOS (--include_bos: it is); it counts everywhere else.
+Position 0 is no example when it is BOS (--include_bos: it is); it counts everywhere else. Tokens whose a, g or u is
+not finite (inf or NaN: a float16 run that overflows) are counted per neuron and left out of its other statistics
+(its mean and frequencies are over its finite tokens), and the run ends with a warning that names the neurons.
 
   python b_activations.py --datadir ../data --dataset pydoc --save_to activations      # embedded model
   python b_activations.py --model allenai/OLMo-7B-0424-hf --datadir DIR --dataset dolma_small --save_to results

@@ -4,7 +4,10 @@ merges their shards into stats.pt once every rank has written its own (`pass_by_
 
 from __future__ import annotations
 
+import re
 import resource
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +30,10 @@ from neuroscope.dataset_store import META_FILE, check_vocabulary, document_lengt
 from neuroscope.distributed import Ranks, all_gather, broadcast, check_same, rank_device, together
 from neuroscope.hooks import check_activation_signs, decoder_layers, mlp_hooks, run_model
 from neuroscope.reducer import BatchReducer
-from neuroscope.store import PASS_IDENTITY_KEYS, START_AGAIN, check_run, load_stats, save_stats, stats_path
+from neuroscope.store import PASS_IDENTITY_KEYS, START_AGAIN, check_run, load_stats, peek_stats_meta, save_stats, stats_path
+
+NONFINITE_SHOWN = 5  # neurons named in the line on non-finite activations at the end of a pass
+SHARD_FILE = re.compile(r"stats\.shard(\d+)of(\d+)(\.partial)?\.pt")  # `stats_path`'s names of shard files
 
 
 def shard_settings(num_shards: int | None, shard_index: int | None) -> tuple[int, int]:
@@ -65,6 +71,79 @@ def load_shard(folder: Path, num_shards: int, index: int, expect: dict[str, Any]
     return stats, meta
 
 
+def nonfinite_line(stats: NeuronStats, dtype: str) -> str | None:
+    """The line that ends a pass in which some neuron's a, g or u was not finite at some tokens: how many neurons,
+    the first few (layer.neuron) and what to do; None when every value was finite."""
+    hit = (stats.nonfinite > 0).nonzero().tolist()
+    if not hit:
+        return None
+    named = ", ".join(f"{layer}.{neuron}" for layer, neuron in hit[:NONFINITE_SHOWN]) + (", ..." if len(hit) > NONFINITE_SHOWN else "")
+    hint = ("float16 overflows above 65,504: run it in float32 or bfloat16 (--dtype)" if dtype == "float16"
+            else f"the model overflows in {dtype}: check its weights, or run it in float32 (--dtype)")
+    return (f"warning: {len(hit):,} of {stats.nonfinite.numel():,} neurons ({named}) had a non-finite a, g or u (inf or NaN) "
+            f"at some tokens (up to {int(stats.nonfinite.max()):,} of {int(stats.n_tokens):,}): those tokens are left out of "
+            f"the neuron's mean, frequencies, histogram and examples, and counted (nonfinite); {hint}")
+
+
+def report_nonfinite(stats: NeuronStats, dtype: str) -> None:
+    """Print `nonfinite_line` to stderr, where there is one."""
+    line = nonfinite_line(stats, dtype)
+    if line is not None:
+        print(line, file=sys.stderr)
+
+
+def other_split_files(folder: Path, num_shards: int) -> dict[tuple[int, int], list[Path]]:
+    """The shard files and checkpoints in `folder` of splits into another number of shards than `num_shards`, by
+    (number of shards, shard index): plain files named exactly as `stats_path` names them."""
+    found: dict[tuple[int, int], list[Path]] = {}
+    for path in sorted(Path(folder).glob("stats.shard*of*.pt")):
+        match = SHARD_FILE.fullmatch(path.name)
+        if match is None or path.is_symlink() or not path.is_file():
+            continue
+        shards, index = int(match[2]), int(match[1])
+        if shards != num_shards and path == stats_path(folder, shards, index, partial=match[3] is not None):
+            found.setdefault((shards, index), []).append(path)
+    return found
+
+
+def superseded(path: Path, meta: dict[str, Any], shards: int, index: int) -> bool:
+    """Whether `path` is a shard file or checkpoint that this tool wrote of the run whose statistics `meta` are (the
+    same model, weights, dataset and settings), as shard `index` of `shards`: the final statistics hold its part."""
+    stored = peek_stats_meta(path)
+    return (stored is not None and stored.get("num_shards") == shards and stored.get("shard_index") == index
+            and all(stored.get(key) == meta.get(key) for key in PASS_IDENTITY_KEYS))
+
+
+def retire_other_splits(folder: Path, meta: dict[str, Any], num_shards: int) -> tuple[list[Path], list[Path]]:
+    """Once stats.pt (`meta`) is written: remove the shard files and checkpoints of `folder` of other splits (another
+    number of shards than `num_shards`, e.g. of a torchrun killed with another world size) that it supersedes, each
+    shard under its lock, with one note naming them; name the others (another run's, not this tool's, or a shard
+    still running) in a note with the command that removes them. Returns (removed, kept)."""
+    removed: list[Path] = []
+    kept: list[Path] = []
+    for (shards, index), paths in other_split_files(folder, num_shards).items():
+        try:
+            with hold_lock(stats_path(folder, shards, index)):
+                for partial in (False, True):  # what a killed write of the shard left beside it
+                    remove_stale_temporaries(stats_path(folder, shards, index, partial=partial))
+                for path in paths:
+                    if superseded(path, meta, shards, index):
+                        path.unlink()
+                        removed.append(path)
+                    else:
+                        kept.append(path)
+        except UserError:  # a run of that shard holds its lock: leave its files
+            kept.extend(paths)
+    if removed:
+        print(f"note: removed {len(removed)} file(s) of this run split into another number of shards (stats.pt now holds "
+              f"their statistics): {', '.join(path.name for path in removed)}", file=sys.stderr)
+    if kept:
+        print(f"note: {len(kept)} shard file(s) of another split left in {folder} (not of this run, or in use): "
+              f"{', '.join(path.name for path in kept)}; to remove them: rm {' '.join(shlex.quote(str(p)) for p in kept)}",
+              file=sys.stderr)
+    return removed, kept
+
+
 def merge_shards(folder: Path, num_shards: int) -> Path:
     """Merge shard files in order into stats.pt; they must be of one run (model, weights, dataset and its
     contents, settings) and tile the dataset's batches exactly."""
@@ -91,6 +170,8 @@ def merge_shards(folder: Path, num_shards: int) -> Path:
             "merged_from": num_shards}
     path = stats_path(folder)
     save_stats(merged, meta, path)
+    report_nonfinite(merged, meta["dtype"])
+    retire_other_splits(folder, meta, num_shards)
     return path
 
 
@@ -134,7 +215,7 @@ def plan_pass(request: PassRequest) -> PassPlan:
     """Check the request, model and dataset, and lay out this shard's batches (nothing heavy is loaded)."""
     num_shards, shard_index = shard_settings(request.num_shards, request.shard_index)
     folder = request.datadir / request.save_to
-    check_output_location(folder, "--save_to")
+    check_output_location(folder, "--save_to", inside=request.datadir)
     if is_dataset_folder(folder):  # a later a_dataset.py --overwrite of that dataset would take the statistics with it
         raise UserError(f"--save_to {request.save_to}: {folder} is a tokenized dataset; write the statistics into a folder "
                         "of their own (another --save_to)")
@@ -245,6 +326,9 @@ def collect(run: PassPlan, overwrite: bool, checkpoint_every: int, stop_after_ba
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     print(f"{tokens:,} tokens in {seconds:.1f} s ({tokens / max(seconds, 1e-9):,.0f} tokens/s); "
           f"peak {'GPU' if run.device.type == 'cuda' else 'process'} memory {peak:.2f} GiB -> {run.final}")
+    report_nonfinite(stats, run.meta["dtype"])
+    if run.meta["num_shards"] == 1:  # stats.pt: it supersedes shards of this run split otherwise
+        retire_other_splits(run.final.parent, run.meta, 1)
     return True
 
 

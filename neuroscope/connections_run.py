@@ -4,6 +4,7 @@ contributions read the statistics of the activation pass."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,10 @@ from gated_core.models.sources import ModelSource
 
 CSV_NAME = "connections.csv"
 CLASS_STEM = "class_connections"
+BYTES_PER_ENTRY = 16  # a list entry while it runs: the other neuron (int64), virtual weight and score (float32)
+CONNECTIONS_KIND_OF_FOLDER = "connections"  # the kind in the folder's marker (gated_core.output_folders)
+LEGACY_NAMES = r"connections\.(pt|csv)|class_connections\.(csv|md|pdf|png)"  # what earlier versions wrote
+MERGE_ROOM = 3  # a merge holds the lists of a block of layers twice more (the candidates joined, then gathered)
 
 
 @dataclass
@@ -69,10 +74,37 @@ def upstream_scale(request: ConnectionsRequest, source: ModelSource, shape: tupl
     return mean_abs_from_histogram(stats.histogram, histogram_edges()), stats
 
 
-def check_request(request: ConnectionsRequest) -> None:
-    """Refuse bad settings before any work."""
+def list_slots(arch: Any, embedding: bool, with_scale: bool) -> int:
+    """How many entries one unit of --top_k adds over every list of every neuron (kinds x rankings x neurons)."""
+    from wcos_casestudies.connections import EMBED_KINDS, KINDS, rankings_of
+
+    kinds = [kind for kind in KINDS if embedding or kind not in EMBED_KINDS]
+    return sum(len(rankings_of(kind, with_scale)) for kind in kinds) * arch.n_layers * arch.d_mlp
+
+
+def memory_bytes(device: torch.device) -> int:
+    """The memory the lists may take: the GPU's for --device cuda, else the machine's physical memory."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_request(request: ConnectionsRequest, arch: Any) -> None:
+    """Refuse bad settings before any work: --top_k of at least 1, at most the longest list there is (the neurons of
+    the other layers, or the vocabulary for the embedding's lists), and lists that fit in memory (with the room their
+    merges take)."""
     if request.top_k < 1:
         raise UserError(f"--top_k {request.top_k}: give at least 1 entry per list")
+    longest = max((arch.n_layers - 1) * arch.d_mlp, arch.vocab_size if request.embedding else 0, 1)
+    if request.top_k > longest:
+        raise UserError(f"--top_k {request.top_k}: no list can be that long; the longest holds {longest:,} entries "
+                        f"({'the vocabulary' if longest == arch.vocab_size else 'the neurons of the other layers'})")
+    per_k = list_slots(arch, request.embedding, request.datadir is not None) * BYTES_PER_ENTRY * MERGE_ROOM
+    available = memory_bytes(request.device)
+    if request.top_k * per_k > available:
+        raise UserError(f"--top_k {request.top_k}: the lists would take about {request.top_k * per_k / 2**20:,.0f} MiB, more "
+                        f"than the {available / 2**20:,.0f} MiB of {request.device.type.upper()} memory here; at most "
+                        f"--top_k {max(1, available // per_k):,} fits")
 
 
 def write_class_table(connections: Any, results: Any, folder: Path) -> Any:
@@ -88,35 +120,61 @@ def write_class_table(connections: Any, results: Any, folder: Path) -> Any:
     return table
 
 
-def run_connections(request: ConnectionsRequest) -> str:
-    """Compute and write everything; returns the summary line."""
-    from dataclasses import asdict
+@dataclass(frozen=True)
+class ConnectionsRun:
+    """A checked request: the model, its results folder, the output folder and the table's neurons."""
 
-    from gated_core.artifacts import atomic_write_text
+    request: ConnectionsRequest
+    source: ModelSource
+    arch: Any
+    results: Any  # wcos_casestudies.results.ModelResults
+    folder: Path  # RESULTS/<model>/<settings>/connections
+    neurons: list[tuple[int, int]]
+
+
+def open_connections(request: ConnectionsRequest) -> ConnectionsRun:
+    """Check the model, the settings and the output folder before any work (nothing is read but the config)."""
     from gated_core.cli import check_output_location
     from gated_core.models.arch import read_arch
-    from gated_core.models.readers import WeightsInfo, open_weights
     from gated_core.models.sources import resolve_model
-    from wcos_casestudies.connections import ConnectionInputs, compute_connections
-    from wcos_casestudies.connections_store import (
-        CONNECTIONS_FILE,
-        CONNECTIONS_FOLDER,
-        identity_meta,
-        load_connections,
-        save_connections,
-    )
+    from gated_core.output_folders import RESULTS_ADVICE, check_output_folder, legacy_pattern
+    from wcos_casestudies.connections_store import CONNECTIONS_FOLDER
     from wcos_casestudies.results import ModelResults
 
-    check_request(request)
     source = resolve_model(request.model, full_hash=request.full_hash)
     arch = read_arch(source)
     if not arch.gated:
         raise UserError(f"{source.name} has no gate weights: connections into gates need a gated model")
+    check_request(request, arch)
     results = ModelResults(source, request.settings, root=request.results_dir, loader=request.loader)
     folder = results.folder / CONNECTIONS_FOLDER
-    check_output_location(folder, "--results_dir")
-    neurons = table_neurons(request, source, results.folder)
-    scale, stats = upstream_scale(request, source, (arch.n_layers, arch.d_mlp))
+    check_output_location(folder, "--results_dir", inside=request.results_dir)
+    check_output_folder(folder, CONNECTIONS_KIND_OF_FOLDER, legacy_pattern(LEGACY_NAMES), RESULTS_ADVICE)
+    return ConnectionsRun(request, source, arch, results, folder, table_neurons(request, source, results.folder))
+
+
+def run_connections(request: ConnectionsRequest) -> str:
+    """Compute and write everything, one run at a time (the folder's lock); returns the summary line."""
+    from gated_core.locks import hold_lock
+
+    run = open_connections(request)
+    with hold_lock(run.folder):  # a second run stops here, naming this one
+        return compute_and_write(run)
+
+
+def compute_and_write(run: ConnectionsRun) -> str:
+    """The lists of every neuron, written with the csv and the class table as one folder (a kill leaves the old
+    folder or the new one); returns the summary line."""
+    from dataclasses import asdict
+
+    from gated_core.artifacts import atomic_write_text
+    from gated_core.models.readers import WeightsInfo, open_weights
+    from gated_core.output_folders import RESULTS_ADVICE, legacy_pattern, rewrite_folder
+    from wcos_casestudies.connections import ConnectionInputs, compute_connections
+    from wcos_casestudies.connections_store import CONNECTIONS_FILE, identity_meta, load_connections, save_connections
+
+    request, source = run.request, run.source
+    scale, stats = upstream_scale(request, source, (run.arch.n_layers, run.arch.d_mlp))
     started = time.perf_counter()
     reader = open_weights(source, processing=request.settings.processing, loader=request.loader, device=request.device)
     found = compute_connections(reader, ConnectionInputs(top_k=request.top_k, scale=scale, device=request.device,
@@ -125,15 +183,15 @@ def run_connections(request: ConnectionsRequest) -> str:
                              None if stats is None else stats.fingerprint)
     meta = {**asdict(WeightsInfo.of(reader)), **request.settings.meta(), **identity, "device": str(request.device),
             "scale": "none" if stats is None else "mean |a| from the histogram of a (bin middles)"}
-    path = save_connections(found, folder / CONNECTIONS_FILE, meta)
-    connections = load_connections(path, identity)
-    computed = time.perf_counter() - started
-    if neurons:
-        atomic_write_text(folder / CSV_NAME, connections.table(neurons).to_csv(index=False))
-    else:  # this run's file has no neurons' lists: an earlier run's csv would describe other lists
-        (folder / CSV_NAME).unlink(missing_ok=True)
-    write_class_table(connections, results, folder)
-    results.write_index()
-    return (f"{arch.n_layers * arch.d_mlp:,} neurons, top {request.top_k}: lists in {computed:.1f} s "
-            f"(neurons {found.seconds['neurons']:.1f} s, embedding {found.seconds['embedding']:.1f} s) -> {path}"
-            f"{f', {CSV_NAME} ({len(neurons)} neurons)' if neurons else ''}, {CLASS_STEM}.csv/.md/.pdf/.png")
+    legacy = legacy_pattern(LEGACY_NAMES)
+    with rewrite_folder(run.folder, CONNECTIONS_KIND_OF_FOLDER, {"model": source.name}, legacy, RESULTS_ADVICE) as staging:
+        connections = load_connections(save_connections(found, staging / CONNECTIONS_FILE, meta), identity)
+        computed = time.perf_counter() - started
+        if run.neurons:  # without neurons, no csv: an earlier run's would describe other lists
+            atomic_write_text(staging / CSV_NAME, connections.table(run.neurons).to_csv(index=False))
+        write_class_table(connections, run.results, staging)
+    run.results.write_index()
+    return (f"{run.arch.n_layers * run.arch.d_mlp:,} neurons, top {request.top_k}: lists in {computed:.1f} s "
+            f"(neurons {found.seconds['neurons']:.1f} s, embedding {found.seconds['embedding']:.1f} s) -> "
+            f"{run.folder / CONNECTIONS_FILE}{f', {CSV_NAME} ({len(run.neurons)} neurons)' if run.neurons else ''}, "
+            f"{CLASS_STEM}.csv/.md/.pdf/.png")

@@ -66,7 +66,8 @@ def add_viewer_flags(parser) -> None:
     group.add_argument("--viewer", type=plain_name, default=None, metavar="NAME",
                        help="also write the compact viewer into neuroscope/NAME (default: `viewer` when there are too many neurons for pages)")
     group.add_argument("--from_viewer", type=plain_name, default=None, metavar="SOURCE",
-                       help="make --viewer from the whole layers of the existing viewer neuroscope/SOURCE (nothing is recomputed)")
+                       help="make --viewer from the whole layers of the existing viewer neuroscope/SOURCE (nothing is recomputed; "
+                            "every file it copies is first checked against the checksums in SOURCE's data/meta.js)")
     group.add_argument("--window", type=non_negative_int, nargs=2, default=VIEWER_DEFAULTS["window"], metavar=("BEFORE", "AFTER"),
                        help="viewer: tokens with activations before and after an example's extreme token")
     group.add_argument("--context", type=non_negative_int, nargs=2, default=VIEWER_DEFAULTS["context"], metavar=("BEFORE", "AFTER"),

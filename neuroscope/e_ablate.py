@@ -149,7 +149,13 @@ def prepare(args: argparse.Namespace) -> argparse.Namespace:
     from gated_core.models.arch import read_arch
     from gated_core.models.loading import load_tokenizer
     from gated_core.models.sources import resolve_model
-    from neuroscope.ablation_run import AblationStore, BootstrapSettings, evaluation_meta, load_evaluation
+    from neuroscope.ablation_run import (
+        AblationStore,
+        BootstrapSettings,
+        check_ablation_folder,
+        evaluation_meta,
+        load_evaluation,
+    )
     from neuroscope.distributed import rank_device
     from wcos_casestudies.cli import settings_from_args
     from wcos_casestudies.results import ModelResults
@@ -167,7 +173,8 @@ def prepare(args: argparse.Namespace) -> argparse.Namespace:
     results = ModelResults(source, settings, root=args.results_dir, loader=args.loader, device=device)
     folder = results.folder / "ablation" / evaluation.dataset_dir.name
     for location in (results.folder, folder):  # its index.html, and the ablation's files: before any work
-        check_output_location(location, "--results_dir")
+        check_output_location(location, "--results_dir", inside=args.results_dir)
+    check_ablation_folder(folder)
     bootstrap = BootstrapSettings(resamples=args.bootstrap, seed=args.seed)
     meta = {"model": source.name, "provenance": source.provenance, "gguf": source.is_gguf,
             "weights_fingerprint": results.fingerprint,

@@ -21,6 +21,9 @@ from gated_core.cli import add_model, add_results_dir, make_parser, positive_int
 from neuroscope.cli import add_activations, add_datadir
 from wcos_casestudies.cli import add_weight_settings
 
+FOLDER_KIND = "frequency"  # the kind in the folder's marker (gated_core.output_folders)
+LEGACY_NAMES = r"(frequency|sign_frequencies)\.(csv|md)|frequency\.(pdf|png)"  # what earlier versions wrote
+
 
 def build_parser():
     parser = make_parser(__doc__)
@@ -34,18 +37,19 @@ def build_parser():
 
 
 def write_outputs(tables, folder: Path, title: str) -> None:
-    """The tables and the plot, written while this run holds the folder's lock (one run at a time), after
-    removing the temporary files that a killed run's atomic writes left there."""
-    from gated_core.artifacts import remove_stale_temporaries_in, write_table
+    """The tables and the plot, written as one folder (a kill leaves the old one or the new one) while this run holds
+    the folder's lock (one run at a time; what a killed run left is removed first)."""
+    from gated_core.artifacts import write_table
     from gated_core.locks import hold_lock
+    from gated_core.output_folders import RESULTS_ADVICE, legacy_pattern, rewrite_folder
     from neuroscope.frequency import plot_frequencies
 
-    with hold_lock(folder):  # a second run stops here, naming this one
-        remove_stale_temporaries_in(folder)
-        write_table(tables.gate_open.round(4), folder / "frequency", title=f"Gate-open frequency by IO class: {title}")
-        write_table(tables.signs.round(4), folder / "sign_frequencies",
+    legacy = legacy_pattern(LEGACY_NAMES)
+    with hold_lock(folder), rewrite_folder(folder, FOLDER_KIND, {}, legacy, RESULTS_ADVICE) as staging:
+        write_table(tables.gate_open.round(4), staging / "frequency", title=f"Gate-open frequency by IO class: {title}")
+        write_table(tables.signs.round(4), staging / "sign_frequencies",
                     title=f"Sign combinations of (g, u) by IO class: {title}")
-        plot_frequencies(tables, folder / "frequency", title)
+        plot_frequencies(tables, staging / "frequency", title)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gated_core.cli import check_output_location
     from gated_core.errors import UserError
     from gated_core.models.sources import resolve_model
+    from gated_core.output_folders import RESULTS_ADVICE, check_output_folder, legacy_pattern
     from neuroscope.frequency import class_frequencies
     from neuroscope.store import load_statistics
     from wcos_casestudies.cli import settings_from_args
@@ -65,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = ModelResults(source, settings, root=args.results_dir, loader=args.loader)
     folder = results.folder / "frequency"
     for location in (results.folder, folder):  # its data.pt and index.html, and the frequency files: before any work
-        check_output_location(location, "--results_dir")
+        check_output_location(location, "--results_dir", inside=args.results_dir)
+    check_output_folder(folder, FOLDER_KIND, legacy_pattern(LEGACY_NAMES), RESULTS_ADVICE)
     categories = results.categories()
     if tuple(categories.shape) != tuple(stats.gate_open.shape):
         raise UserError(f"the statistics have {tuple(stats.gate_open.shape)} neurons, the model {tuple(categories.shape)}")

@@ -7,9 +7,12 @@ each its own forward pass with BOS first). Written to RESULTS/<model>/<settings>
   switches between them; g, u, a, the sign combination of (g, u) and, with statistics, the percentile of a on
   their dataset under the pointer), every token's top --top neurons by |a|, and the neurons that fire most on the
   whole text (with --datadir: relative to their distribution on the dataset of the statistics); each neuron
-  links to the model's viewer (d_recompute_vis.py --neurons all) or its page where one exists;
-- probe.json: the same data: {"tokens", "neurons": {"28.28": {"g", "u", "a", ...}}, "top": [[[name, a], ...]
-  per token], "text_top", "links", "meta"}.
+  links to its page where one exists, else to a viewer that holds it (d_recompute_vis.py --neurons all); a text
+  too long for one page shows windows around its strongest tokens and its start (the page says so);
+- probe.json: the same data, every token: {"tokens", "neurons": {"28.28": {"g", "u", "a", ...}}, "top": [[[name,
+  a], ...] per token], "text_top", "links", "meta"}; inf and NaN are written null (meta.non_finite says where).
+The folder is written as one unit, under a lock. The same text again (other neurons, say) replaces it; another
+text under the same --name is refused unless --overwrite, and with the default name goes beside it.
 
   python f_probe.py --text "def main():\\n    return 0" --neurons 28.28 --datadir ../data --activations activations
   python f_probe.py --file notes.txt --neurons_from ../results/<model>/case_studies.txt --classes depletion --top 5
@@ -21,6 +24,7 @@ Give it the weight flags of main.py (--threshold, --refactor_glu, ...) to use th
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,6 +51,7 @@ def build_parser():
     text.add_argument("--text", default=None, help="the text to probe (default: --file, else stdin)")
     text.add_argument("--file", type=Path, default=None, help="a .txt file, or a .jsonl file with a \"text\" field per line (input)")
     parser.add_argument("--name", type=plain_name, default=None, help="the output folder's name (default: the text's first words)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the probe of another text under --name")
     add_neurons(parser)  # the neurons to colour the text by
     parser.add_argument("--top", type=positive_int, default=10, help="neurons by |a| per token, and in the whole-text table")
     parser.add_argument("--layers", type=non_negative_int, nargs="+", default=None, help="top lists: only these layers")
@@ -68,9 +73,9 @@ def build_parser():
 
 
 def read_text(text: str | None, file: Path | None) -> list[str]:
-    """The documents to probe: --text, --file or stdin."""
+    """The documents to probe: --text, --file or stdin (read as bytes, decoded as UTF-8)."""
     from gated_core.errors import UserError
-    from neuroscope.probe import read_documents
+    from neuroscope.probe import read_documents, read_stdin
 
     if text is not None:
         return [text]
@@ -78,23 +83,28 @@ def read_text(text: str | None, file: Path | None) -> list[str]:
         return read_documents(file)
     if sys.stdin is None or sys.stdin.isatty():
         raise UserError("no text: give --text TEXT, --file FILE, or pipe the text into stdin")
-    return [sys.stdin.read()]
+    return [read_stdin(sys.stdin)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from neuroscope.probe import ProbeRequest, open_probe, probe_payload, run_probe, write_probe
+    from gated_core.locks import hold_lock
+    from neuroscope.probe import ProbeRequest, open_probe, run_probe, write_probe
     from wcos_casestudies.cli import settings_from_args
 
     request = ProbeRequest(model=args.model, documents=read_text(args.text, args.file), settings=settings_from_args(args),
                            results_dir=args.results_dir, neurons=args.neurons, neurons_from=args.neurons_from, name=args.name,
                            top=args.top, layers=args.layers, classes=args.classes, roles=args.roles, datadir=args.datadir,
                            activations=args.activations, window_tokens=args.window_tokens, loader=args.loader,
-                           device=args.device, dtype=args.dtype, full_hash=args.full_hash)
+                           device=args.device, dtype=args.dtype, full_hash=args.full_hash, overwrite=args.overwrite)
     run = open_probe(request)
-    values = run_probe(run)
-    page = write_probe(run, probe_payload(run, values))
-    print(f"{len(run.token_ids)} tokens, {len(values.windows)} forward pass(es) in {values.seconds:.1f} s: {page} (and probe.json)")
+    with hold_lock(run.folder):
+        values = run_probe(run)
+        started = time.perf_counter()
+        page = write_probe(run, values)
+    sizes = ", ".join(f"{name} {(page.parent / name).stat().st_size / 2**20:.1f} MiB" for name in ("probe.html", "probe.json"))
+    print(f"{len(run.token_ids)} tokens, {len(values.windows)} forward pass(es) in {values.seconds:.1f} s, written in "
+          f"{time.perf_counter() - started:.1f} s: {page} ({sizes})")
     return 0
 
 

@@ -251,6 +251,7 @@ def layer_payload(run: ViewRun, examples: LayerExamples, effects: LayerLogitEffe
     payload = {
         **example_payload(run, examples),
         "sign_frequencies": packed(run.stats.sign_frequencies[layer, chosen].float(), "f4"),
+        **({} if run.stats.nonfinite is None else {"nonfinite": packed(run.stats.nonfinite[layer, chosen], "i4")}),
         "cosines": {name: packed(values[layer, chosen].float(), "f4") for name, values in run.facts.cosines.items()},
         "promoted": packed(effects.promoted), "promoted_values": packed(effects.promoted_values, "f4"),
         "suppressed": packed(effects.suppressed), "suppressed_values": packed(effects.suppressed_values, "f4"),
@@ -352,7 +353,8 @@ def meta_payload(run: ViewRun, chunks: list[tuple[int, int]], k: int) -> dict[st
             "class_names": list(CLASS_NAMES), "role_names": list(ROLE_NAMES), "input_tables": list(INPUT_TABLES),
             "histogram_edges": [float(e) if np.isfinite(e) else None for e in histogram_edges().tolist()],
             "typical_band_edges": [float(e) if np.isfinite(e) else None for e in typical_band_edges().tolist()],
-            "typical_per_band": run.stats.typical_per_band, "logit_bins": LOGIT_BINS, "bos_left_out": bool(meta.examples_without_bos), "notes": run.notes,
+            "typical_per_band": run.stats.typical_per_band, "typical_off": run.stats.typical_docs is not None and run.stats.typical_per_band == 0,
+            "dtype": meta.dtype, "logit_bins": LOGIT_BINS, "bos_left_out": bool(meta.examples_without_bos), "notes": run.notes,
             "compact": run.compact, "statistics_fingerprint": run.stats.fingerprint}
 
 

@@ -30,7 +30,7 @@ def viewer_page(inline_data: str = "") -> str:
     page = (ASSETS / "viewer.html").read_text(encoding="utf-8")
     return (page.replace("/*STYLE*/", (ASSETS / "viewer.css").read_text(encoding="utf-8"))
             .replace("/*NOSCRIPT*/", NO_SCRIPT["page" if inline_data else "viewer"])
-            .replace("/*SCRIPT*/", scripts("inflate.js", "viewer.js"))
+            .replace("/*SCRIPT*/", scripts("inflate.js", "checksum.js", "viewer.js"))
             .replace("/*DATA*/", inline_data))
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gated_core.cli import check_regular_file
 from gated_core.errors import UserError
 from gated_core.fingerprint import short, tokenizer_fingerprint
 from gated_core.models.arch import read_arch
@@ -283,8 +284,7 @@ def requested_neurons(names: list[str], neurons_from: Path | None, source: Model
     arch = read_arch(source)
     names = list(names)
     if neurons_from is not None:
-        if not neurons_from.is_file():
-            raise UserError(f"--neurons_from {neurons_from}: no such file")
+        check_regular_file(neurons_from, "--neurons_from", "a text file of LAYER.NEURON names")
         try:
             names += neurons_from.read_bytes().decode("utf-8").split()
         except UnicodeDecodeError as exc:

@@ -8,6 +8,11 @@ value), which after the first batches are few. Every value gets one cell (its ne
 histogram bin: one table lookup); a single count per cell gives the histogram and the sign counts at once, and
 the typical examples look their slot's limit up by the same cell.
 
+Non-finite values (a float16 run that overflows): one sum per layer of a, g and u tells whether any value is ±inf or
+NaN; only then (`BatchReducer._finite_only`) are the tokens whose a, g or u is not finite counted per neuron and left
+out of everything else: a is set to 0 there, their cell is padding's, and they are no examples (eligibility per
+neuron, [batch pos neuron]). Without them the layer takes the usual path, at the cost of the three sums.
+
 Typical examples (`TypicalSampler`): the batch's tokens are ranked once by their hash; a value is a candidate only
 when its token's rank is below the number of the batch's hashes under its slot's current k-th smallest hash (one
 table lookup per value, no sort); a slot (sign combination and band of |a|) is a set of cells, since every band
@@ -18,7 +23,7 @@ order, which fills the slots that the next chunks then mostly cannot enter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -56,7 +61,8 @@ class BatchLayout:
     valid: torch.Tensor  # [batch pos] bool: real tokens
     padded: bool
     offset: int  # 1 when every document starts with a BOS that is left out, else 0
-    eligible: torch.Tensor | None  # [batch pos-offset 1] bool; None: every position from offset on
+    eligible: torch.Tensor | None  # [batch pos-offset 1] bool, or per neuron [batch pos-offset neuron] (a layer with
+    # non-finite values, `BatchReducer._finite_only`); None: every position from offset on
     examples: torch.Tensor  # [batch pos] bool: the tokens that may be examples (real, not a leading BOS)
     spans: list[tuple[int, int]] | None = None  # with `eligible`: each row's eligible positions [first, stop) from
     # offset on, where they are one run (right padding); None: they are not
@@ -157,7 +163,7 @@ class ExampleSources:
     def read(self, rows: torch.Tensor, neurons: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """a, gate_open and eligible at the pairs (rows [m], neurons [m]), over positions [m pos-offset] (eligible
         None where every position is)."""
-        eligible = None if self.eligible is None else self.eligible[rows, :, 0]
+        eligible = None if self.eligible is None else self.eligible[rows, :, neurons if self.eligible.shape[-1] > 1 else 0]
         return self.a[rows, :, neurons], self.gate_open[rows, :, neurons], eligible
 
     @staticmethod
@@ -298,15 +304,36 @@ class BatchReducer:
                 raise RuntimeError("typical examples need the batch's documents at its start")
             self.typical.start(self.layout.examples, doc_ids)
 
-    def _cells(self, a: torch.Tensor, gate_open: torch.Tensor, lin_positive: torch.Tensor) -> torch.Tensor:
+    def _cells(self, a: torch.Tensor, gate_open: torch.Tensor, lin_positive: torch.Tensor,
+               finite: torch.Tensor | None = None) -> torch.Tensor:
         """Every value's cell [batch pos neuron] int32: neuron * cells + signs * bins + its histogram bin, where
-        signs = 2 * (g > 0) + (u > 0); a padding token's values all in the one cell after the last neuron's."""
+        signs = 2 * (g > 0) + (u > 0); a padding token's values, and those that are not `finite` [batch pos neuron]
+        (None: all are), all in the one cell after the last neuron's."""
         signs = gate_open.view(torch.uint8) * 2 + lin_positive.view(torch.uint8)
         keys = histogram_codes(a).add_(signs, alpha=1 << CODE_BITS)
         cells = self.lookup.index_select(0, keys.view(-1)).view(keys.shape).add_(self.cell_offsets)
         if self.layout.padded:
             cells.masked_fill_(~self.layout.valid[..., None], self.counted.numel() - 1)
+        if finite is not None:
+            cells.masked_fill_(~finite, self.counted.numel() - 1)
         return cells
+
+    def _total(self, a: torch.Tensor) -> torch.Tensor:
+        """The sum of a over the batch's real tokens [neuron] float32."""
+        if self.layout.padded:
+            return (a * self.layout.valid[..., None]).sum(dim=(0, 1), dtype=torch.float32)
+        return a.sum(dim=(0, 1), dtype=torch.float32)
+
+    def _finite_only(self, g: torch.Tensor, u: torch.Tensor,
+                     a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, BatchLayout]:
+        """For a layer with a non-finite value among g, u, a [batch pos neuron]: which values are finite (a, g and
+        u all are) [batch pos neuron]; a with 0 elsewhere; the real tokens left out [neuron] int64; and the layout
+        whose examples leave them out too (eligible per neuron, no spans)."""
+        finite = torch.isfinite(a) & torch.isfinite(g) & torch.isfinite(u)
+        layout = self.layout
+        left_out = (~finite & layout.valid[..., None]).sum(dim=(0, 1))
+        eligible = finite[:, layout.offset:] if layout.eligible is None else finite[:, layout.offset:] & layout.eligible
+        return finite, a.masked_fill(~finite, 0), left_out, replace(layout, eligible=eligible, spans=None)
 
     def _count(self, layer: int, cells: torch.Tensor) -> torch.Tensor:
         """Count the values of every cell: this batch's histogram of `layer`, and returned [3 neuron] int64 the
@@ -318,11 +345,10 @@ class BatchReducer:
         by_signs = by_cell.sum(dim=2, dtype=torch.int64)  # [neuron signs]
         return torch.stack([by_signs[:, 2] + by_signs[:, 3], by_signs[:, 1] + by_signs[:, 3], by_signs[:, 3]])
 
-    def _example_keys(self, a: torch.Tensor, gate_open: torch.Tensor) -> tuple[torch.Tensor, ExampleSources]:
+    def _example_keys(self, a: torch.Tensor, gate_open: torch.Tensor, layout: BatchLayout) -> tuple[torch.Tensor, ExampleSources]:
         """Each document's best key in every list [list batch neuron] float32 (-inf: none), and the sources whose
-        max or min over positions gave them. A padded batch is reduced row by row over each row's run of examples
-        (`BatchLayout.spans`), which needs no masks; the rest as a whole."""
-        layout = self.layout
+        max or min over positions gave them (the tokens that may be examples: `layout`). A padded batch is reduced
+        row by row over each row's run of examples (`BatchLayout.spans`), which needs no masks; the rest as a whole."""
         sources = ExampleSources(a[:, layout.offset:], gate_open[:, layout.offset:], layout.eligible, layout.spans)
         if layout.eligible is None:
             gated = sources.whole(GATED)
@@ -361,20 +387,23 @@ class BatchReducer:
         return positions
 
     def __call__(self, layer: int, g: torch.Tensor, u: torch.Tensor, a: torch.Tensor) -> None:
-        layout = self.layout
+        """Reduce one layer's g, u and a [batch pos neuron] of the batch (kept aside until `apply`)."""
+        layout, finite = self.layout, None
+        total = self._total(a)
+        left_out = torch.zeros_like(self.cell_offsets, dtype=torch.long)
+        sums = torch.stack([total.sum(), g.sum(dtype=torch.float32), u.sum(dtype=torch.float32)])
+        if not bool(torch.isfinite(sums).all()):  # an inf or NaN somewhere (or finite values too large to add up)
+            finite, a, left_out, layout = self._finite_only(g, u, a)
+            total = self._total(a)
         gate_open = g > 0
-        cells = self._cells(a, gate_open, u > 0)
+        cells = self._cells(a, gate_open, u > 0, finite)
         counts = self._count(layer, cells)
-        if layout.padded:
-            total = (a * layout.valid[..., None]).sum(dim=(0, 1), dtype=torch.float32)
-        else:
-            total = a.sum(dim=(0, 1), dtype=torch.float32)
         if self.typical is not None:
             self.typical(layer, cells, a)
-        keys, sources = self._example_keys(a, gate_open)
+        keys, sources = self._example_keys(a, gate_open, layout)
         positions = self._positions(layer, keys, sources)
         fixed = torch.round(total.double() * 2 ** FIXED_POINT_BITS).long()
-        self.pending[layer] = (keys, positions, fixed, counts)
+        self.pending[layer] = (keys, positions, fixed, counts, left_out)
 
     def apply(self, doc_ids: torch.Tensor) -> None:
         """Fold the batch (documents `doc_ids`, one per row) into the statistics."""
@@ -382,7 +411,7 @@ class BatchReducer:
         if len(self.pending) != stats.keys.shape[0]:
             raise RuntimeError(f"hooks saw {len(self.pending)} of {stats.keys.shape[0]} layers")
         layers = sorted(self.pending)
-        keys, positions, fixed, counts = (torch.stack([self.pending[layer][i] for layer in layers]) for i in range(4))
+        keys, positions, fixed, counts, left_out = (torch.stack([self.pending[layer][i] for layer in layers]) for i in range(5))
         keys, positions = keys.permute(0, 3, 1, 2), positions.permute(0, 3, 1, 2)  # [layer neuron list batch]
         valid = keys > -torch.inf  # not NaN either
         stats.merge_candidates(torch.where(valid, keys, -torch.inf), torch.where(valid, doc_ids.to(keys.device), -1), torch.where(valid, positions, -1))
@@ -391,6 +420,7 @@ class BatchReducer:
         stats.lin_positive += counts[:, 1]
         stats.both_positive += counts[:, 2]
         stats.histogram += self.histogram
+        stats.nonfinite += left_out
         stats.n_tokens += self.layout.valid.sum()
         if self.typical is not None:
             self.typical.apply()

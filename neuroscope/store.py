@@ -19,6 +19,7 @@ file's keys).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -54,11 +55,16 @@ NO_TYPICAL_NOTE = ("statistics of an older b_activations.py (version 2): no typi
                    "with --overwrite for them")
 NEW_IN_VERSION_2 = ("combo_values", "combo_docs", "combo_positions", "histogram")  # what older statistics lack
 NEW_IN_VERSION_3 = ("typical_values", "typical_docs", "typical_positions")
+NEW_IN_VERSION_4 = ("nonfinite",)
+NEW_KEYS = (*NEW_IN_VERSION_2, *NEW_IN_VERSION_3, *NEW_IN_VERSION_4)  # what statistics of some older version lack
+NO_NONFINITE_NOTE = ("statistics of an older b_activations.py (version 3): tokens whose activation is not finite (±inf "
+                     "or NaN, e.g. of a float16 run that overflows) were not counted nor left out, and would make a "
+                     "neuron's mean and extremes absurd; rerun b_activations.py with --overwrite for a count")
 
 
 def old_statistics_note(version: int) -> str:
     """What statistics of an older `statistics_version` lack."""
-    return NO_TYPICAL_NOTE if version == 2 else OLD_STATISTICS_NOTE
+    return {2: NO_TYPICAL_NOTE, 3: NO_NONFINITE_NOTE}.get(version, OLD_STATISTICS_NOTE)
 
 
 def statistics_notes(meta: StatisticsMeta) -> list[str]:
@@ -76,6 +82,19 @@ def stats_path(folder: Path, num_shards: int = 1, shard_index: int = 0, partial:
     return Path(folder) / f"{name}{'.partial' if partial else ''}.pt"
 
 
+def peek_stats_meta(path: Path) -> dict[str, Any] | None:
+    """The metadata of a statistics file (or checkpoint) that this project wrote, read without its tensors (memory-
+    mapped, unverified: enough to recognise the file, not to trust its numbers); None for any other file."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a statistics file of this project, whatever the reason: no file to recognise
+        return None
+    meta = data.get("meta") if isinstance(data, dict) else None
+    if not isinstance(meta, dict) or meta.get("project") != PROJECT_TAG or meta.get("kind") != STATS_KIND:
+        return None
+    return meta
+
+
 def file_tensors(stats: NeuronStats) -> dict[str, torch.Tensor]:
     """The tensors of running statistics under the names a statistics file gives them."""
     return {name: getattr(stats, name).contiguous() for name in STATS_KEYS}
@@ -88,7 +107,8 @@ def neuron_stats_from_file(data: dict[str, Any], device: torch.device | str = "c
                           data[f"combo_{name}"]], dim=2).to(device)
 
     def by_slot(tensor: torch.Tensor) -> torch.Tensor:  # [layer neuron combination band k] -> [layer neuron slot k]
-        return tensor.reshape(*tensor.shape[:2], -1, tensor.shape[-1]).to(device)
+        slots = len(SIGN_COMBINATIONS) * typical_bands()  # named, not -1: k = 0 (--typical_per_band 0) has no elements
+        return tensor.reshape(*tensor.shape[:2], slots, tensor.shape[-1]).to(device)
 
     return NeuronStats(keys=stacked("values", -1), docs=stacked("docs"), positions=stacked("positions"),
                        **{name: data[name].to(device) for name in NeuronStats.COUNTS},
@@ -101,11 +121,13 @@ def tensors_digest(data: dict[str, Any]) -> str:
     return content_digest({name: data[name] for name in (*STATS_KEYS, *SUMMARY_KEYS) if name in data})[:FINGERPRINT_CHARS]
 
 
-def statistics_fingerprint(data: dict[str, Any]) -> str:
+def statistics_fingerprint(data: dict[str, Any], digest: str | None = None) -> str:
     """The fingerprint of the statistics in a loaded statistics file (`data`: its dict): of their identity keys and of
-    their tensors' digest (the recorded one; computed here for files of an older version, which record none)."""
+    their tensors' digest, computed here from the tensors themselves, never taken from the digest the file records:
+    statistics rewritten in place with their metadata kept (a tensor edited and saved again) get another fingerprint,
+    so what was made from the old numbers is refused (`digest`: that digest, where the caller has it already)."""
     meta = data["meta"]
-    digest = meta.get(TENSORS_DIGEST) or tensors_digest(data)
+    digest = digest or tensors_digest(data)
     return content_digest({"identity": {key: meta.get(key) for key in FINGERPRINT_KEYS}, "tensors": digest})[:FINGERPRINT_CHARS]
 
 
@@ -157,13 +179,13 @@ def load_stats(path: Path, expect: dict[str, Any] | None = None, remedy: str = S
                allow_old: bool = False) -> tuple[NeuronStats | None, dict[str, Any], dict[str, Any]]:
     """Statistics, metadata and the whole file; refuses another kind of file, damaged shapes and a file
     whose metadata disagrees with `expect`. Statistics of an older version (version 1: no histogram, no
-    sign-combination examples; version 2: no typical examples) are refused too, unless `allow_old` (for pages: then
-    no NeuronStats comes back)."""
-    old_keys = tuple(key for key in STATS_KEYS if key not in (*NEW_IN_VERSION_2, *NEW_IN_VERSION_3))
+    sign-combination examples; version 2: no typical examples; version 3: no count of non-finite tokens) are refused
+    too, unless `allow_old` (for pages: then no NeuronStats comes back)."""
+    old_keys = tuple(key for key in STATS_KEYS if key not in NEW_KEYS)
     data = load_artifact(path, kind=STATS_KIND, required=("meta", *old_keys, *SUMMARY_KEYS), remedy=remedy)
     meta = data["meta"]
     version = meta.get("statistics_version", 1)
-    current = version == STATISTICS_VERSION and all(key in data for key in (*NEW_IN_VERSION_2, *NEW_IN_VERSION_3))
+    current = version == STATISTICS_VERSION and all(key in data for key in NEW_KEYS)
     if not current and not allow_old:
         raise UserError(f"{path}: {old_statistics_note(version)}")
     check_run(path, meta, expect or {}, remedy)
@@ -223,7 +245,10 @@ class Statistics:
     [layer neuron combination band typical_per_band]: combinations in SIGN_COMBINATIONS' order, bands of |a| between
     `histogram.typical_band_edges()`, each band's sample sorted by `ranked.token_hash` (its first j are a uniform
     sample of j; document -1: empty slot, fewer tokens in that band; value a, 0 in empty slots). Statistics of the
-    first version have no sign-combination lists and no histogram (None); of the first two, no typical examples."""
+    first version have no sign-combination lists and no histogram (None); of the first two, no typical examples; of
+    the first three, no count of non-finite tokens (None: unknown). Every statistic of a neuron leaves out its tokens
+    whose a, g or u is not finite (`nonfinite` [layer neuron] counts them): its mean and frequencies are over its
+    n_tokens - nonfinite other tokens."""
 
     top_values: torch.Tensor
     top_docs: torch.Tensor
@@ -236,7 +261,7 @@ class Statistics:
     lin_positive: torch.Tensor
     both_positive: torch.Tensor
     n_tokens: torch.Tensor  # [] int64
-    mean: torch.Tensor  # mean activation
+    mean: torch.Tensor  # mean activation (over the neuron's finite tokens)
     gate_open: torch.Tensor  # how often the gate is open
     sign_frequencies: torch.Tensor  # [layer neuron combination]
     meta: StatisticsMeta
@@ -247,12 +272,14 @@ class Statistics:
     typical_values: torch.Tensor | None = None  # float32 a
     typical_docs: torch.Tensor | None = None  # int64
     typical_positions: torch.Tensor | None = None  # int64
+    nonfinite: torch.Tensor | None = None  # [layer neuron] int64: tokens left out, a, g or u not finite (None: unknown)
 
     @classmethod
-    def from_file(cls, data: dict[str, Any]) -> Statistics:
-        """The statistics of a loaded statistics file (the dict `load_stats` reads), with their fingerprint."""
+    def from_file(cls, data: dict[str, Any], digest: str | None = None) -> Statistics:
+        """The statistics of a loaded statistics file (the dict `load_stats` reads), with their fingerprint (`digest`:
+        their tensors' digest, where the caller has computed it)."""
         names = {f.name for f in fields(cls)} - {"meta"}
-        meta = StatisticsMeta.from_file(data["meta"], statistics_fingerprint(data))
+        meta = StatisticsMeta.from_file(data["meta"], statistics_fingerprint(data, digest))
         return cls(**{key: value for key, value in data.items() if key in names}, meta=meta)
 
     @property
@@ -290,4 +317,8 @@ def load_statistics(source: ModelSource, datadir: Path, activations: str, hint: 
         raise UserError(f"{path}: statistics of {meta.get('model')}, not of {source.name}; pass --model {model_argument(meta)}")
     if meta.get("weights_fingerprint") is not None:  # statistics of an older version carry none: recomputation checks them
         check_made_from(path, meta, "weights_fingerprint", source.weights_fingerprint, remedy, MADE_WITH)
-    return Statistics.from_file(stats)
+    digest = tensors_digest(stats)
+    if meta.get(TENSORS_DIGEST) not in (None, digest):
+        print(f"note: {path}: its numbers differ from those b_activations.py saved (tensor digest {meta[TENSORS_DIGEST][:8]}, "
+              f"now {digest[:8]}): they were changed after the pass, and count as other statistics", file=sys.stderr)
+    return Statistics.from_file(stats, digest)

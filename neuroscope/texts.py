@@ -5,11 +5,11 @@ it. Each gives a `datasets` dataset with one text column; empty documents and em
 
 from __future__ import annotations
 
-import stat
 import sys
 from pathlib import Path
 from typing import Any
 
+from gated_core.cli import check_regular_file
 from gated_core.errors import UserError, first_line
 from neuroscope.constants import EMBEDDED_DATASET
 
@@ -56,19 +56,6 @@ def load_texts(dataset: str, text_field: str = "text", split: str = "train") -> 
 LOCAL_KINDS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
-def check_regular_file(path: Path) -> None:
-    """Refuse, before anything opens it, an input that is not a regular file: reading a FIFO waits for a writer for
-    ever, a device may never end, and a broken link or a socket cannot be read."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read it ({exc.strerror}{', a broken link' if path.is_symlink() else ''})") from exc
-    if not stat.S_ISREG(mode):
-        kind = ("a FIFO, " if stat.S_ISFIFO(mode) else "a socket, " if stat.S_ISSOCK(mode)
-                else "a device, " if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "")
-        raise UserError(f"{path}: {kind}not a regular file; --dataset reads regular files (or folders of them) only")
-
-
 def local_files(path: Path) -> tuple[str, list[Path]]:
     """The kind ("text", "json" or "parquet") and the files of a local dataset file or folder (one kind only); every
     file of a known kind must be a regular file (nothing of those kinds is left out silently)."""
@@ -78,7 +65,7 @@ def local_files(path: Path) -> tuple[str, list[Path]]:
         files = [path]
     by_kind: dict[str, list[Path]] = {}
     for file in files:
-        check_regular_file(file)
+        check_regular_file(file, "--dataset", "regular files (or folders of them)")
         if file.suffix in LOCAL_KINDS:
             by_kind.setdefault(LOCAL_KINDS[file.suffix], []).append(file)
     if len(by_kind) != 1:

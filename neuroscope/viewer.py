@@ -19,6 +19,9 @@ Layout of `<results>/<model>/neuroscope/<name>/`:
 
 Every data file is one part of the view (`neuron_view.js_call`), a script that the page loads with a
 <script> tag from file:// (no fetch, no server, no network); the page inserts dataset text only as text nodes.
+Each data file's call names its file (`part_file`), and `meta.js`, written last, records the checksum of each data
+file (`checksums.part_checksum`), of the page and the lists (`file_checksums`), and of itself: the page uses a file
+only once it is the one it asked for with the checksum the meta says, and `--from_viewer` copies only such files.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import numpy as np
 
 from gated_core.artifacts import atomic_write_bytes, atomic_write_text, check_made_from
 from gated_core.errors import UserError, first_line
+from neuroscope.checksums import CHECKSUM_METHOD, file_checksum, meta_checksum, part_checksum
 from neuroscope.facts import LayerLogitEffects
 from neuroscope.neuron_view import (
     Moments,
@@ -79,11 +83,60 @@ def doc_chunks(doc_starts: np.ndarray, tokens: int | None = None) -> list[tuple[
     return chunks
 
 
-def write_documents(run: ViewRun) -> list[tuple[int, int]]:
-    """`docs_<chunk>.js`: the documents' tokens, each document once."""
+def part_file(part: str, arguments: list[Any] | tuple[Any, ...]) -> str:
+    """The data file (in `data/`, without `.js`) that the call neuroscope.<part>(*arguments) belongs in: a call names
+    its file (`docs_<chunk>`, `layer_<layer>`, `layer_<layer>_<chunk>`, or the part: `meta`, `index`, `vocab`,
+    `search`). `assets/viewer.js` (fileOf) names them the same way."""
+    if part == "docs":
+        return f"docs_{arguments[0]}"
+    if part == "layer":
+        return f"layer_{arguments[0]}" + (f"_{arguments[2]}" if len(arguments) > 2 else "")
+    return part
+
+
+PART_TITLES = {"meta": "the meta", "index": "the index", "vocab": "the vocabulary", "search": "the search by token"}
+
+
+def part_title(name: str) -> str:
+    """What a data file holds, in words: `layer 2`, `layer 2 chunk 3`, `documents 4`, `the index`
+    (`assets/viewer.js`: titleOf)."""
+    found = re.fullmatch(r"(layer|docs)_(\d+)(?:_(\d+))?", name)
+    if found is None:
+        return PART_TITLES.get(name, name)
+    what = "documents" if found.group(1) == "docs" else "layer"
+    return f"{what} {found.group(2)}" + (f" chunk {found.group(3)}" if found.group(3) else "")
+
+
+def write_part(data: Path, sums: dict[str, int], part: str, *args: Any) -> int:
+    """The data file of the call neuroscope.<part>(*args) in `data` (named by `part_file`), its checksum recorded in
+    `sums` (file -> checksum, for the meta); returns its size in characters."""
+    name, text = part_file(part, args), js_call(part, *args)
+    atomic_write_text(data / f"{name}.js", text)
+    sums[name] = part_checksum(part, *args)
+    return len(text)
+
+
+def write_meta(data: Path, meta: dict[str, Any], sums: dict[str, int], files: dict[str, int]) -> dict[str, Any]:
+    """`meta.js`, written last: the run, the checksums of the data files (`sums`) and of the other files (`files`:
+    path in the viewer -> checksum of its bytes), and its own checksum; returns the meta as written."""
+    meta = {**meta, "checksum_method": CHECKSUM_METHOD, "checksums": dict(sorted(sums.items())),
+            "file_checksums": dict(sorted(files.items()))}
+    meta["checksum"] = meta_checksum(meta)
+    atomic_write_text(data / "meta.js", js_call("meta", meta))
+    return meta
+
+
+def page_checksums(folder: Path) -> dict[str, int]:
+    """The checksums of the bytes of a viewer's page and lists (`viewer.html`, `lists/*.html`), by path in the viewer."""
+    paths = [folder / "viewer.html", *sorted((folder / "lists").glob("*.html"))]
+    return {path.relative_to(folder).as_posix(): file_checksum(path.read_bytes()) for path in paths}
+
+
+def write_documents(run: ViewRun, sums: dict[str, int]) -> list[tuple[int, int]]:
+    """`docs_<chunk>.js`: the documents' tokens, each document once (their checksums into `sums`)."""
     chunks = doc_chunks(run.documents.starts)
     for index, (first, stop) in enumerate(chunks):
-        atomic_write_text(run.data / f"docs_{index}.js", js_call("docs", index, documents_payload(run.documents, first, stop)))
+        write_part(run.data, sums, "docs", index, documents_payload(run.documents, first, stop))
     return chunks
 
 
@@ -94,20 +147,19 @@ def write_viewer(run: ViewRun, examples: dict[int, LayerExamples], effects: dict
     k = run.stats.k
 
     def build(staging: Path) -> dict[str, Any]:
-        aside = dataclasses.replace(run, folder=staging)
-        meta = {**meta_payload(aside, write_documents(aside), k), "neuron_chunk": NEURON_CHUNK,
+        aside, sums = dataclasses.replace(run, folder=staging), {}
+        meta = {**meta_payload(aside, write_documents(aside, sums), k), "neuron_chunk": NEURON_CHUNK,
                 "chunked_layers": [layer for layer in sorted(examples) if layer_chunks(examples[layer].neurons)[0][0] is not None],
                 "list_page_rows": LIST_PAGE_ROWS}
-        atomic_write_text(aside.data / "meta.js", js_call("meta", meta))
-        atomic_write_text(aside.data / "vocab.js", js_call("vocab", run.vocab))
-        atomic_write_text(aside.data / "index.js", js_call("index", index_payload(aside, moments)))
+        write_part(aside.data, sums, "vocab", run.vocab)
+        write_part(aside.data, sums, "index", index_payload(aside, moments))
         for layer in sorted(examples):
-            write_layer(aside, examples[layer], effects[layer])
+            write_layer(aside, examples[layer], effects[layer], sums)
         tokens = [viewer_layer_tokens(aside, examples[layer], effects[layer]) for layer in sorted(examples)]
-        write_search(aside.data / "search.js", SearchIndex.of_layers(tokens, len(run.vocab)))
+        write_search(aside.data, SearchIndex.of_layers(tokens, len(run.vocab)), sums)
         write_page(staging)
         write_lists(aside, effects, moments)
-        return meta
+        return write_meta(aside.data, meta, sums, page_checksums(staging))
 
     return replace_viewer(run.folder, build)
 
@@ -140,15 +192,16 @@ def examples_of_columns(examples: LayerExamples, first: int, stop: int) -> Layer
     return LayerExamples(layer=examples.layer, **cut)
 
 
-def write_layer(run: ViewRun, examples: LayerExamples, effects: LayerLogitEffects) -> None:
-    """`layer_<layer>.js`, or `layer_<layer>_<chunk>.js` per chunk of a wide layer (`layer_chunks`)."""
+def write_layer(run: ViewRun, examples: LayerExamples, effects: LayerLogitEffects, sums: dict[str, int]) -> None:
+    """`layer_<layer>.js`, or `layer_<layer>_<chunk>.js` per chunk of a wide layer (`layer_chunks`); their checksums
+    into `sums`."""
     layer = examples.layer
     for chunk, first, stop in layer_chunks(examples.neurons):
         if chunk is None:
-            atomic_write_text(run.data / f"layer_{layer}.js", js_call("layer", layer, deflated(layer_payload(run, examples, effects))))
+            write_part(run.data, sums, "layer", layer, deflated(layer_payload(run, examples, effects)))
             continue
         payload = layer_payload(run, examples_of_columns(examples, first, stop), effects.columns(list(range(first, stop))))
-        atomic_write_text(run.data / f"layer_{layer}_{chunk}.js", js_call("layer", layer, deflated(payload), chunk))
+        write_part(run.data, sums, "layer", layer, deflated(payload), chunk)
 
 
 def viewer_layers(folder: Path) -> set[int]:
@@ -157,12 +210,23 @@ def viewer_layers(folder: Path) -> set[int]:
             if (found := re.fullmatch(r"layer_(\d+)(_\d+)?\.js", path.name))}
 
 
-def write_search(path: Path, index: SearchIndex) -> int:
-    """`data/search.js`, the search by token; says and returns its size in bytes."""
-    text = js_call("search", index.payload())
-    atomic_write_text(path, text)
-    print(f"search by token: {len(index.neurons):,} (token, neuron) entries in data/search.js ({len(text) / 2**20:.2f} MiB)")
-    return len(text)
+def viewer_neurons(folder: Path) -> set[tuple[int, int]]:
+    """The neurons (layer, neuron) whose data a viewer folder holds, read from its own meta and index (`data/meta.js`,
+    `data/index.js`); none where those cannot be read (a viewer cut short, or not a viewer)."""
+    data = Path(folder) / "data"
+    try:
+        d_mlp = int(read_call(data / "meta.js", "meta")["d_mlp"])
+        ids = unpacked(read_call(data / "index.js", "index")["ids"]).astype(np.int64)
+    except (UserError, KeyError, TypeError, ValueError):
+        return set()
+    return set(zip((ids // d_mlp).tolist(), (ids % d_mlp).tolist())) if d_mlp > 0 else set()
+
+
+def write_search(data: Path, index: SearchIndex, sums: dict[str, int]) -> int:
+    """`data/search.js`, the search by token (its checksum into `sums`); says and returns its size in bytes."""
+    size = write_part(data, sums, "search", index.payload())
+    print(f"search by token: {len(index.neurons):,} (token, neuron) entries in data/search.js ({size / 2**20:.2f} MiB)")
+    return size
 
 
 # ----------------------------------------------------------------------------- --from_viewer
@@ -176,17 +240,86 @@ PACKED_TYPES = ("u1", "u2", "i4", "f4", "f2")
 FILE_ENDS = {".js": (b"neuroscope.", b");"), ".html": (b"<!DOCTYPE html>", b"</html>")}  # how a whole file begins and ends
 
 
-def read_call(path: Path, part: str) -> Any:
-    """The JSON argument of the one neuroscope.<part>(...) call of a data file of this module; a missing, cut or
+CALL = re.compile(r"neuroscope\.(\w+)\((.*)\);\n", re.S)  # a data file: one call, from its start to its end
+REWRITE = "write that viewer again (d_recompute_vis.py --viewer)"
+
+
+def read_part(path: Path) -> tuple[str, list[Any]]:
+    """The part and the JSON arguments of the one neuroscope.<part>(...) call of a data file; a missing, cut or
     unreadable file is a UserError naming it."""
     try:
         text = path.read_text(encoding="utf-8")
-        if not (text.startswith(f"neuroscope.{part}(") and text.endswith(");\n")):
-            raise ValueError("cut short, or not a data file of a viewer")
-        return json.loads(f"[{text[len(part) + 12:-3]}]")[0]
-    except (OSError, UnicodeDecodeError, ValueError, IndexError) as exc:
-        raise UserError(f"{path}: cannot read this file of the viewer ({first_line(exc)}); write that viewer again "
-                        "(d_recompute_vis.py --viewer)") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read this file of the viewer ({first_line(exc)}); {REWRITE}") from exc
+    try:
+        found = CALL.fullmatch(text)
+        if found is None:
+            raise ValueError("not one call of neuroscope.<part>(...) from its start to its end")
+        args = json.loads(f"[{found.group(2)}]")
+        if not args:
+            raise ValueError(f"neuroscope.{found.group(1)}() without arguments")
+    except ValueError as exc:
+        raise UserError(f"{path}: cannot read this file of the viewer: cut short or does not parse ({first_line(exc)}); "
+                        f"{REWRITE}") from exc
+    return found.group(1), args
+
+
+def read_call(path: Path, part: str) -> Any:
+    """The JSON argument of the one neuroscope.<part>(...) call of a data file of this module (`read_part`)."""
+    found, args = read_part(path)
+    if found != part:
+        raise UserError(f"{path}: holds a call of neuroscope.{found}, not of neuroscope.{part}; {REWRITE}")
+    return args[0]
+
+
+def check_sum(path: Path, seen: int, recorded: Any) -> None:
+    """Refuse a file whose checksum is not the one its viewer's meta records."""
+    if seen != recorded:
+        said = f"{recorded:08x}" if isinstance(recorded, int) else repr(recorded)
+        raise UserError(f"{path}: checksum mismatch (damaged after it was written): CRC-32 {seen:08x}, its meta.js records "
+                        f"{said}; {REWRITE}")
+
+
+def verified_part(path: Path, meta: dict[str, Any]) -> tuple[str, list[Any]]:
+    """`read_part`, refused unless the file holds its own call (`part_file`: not another file's data) and, in a viewer
+    with checksums, the checksum that its meta records of it."""
+    part, args = read_part(path)
+    found = part_file(part, args)
+    if found != path.stem:
+        raise UserError(f"{path}: holds {part_title(found)}, not {part_title(path.stem)} (the data of {found}.js); {REWRITE}")
+    sums = meta.get("checksums")
+    if sums is not None:
+        if found not in sums:
+            raise UserError(f"{path}: not a file of this viewer (its meta.js lists no {found}.js); {REWRITE}")
+        check_sum(path, part_checksum(part, *args), sums[found])
+    return part, args
+
+
+def check_meta_checksums(path: Path, meta: dict[str, Any]) -> None:
+    """The meta's checksum of itself, and checksums of the kind this version makes; a viewer written before checksums
+    has none (its files are copied unverified)."""
+    if not {"checksum", "checksums", "file_checksums", "checksum_method"} & set(meta):
+        return
+    check_sum(path, meta_checksum(meta), meta.get("checksum"))
+    tables = [meta.get(key) for key in ("checksums", "file_checksums")]
+    if meta.get("checksum_method") != CHECKSUM_METHOD or not all(isinstance(table, dict) for table in tables) or \
+            not all(isinstance(value, int) for table in tables for value in table.values()):
+        raise UserError(f"{path}: its checksums are not of the kind this version writes (method "
+                        f"{meta.get('checksum_method')!r}); {REWRITE}")
+
+
+def check_copied_files(source: Path, meta: dict[str, Any], names: list[str]) -> None:
+    """Each file that a copy reads from `source` (`names`, relative to it) is the one its meta records: a data file
+    holds its own call with its checksum (`verified_part`), the page and the lists the bytes of theirs; a viewer written
+    before checksums: data files by their names only."""
+    for name in names:
+        path = source / name
+        if path.suffix == ".js":
+            verified_part(path, meta)
+        elif "file_checksums" in meta:
+            if name not in meta["file_checksums"]:
+                raise UserError(f"{path}: not a file of this viewer (its meta.js lists no {name}); {REWRITE}")
+            check_sum(path, file_checksum(path.read_bytes()), meta["file_checksums"][name])
 
 
 def unpacked(value: dict[str, str]) -> np.ndarray:
@@ -228,6 +361,7 @@ def checked_source_meta(source: Path, expected: dict[str, Any], layers: list[int
     if not isinstance(meta, dict) or not all(isinstance(meta.get(key), kind) for key, kind in SOURCE_META.items()):
         raise UserError(f"{path}: not the meta of a viewer (it lacks {', '.join(SOURCE_META)}); write that viewer again "
                         "(d_recompute_vis.py --viewer)")
+    check_meta_checksums(path, meta)
     for key in MODEL_FIELDS:
         if meta[key] != expected[key]:
             raise UserError(f"{source} is a viewer of another model: its {key} is {meta[key]!r}, this run's {expected[key]!r}; "
@@ -246,7 +380,7 @@ def checked_source_meta(source: Path, expected: dict[str, Any], layers: list[int
 def checked_source_index(source: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
     """The index of the viewer `source` as arrays of one length, refused unless it is whole."""
     path = source / "data" / "index.js"
-    index = read_call(path, "index")
+    index = verified_part(path, meta)[1][0]
     try:
         arrays = {name: unpacked(value) for name, value in index.items() if value["dtype"] in PACKED_TYPES}
         lengths = {len(array) for array in arrays.values()}
@@ -277,11 +411,11 @@ def check_source_files(source: Path, meta: dict[str, Any], layers: list[int], id
 def checked_source_search(source: Path, meta: dict[str, Any]) -> SearchIndex | None:
     """The search by token of the viewer `source`, refused unless it is whole; None for a viewer written before it."""
     path = source / "data" / "search.js"
-    if not path.exists() and not path.is_symlink():
+    if not path.exists() and not path.is_symlink() and "search" not in meta.get("checksums", {}):
         return None
     if path.is_symlink() or not path.is_file():
-        raise UserError(f"{path}: not a file of a viewer; write that viewer again (d_recompute_vis.py --viewer)")
-    payload = read_call(path, "search")
+        raise UserError(f"{path}: missing from the viewer {source.name} (or not a file); {REWRITE}")
+    payload = verified_part(path, meta)[1][0]
     try:
         index = SearchIndex(unpacked(payload["offsets"]).astype(np.int64), unpacked(payload["neurons"]).astype(np.int64),
                             unpacked(payload["where"]).astype(np.uint8))
@@ -300,6 +434,12 @@ def extract_layers(source: Path, target: Path, layers: list[int], expected: dict
     index = checked_source_index(source, meta)
     search = checked_source_search(source, meta)
     check_source_files(source, meta, layers, index["ids"])
+    copied = source_files(meta, layers, index["ids"])
+    check_copied_files(source, meta, [*copied, "lists/index.html"])
+    verified = "checksums" in meta
+    if not verified:
+        print(f"note: {source} was written before viewers carried checksums: its files are copied unverified (and the copy "
+              "says so when it opens); write it again (d_recompute_vis.py --viewer) to have them verified")
     keep = np.isin(index["ids"] // meta["d_mlp"], layers)
     try:
         lists_index = (source / "lists" / "index.html").read_text(encoding="utf-8")
@@ -309,19 +449,22 @@ def extract_layers(source: Path, target: Path, layers: list[int], expected: dict
     def build(staging: Path) -> dict[str, Any]:
         (staging / "data").mkdir()
         (staging / "lists").mkdir()
-        for name in source_files(meta, layers, index["ids"]):
+        for name in copied:
             shutil.copy(source / name, staging / name)
         cut = {name: {"dtype": array.dtype.str[1:], "b64": base64.b64encode(array[keep].tobytes()).decode("ascii")}
                for name, array in index.items()}
         kept_meta = {**meta, "layers": sorted(layers)}
         if "chunked_layers" in meta:
             kept_meta["chunked_layers"] = [layer for layer in meta["chunked_layers"] if layer in layers]
-        atomic_write_text(staging / "data" / "meta.js", js_call("meta", kept_meta))
-        atomic_write_text(staging / "data" / "index.js", js_call("index", cut))
+        sums = {Path(name).stem: meta["checksums"][Path(name).stem] for name in copied if verified and name.endswith(".js")}
+        write_part(staging / "data", sums, "index", cut)
         if search is not None:
-            write_search(staging / "data" / "search.js", search.kept(np.isin(search.neurons // meta["d_mlp"], layers)))
+            write_search(staging / "data", search.kept(np.isin(search.neurons // meta["d_mlp"], layers)), sums)
         atomic_write_text(staging / "lists" / "index.html", lists_of_layers(lists_index, layers))
-        return meta
+        if not verified:  # a copy of a viewer without checksums stays without them: nothing vouches for its files
+            atomic_write_text(staging / "data" / "meta.js", js_call("meta", kept_meta))
+            return kept_meta
+        return write_meta(staging / "data", kept_meta, sums, page_checksums(staging))
 
     return replace_viewer(target, build)
 

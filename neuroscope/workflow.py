@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gated_core.cli import check_output_location, parse_device
+from gated_core.cli import check_no_links, check_output_location, parse_device
 from gated_core.errors import UserError
 from gated_core.locks import hold_lock
 from gated_core.models.loading import load_tokenizer
@@ -34,6 +34,7 @@ from neuroscope.recompute import (
     check_tokenizer,
     checked_dataset,
     load_inputs,
+    neuron_folder,
     recompute_examples,
     requested_neurons,
 )
@@ -96,7 +97,8 @@ def open_run(request: PageRequest, recomputes: bool = True) -> PageRun:
     neurons = requested_neurons(request.neurons, request.neurons_from, source, request.whole_layers)
     stats = load_statistics(source, request.datadir, request.activations)
     results = ModelResults(source, request.settings, root=request.results_dir, loader=request.loader, device=device)
-    check_output_location(neuroscope_folder(results), "--results_dir")
+    check_output_location(neuroscope_folder(results), "--results_dir", inside=request.results_dir)
+    check_page_folders(neuroscope_folder(results), neurons, request.results_dir)
     read_registry(neuroscope_folder(results))  # a damaged page index stops the run now, not after the work
     dataset_dir = request.datadir / request.dataset if request.dataset else None
     run = PageRun(results, stats, neurons, dataset_dir, device, tokenizer=load_tokenizer(source))
@@ -105,6 +107,19 @@ def open_run(request: PageRequest, recomputes: bool = True) -> PageRun:
     else:
         check_tokenizer(run.tokenizer, stats.meta, None, source)
     return run
+
+
+def check_page_folders(pages: Path, neurons: list[Neuron], results_dir: Path) -> None:
+    """Refuse a page folder (L<layer>, L<layer>/N<neuron>) of these neurons that is a symbolic link: a page run would
+    write through it into a folder of someone else's (one listing per layer, not a look-up per neuron)."""
+    chosen = set(neurons)
+    for layer in sorted({layer for layer, _ in neurons}):
+        folder = neuron_folder(pages, (layer, 0)).parent
+        check_no_links(folder, "--results_dir", results_dir)
+        entries = folder.iterdir() if folder.is_dir() else ()
+        for entry in (entry for entry in entries if entry.is_symlink() and entry.name[1:].isdigit()):
+            if (layer, int(entry.name[1:])) in chosen:
+                check_no_links(entry, "--results_dir", results_dir)
 
 
 def hold_pages(run: PageRun) -> AbstractContextManager[Path]:

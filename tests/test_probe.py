@@ -18,6 +18,7 @@ from gated_core.models.sources import resolve_model
 from neuroscope import f_probe
 from neuroscope.dataset_store import save_dataset
 from neuroscope.histogram import histogram_bins, histogram_edges
+from neuroscope.neuron_view import js_call, packed
 from neuroscope.probe import default_name, histogram_percentiles
 from neuroscope.store import Statistics
 from neuroscope.tokenization import build_dataset
@@ -135,7 +136,10 @@ def test_hostile_text_is_escaped_and_links_go_to_the_viewer(probe_setup, tmp_pat
     viewer.parent.mkdir(parents=True)
     viewer.write_text("<!DOCTYPE html><title>viewer</title>")
     (viewer.parent / "data").mkdir()
-    (viewer.parent / "data" / "layer_1.js").write_text("neuroscope.layer(1, {});\n")  # links go to viewers of the neuron's layer
+    (viewer.parent / "data" / "layer_1.js").write_text("neuroscope.layer(1, {});\n")
+    # links go to viewers that hold the neuron, by their meta and index (96 neurons a layer)
+    (viewer.parent / "data" / "meta.js").write_text(js_call("meta", {"d_mlp": 96, "layers": [1]}))
+    (viewer.parent / "data" / "index.js").write_text(js_call("index", {"ids": packed([96 + 4, 96 + 5], "i4")}))
     folder = probe(probe_setup, tmp_path, "--text", HOSTILE, "--neurons", "1.5", "--top", "3") / default_name(HOSTILE)
     assert default_name(HOSTILE) == "script-alert-1-script-b-bold"
     page = (folder / "probe.html").read_text()

@@ -34,6 +34,7 @@ from gated_core.locks import hold_lock, lock_path
 from gated_core.models.readers import open_weights
 from gated_core.models.sources import resolve_model
 from neuroscope import a_dataset, b2_recompute, b_activations, c_neuron_vis, d_recompute_vis, e_ablate, e_frequency
+from neuroscope.checksums import meta_checksum
 from neuroscope.dataset_store import load_tokenized
 from neuroscope.neuron_view import js_call
 from neuroscope.store import load_stats, stats_path
@@ -596,7 +597,9 @@ def _second_round_tree(root: Path, work) -> None:
         shutil.copytree(pages / "viewer", pages / name)
     meta = pages / "foreign/data/meta.js"
     text = meta.read_text()
-    meta.write_text(js_call("meta", {**json.loads(text[text.index("(") + 1:text.rindex(");")]), "model": "someone/else"}))
+    foreign = {**json.loads(text[text.index("(") + 1:text.rindex(");")]), "model": "someone/else"}
+    foreign["checksum"] = meta_checksum(foreign)  # whole: a viewer of another model, not a damaged one
+    meta.write_text(js_call("meta", foreign))
     index = pages / "damaged/data/index.js"
     index.write_bytes(index.read_bytes()[:len(index.read_bytes()) // 2])
     (pages / "my_notes").mkdir()

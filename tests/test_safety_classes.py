@@ -203,4 +203,5 @@ def test_leftovers_of_killed_writes_are_removed(work, tmp_path):
         (frequency / name).write_bytes(b"half a file")
     succeeds(e_frequency.main, frequency_args(work["model"], work["datadir"], results))
     assert sorted(p.name for p in frequency.iterdir()) == sorted(
-        ["frequency.csv", "frequency.md", "frequency.pdf", "frequency.png", "sign_frequencies.csv", "sign_frequencies.md"])
+        ["frequency.csv", "frequency.md", "frequency.pdf", "frequency.png", "sign_frequencies.csv", "sign_frequencies.md",
+         "wcos_output.json"])  # the folder is now written whole, with its marker

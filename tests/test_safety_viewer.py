@@ -29,7 +29,7 @@ from wcos_casestudies.report import write_results_index
 
 work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`
 PAGES = Path("results/local/llama/neuroscope")  # below a tree of `viewer_tree`
-COMMITTED_VIEWER = ROOT / "results/HuggingFaceTB/SmolLM2-135M-Instruct/neuroscope/viewer-case-study-layers"
+COMMITTED_VIEWER = ROOT / "results/HuggingFaceTB/SmolLM2-135M-Instruct/neuroscope/viewer-case-studies"
 
 
 def viewer_args(work, results: Path, *extra) -> list:
@@ -156,7 +156,7 @@ def test_an_interrupted_viewer_write_keeps_the_old_viewer(work, viewer_tree, tmp
 
 
 def test_the_committed_viewer_carries_the_marker():
-    """`make demo` replaces viewer-case-study-layers/ through --from_viewer: it must be marked as a viewer of its model."""
+    """`make demo` replaces viewer-case-studies/ with --viewer: it must be marked as a viewer of its model."""
     from neuroscope.viewer_folder import is_viewer, viewer_marker
 
     meta = read_call(COMMITTED_VIEWER / "data" / "meta.js")[0]
@@ -169,8 +169,13 @@ def test_the_committed_viewer_carries_the_marker():
 
 
 def _rewrite_meta(folder: Path, **changes) -> None:
-    meta = read_call(folder / "data" / "meta.js")[0]
-    text = json.dumps({**meta, **changes}, separators=(",", ":"))
+    """The meta with `changes`, sealed with its own checksum again, as a viewer written so would have it."""
+    from neuroscope.checksums import meta_checksum
+
+    meta = {**read_call(folder / "data" / "meta.js")[0], **changes}
+    if "checksum" in meta:
+        meta["checksum"] = meta_checksum(meta)
+    text = json.dumps(meta, separators=(",", ":"))
     (folder / "data" / "meta.js").write_text(f"neuroscope.meta({text});\n")
 
 

@@ -72,7 +72,7 @@ options = section6.RoleOptions(n_partition=args.n_partition, n_entropy=args.n_en
 section6.check_inputs(source, options)
 results = ModelResults(source, settings, root=args.results_dir, fmt=args.format, loader=args.loader,
                        device=parse_device(args.device))
-check_output_location(results.folder, "--results_dir")
+check_output_location(results.folder, "--results_dir", inside=args.results_dir)
 print(f"model {source.name} [{source.provenance}]\nresults in {results.folder}")
 
 # %% Cosines and IO classes (from main.py's artifact, computed if missing)

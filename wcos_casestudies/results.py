@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from gated_core.artifacts import PROJECT_TAG, check_made_from, find_artifact, load_artifact, package_versions, save_artifact
+from gated_core.cli import check_no_links
 from gated_core.constants import DEFAULT_RESULTS
 from gated_core.errors import UserError
 from gated_core.models.arch import ArchInfo, read_arch
@@ -112,6 +113,7 @@ class ModelResults:
                  overwrite: bool = False, loader: str = "auto", device: str | torch.device = "cpu"):
         self.source, self.settings, self.fmt = source, settings, fmt
         self.folder = model_folder(root, source, settings)
+        check_no_links(self.folder, "--results_dir", Path(root))  # the model's folders are ours to make, never links
         self.loader, self.device = loader, device
         self.path = self.folder / f"data.{fmt}"
         self.data: dict[str, Any] = {}

@@ -68,7 +68,7 @@ def run_model(source: ModelSource, request: Section5Request, settings: Settings,
         arch.require_gated(source.name, "--plot_fine, --plot_quartiles and --refactor_glu need gates")
     results = ModelResults(source, settings, root=request.results_dir, fmt=request.fmt, overwrite=request.overwrite,
                            loader=request.loader, device=device)
-    check_output_location(results.folder, "--results_dir")
+    check_output_location(results.folder, "--results_dir", inside=request.results_dir)
     results.cosines()
     print_header(results, arch)
     if request.categories:

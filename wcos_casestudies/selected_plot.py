@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad:
         raise UserError(f"--layers {' '.join(map(str, bad))}: {source.name} has layers 0..{arch.n_layers - 1}")
     results = ModelResults(source, settings, root=args.results_dir, loader=args.loader, device=parse_device(args.device))
-    check_output_location(results.folder, "--results_dir")
+    check_output_location(results.folder, "--results_dir", inside=args.results_dir)
     paths = plot_fine(results.cosines(), results.folder / "selected", source.name, layers=layers, ncols=len(layers),
                       baseline=random_cosine_interval(arch.d_model), threshold=settings.threshold,
                       random_regions=results.random_regions(), provenance=results.provenance)

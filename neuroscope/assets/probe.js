@@ -1,11 +1,37 @@
 // The probe's page: a text of one's own, coloured by a chosen neuron's activation a, with g, u, a, the sign
 // combination of (g, u) and the percentile of a on the dataset under the pointer; each token's top neurons by |a|;
 // the neurons that fire most on the whole text. Everything comes from the data given to probe.start (probe.json's
-// payload); text enters the page only as text nodes (textContent), never as markup.
+// payload, or, for a long text, that of the tokens in meta.page.ranges); text enters the page only as text nodes
+// (textContent), never as markup. Arrays are indexed by the page's own positions; `globals` turns one into the
+// token's index in the whole text (what meta, the whole-text table and the non-finite maps use). A non-finite value
+// is null in the arrays, its kind ("inf", "-inf", "nan") beside it (meta.non_finite.encoding).
 var probe = (function () {
   "use strict";
-  var data = null, current = null, picked = 0, spans = [];
+  var data = null, current = null, picked = 0, spans = [], globals = [], local = {}, flagged = {};
   var el = draw.el, fmt = draw.fmt, shown = draw.shown, background = draw.background;
+
+  function positions() {  // globals[position] and local[global] from the ranges of the text that the page holds
+    var ranges = data.meta.page ? data.meta.page.ranges : [[0, data.tokens.length]];
+    ranges.forEach(function (range) {
+      for (var g = range[0]; g < range[1]; g++) { local[g] = globals.length; globals.push(g); }
+    });
+    ((data.meta.non_finite || {}).tokens || []).forEach(function (g) { flagged[g] = true; });
+  }
+  function kindOf(name, key, i) {  // the kind of a chosen neuron's non-finite value at position i
+    var map = (data.neurons[name].non_finite || {})[key] || {};
+    return map[String(globals[i])] || "non-finite";
+  }
+  function valueText(name, key, i) {
+    var v = data.neurons[name][key][i];
+    return v === null ? "= " + kindOf(name, key, i) : fmt(v);
+  }
+  function colourValue(name, i, scale) {  // what colours the token: ±inf as the scale's end, NaN as nothing
+    var v = data.neurons[name].a[i];
+    if (v !== null) { return v; }
+    var kind = kindOf(name, "a", i);
+    return kind === "inf" ? scale : kind === "-inf" ? -scale : 0;
+  }
+  function pairText(pair) { return pair[1] === null ? "= " + pair[2] + " (non-finite)" : fmt(pair[1], 4); }
 
   function ordinal(p) {
     if (p === null || p === undefined) { return ""; }
@@ -35,6 +61,7 @@ var probe = (function () {
     var run = document.getElementById("run");
     run.appendChild(el("div", {text: parts.join(" · ")}));
     [m.caption].concat(m.notes).forEach(function (note) { run.appendChild(el("div", {text: note})); });
+    if (m.page && m.page.note) { run.appendChild(el("p", {"class": "note", id: "page-note", text: "This page: " + m.page.note})); }
   }
 
   // ---- the text, coloured by the chosen neuron
@@ -55,10 +82,16 @@ var probe = (function () {
     return box;
   }
   function textBox() {
-    var box = el("div", {"class": "text probe-text", id: "text"}), starts = data.meta.documents;
+    var box = el("div", {"class": "text probe-text", id: "text"}), starts = {};
+    data.meta.documents.slice(1, -1).forEach(function (g) { starts[g] = true; });
     data.tokens.forEach(function (token, i) {
-      if (i > 0 && starts.indexOf(i) > 0) { box.appendChild(el("span", {"class": "doc-break"})); }
-      var s = el("span", {"class": "t", "data-i": String(i), text: shown(token)});
+      var g = globals[i], before = i > 0 ? globals[i - 1] : -1;
+      if (g !== before + 1) {
+        box.appendChild(el("span", {"class": "gap", text: " … " + (g - before - 1) + " tokens not on this page … "}));
+      }
+      if (starts[g]) { box.appendChild(el("span", {"class": "doc-break"})); }
+      var s = el("span", {"class": flagged[g] ? "t nonfinite" : "t", "data-i": String(i), text: shown(token)});
+      if (flagged[g]) { s.title = "non-finite values (inf or NaN) here"; }
       spans.push(s);
       box.appendChild(s);
     });
@@ -73,33 +106,37 @@ var probe = (function () {
   function colourBy(name) {
     current = name;
     var a = data.neurons[name].a, scale = 0;
-    a.forEach(function (v) { scale = Math.max(scale, Math.abs(v)); });
-    spans.forEach(function (s, i) { s.style.background = background(a[i], scale); });
+    a.forEach(function (v) { if (v !== null) { scale = Math.max(scale, Math.abs(v)); } });
+    spans.forEach(function (s, i) { s.style.background = background(colourValue(name, i, scale), scale); });
     document.getElementById("scale-low").textContent = fmt(-scale);
     document.getElementById("scale-high").textContent = fmt(scale);
     var link = document.getElementById("neuron-link");
     link.textContent = "";
     if (data.links[name]) { link.appendChild(el("a", {href: data.links[name], text: "open " + name})); }
-    var strongest = 0;
-    a.forEach(function (v, i) { if (Math.abs(v) > Math.abs(a[strongest])) { strongest = i; } });
+    var strongest = 0, best = -1;
+    a.forEach(function (v, i) {
+      var size = v !== null ? Math.abs(v) : kindOf(name, "a", i) === "nan" ? -1 : Infinity;
+      if (size > best) { strongest = i; best = size; }
+    });
     pick(strongest);
   }
 
   // ---- one token: the chosen neuron's values and the token's top neurons
   function valuesAt(name, i) {
     var n = data.neurons[name], p = n.percentile ? n.percentile[i] : null;
-    var line = name + ": a " + fmt(n.a[i]) + " · g " + fmt(n.g[i]) + " · u " + fmt(n.u[i]) + " · " +
-      data.meta.sign_combinations[n.combination[i]];
+    var line = name + ": a " + valueText(name, "a", i) + " · g " + valueText(name, "g", i) + " · u " +
+      valueText(name, "u", i) + " · " + (n.combination[i] < 0 ? "signs undefined (NaN)" : data.meta.sign_combinations[n.combination[i]]);
     return p === null || p === undefined ? line : line + " · " + percentileText(name, p);
   }
   function hover(event) {
     var box = document.getElementById("hover"), target = event.target, i = target.getAttribute && target.getAttribute("data-i");
     if (event.type === "mouseout" || i === null || i === undefined) { box.hidden = true; return; }
     i = Number(i);
-    var lines = [JSON.stringify(data.tokens[i]) + " · token " + i];
+    var lines = [JSON.stringify(data.tokens[i]) + " · token " + globals[i]];
+    if (flagged[globals[i]]) { lines.push("non-finite values (inf or NaN) at this token"); }
     if (current !== null) { lines.push(valuesAt(current, i)); }
     lines.push("largest |a| here:");
-    data.top[i].slice(0, 5).forEach(function (pair) { lines.push("  " + pair[0] + "  a " + fmt(pair[1])); });
+    data.top[i].slice(0, 5).forEach(function (pair) { lines.push("  " + pair[0] + "  a " + pairText(pair)); });
     box.textContent = lines.join("\n");
     box.hidden = false;
   }
@@ -109,14 +146,14 @@ var probe = (function () {
     spans[i].classList.add("picked");
     var view = document.getElementById("token");
     view.textContent = "";
-    view.appendChild(el("h2", {text: "Token " + i + ": " + JSON.stringify(data.tokens[i])}));
+    view.appendChild(el("h2", {text: "Token " + globals[i] + ": " + JSON.stringify(data.tokens[i])}));
     if (current !== null) { view.appendChild(el("p", {text: valuesAt(current, i)})); }
     view.appendChild(el("p", {"class": "meta",
       text: "its top " + data.top[i].length + " neurons by |a|" + filterText() + " (click another token)"}));
     var body = el("tbody");
     data.top[i].forEach(function (pair, rank) {
       body.appendChild(el("tr", {}, [el("td", {"class": "num", text: String(rank + 1)}), el("td", {}, [neuronLink(pair[0])]),
-        el("td", {"class": "num", text: fmt(pair[1], 4)})]));
+        el("td", {"class": "num", text: pairText(pair)})]));
     });
     view.appendChild(el("table", {}, [el("thead", {}, [el("tr", {}, [el("th", {text: "#"}), el("th", {text: "neuron"}),
       el("th", {text: "a"})])]), body]));
@@ -140,9 +177,11 @@ var probe = (function () {
     var head = ["neuron", "largest a", "at token"].concat(m.dataset ? ["percentile on " + m.dataset, "dataset's largest a"] : []);
     var body = el("tbody");
     data.text_top.forEach(function (row) {
-      var token = el("a", {href: "#", text: row.token + " " + JSON.stringify(data.tokens[row.token])});
-      token.addEventListener("click", function (event) { event.preventDefault(); pick(row.token); });
-      var cells = [el("td", {}, [neuronLink(row.neuron)]), el("td", {"class": "num", text: fmt(row.a)}), el("td", {}, [token])];
+      var at = local[row.token], token = at === undefined ? el("span", {text: row.token + " (not on this page)"}) :
+        el("a", {href: "#", text: row.token + " " + JSON.stringify(data.tokens[at])});
+      if (at !== undefined) { token.addEventListener("click", function (event) { event.preventDefault(); pick(at); }); }
+      var a = row.a === null ? "= " + row.non_finite + " (non-finite)" : fmt(row.a);
+      var cells = [el("td", {}, [neuronLink(row.neuron)]), el("td", {"class": "num", text: a}), el("td", {}, [token])];
       if (m.dataset) {
         cells.push(el("td", {"class": "num", text: ordinal(row.percentile)}));
         cells.push(el("td", {"class": "num", text: fmt(row.dataset_max)}));
@@ -155,6 +194,7 @@ var probe = (function () {
 
   function start(payload) {
     data = payload;
+    positions();
     header();
     var main = document.getElementById("probe"), names = Object.keys(data.neurons);
     main.appendChild(controls());

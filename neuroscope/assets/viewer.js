@@ -12,18 +12,73 @@ var neuroscope = (function () {
   var loading = {};
   var table = {sort: "id", descending: false, page: 0, orders: {}};
 
-  // ---- data files
-  function load(name) {
+  // ---- data files: each one call neuroscope.<part>(...) that names its file (fileOf); meta.js records the checksum of
+  // each (neuroscope/checksums.py) and of itself. A file's data is used only once it is the file that was asked for and
+  // its checksum is the meta's; else `faults` says, by file, what is wrong with it, and the page shows that
+  var faults = {}, arrived = {}, missing = {};
+  function load(name) {  // a promise that settles once the file's script ran or failed to load (`loaded` says how)
     if (!loading[name]) {
-      loading[name] = new Promise(function (resolve, reject) {
+      loading[name] = new Promise(function (resolve) {
         var script = document.createElement("script");
         script.src = "data/" + name + ".js";
-        script.onload = resolve;
-        script.onerror = function () { reject(new Error("cannot load data/" + name + ".js")); };
+        script.onload = function () { loaded(name, true); resolve(); };
+        script.onerror = function () { loaded(name, false); resolve(); };
         document.head.appendChild(script);
       });
     }
     return loading[name];
+  }
+  function loaded(name, ran) {  // a data file's script ran (or did not load): a fault where it did not call neuroscope
+    if (!ran) { missing[name] = true; fault(name, "did not load (missing or not a script)"); }
+    else if (!arrived[name]) { fault(name, "cut short or does not parse (its script ran without calling neuroscope." + partOf(name) + ")"); }
+  }
+  function fault(name, what) { if (!faults[name]) { faults[name] = "data/" + name + ".js: " + what; } }
+  function checked(names) {  // the files are here and whole: else an error naming the first one that is not
+    names.forEach(function (name) {
+      if (faults[name]) { throw new Error(faults[name]); }
+      if (!arrived[name]) { throw new Error("data/" + name + ".js: did not load (missing or not a script)"); }
+    });
+  }
+  function partOf(name) { return name.replace(/_.*$/, ""); }
+  function fileOf(part, args) {  // the file a call belongs in (viewer.part_file)
+    if (part === "docs") { return "docs_" + args[0]; }
+    if (part === "layer") { return "layer_" + args[0] + (args.length > 2 ? "_" + args[2] : ""); }
+    return part;
+  }
+  function titleOf(name) {  // what a file holds, in words (viewer.part_title)
+    var m = /^(layer|docs)_(\d+)(?:_(\d+))?$/.exec(name);
+    var titles = {meta: "the meta", index: "the index", vocab: "the vocabulary", search: "the search by token"};
+    if (!m) { return titles[name] || name; }
+    return (m[1] === "docs" ? "documents " : "layer ") + m[2] + (m[3] ? " chunk " + m[3] : "");
+  }
+  function runningFile() {  // the data file whose script runs now (null: data inline in a single page)
+    var script = document.currentScript, m = script && script.src ? /\/data\/([^\/?#]+)\.js$/.exec(script.src) : null;
+    return m ? decodeURIComponent(m[1]) : null;
+  }
+  function callFault(part, args, file) {  // what is wrong with a call of a data file, or ""
+    var name = fileOf(part, args), sums = data.meta && data.meta.checksums;
+    if (name !== file) { return "holds " + titleOf(name) + ", not " + titleOf(file) + " (the data of " + name + ".js)"; }
+    if (part === "meta") { return metaFault(args[0]); }
+    if (!sums) { return ""; }  // a viewer written before checksums: unverified (begin says so)
+    if (!Object.prototype.hasOwnProperty.call(sums, name)) { return "not a file of this viewer (its meta.js lists no " + name + ".js)"; }
+    return sumFault(checksum([part].concat(args)), sums[name]);
+  }
+  function metaFault(m) {  // a meta with checksums checks itself (one without: a viewer written before them)
+    if (!m || (m.checksum === undefined && m.checksums === undefined)) { return ""; }
+    var rest = {};
+    Object.keys(m).forEach(function (key) { if (key !== "checksum") { rest[key] = m[key]; } });
+    return sumFault(checksum(["meta", rest]), m.checksum);
+  }
+  function sumFault(seen, recorded) {
+    function hex(n) { return typeof n === "number" ? ("0000000" + n.toString(16)).slice(-8) : String(n); }
+    return seen === recorded ? "" : "checksum mismatch (damaged after it was written): CRC-32 " + hex(seen) + ", its meta.js records " + hex(recorded);
+  }
+  // a call of a data file: `use` it where the file is the one asked for and whole, else record the fault
+  function receive(part, args, use) {
+    var file = runningFile() || fileOf(part, args), what = callFault(part, args, file);
+    arrived[file] = true;
+    if (what) { fault(file, what); return; }
+    try { use(); } catch (error) { fault(file, "does not unpack (" + error.message + ")"); }
   }
   function bytes(b64) {
     if (Uint8Array.fromBase64) { return Uint8Array.fromBase64(b64).buffer; }  // native where the browser has it
@@ -85,7 +140,7 @@ var neuroscope = (function () {
     ix.layer = new Int32Array(n);
     ix.neuron = new Int32Array(n);
     for (var i = 0; i < n; i++) {
-      if (i && ix.ids[i] <= ix.ids[i - 1]) { throw new Error("data/index.js: its neurons are not in ascending order"); }
+      if (i && ix.ids[i] <= ix.ids[i - 1]) { throw new Error("its neurons are not in ascending order (row " + i + ")"); }
       ix.layer[i] = Math.floor(ix.ids[i] / d);
       ix.neuron[i] = ix.ids[i] % d;
     }
@@ -281,8 +336,12 @@ var neuroscope = (function () {
     if (!q.text) { return; }
     if (!data.search || !data.vocab) {
       tokenNote("loading the token index…");
-      var missing = function () { tokenNote("this viewer has no token index (data/search.js): write it again to search by token"); };
-      Promise.all([load("vocab"), load("search")]).then(function () { if (data.search && data.vocab) { renderTokenSearch(); } else { missing(); } }, missing);
+      Promise.all([load("vocab"), load("search")]).then(function () {
+        var listed = data.meta.checksums && data.meta.checksums.search !== undefined, problem = faults.vocab || (listed || !missing.search ? faults.search : "");
+        if (problem) { tokenNote("error: " + problem); }
+        else if (data.search && data.vocab) { renderTokenSearch(); }
+        else { tokenNote("this viewer has no token index (data/search.js): write it again to search by token"); }
+      });
       return;
     }
     var tokens = matchingTokens(q), hits = tokenHits(tokens);
@@ -439,7 +498,8 @@ var neuroscope = (function () {
   function typicalSections(n, firstKind) {
     var edges = data.meta.typical_band_edges, k = data.meta.typical_per_band, nodes = [el("h2", {text: "Typical examples, by |a|"})];
     if (!k) {
-      nodes.push(el("p", {"class": "meta", text: "these statistics have no typical examples (made by an older b_activations.py; run it again for them)"}));
+      nodes.push(el("p", {"class": "meta", text: data.meta.typical_off ? "these statistics have no typical examples (made with --typical_per_band 0)" :
+        "these statistics have no typical examples (made by an older b_activations.py; run it again for them)"}));
       return nodes;
     }
     nodes.push(el("p", {"class": "meta", text: "Not the extremes: in each band of |a|, up to " + k + " tokens drawn evenly from all the " +
@@ -648,13 +708,20 @@ var neuroscope = (function () {
     var cos = [["IO class", data.meta.class_names[row.io_class]]].concat(
       Object.keys(L.cosines).map(function (key) { return [key, signed(L.cosines[key][c])]; }));
     var freq = combos.map(function (s, i) { return [s, percent(L.sign_frequencies[c * 4 + i])]; });
+    var none = L.nonfinite && L.nonfinite[c] >= data.meta.tokens;  // not one finite token: no max, min or mean
+    function stat(value) { return none ? "none" : fmt(value, 4); }
     view.appendChild(el("div", {"class": "facts"}, [factsTable("weights", cos),
-      factsTable("activation a", [["max", fmt(row.max, 4)], ["min", fmt(row.min, 4)], ["mean", fmt(row.mean, 4)],
-        ["gate open (g > 0)", percent(row.gate_open)], ["at BOS", fmt(bos, 4)]]),
+      factsTable("activation a", [["max", stat(row.max)], ["min", stat(row.min)], ["mean", stat(row.mean)],
+        ["gate open (g > 0)", none ? "none" : percent(row.gate_open)], ["at BOS", fmt(bos, 4)]]),
       factsTable("signs of (gate g, linear u)", freq)]));
     if (data.meta.bos_left_out) {
       view.appendChild(el("p", {"class": "meta", text: "Position 0 (BOS) is left out of the examples: it has the same activation in " +
         "every document (a = " + fmt(bos, 4) + " here). It counts in the mean, the frequencies and the histogram; max and min are those of the other tokens."}));
+    }
+    if (L.nonfinite && L.nonfinite[c] > 0) {  // tokens whose a, g or u was not finite: left out of every statistic
+      view.appendChild(el("p", {"class": "meta", id: "nonfinite", text: "a was not finite (inf or NaN, or g or u was) at " +
+        L.nonfinite[c].toLocaleString("en-US") + " of " + data.meta.tokens.toLocaleString("en-US") + " tokens (" + data.meta.dtype +
+        "), left out of every statistic here: the mean, the frequencies and the histogram are those of the other tokens, and no example is one of them."}));
     }
     view.appendChild(el("h2", {text: "Distributions"}));
     view.appendChild(activationHistogram(n, row.max, row.min));
@@ -693,7 +760,7 @@ var neuroscope = (function () {
   function show(id) {
     document.getElementById("index-view").hidden = id !== "index-view";
     document.getElementById("neuron-view").hidden = id !== "neuron-view";
-    document.getElementById("status").textContent = "";
+    document.getElementById("status").textContent = data.note || "";
   }
   // the text of a part of the address with its %-escapes decoded; null where an escape is malformed (#%, %zz)
   function decoded(text) {
@@ -721,9 +788,19 @@ var neuroscope = (function () {
       return Promise.resolve();
     }
     document.getElementById("status").textContent = "loading layer " + wanted[0] + "…";
-    return Promise.all([load("vocab"), load(layerPart(wanted[0], wanted[1]))]).then(function () {
-      return Promise.all(neededChunks(wanted).map(function (chunk) { return load("docs_" + chunk); }));
-    }).then(function () { renderNeuron(wanted[0], wanted[1], started); window.scrollTo(0, 0); });
+    var file = layerPart(wanted[0], wanted[1]), docs = [];
+    return Promise.all([load("vocab"), load(file)]).then(function () {
+      checked(["vocab", file]);
+      if (!neuronData(wanted[0], wanted[1])) {
+        throw new Error("data/" + file + ".js: holds no data of neuron " + name(wanted[0], wanted[1]) + ", which data/index.js lists");
+      }
+      docs = neededChunks(wanted).map(function (chunk) { return "docs_" + chunk; });
+      return Promise.all(docs.map(load));
+    }).then(function () {
+      checked(docs);
+      renderNeuron(wanted[0], wanted[1], started);
+      window.scrollTo(0, 0);
+    });
   }
   function neededChunks(wanted) {
     var n = neuronData(wanted[0], wanted[1]), needed = {};
@@ -753,6 +830,12 @@ var neuroscope = (function () {
     var wanted = wantedAtStart(), names = ["meta", "index"].concat(wanted ? ["vocab"] : [],
       !wanted && tokenWantedAtStart() ? ["vocab", "search"] : []);
     if (document.readyState !== "loading") { Promise.all(names.map(load)).then(begin).catch(fail); return; }
+    ["load", "error"].forEach(function (type) {  // the scripts written below: whether each ran or did not load
+      document.addEventListener(type, function (event) {
+        var m = event.target.tagName === "SCRIPT" && /\/data\/([^\/?#]+)\.js$/.exec(event.target.src);
+        if (m && event.target.parentNode !== document.head) { loaded(decodeURIComponent(m[1]), type === "load"); }
+      }, true);
+    });
     writeScripts(names);
     document.write("<script>neuroscope.part()<\/script><script>neuroscope.documents()<\/script><script>neuroscope.begin()<\/script>");
   }
@@ -767,8 +850,10 @@ var neuroscope = (function () {
     }
   }
   function begin() {
-    if (!data.meta || !data.index) { fail(new Error("cannot load data/meta.js and data/index.js")); return; }
+    try { checked(["meta", "index"]); } catch (error) { fail(error); return; }
     var meta = data.meta;
+    data.note = meta.checksums ? "" : "note: this viewer was written before viewers carried checksums: its files are not " +
+      "verified (write it again with d_recompute_vis.py --viewer to have them checked)";
     document.getElementById("title").textContent = "Neurons of " + meta.model;
     document.getElementById("run").textContent = "dataset " + meta.dataset + " (" + meta.tokens + " tokens) · layers " +
       meta.layers.join(", ") + " · " + rowCount() + " neurons" + (meta.notes.length ? " · " + meta.notes.join("; ") : "");
@@ -801,17 +886,30 @@ var neuroscope = (function () {
     });
     renderNeuron(page.layer, page.neuron, 0);
   }
-  function fail(error) { document.getElementById("status").textContent = "error: " + error.message; }
+  function fail(error) {  // an error instead of a neuron: what went wrong, with the file it is in
+    document.getElementById("neuron-view").hidden = true;
+    document.getElementById("status").textContent = "error: " + error.message;
+  }
 
   return {
-    meta: function (m) { data.meta = m; },
-    index: function (ix) { data.index = unpackAll(ix); buildRows(); },
-    vocab: function (v) { data.vocab = v; },
-    docs: function (chunk, d) {
-      data.docs[chunk] = {first: d.first, starts: unpack(d.starts), tokens: unpack(d.tokens), ids: d.ids ? unpack(d.ids) : null};
+    meta: function (m) { receive("meta", [m], function () { data.meta = m; }); },
+    index: function (ix) {
+      receive("index", [ix], function () {
+        data.index = unpackAll(ix);
+        try { buildRows(); } catch (error) { data.index = null; throw error; }
+      });
     },
-    layer: function (layer, d, chunk) { data.layers["layer_" + layer + (chunk === undefined ? "" : "_" + chunk)] = decodeActs(unpackAll(d)); },
-    search: function (d) { data.search = unpackAll(d); },
+    vocab: function (v) { receive("vocab", [v], function () { data.vocab = v; }); },
+    docs: function (chunk, d) {
+      receive("docs", [chunk, d], function () {
+        data.docs[chunk] = {first: d.first, starts: unpack(d.starts), tokens: unpack(d.tokens), ids: d.ids ? unpack(d.ids) : null};
+      });
+    },
+    layer: function () {
+      var args = Array.prototype.slice.call(arguments);
+      receive("layer", args, function () { data.layers[fileOf("layer", args)] = decodeActs(unpackAll(args[1])); });
+    },
+    search: function (d) { receive("search", [d], function () { data.search = unpackAll(d); }); },
     start: start,
     part: part,
     documents: documents,
