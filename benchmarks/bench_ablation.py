@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from neuroscope.ablation import Ablation, evaluate
-from neuroscope.ablation_run import AblationStore, BootstrapSettings, Evaluation, ablation_plan, evaluation_rows, run_ablations
-from neuroscope.batches import batch_plan, pad_batch
-from neuroscope.neuron_sets import class_set, parse_class
+from neuroscope.classes.ablation import Ablation, evaluate
+from neuroscope.classes.ablation_run import AblationStore, BootstrapSettings, Evaluation, ablation_plan, evaluation_rows, run_ablations
+from neuroscope.classes.neuron_sets import class_set, parse_class
+from neuroscope.core.batches import batch_plan, pad_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,8 +64,8 @@ def load_inputs(args: argparse.Namespace, device: torch.device, dtype: torch.dty
     """SmolLM2, its depletion neurons and dataset means (from its classes), and the embedded text's first tokens."""
     from gated_core.models.loading import load_hf_model
     from gated_core.models.sources import resolve_model
-    from neuroscope.texts import load_texts
-    from neuroscope.tokenization import build_dataset
+    from neuroscope.data.texts import load_texts
+    from neuroscope.data.tokenization import build_dataset
     from wcos_casestudies.results import ModelResults, Settings
 
     source = resolve_model("smollm2-135m")

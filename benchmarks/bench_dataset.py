@@ -26,7 +26,7 @@ DOCUMENTS_PER_MTOKEN = 3000  # ~570 tokens per document: 1.7x the tokens asked f
 
 def write_corpus(path: Path, n_documents: int, seed: int = 0) -> Path:
     """`n_documents` JSON lines, each 1 to 8 documentation topics joined in random order."""
-    from neuroscope.texts import embedded_documents
+    from neuroscope.data.texts import embedded_documents
 
     topics = embedded_documents()
     gen = random.Random(seed)
@@ -58,8 +58,8 @@ def time_previous_loop(corpus: Path, mtokens: float, datadir: Path) -> tuple[flo
     from gated_core.models.loading import load_tokenizer
     from gated_core.models.sources import resolve_model
     from neuroscope.constants import POOL_PER_MTOKEN, SHUFFLE_SEED
-    from neuroscope.dataset_store import save_dataset
-    from neuroscope.texts import load_texts
+    from neuroscope.data.dataset_store import save_dataset
+    from neuroscope.data.texts import load_texts
 
     started = time.perf_counter()
     tokenizer = load_tokenizer(resolve_model("smollm2-135m"))
@@ -103,7 +103,7 @@ def main() -> int:
     corpus = args.workdir / f"corpus_{args.mtokens:g}M.jsonl"
     if not corpus.exists():
         write_corpus(corpus, int(DOCUMENTS_PER_MTOKEN * args.mtokens))
-    from neuroscope.texts import load_texts
+    from neuroscope.data.texts import load_texts
 
     started = time.perf_counter()
     load_texts(str(corpus))  # the one-time JSON -> Arrow conversion (cached by datasets), not timed below

@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
-from neuroscope.activations import NeuronStats
-from neuroscope.batches import batch_plan, pad_batch
-from neuroscope.collect import run_pass
+from neuroscope.activation_pass.activations import NeuronStats
+from neuroscope.activation_pass.collect import run_pass
 from neuroscope.constants import DEFAULT_TYPICAL
+from neuroscope.core.batches import batch_plan, pad_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,8 +99,8 @@ def embedded_workload(device: torch.device, dtype: torch.dtype) -> Workload:
     """The embedded SmolLM2 on the embedded pydoc text."""
     from gated_core.models.loading import load_hf_model
     from gated_core.models.sources import resolve_model
-    from neuroscope.texts import load_texts
-    from neuroscope.tokenization import build_dataset
+    from neuroscope.data.texts import load_texts
+    from neuroscope.data.tokenization import build_dataset
 
     model, tokenizer = load_hf_model(resolve_model("smollm2-135m"), dtype=dtype, device=device)
     dataset, _ = build_dataset(load_texts("pydoc"), tokenizer, None, max_length=1024)

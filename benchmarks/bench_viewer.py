@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from neuroscope.activations import STATISTICS_VERSION, NeuronStats
-from neuroscope.batches import batch_plan, pad_batch
-from neuroscope.hooks import mlp_hooks, run_model
-from neuroscope.reducer import BatchReducer
+from neuroscope.activation_pass.activations import STATISTICS_VERSION, NeuronStats
+from neuroscope.activation_pass.reducer import BatchReducer
+from neuroscope.core.batches import batch_plan, pad_batch
+from neuroscope.core.hooks import mlp_hooks, run_model
 
 ROOT = Path(__file__).resolve().parent.parent
 OLMO = {"neurons": 32 * 11008, "tokens": 20_000_390, "documents": 45_734, "vocab": 50_304, "d_model": 4096}
@@ -112,11 +112,11 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     from gated_core.models.loading import load_hf_model
     from gated_core.models.sources import resolve_model
-    from neuroscope import workflow
-    from neuroscope.dataset_store import save_dataset
-    from neuroscope.store import load_statistics, save_stats
-    from neuroscope.texts import load_texts
-    from neuroscope.tokenization import build_dataset
+    from neuroscope.activation_pass.store import load_statistics, save_stats
+    from neuroscope.data.dataset_store import save_dataset
+    from neuroscope.data.texts import load_texts
+    from neuroscope.data.tokenization import build_dataset
+    from neuroscope.view import workflow
 
     source = resolve_model("smollm2-135m")
     model, tokenizer = load_hf_model(source)

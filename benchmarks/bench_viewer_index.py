@@ -1,5 +1,5 @@
 """The viewer at OLMo-7B-0424's size, in headless Chromium: an index of 32 x 11,008 = 352,256 neurons (load, filter,
-sort) and a layer of 11,008 neurons written in chunks (`neuroscope.viewer.NEURON_CHUNK` neurons a file) whose
+sort) and a layer of 11,008 neurons written in chunks (`neuroscope.view.viewer.NEURON_CHUNK` neurons a file) whose
 neurons are real ones copied many times, with documents of the paper's 20M tokens.
 
 The synthetic viewer: the index holds random values in every column; one layer (`--layer`) has data files, each
@@ -147,7 +147,7 @@ def unpack(value: dict, np):
 
 def chunk_payload(records: list[dict], neurons: list[int], width: int, documents: tuple, rng, np) -> dict:
     """A layer payload of `neurons`, each a copy of one of `records`, its windows moved into random documents."""
-    from neuroscope.neuron_view import offsets, packed
+    from neuroscope.view.neuron_view import offsets, packed
 
     chosen = [records[i % len(records)] for i in range(len(neurons))]
     starts, lengths = documents
@@ -175,8 +175,8 @@ def value_dtype(key: str, values) -> str:
 
 def write_documents(data: Path, doc_tokens: int, rng, np) -> tuple:
     """`docs_<chunk>.js` of OLMO's token count in documents of its mean length, random tokens; (starts, lengths)."""
-    from neuroscope.neuron_view import Documents, documents_payload, js_call
-    from neuroscope.viewer import doc_chunks
+    from neuroscope.view.neuron_view import Documents, documents_payload, js_call
+    from neuroscope.view.viewer import doc_chunks
 
     length = OLMO["tokens"] // OLMO["documents"]
     lengths = np.full(OLMO["documents"], length)
@@ -190,7 +190,7 @@ def write_documents(data: Path, doc_tokens: int, rng, np) -> tuple:
 
 def write_index(data: Path, rng, np) -> int:
     """`index.js` of every OLMo neuron, random values; its size in bytes."""
-    from neuroscope.neuron_view import js_call, packed
+    from neuroscope.view.neuron_view import js_call, packed
 
     n = OLMO["n_layers"] * OLMO["d_mlp"]
     index = {"ids": packed(np.arange(n), "i4"), "io_class": packed(rng.integers(0, 11, n), "u1"),
@@ -210,8 +210,8 @@ def source_layer_file(source: Path) -> Path | None:
 
 def build_viewer(folder: Path, source: Path, layer: int, chunk: int, doc_tokens: int, np) -> dict:
     """The synthetic viewer in `folder`; what was written (sizes, the meta)."""
-    from neuroscope.neuron_view import deflated, inflated, js_call
-    from neuroscope.viewer import write_page
+    from neuroscope.view.neuron_view import deflated, inflated, js_call
+    from neuroscope.view.viewer import write_page
 
     rng = np.random.default_rng(0)
     data = folder / "data"
@@ -352,7 +352,7 @@ def main() -> int:
     args = parser.parse_args()
     import numpy as np
 
-    from neuroscope.viewer import DOC_CHUNK_TOKENS, NEURON_CHUNK
+    from neuroscope.view.viewer import DOC_CHUNK_TOKENS, NEURON_CHUNK
 
     if source_layer_file(args.source) is None:
         raise SystemExit(f"{args.source}: no viewer with data/layer_{SOURCE_LAYER}.js or layer_{SOURCE_LAYER}_0.js "

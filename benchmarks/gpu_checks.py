@@ -16,9 +16,9 @@ import sys
 
 import torch
 
-from neuroscope.activations import NeuronStats
-from neuroscope.reducer import BatchReducer
-from neuroscope.store import file_tensors
+from neuroscope.activation_pass.activations import NeuronStats
+from neuroscope.activation_pass.reducer import BatchReducer
+from neuroscope.activation_pass.store import file_tensors
 
 BOS_ID = 1
 BATCHES, ROWS, POSITIONS, NEURONS, K = 3, 8, 300, 1000, 4

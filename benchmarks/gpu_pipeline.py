@@ -126,7 +126,7 @@ def setup(args: argparse.Namespace, scratch: Path, device: torch.device, dtype: 
 
 def bare_forward(model: Any, dataset: Any, plan: list[list[int]], pad_id: int, device: torch.device) -> None:
     """The model's own forward pass with logits, no hooks, over the batches of `plan`."""
-    from neuroscope.batches import pad_batch
+    from neuroscope.core.batches import pad_batch
 
     with torch.inference_mode():
         for rows in plan:
@@ -137,7 +137,7 @@ def bare_forward(model: Any, dataset: Any, plan: list[list[int]], pad_id: int, d
 
 def random_set(n_layers: int, d_mlp: int) -> Any:
     """A random ABLATED_SHARE of every layer's neurons."""
-    from neuroscope.neuron_sets import NeuronSet
+    from neuroscope.classes.neuron_sets import NeuronSet
 
     gen = torch.Generator().manual_seed(SEED)
     per_layer = max(1, int(d_mlp * ABLATED_SHARE))
@@ -147,10 +147,10 @@ def random_set(n_layers: int, d_mlp: int) -> Any:
 
 def library_rows(args: argparse.Namespace, found: dict[str, Any], device: torch.device) -> tuple[list[Row], dict[str, Any]]:
     """Bare forward, activation pass, ablation pass: the same timed batches of the model in memory."""
-    from neuroscope.ablation import Ablation, evaluate
-    from neuroscope.activations import NeuronStats
-    from neuroscope.batches import batch_plan
-    from neuroscope.collect import run_pass
+    from neuroscope.activation_pass.activations import NeuronStats
+    from neuroscope.activation_pass.collect import run_pass
+    from neuroscope.classes.ablation import Ablation, evaluate
+    from neuroscope.core.batches import batch_plan
 
     model, dataset = found["model"], found["dataset"]
     pad_id, bos_id = found["tokenizer"].pad_token_id, found["tokenizer"].bos_token_id

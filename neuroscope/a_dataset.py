@@ -71,9 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gated_core.locks import hold_lock
     from gated_core.models.loading import load_tokenizer
     from gated_core.models.sources import resolve_model
-    from neuroscope.dataset_store import check_replaceable, save_dataset
-    from neuroscope.texts import load_texts, stream_texts
-    from neuroscope.tokenization import build_dataset
+    from neuroscope.data.dataset_store import check_replaceable, save_dataset
+    from neuroscope.data.texts import load_texts, stream_texts
+    from neuroscope.data.tokenization import build_dataset
 
     if args.max_length < 2:
         raise UserError(f"--max_length {args.max_length}: must be at least 2")

@@ -2,7 +2,7 @@
 documents (only those documents run, batched, each pass stopping after the deepest layer needed),
 check them against the statistics, and save them as
 RESULTS/<model>/neuroscope/L<layer>/N<neuron>/activations.pt for c_neuron_vis.py. Each example also gets what it
-does to the next token (neuroscope/next_token.py: direct effect and rank; with --ablation_effect, the exact loss
+does to the next token (neuroscope/recompute/next_token.py: direct effect and rank; with --ablation_effect, the exact loss
 change with only its neuron zeroed there).
 
   python b2_recompute.py --datadir ../data --activations activations --neurons 29.78 15.714
@@ -36,7 +36,7 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from neuroscope import workflow
+    from neuroscope.view import workflow
 
     run = workflow.open_run(page_request(args))
     with workflow.hold_pages(run):  # activations.pt lies beside the pages: one page run at a time

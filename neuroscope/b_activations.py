@@ -60,9 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from gated_core.errors import UserError
     from gated_core.locks import hold_lock
-    from neuroscope import collect
-    from neuroscope.distributed import launched_by_torchrun, process_group
-    from neuroscope.store import stats_path
+    from neuroscope.activation_pass import collect
+    from neuroscope.activation_pass.store import stats_path
+    from neuroscope.core.distributed import launched_by_torchrun, process_group
 
     if args.merge:
         num_shards, _ = collect.shard_settings(args.num_shards, args.shard_index)

@@ -29,7 +29,7 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from neuroscope import workflow
+    from neuroscope.view import workflow
 
     run = workflow.open_run(page_request(args), recomputes=False)
     with workflow.hold_pages(run):

@@ -45,7 +45,7 @@ def add_top_tokens(parser: argparse.ArgumentParser) -> None:
 
 def page_request(args: argparse.Namespace) -> Any:
     """The `workflow.PageRequest` that the flags of a page script describe (the weight settings checked)."""
-    from neuroscope.workflow import PageRequest
+    from neuroscope.view.workflow import PageRequest
     from wcos_casestudies.cli import settings_from_args
 
     return PageRequest(model=args.model, datadir=args.datadir, activations=args.activations, neurons=args.neurons,
@@ -56,7 +56,7 @@ def page_request(args: argparse.Namespace) -> Any:
 
 def pass_request(args: argparse.Namespace) -> Any:
     """The `collect.PassRequest` that the flags of b_activations.py describe."""
-    from neuroscope.collect import PassRequest
+    from neuroscope.activation_pass.collect import PassRequest
 
     return PassRequest(model=args.model, datadir=args.datadir, dataset=args.dataset, save_to=args.save_to,
                        examples_per_neuron=args.examples_per_neuron, batch_size=args.batch_size, device=args.device,

@@ -3,7 +3,7 @@
   RESULTS/<model>/neuroscope/L<layer>/N<neuron>/vis.html (with the recomputed values in
   activations.pt beside it), plus an index page (b2_recompute.py and c_neuron_vis.py do the two
   steps separately); each example shows its direct effect on the next token and that token's rank
-  (neuroscope/next_token.py), and with --ablation_effect the exact next-token loss change when only
+  (neuroscope/recompute/next_token.py), and with --ablation_effect the exact next-token loss change when only
   its neuron is zeroed there;
 - with --viewer NAME (the default for `all` and for long lists: NAME = viewer), the compact viewer
   RESULTS/<model>/neuroscope/NAME/viewer.html of every chosen neuron: one batched pass over the
@@ -87,8 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from contextlib import ExitStack
 
-    from neuroscope import workflow
-    from neuroscope.distributed import check_same, process_group, rank_device, together
+    from neuroscope.core.distributed import check_same, process_group, rank_device, together
+    from neuroscope.view import workflow
 
     with process_group(args.device) as ranks, ExitStack() as stack:
         check_same(ranks, {key: str(value) for key, value in vars(args).items()}, "flags")
@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def write_pages(run, args) -> None:
     """Recompute the chosen neurons and write their vis.html pages and the index (holding the pages lock)."""
-    from neuroscope import workflow
+    from neuroscope.view import workflow
 
     started = time.perf_counter()
     examples = workflow.recompute_checked(run, args.batch_size, args.ablation_effect)
@@ -131,7 +131,7 @@ def write_pages(run, args) -> None:
 def write_viewer(run, args, name: str, ranks=None) -> None:
     """Recompute the chosen neurons' windows and write the viewer `name` (holding the pages lock; under torchrun
     every rank recomputes its part of the documents and rank 0 writes)."""
-    from neuroscope import workflow
+    from neuroscope.view import workflow
 
     before, after = args.window
     settings = workflow.ViewerSettings(name, before, before + after + 1, tuple(args.context), args.top_tokens, args.table_tokens,
@@ -147,8 +147,8 @@ def write_viewer(run, args, name: str, ranks=None) -> None:
 def copy_layers(args) -> int:
     """--from_viewer: a viewer of whole layers of an existing one, without the model."""
     from gated_core.errors import UserError
-    from neuroscope import workflow
-    from neuroscope.viewer import extract_layers
+    from neuroscope.view import workflow
+    from neuroscope.view.viewer import extract_layers
 
     if args.viewer is None or args.viewer == args.from_viewer:
         raise UserError("--from_viewer SOURCE needs --viewer NAME, another folder name")

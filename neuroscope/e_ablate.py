@@ -84,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 def check_numbers(args: argparse.Namespace) -> list[str]:
     """Flags that can be checked without any file; returns the sign combinations asked for."""
     from gated_core.errors import UserError
-    from neuroscope.ablation import CONDITIONS, parse_condition
-    from neuroscope.neuron_sets import parse_class
+    from neuroscope.classes.ablation import CONDITIONS, parse_condition
+    from neuroscope.classes.neuron_sets import parse_class
 
     for word in args.classes:
         parse_class(word)
@@ -105,9 +105,9 @@ def ablate_and_report(args, prepared, ablations, ranks) -> None:
     from tqdm import tqdm
 
     from gated_core.models.loading import load_hf_model
-    from neuroscope.ablation_report import write_report
-    from neuroscope.ablation_run import AblationStore, baseline_means, run_ablations
-    from neuroscope.distributed import together
+    from neuroscope.classes.ablation_report import write_report
+    from neuroscope.classes.ablation_run import AblationStore, baseline_means, run_ablations
+    from neuroscope.core.distributed import together
 
     p = prepared
     evaluation, source, folder = p.evaluation, p.results.source, p.folder
@@ -149,14 +149,14 @@ def prepare(args: argparse.Namespace) -> argparse.Namespace:
     from gated_core.models.arch import read_arch
     from gated_core.models.loading import load_tokenizer
     from gated_core.models.sources import resolve_model
-    from neuroscope.ablation_run import (
+    from neuroscope.classes.ablation_run import (
         AblationStore,
         BootstrapSettings,
         check_ablation_folder,
         evaluation_meta,
         load_evaluation,
     )
-    from neuroscope.distributed import rank_device
+    from neuroscope.core.distributed import rank_device
     from wcos_casestudies.cli import settings_from_args
     from wcos_casestudies.results import ModelResults
 
@@ -188,7 +188,7 @@ def prepare(args: argparse.Namespace) -> argparse.Namespace:
 
 def prepare_and_choose(args: argparse.Namespace) -> tuple[argparse.Namespace, list]:
     """`prepare`, then the sets to ablate (their classes computed and cached in the results folder if need be)."""
-    from neuroscope.ablation_run import choose_sets
+    from neuroscope.classes.ablation_run import choose_sets
 
     prepared = prepare(args)
     return prepared, choose_sets(prepared.results, args.classes, args.roles, args.sample_size, args.seed)
@@ -199,8 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from contextlib import ExitStack
 
     from gated_core.locks import hold_lock
-    from neuroscope.ablation_run import ablation_plan
-    from neuroscope.distributed import check_same, process_group, rank_zero_first, together
+    from neuroscope.classes.ablation_run import ablation_plan
+    from neuroscope.core.distributed import check_same, process_group, rank_zero_first, together
 
     conditions = check_numbers(args)
     with process_group(args.device) as ranks, ExitStack() as stack:

@@ -42,7 +42,7 @@ def write_outputs(tables, folder: Path, title: str) -> None:
     from gated_core.artifacts import write_table
     from gated_core.locks import hold_lock
     from gated_core.output_folders import RESULTS_ADVICE, legacy_pattern, rewrite_folder
-    from neuroscope.frequency import plot_frequencies
+    from neuroscope.classes.frequency import plot_frequencies
 
     legacy = legacy_pattern(LEGACY_NAMES)
     with hold_lock(folder), rewrite_folder(folder, FOLDER_KIND, {}, legacy, RESULTS_ADVICE) as staging:
@@ -58,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gated_core.errors import UserError
     from gated_core.models.sources import resolve_model
     from gated_core.output_folders import RESULTS_ADVICE, check_output_folder, legacy_pattern
-    from neuroscope.frequency import class_frequencies
-    from neuroscope.store import load_statistics
+    from neuroscope.activation_pass.store import load_statistics
+    from neuroscope.classes.frequency import class_frequencies
     from wcos_casestudies.cli import settings_from_args
     from wcos_casestudies.results import ModelResults
 

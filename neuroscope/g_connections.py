@@ -53,7 +53,7 @@ def build_parser():
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from gated_core.cli import check_output_location, parse_device
-    from neuroscope.connections_run import ConnectionsRequest, run_connections
+    from neuroscope.connections.run import ConnectionsRequest, run_connections
     from wcos_casestudies.cli import settings_from_args
 
     request = ConnectionsRequest(model=args.model, settings=settings_from_args(args), results_dir=args.results_dir,

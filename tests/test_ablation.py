@@ -14,13 +14,13 @@ from gated_core.locks import hold_lock
 from gated_core.models.loading import load_hf_model, load_tokenizer
 from gated_core.models.sources import resolve_model
 from neuroscope import b_activations, e_ablate, e_frequency
-from neuroscope.ablation import CONDITIONS, Ablation, ablation_hooks, evaluate
-from neuroscope.ablation_report import Bootstrap
-from neuroscope.batches import batch_plan
-from neuroscope.dataset_store import save_dataset
-from neuroscope.frequency import class_frequencies
-from neuroscope.neuron_sets import NeuronSet, parse_class, random_baselines, same_layer_random, sample_set
-from neuroscope.tokenization import build_dataset
+from neuroscope.classes.ablation import CONDITIONS, Ablation, ablation_hooks, evaluate
+from neuroscope.classes.ablation_report import Bootstrap
+from neuroscope.classes.frequency import class_frequencies
+from neuroscope.classes.neuron_sets import NeuronSet, parse_class, random_baselines, same_layer_random, sample_set
+from neuroscope.core.batches import batch_plan
+from neuroscope.data.dataset_store import save_dataset
+from neuroscope.data.tokenization import build_dataset
 from wcos_casestudies.constants import CLASS_NAMES
 from wcos_casestudies.results import ModelResults, Settings
 
@@ -70,7 +70,7 @@ def setup(tiny_models, tmp_path_factory):
 
 
 def load_tokenized_rows(datadir):
-    from neuroscope.dataset_store import load_tokenized
+    from neuroscope.data.dataset_store import load_tokenized
 
     return load_tokenized(datadir / "data")[0]
 
@@ -128,7 +128,7 @@ def test_zero_ablating_a_whole_layer_equals_a_zeroed_mlp_output(setup, layer):
 
 def capture_around_ablation(model, dataset, ablation, means, pad_id):
     """One batch: g and a before the ablation hook, a after it, for every layer ([batch pos neuron])."""
-    from neuroscope.batches import pad_batch
+    from neuroscope.core.batches import pad_batch
 
     seen = {"g": {}, "before": {}, "after": {}}
     handles = []

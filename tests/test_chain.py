@@ -22,7 +22,7 @@ from gated_core.artifacts import check_made_from, load_artifact, save_artifact
 from gated_core.errors import UserError
 from gated_core.models.sources import resolve_model
 from neuroscope import a_dataset, b_activations, c_neuron_vis, d_recompute_vis
-from neuroscope.store import Statistics, load_statistics
+from neuroscope.activation_pass.store import Statistics, load_statistics
 from wcos_casestudies import main as main_script
 from wcos_casestudies.synthetic import tiny_checkpoint
 

@@ -16,7 +16,7 @@ from test_viewer import read_call, unpack, viewer  # noqa: F401 (the fixture)
 from gated_core.artifacts import load_artifact, save_artifact
 from gated_core.cli import run_main
 from neuroscope import d_recompute_vis, g_connections
-from neuroscope.neuron_view import CONNECTIONS_SHOWN
+from neuroscope.view.neuron_view import CONNECTIONS_SHOWN
 from wcos_casestudies.connections import INPUT_KINDS, KINDS
 
 LAYER = 1

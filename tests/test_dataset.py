@@ -14,8 +14,8 @@ from gated_core.cli import run_main
 from neuroscope import a_dataset
 from neuroscope import tokenization as D
 from neuroscope.constants import POOL_PER_MTOKEN, SHUFFLE_SEED
-from neuroscope.dataset_store import load_tokenized
-from neuroscope.tokenization import build_dataset
+from neuroscope.data.dataset_store import load_tokenized
+from neuroscope.data.tokenization import build_dataset
 from wcos_casestudies.synthetic import byte_tokenizer
 
 WORDS = "gate linear output neuron residual stream token weight cosine layer ä ✓ \n".split(" ")

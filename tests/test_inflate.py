@@ -11,8 +11,8 @@ import zlib
 import numpy as np
 from test_neuroscope import dump_dom
 
-from neuroscope.neuron_view import deflated, inflated, packed
-from neuroscope.pages import ASSETS
+from neuroscope.view.html import ASSETS
+from neuroscope.view.neuron_view import deflated, inflated, packed
 
 
 def raw_deflate(data: bytes, level: int, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> bytes:

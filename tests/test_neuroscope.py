@@ -17,14 +17,14 @@ from gated_core.cli import run_main
 from gated_core.models.loading import load_bridge, load_tokenizer
 from gated_core.models.sources import resolve_model
 from neuroscope import a_dataset, b2_recompute, b_activations, c_neuron_vis, d_recompute_vis
-from neuroscope.activations import SIGN_COMBINATIONS, NeuronStats
-from neuroscope.batches import batch_plan
-from neuroscope.dataset_store import save_dataset
-from neuroscope.histogram import histogram_edges
-from neuroscope.recompute import RecomputeMismatch, recompute_examples
-from neuroscope.reducer import BatchReducer
-from neuroscope.store import Statistics
-from neuroscope.tokenization import build_dataset
+from neuroscope.activation_pass.activations import SIGN_COMBINATIONS, NeuronStats
+from neuroscope.activation_pass.reducer import BatchReducer
+from neuroscope.activation_pass.store import Statistics
+from neuroscope.core.batches import batch_plan
+from neuroscope.core.histogram import histogram_edges
+from neuroscope.data.dataset_store import save_dataset
+from neuroscope.data.tokenization import build_dataset
+from neuroscope.recompute.examples import RecomputeMismatch, recompute_examples
 
 TEXTS = [
     "Gated neurons read a direction and write another.",
@@ -258,7 +258,7 @@ def test_ties_go_to_the_lower_document_and_first_position():
                           torch.tensor([[[2, 1], [2, 1]]]), top=True)
     assert stats.top_values[0, 0].tolist() == [5.0, 5.0] and stats.top_docs[0, 0].tolist() == [4, 7]
     assert stats.top_values[0, 1].tolist() == [9.0, 5.0] and stats.top_docs[0, 1].tolist() == [9, 7]
-    from neuroscope.reducer import BatchReducer
+    from neuroscope.activation_pass.reducer import BatchReducer
 
     reducer = BatchReducer(NeuronStats.empty(1, 1, 1))
     reducer.start(torch.tensor([[1, 1, 1, 0]]))
@@ -273,7 +273,7 @@ def test_ties_go_to_the_lower_document_and_first_position():
 def test_merge_ranked_equals_a_python_sort_by_key_then_document(big_documents):
     """Both paths (one selection for documents below 2^32 - 1, two stable sorts above): keys descending with
     -0.0 equal to 0.0 and ties to the lower document, empty slots (-inf, -1) last."""
-    from neuroscope.ranked import merge_ranked
+    from neuroscope.core.ranked import merge_ranked
 
     gen = torch.Generator().manual_seed(3)
     rows, k, m = 200, 5, 4
@@ -301,7 +301,7 @@ def test_merge_ranked_equals_a_python_sort_by_key_then_document(big_documents):
 def test_first_hits_find_where_each_lists_source_first_holds_the_value(with_eligible):
     """The positions of candidates are read off a, the gate and eligibility; here against each list's source as
     `ExampleSources.formula` writes it, on values with many repeats, zeros and -0.0."""
-    from neuroscope.reducer import SOURCE_OF_LIST, ExampleSources
+    from neuroscope.activation_pass.reducer import SOURCE_OF_LIST, ExampleSources
 
     gen = torch.Generator().manual_seed(5)
     m, width = 300, 12
@@ -533,7 +533,7 @@ def test_old_statistics_load_with_a_note(setup, tmp_path, capsys):
 def test_activation_that_flips_signs_is_refused(setup):
     from gated_core.errors import UserError
     from gated_core.models.loading import load_hf_model
-    from neuroscope.hooks import check_activation_signs
+    from neuroscope.core.hooks import check_activation_signs
 
     model, _ = load_hf_model(setup["source"])
     check_activation_signs(model)

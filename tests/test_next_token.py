@@ -1,4 +1,4 @@
-"""What each firing does to the next token (neuroscope/next_token.py): the direct effect against an explicit
+"""What each firing does to the next token (neuroscope/recompute/next_token.py): the direct effect against an explicit
 perturbation of the residual with the final norm's scale held, the rank against an argsort over the vocabulary,
 the viewer's values against the page's, and --ablation_effect against a separate hook computation."""
 
@@ -18,12 +18,11 @@ from gated_core.cli import run_main
 from gated_core.models.loading import load_hf_model, load_tokenizer
 from gated_core.models.sources import resolve_model
 from neuroscope import d_recompute_vis
-from neuroscope.ablation import final_norm_input
-from neuroscope.dataset_store import save_dataset
-from neuroscope.hooks import mlp_hooks, run_model
-from neuroscope.neuron_view import inflated
-from neuroscope.next_token import Readout, direct_effects, next_token_ranks, output_weights
-from neuroscope.tokenization import build_dataset
+from neuroscope.core.hooks import final_norm_input, mlp_hooks, run_model
+from neuroscope.data.dataset_store import save_dataset
+from neuroscope.data.tokenization import build_dataset
+from neuroscope.recompute.next_token import Readout, direct_effects, next_token_ranks, output_weights
+from neuroscope.view.neuron_view import inflated
 
 DTYPES = {"u1": "<u1", "u2": "<u2", "i4": "<i4", "f4": "<f4", "f2": "<f2"}
 GAIN_OFFSET = {"gemma2": 1.0, "gemma3_text": 1.0}

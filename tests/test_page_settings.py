@@ -16,12 +16,12 @@ from gated_core.errors import UserError
 from gated_core.models.loading import load_hf_model, load_tokenizer
 from gated_core.models.sources import resolve_model
 from neuroscope import b_activations, c_neuron_vis, d_recompute_vis
+from neuroscope.activation_pass.store import Statistics
 from neuroscope.constants import DEFAULT_BATCH_SIZE
-from neuroscope.dataset_store import save_dataset
-from neuroscope.recompute import recompute_examples
-from neuroscope.recomputed import load_examples
-from neuroscope.store import Statistics
-from neuroscope.tokenization import build_dataset
+from neuroscope.data.dataset_store import save_dataset
+from neuroscope.data.tokenization import build_dataset
+from neuroscope.recompute.examples import recompute_examples
+from neuroscope.recompute.recomputed import load_examples
 from wcos_casestudies.constants import CLASS_NAMES
 from wcos_casestudies.results import ModelResults, Settings
 from wcos_casestudies.utils import classify

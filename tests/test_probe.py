@@ -16,12 +16,12 @@ from gated_core.cli import run_main
 from gated_core.models.loading import load_tokenizer
 from gated_core.models.sources import resolve_model
 from neuroscope import f_probe
-from neuroscope.dataset_store import save_dataset
-from neuroscope.histogram import histogram_bins, histogram_edges
-from neuroscope.neuron_view import js_call, packed
-from neuroscope.probe import default_name, histogram_percentiles
-from neuroscope.store import Statistics
-from neuroscope.tokenization import build_dataset
+from neuroscope.activation_pass.store import Statistics
+from neuroscope.core.histogram import histogram_bins, histogram_edges
+from neuroscope.data.dataset_store import save_dataset
+from neuroscope.data.tokenization import build_dataset
+from neuroscope.probe.probe import default_name, histogram_percentiles
+from neuroscope.view.neuron_view import js_call, packed
 from wcos_casestudies.constants import CLASS_WORDS
 from wcos_casestudies.results import ModelResults, Settings
 
@@ -230,14 +230,14 @@ def test_text_from_stdin_and_neurons_from_a_file(probe_setup, tmp_path, monkeypa
     assert folder.name == "gated-neurons-read-a-direction-the"
 
 
-# ---- the notebook's probe (neuroscope/probe_text.py): probe_text, token_colour, coloured_html
+# ---- the notebook's probe (neuroscope/probe/notebook.py): probe_text, token_colour, coloured_html
 
 def test_probe_text_equals_probe_pass_and_a_hook(probe_setup, tmp_path):
     from gated_core.errors import UserError
     from gated_core.models.loading import load_hf_model
-    from neuroscope.neuron_view import token_texts
-    from neuroscope.probe import ProbeRequest, open_probe, probe_pass
-    from neuroscope.probe_text import probe_text
+    from neuroscope.probe.notebook import probe_text
+    from neuroscope.probe.probe import ProbeRequest, open_probe, probe_pass
+    from neuroscope.view.neuron_view import token_texts
 
     model, tokenizer = load_hf_model(probe_setup["source"])
     found = probe_text(model, tokenizer, TEXT, ["1.17", " 0.3"])
@@ -262,8 +262,8 @@ def test_token_colour_is_the_viewers_scale():
     import shutil
     import subprocess
 
-    from neuroscope.pages import ASSETS
-    from neuroscope.probe_text import token_colour
+    from neuroscope.probe.notebook import token_colour
+    from neuroscope.view.html import ASSETS
 
     assert token_colour(0.0, 2.0) == "rgb(255,255,255)" and token_colour(1.0, 0.0) == "rgb(255,255,255)"
     assert token_colour(2.0, 2.0) == "rgb(255,0,0)" and token_colour(-7.0, 2.0) == "rgb(0,0,255)"  # clamped
@@ -279,7 +279,7 @@ def test_token_colour_is_the_viewers_scale():
 
 
 def test_coloured_html_escapes_and_colours_the_strongest_token_fully():
-    from neuroscope.probe_text import coloured_html
+    from neuroscope.probe.notebook import coloured_html
 
     tokens = ["<script>", "alert(1)", "</script>", " & <b>", "\n", ""]
     a, g, u = [0.5, -2.0, 1.0, 0.001, 0.0, 2.0 - 1e-9], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [-1.0, -2.0, 0.25, 0.5, 0.0, 1.0]

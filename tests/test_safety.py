@@ -34,10 +34,10 @@ from gated_core.locks import hold_lock, lock_path
 from gated_core.models.readers import open_weights
 from gated_core.models.sources import resolve_model
 from neuroscope import a_dataset, b2_recompute, b_activations, c_neuron_vis, d_recompute_vis, e_ablate, e_frequency
-from neuroscope.checksums import meta_checksum
-from neuroscope.dataset_store import load_tokenized
-from neuroscope.neuron_view import js_call
-from neuroscope.store import load_stats, stats_path
+from neuroscope.activation_pass.store import load_stats, stats_path
+from neuroscope.data.dataset_store import load_tokenized
+from neuroscope.view.checksums import meta_checksum
+from neuroscope.view.neuron_view import js_call
 from wcos_casestudies import defplot, selected_plot
 from wcos_casestudies import main as main_script
 from wcos_casestudies.synthetic import tiny_checkpoint
@@ -354,13 +354,13 @@ def test_damaged_weight_files_are_refused(work, tmp_path):
 
 
 def test_output_locations_are_checked_before_the_work(work, tmp_path, monkeypatch):
-    import neuroscope.collect
+    import neuroscope.activation_pass.collect
     import wcos_casestudies.results
 
     def no_work(*args, **kwargs):
         raise AssertionError("the work started before the output location was checked")
 
-    monkeypatch.setattr(neuroscope.collect, "load_hf_model", no_work)
+    monkeypatch.setattr(neuroscope.activation_pass.collect, "load_hf_model", no_work)
     monkeypatch.setattr(wcos_casestudies.results, "model_cosines", no_work)
     datadir = copy_data(work, tmp_path)
     a_file = tmp_path / "a_file"

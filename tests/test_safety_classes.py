@@ -21,7 +21,7 @@ from gated_core.artifacts import load_artifact
 from gated_core.locks import hold_lock
 from gated_core.models.sources import resolve_model
 from neuroscope import a_dataset, b_activations, e_ablate, e_frequency
-from neuroscope.store import load_statistics
+from neuroscope.activation_pass.store import load_statistics
 from wcos_casestudies import main as main_script
 from wcos_casestudies.synthetic import tiny_checkpoint
 
@@ -155,13 +155,13 @@ def test_one_frequency_run_per_output_folder(work, tmp_path):
 
 def test_output_locations_are_checked_before_the_work(work, tmp_path, monkeypatch):
     import gated_core.models.loading
-    import neuroscope.frequency
+    import neuroscope.classes.frequency
 
     def no_work(*args, **kwargs):
         raise AssertionError("the work started before the output location was checked")
 
     monkeypatch.setattr(gated_core.models.loading, "load_hf_model", no_work)
-    monkeypatch.setattr(neuroscope.frequency, "class_frequencies", no_work)
+    monkeypatch.setattr(neuroscope.classes.frequency, "class_frequencies", no_work)
     model, datadir = work["model"], work["datadir"]
     a_file = tmp_path / "a_file"
     a_file.write_text("x")

@@ -223,14 +223,14 @@ def test_the_values_of_another_neuron_are_refused(work, tmp_path):
 def test_recomputation_holds_the_pages_lock(work, tmp_path, monkeypatch):
     """b2_recompute.py writes activations.pt beside the pages: while another run holds them it stops, before the
     model loads."""
-    import neuroscope.recompute
+    import neuroscope.recompute.examples
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the pages lock was taken")
 
     results = tmp_path / "results"
     shutil.copytree(work["results"], results)
-    monkeypatch.setattr(neuroscope.recompute, "load_hf_model", no_model)
+    monkeypatch.setattr(neuroscope.recompute.examples, "load_hf_model", no_model)
     with hold_lock(results / "local/llama/neuroscope/neurons.json"):
         refused(b2_recompute.main, page_args(work["model"], work["datadir"], results), tmp_path, f"process {os.getpid()}")
 

@@ -1,4 +1,4 @@
-"""Data safety, round 2: building datasets (a_dataset.py, neuroscope/tokenization.py).
+"""Data safety, round 2: building datasets (a_dataset.py, neuroscope/data/tokenization.py).
 
 One test per cause: an empty .jsonl, a FIFO where a text file is expected, the shuffle pool running out told apart
 from the dataset running out, long documents tokenized only as far as the truncation needs (the same ids as the whole
@@ -20,8 +20,8 @@ from gated_core.models.loading import load_tokenizer
 from gated_core.models.sources import resolve_model
 from neuroscope import a_dataset, b_activations, d_recompute_vis, e_ablate
 from neuroscope.constants import POOL_PER_MTOKEN
-from neuroscope.dataset_store import load_tokenized
-from neuroscope.tokenization import build_dataset
+from neuroscope.data.dataset_store import load_tokenized
+from neuroscope.data.tokenization import build_dataset
 
 work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`
 

@@ -19,8 +19,10 @@ from test_safety import _assert_flags_exist, copy_data, page_args, pass_args, re
 from transformers import AutoTokenizer
 
 from gated_core.fingerprint import SAMPLE_BYTES, weights_fingerprint
-from neuroscope import b_activations, collect, d_recompute_vis, recompute
-from neuroscope.dataset_store import META_FILE
+from neuroscope import b_activations, d_recompute_vis
+from neuroscope.activation_pass import collect
+from neuroscope.data.dataset_store import META_FILE
+from neuroscope.recompute import examples as recompute
 from wcos_casestudies import main as main_script
 
 work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`

@@ -26,13 +26,13 @@ from gated_core.locks import hold_lock
 from gated_core.models.loading import load_hf_model
 from gated_core.models.sources import resolve_model
 from neuroscope import a_dataset, b2_recompute, b_activations, c_neuron_vis, d_recompute_vis, f_probe
-from neuroscope.activations import SIGN_COMBINATIONS, NeuronStats
-from neuroscope.batches import batch_plan
-from neuroscope.collect import run_pass
-from neuroscope.histogram import typical_bands
-from neuroscope.ranked import POSITION_BITS, reference_hash
-from neuroscope.reducer import BatchReducer
-from neuroscope.store import STATS_KEYS, neuron_stats_from_file
+from neuroscope.activation_pass.activations import SIGN_COMBINATIONS, NeuronStats
+from neuroscope.activation_pass.collect import run_pass
+from neuroscope.activation_pass.reducer import BatchReducer
+from neuroscope.activation_pass.store import STATS_KEYS, neuron_stats_from_file
+from neuroscope.core.batches import batch_plan
+from neuroscope.core.histogram import typical_bands
+from neuroscope.core.ranked import POSITION_BITS, reference_hash
 
 work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`
 FLOAT16_MAX = 65504.0
@@ -206,7 +206,7 @@ def f16_args(model, datadir, save_to, *extra) -> list:
 def activations_by_document(model_dir, datadir) -> tuple[list, list, list, list]:
     """Token ids and g, u, a [layer pos neuron] (float32) of every document, one forward pass each in float16, from
     forward hooks on the Hugging Face MLP's projections."""
-    from neuroscope.dataset_store import load_tokenized
+    from neuroscope.data.dataset_store import load_tokenized
 
     model, _ = load_hf_model(resolve_model(str(model_dir)), dtype=torch.float16)
     seen = {}
@@ -324,7 +324,7 @@ def test_gemma_3_270m_in_float16():
     tokens): in float16 every neuron of those layers has non-finite tokens, no other neuron does, and no neuron gets a
     mean or an example that is not finite or lies beyond its largest |a|. (About 2 minutes on a 2-core CPU, nearly all
     of it transformers reading the GGUF's metadata.)"""
-    from neuroscope.collect import nonfinite_line  # (here: the other tests run, and fail, on code without it)
+    from neuroscope.activation_pass.collect import nonfinite_line  # (here: the other tests run, and fail, on code without it)
 
     source = gemma_or_skip()
     model, _ = load_hf_model(source, dtype=torch.float32, tokenizer=False)  # (no tokenizer: the ids are given)

@@ -31,8 +31,9 @@ from gated_core.locks import hold_lock
 from gated_core.models.loading import load_tokenizer
 from gated_core.models.sources import resolve_model
 from gated_core.output_folders import MARKER_NAME, check_output_folder, folder_marker, rewrite_folder
-from neuroscope import a_dataset, b_activations, f_probe, probe
-from neuroscope.neuron_view import js_call, packed
+from neuroscope import a_dataset, b_activations, f_probe
+from neuroscope.probe import probe
+from neuroscope.view.neuron_view import js_call, packed
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from test_safety import call, copy_data, page_args, pass_args, refused, succeeds
 from gated_core.artifacts import load_artifact, save_artifact
 from gated_core.locks import hold_lock
 from neuroscope import b_activations, c_neuron_vis, d_recompute_vis, e_ablate, e_frequency, g_connections
-from neuroscope.activations import STATISTICS_VERSION
+from neuroscope.activation_pass.activations import STATISTICS_VERSION
 from wcos_casestudies import main as main_script
 
 work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`
@@ -166,7 +166,7 @@ def test_connections_top_k_is_bounded_by_the_model(work, tmp_path, monkeypatch):
     line = refused(g_connections.main, connections_args(work, results, "--top_k", "1000000000"), tmp_path,
                    "no list can be that long")
     assert "the neurons of the other layers" in line
-    from neuroscope import connections_run
+    from neuroscope.connections import run as connections_run
 
     memory = 1 << 19  # a machine of 512 KiB
     monkeypatch.setattr(connections_run, "memory_bytes", lambda device: memory)

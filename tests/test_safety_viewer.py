@@ -24,7 +24,7 @@ from test_safety import ROOT, call, refused, succeeds
 
 from gated_core.locks import hold_lock
 from neuroscope import d_recompute_vis
-from neuroscope.dataset_store import load_tokenized
+from neuroscope.data.dataset_store import load_tokenized
 from wcos_casestudies.report import write_results_index
 
 work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`
@@ -86,12 +86,12 @@ def copied(tree: Path, tmp_path: Path) -> Path:
 def test_viewer_replaces_only_viewers_it_wrote(work, viewer_tree, monkeypatch):
     """Page folders, a user's folder, a file, a symbolic link and a name too long for the file system are refused in
     one line, before the model is loaded, by the recomputing run and by --from_viewer alike."""
-    import neuroscope.workflow
+    import neuroscope.view.workflow
 
     def no_work(*args, **kwargs):
         raise AssertionError("the model was loaded before the viewer's folder was checked")
 
-    monkeypatch.setattr(neuroscope.workflow, "load_inputs", no_work)
+    monkeypatch.setattr(neuroscope.view.workflow, "load_inputs", no_work)
     results = viewer_tree / "results"
     for name, match in (("L0", "page folder"), ("L12", "page folder"), ("my_notes", "not a viewer"),
                         ("a_file", "not a folder"), ("link", "symbolic link"), ("neurons.json", "kept for the page index"),
@@ -130,24 +130,24 @@ def test_one_lock_for_the_pages_and_the_viewers(work, viewer_tree):
 
 def test_an_interrupted_viewer_write_keeps_the_old_viewer(work, viewer_tree, tmp_path, monkeypatch):
     """A full disk (or a kill) in the middle of writing: the old viewer stays byte for byte, nothing is left beside it."""
-    import neuroscope.viewer
+    import neuroscope.view.viewer
 
     tree = copied(viewer_tree, tmp_path)
     pages = tree / PAGES
-    real_write = neuroscope.viewer.atomic_write_text
+    real_write = neuroscope.view.viewer.atomic_write_text
 
     def full_disk(path, text):
         if Path(path).name == "index.js":
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real_write(path, text)
 
-    monkeypatch.setattr(neuroscope.viewer, "atomic_write_text", full_disk)
+    monkeypatch.setattr(neuroscope.view.viewer, "atomic_write_text", full_disk)
     for argv, name in ((viewer_args(work, tree / "results", "--neurons", "all"), "viewer"),
                        (from_viewer_args(work, tree / "results", "viewer", "part"), "part")):
         if name == "part":
-            monkeypatch.setattr(neuroscope.viewer, "atomic_write_text", real_write)
+            monkeypatch.setattr(neuroscope.view.viewer, "atomic_write_text", real_write)
             succeeds(d_recompute_vis.main, argv)
-            monkeypatch.setattr(neuroscope.viewer, "atomic_write_text", full_disk)
+            monkeypatch.setattr(neuroscope.view.viewer, "atomic_write_text", full_disk)
         before = contents(pages / name)
         outcome = call(d_recompute_vis.main, argv)
         assert outcome.code != 0 or outcome.crash is not None
@@ -157,7 +157,7 @@ def test_an_interrupted_viewer_write_keeps_the_old_viewer(work, viewer_tree, tmp
 
 def test_the_committed_viewer_carries_the_marker():
     """`make demo` replaces viewer-case-studies/ with --viewer: it must be marked as a viewer of its model."""
-    from neuroscope.viewer_folder import is_viewer, viewer_marker
+    from neuroscope.view.viewer_folder import is_viewer, viewer_marker
 
     meta = read_call(COMMITTED_VIEWER / "data" / "meta.js")[0]
     assert is_viewer(COMMITTED_VIEWER)
@@ -170,7 +170,7 @@ def test_the_committed_viewer_carries_the_marker():
 
 def _rewrite_meta(folder: Path, **changes) -> None:
     """The meta with `changes`, sealed with its own checksum again, as a viewer written so would have it."""
-    from neuroscope.checksums import meta_checksum
+    from neuroscope.view.checksums import meta_checksum
 
     meta = {**read_call(folder / "data" / "meta.js")[0], **changes}
     if "checksum" in meta:
@@ -277,7 +277,7 @@ def test_a_viewer_holding_your_files_is_not_replaced(work, viewer_tree, tmp_path
 def test_a_viewer_of_the_previous_version_is_replaced(work, viewer_tree, tmp_path):
     """A viewer written before markers existed (only a viewer's files, `data/meta.js` a viewer's) is replaced, and
     then carries the marker; with the folder's ordinary permissions (not those of a temporary folder)."""
-    from neuroscope.viewer_folder import VIEWER_MARKER, viewer_marker
+    from neuroscope.view.viewer_folder import VIEWER_MARKER, viewer_marker
 
     tree = copied(viewer_tree, tmp_path)
     viewer = tree / PAGES / "viewer"

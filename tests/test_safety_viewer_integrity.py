@@ -27,9 +27,9 @@ from test_safety import refused, succeeds
 from test_safety_viewer import PAGES, copied, from_viewer_args, read_call, viewer_args
 
 from neuroscope import d_recompute_vis
-from neuroscope.checksums import part_checksum
-from neuroscope.neuron_view import js_call
-from neuroscope.pages import ASSETS
+from neuroscope.view.checksums import part_checksum
+from neuroscope.view.html import ASSETS
+from neuroscope.view.neuron_view import js_call
 
 work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`
 NEURON = (1, 5)  # the neuron the deep links open (layer 1 is the one --from_viewer copies)

@@ -120,14 +120,14 @@ def test_console_entry_points_resolve():
     assert {module_name(ROOT / s) for s in SCRIPTS} - {"wcos_casestudies.casestudies"} <= targets
 
 
-STATISTICS_HOME = ("neuroscope/store.py", "neuroscope/activations.py", "neuroscope/collect.py")  # the file format, the pass
+STATISTICS_HOME = ("neuroscope/activation_pass/store.py", "neuroscope/activation_pass/activations.py", "neuroscope/activation_pass/collect.py")  # the file format, the pass
 
 
 def statistics_keys() -> set[str]:
     """The names of the statistics' tensors and of their metadata, as a statistics file stores them."""
     from dataclasses import fields
 
-    from neuroscope.store import Statistics, StatisticsMeta
+    from neuroscope.activation_pass.store import Statistics, StatisticsMeta
 
     return {f.name for f in (*fields(Statistics), *fields(StatisticsMeta))} - {"recorded", "extra"}
 
@@ -189,3 +189,65 @@ def test_library_functions_take_no_namespace():
                 if "args" in names or any("Namespace" in text for text in annotations):
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
     assert found == [], found
+
+
+# ---- neuroscope by stage: the numbered scripts at the top, the library in one subpackage per stage
+
+NEUROSCOPE = ROOT / "neuroscope"
+NEUROSCOPE_TOP = {"__init__.py", "cli.py", "constants.py"}  # besides the scripts
+
+
+def literal_of(path: Path, name: str):
+    """The literal value assigned to `name` at the top of `path` (read without importing it)."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{path.relative_to(ROOT)} assigns no {name}")
+
+
+def stage_interfaces() -> dict[str, tuple[str, ...]]:
+    stages = literal_of(NEUROSCOPE / "__init__.py", "STAGES")
+    return {stage: literal_of(NEUROSCOPE / stage / "__init__.py", "INTERFACE") for stage in stages}
+
+
+def test_neuroscope_is_laid_out_by_stage():
+    """Only the scripts, their flags and the constants sit in neuroscope/; every library module lives in a stage
+    (a subpackage with a docstring saying which scripts it serves), and each stage's interface names its modules."""
+    scripts = {Path(s).name for s in SCRIPTS if s.startswith("neuroscope/")}
+    assert {p.name for p in NEUROSCOPE.glob("*.py")} == scripts | NEUROSCOPE_TOP
+    interfaces = stage_interfaces()
+    folders = {p.parent.name for p in NEUROSCOPE.glob("*/__init__.py")}
+    assert folders == set(interfaces), f"stages {sorted(folders)} against STAGES {sorted(interfaces)}"
+    for stage, interface in interfaces.items():
+        assert ast.get_docstring(ast.parse((NEUROSCOPE / stage / "__init__.py").read_text())), stage
+        modules = {p.stem for p in (NEUROSCOPE / stage).glob("*.py")} - {"__init__"}
+        assert set(interface) <= modules, f"{stage}: INTERFACE names {sorted(set(interface) - modules)}, not modules"
+
+
+def stage_violations(graph: dict[str, set[str]], interfaces: dict[str, tuple[str, ...]]) -> list[str]:
+    """Imports of a stage module that go up the stages, into another stage's own modules, or up to the scripts."""
+    order = list(interfaces)
+    found = []
+    for module, imported in graph.items():
+        parts = module.split(".")
+        if parts[0] != "neuroscope" or len(parts) != 3:
+            continue
+        for other in sorted(imported):
+            other_parts = other.split(".")
+            if other_parts[0] != "neuroscope" or other_parts[1] == parts[1]:
+                continue
+            if len(other_parts) == 2 and other_parts[1] != "constants":
+                found.append(f"{module} imports {other}, above the stages")
+            elif len(other_parts) == 3 and order.index(other_parts[1]) > order.index(parts[1]):
+                found.append(f"{module} imports {other}, from a later stage")
+            elif len(other_parts) == 3 and other_parts[2] not in interfaces[other_parts[1]]:
+                found.append(f"{module} imports {other}, which is not in {other_parts[1]}'s INTERFACE")
+    return found
+
+
+def test_stages_import_earlier_stages_through_their_interface():
+    interfaces = stage_interfaces()
+    planted = {"neuroscope.core.hooks": {"neuroscope.view.viewer"}, "neuroscope.view.pages": {"neuroscope.activation_pass.reducer"},
+               "neuroscope.data.texts": {"neuroscope.cli"}}
+    assert len(stage_violations(planted, interfaces)) == 3  # the check finds each kind of reach
+    assert stage_violations(import_graph(), interfaces) == []

@@ -12,13 +12,13 @@ from gated_core.cli import run_main
 from gated_core.errors import UserError
 from gated_core.models.sources import resolve_model
 from neuroscope import b_activations
-from neuroscope.activations import SIGN_COMBINATIONS, NeuronStats
-from neuroscope.batches import batch_plan
-from neuroscope.histogram import histogram_codes, typical_band_edges, typical_band_lookup, typical_bands
-from neuroscope.ranked import EMPTY_HASH, POSITION_BITS, pack_tokens, reference_hash, token_hash, unpack_tokens
-from neuroscope.recompute import LIST_KINDS, TYPICAL_KINDS, typical_lists
-from neuroscope.reducer import BatchReducer
-from neuroscope.store import Statistics, load_stats, statistics_fingerprint, statistics_notes
+from neuroscope.activation_pass.activations import SIGN_COMBINATIONS, NeuronStats
+from neuroscope.activation_pass.reducer import BatchReducer
+from neuroscope.activation_pass.store import Statistics, load_stats, statistics_fingerprint, statistics_notes
+from neuroscope.core.batches import batch_plan
+from neuroscope.core.histogram import histogram_codes, typical_band_edges, typical_band_lookup, typical_bands
+from neuroscope.core.ranked import EMPTY_HASH, POSITION_BITS, pack_tokens, reference_hash, token_hash, unpack_tokens
+from neuroscope.recompute.examples import LIST_KINDS, TYPICAL_KINDS, typical_lists
 
 BOS = 256  # the tiny tokenizer's <bos>
 TYPICAL_KEYS = ("typical_values", "typical_docs", "typical_positions")
@@ -175,8 +175,8 @@ def setup(tiny_models, tmp_path_factory):
     import datasets
 
     from gated_core.models.loading import load_tokenizer
-    from neuroscope.dataset_store import save_dataset
-    from neuroscope.tokenization import build_dataset
+    from neuroscope.data.dataset_store import save_dataset
+    from neuroscope.data.tokenization import build_dataset
 
     folder = tiny_models["llama"]
     source = resolve_model(str(folder))

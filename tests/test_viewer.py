@@ -20,12 +20,12 @@ from gated_core.cli import run_main
 from gated_core.models.loading import load_hf_model, load_tokenizer
 from gated_core.models.sources import resolve_model
 from neuroscope import d_recompute_vis
-from neuroscope.dataset_store import save_dataset
-from neuroscope.histogram import histogram_edges, typical_band_edges, typical_bands
-from neuroscope.neuron_view import inflated, to_json
-from neuroscope.recompute import LIST_KINDS, recompute_examples
-from neuroscope.store import Statistics
-from neuroscope.tokenization import build_dataset
+from neuroscope.activation_pass.store import Statistics
+from neuroscope.core.histogram import histogram_edges, typical_band_edges, typical_bands
+from neuroscope.data.dataset_store import save_dataset
+from neuroscope.data.tokenization import build_dataset
+from neuroscope.recompute.examples import LIST_KINDS, recompute_examples
+from neuroscope.view.neuron_view import inflated, to_json
 
 URL = re.compile(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}|(src|href)\s*=\s*[\"'](https?:|//)", re.I)
 WINDOW, CONTEXT = (5, 2), (4, 3)  # the viewer's coloured tokens and grey context, before and after the extreme token
@@ -272,7 +272,7 @@ def test_compact_viewer(viewer, tmp_path):
 def test_direct_effects_in_chunks_of_examples(viewer, tmp_path, monkeypatch):
     """The direct effects computed a few examples at a time (as a 7B model's many examples per batch are) equal those
     computed all at once (the next tokens and ranks exactly)."""
-    from neuroscope import windows
+    from neuroscope.recompute import windows
 
     monkeypatch.setattr(windows, "EFFECT_CHUNK", 5)
     results = tmp_path / "results"

@@ -17,7 +17,8 @@ from test_viewer import CONTEXT, WINDOW, read_call, tiny_run, unpack
 from gated_core.artifacts import load_artifact
 from gated_core.cli import run_main
 from gated_core.models.loading import load_tokenizer
-from neuroscope import d_recompute_vis, viewer
+from neuroscope import d_recompute_vis
+from neuroscope.view import viewer
 
 CHUNK = 16  # neurons per chunk in these tests: the tiny model's layers (96 neurons) take 6
 PAGE_ROWS = 40  # rows per page of the plain-HTML lists: 3 pages a layer
@@ -232,7 +233,7 @@ def test_examples_of_columns_knows_every_field():
     """A field added to LayerExamples must be given its rows in viewer.py, else chunks would drop it."""
     from dataclasses import fields
 
-    from neuroscope.windows import LayerExamples
+    from neuroscope.recompute.windows import LayerExamples
 
     names = {f.name for f in fields(LayerExamples)} - {"layer"}
     assert names == {*viewer.EXAMPLE_ROWS, *viewer.WINDOW_ROWS, *viewer.NEURON_ROWS}

@@ -12,7 +12,7 @@ from urllib.parse import quote
 from gated_core.artifacts import atomic_write_text
 
 INDEX_NAME = "index.html"
-VIEWER_NAME = "viewer.html"  # the whole-model viewer of neuroscope/viewer.py
+VIEWER_NAME = "viewer.html"  # the whole-model viewer of neuroscope/view/viewer.py
 SKIPPED_FOLDERS = ("neuroscope", "tokens")  # shown in their own sections
 TABLE_ROWS_SHOWN = 60  # longer tables are linked, not shown
 ARTIFACT_SUFFIXES = (".pt", ".pickle", ".json", ".txt")
