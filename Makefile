@@ -12,7 +12,7 @@ ABLATE_FLAGS := --datadir ../$(DATA) --activations activations --mtokens 0.003
 # largest a on pydoc) and 29.78 and 21.1224 (99th percentile)
 PROBE_TEXT := The nonlocal statement lets a function rebind a variable of the enclosing scope: def greet(name): return 'Hello, ' + name
 
-.PHONY: setup demo demo-classes test lint bench clean-results
+.PHONY: setup demo demo-classes test test-fast lint bench clean-results
 
 setup: $(VENV)/.installed
 
@@ -48,8 +48,15 @@ demo-classes: setup
 	cd neuroscope && $(PY) e_ablate.py $(ABLATE_FLAGS) --classes depletion conditional_depletion --random_seeds 2
 	cd neuroscope && $(PY) e_ablate.py $(ABLATE_FLAGS) --classes depletion --conditional --random_seeds 1
 
+# one worker per core (up to 4), each test module on one worker (its module fixtures built once)
+XDIST := -n auto --maxprocesses 4 --dist loadfile
+
 test: setup lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(XDIST) tests
+
+# The fast tier: every test but the slow end-to-end runs (torchrun, the notebook, headless Chromium, whole scripts).
+test-fast: setup
+	$(PY) -m pytest -q $(XDIST) -m "not slow" tests
 
 lint: setup
 	$(PY) -m ruff check .

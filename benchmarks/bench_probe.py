@@ -23,7 +23,9 @@ import torch
 from gated_core.models.loading import load_hf_model
 from gated_core.models.sources import resolve_model
 from neuroscope.data.texts import embedded_documents
-from neuroscope.probe.probe import ProbeRequest, open_probe, probe_pass, write_probe
+from neuroscope.probe.forward import probe_pass
+from neuroscope.probe.probe import write_probe
+from neuroscope.probe.request import ProbeRequest, open_probe
 from wcos_casestudies.results import Settings
 
 CASE_STUDY_NEURONS = ["28.28", "29.78", "29.1089", "21.1224", "27.330"]

@@ -137,14 +137,15 @@ def main() -> int:
                                None, torch.device("cpu"))
         settings = workflow.ViewerSettings("viewer", 16, 21, (40, 12), 20, 10)
         started = time.perf_counter()
-        folder, size = workflow.write_run_viewer(run, settings, args.batch_size)
+        written = workflow.write_run_viewer(run, settings, args.batch_size)
+        folder, size = written.folder, written.size
         recompute_s = time.perf_counter() - started
         rng = torch.Generator().manual_seed(0)
         names = [f"{int(torch.randint(stats.keys.shape[0], (), generator=rng))}.{int(torch.randint(stats.keys.shape[1], (), generator=rng))}"
                  for _ in range(OPEN_NEURONS)]
         opened = open_times(folder, names, scratch)
         layer_bytes = sum(p.stat().st_size for p in (folder / "data").glob("layer_*.js"))
-        report(seconds, tokens, recompute_s, settings.seconds, size, layer_bytes, len(run.neurons), opened, len(dataset))
+        report(seconds, tokens, recompute_s, written.seconds, size, layer_bytes, len(run.neurons), opened, len(dataset))
         if args.keep:
             shutil.copytree(folder, args.keep, dirs_exist_ok=True)
     finally:

@@ -48,6 +48,7 @@ MADE_FROM = {
     "weights_fingerprint": ("other weights", "another checkpoint of the same name, or its files changed"),
     "dataset_fingerprint": ("other contents of the dataset", "it was rebuilt since"),
     "statistics_fingerprint": ("other statistics", "b_activations.py ran again since, or on other inputs"),
+    "tokenizer_fingerprint": ("another tokenizer", "other tokens, ids or special tokens, or its files changed since"),
 }
 
 
@@ -235,6 +236,30 @@ def load_artifact(path: Path, expect_tag: bool = True, kind: str | None = None, 
     if missing:
         raise UserError(f"{path}: not {KINDS.get(kind, 'the file expected')} (it lacks {', '.join(missing)}): {remedy}")
     return data
+
+
+def made_from(**fingerprints: str | None) -> dict[str, str | None]:
+    """The metadata entries by which an artifact records what it was made from, one per input named (`weights`,
+    `dataset`, `statistics`, `tokenizer`), in the order named: `made_from(weights=a, statistics=b)` is
+    `{"weights_fingerprint": a, "statistics_fingerprint": b}`. Every artifact records its inputs through this function,
+    and `check_provenance` checks them, so that the keys are the same in every file."""
+    recorded = {f"{name}_fingerprint": value for name, value in fingerprints.items()}
+    unknown = sorted(set(recorded) - set(MADE_FROM))
+    if unknown:
+        raise ValueError(f"made_from: no input {', '.join(unknown)}; inputs are {', '.join(MADE_FROM)}")
+    return recorded
+
+
+def check_provenance(path: Path, meta: dict[str, Any], expected: dict[str, Any], remedy: str,
+                     made: str = "were made with") -> None:
+    """Refuse the artifact at `path` unless its `meta` agrees with `expected` on every key: an input's fingerprint
+    (a key of MADE_FROM, from `made_from`: which input changed, `check_made_from`) or a setting (`<path>: <made>
+    key=stored, not expected; <remedy>`)."""
+    for key, value in expected.items():
+        if key in MADE_FROM:
+            check_made_from(path, meta, key, value, remedy, made)
+        elif meta.get(key) != value:
+            raise UserError(f"{path}: {made} {key}={meta.get(key)!r}, not {value!r}; {remedy}")
 
 
 def made_from_mismatch(key: str, stored: Any, expected: Any, made: str = "were made with") -> str | None:

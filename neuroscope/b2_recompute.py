@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from gated_core.cli import add_device, add_model, add_results_dir, make_parser, run_main
+from gated_core.neurons import NeuronId
 from neuroscope.cli import add_activations, add_batch_size, add_datadir, add_neurons, page_request
 from wcos_casestudies.cli import add_weight_settings
 
@@ -40,13 +41,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run = workflow.open_run(page_request(args))
     with workflow.hold_pages(run):  # activations.pt lies beside the pages: one page run at a time
-        examples = workflow.recompute_checked(run, args.batch_size, args.ablation_effect)
-        paths = workflow.save_recomputed(run, examples)
+        recomputed = workflow.recompute_checked(run, args.batch_size, args.ablation_effect)
+        paths = workflow.save_recomputed(run, recomputed)
     for path in paths:
         print(f"-> {path}")
-    for (layer, neuron), rows in examples.items():
+    for (layer, neuron), rows in recomputed.examples.items():
         worst = max(abs(e.act[e.position] - e.stored) for e in rows)
-        print(f"{layer}.{neuron}: {len(rows)} documents recomputed; largest difference from stored values {worst:.2e}")
+        print(f"{NeuronId(layer, neuron)}: {len(rows)} documents recomputed; largest difference from stored values {worst:.2e}")
     return 0
 
 

@@ -34,6 +34,7 @@ import time
 from collections.abc import Sequence
 
 from gated_core.cli import add_device, add_model, add_results_dir, make_parser, non_negative_int, plain_name, positive_int, run_main
+from gated_core.results_layout import DEFAULT_VIEWER
 from neuroscope.cli import add_activations, add_batch_size, add_datadir, add_neurons, add_top_tokens, page_request
 from wcos_casestudies.cli import add_weight_settings
 
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         run = together(ranks, lambda: workflow.open_run(page_request(args)))
         pages = len(run.neurons) <= args.max_pages
-        viewer = args.viewer or (None if pages else "viewer")
+        viewer = args.viewer or (None if pages else DEFAULT_VIEWER)
         if viewer is not None:  # before the model loads; again under the lock when it is written
             together(ranks, lambda: workflow.checked_viewer_folder(run, viewer))
         # one lock for the pages, their index and the viewers, held by the rank that writes them
@@ -120,10 +121,10 @@ def write_pages(run, args) -> None:
     from neuroscope.view import workflow
 
     started = time.perf_counter()
-    examples = workflow.recompute_checked(run, args.batch_size, args.ablation_effect)
+    recomputed = workflow.recompute_checked(run, args.batch_size, args.ablation_effect)
     seconds = time.perf_counter() - started
-    workflow.save_recomputed(run, examples)
-    written = workflow.write_run_pages(run, examples, args.top_tokens)
+    workflow.save_recomputed(run, recomputed)
+    written = workflow.write_run_pages(run, recomputed, args.top_tokens)
     print(f"{len(written)} pages in {run.folder} (index.html); recomputation {seconds:.1f} s "
           f"({seconds / max(len(written), 1):.1f} s per neuron)")
 
@@ -139,9 +140,8 @@ def write_viewer(run, args, name: str, ranks=None) -> None:
     written = workflow.write_run_viewer(run, settings, args.batch_size, ranks)
     if written is None:  # a rank other than 0
         return
-    folder, size = written
-    steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in settings.seconds.items())
-    print(f"viewer of {len(run.neurons)} neurons: {folder / 'viewer.html'} ({size / 2**20:.1f} MiB; {steps})")
+    steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in written.seconds.items())
+    print(f"viewer of {len(run.neurons)} neurons: {written.folder / 'viewer.html'} ({written.size / 2**20:.1f} MiB; {steps})")
 
 
 def copy_layers(args) -> int:

@@ -41,6 +41,7 @@ from gated_core.cli import (
     positive_int,
     run_main,
 )
+from gated_core.results_layout import ABLATION_FOLDER
 from neuroscope.cli import add_activations, add_batch_size, add_datadir
 from wcos_casestudies.cli import add_weight_settings
 
@@ -144,7 +145,7 @@ def ablate_and_report(args, prepared, ablations, ranks) -> None:
 def prepare(args: argparse.Namespace) -> argparse.Namespace:
     """Check every input and set up the run (nothing heavy is loaded): the model's source, tokenizer, evaluation,
     classes (results), output folder, the metadata its files must agree with, and the device and dtype."""
-    from gated_core.artifacts import package_versions
+    from gated_core.artifacts import made_from, package_versions
     from gated_core.cli import check_output_location, parse_device, parse_dtype
     from gated_core.models.arch import read_arch
     from gated_core.models.loading import load_tokenizer
@@ -171,13 +172,13 @@ def prepare(args: argparse.Namespace) -> argparse.Namespace:
     evaluation = load_evaluation(args.datadir, args.dataset, args.activations, source, args.mode, args.mtokens,
                                  args.batch_size, (tokenizer, arch.vocab_size))
     results = ModelResults(source, settings, root=args.results_dir, loader=args.loader, device=device)
-    folder = results.folder / "ablation" / evaluation.dataset_dir.name
+    folder = results.folder / ABLATION_FOLDER / evaluation.dataset_dir.name
     for location in (results.folder, folder):  # its index.html, and the ablation's files: before any work
         check_output_location(location, "--results_dir", inside=args.results_dir)
     check_ablation_folder(folder)
     bootstrap = BootstrapSettings(resamples=args.bootstrap, seed=args.seed)
     meta = {"model": source.name, "provenance": source.provenance, "gguf": source.is_gguf,
-            "weights_fingerprint": results.fingerprint,
+            **made_from(weights=results.fingerprint),
             **evaluation_meta(evaluation, args.batch_size, dtype, device, bootstrap), "classes_from": str(results.path),
             **{f"classes_{key}": value for key, value in results.settings.meta().items()}, "versions": package_versions()}
     # a folder of other inputs is refused now, before the classes may be computed; checked again under the lock

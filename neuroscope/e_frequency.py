@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gated_core.cli import add_model, add_results_dir, make_parser, positive_int, run_main
+from gated_core.results_layout import FREQUENCY_FOLDER
 from neuroscope.cli import add_activations, add_datadir
 from wcos_casestudies.cli import add_weight_settings
 
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = resolve_model(args.model, full_hash=args.full_hash)
     stats = load_statistics(source, args.datadir, args.activations)
     results = ModelResults(source, settings, root=args.results_dir, loader=args.loader)
-    folder = results.folder / "frequency"
+    folder = results.folder / FREQUENCY_FOLDER
     for location in (results.folder, folder):  # its data.pt and index.html, and the frequency files: before any work
         check_output_location(location, "--results_dir", inside=args.results_dir)
     check_output_folder(folder, FOLDER_KIND, legacy_pattern(LEGACY_NAMES), RESULTS_ADVICE)

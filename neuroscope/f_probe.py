@@ -75,7 +75,7 @@ def build_parser():
 def read_text(text: str | None, file: Path | None) -> list[str]:
     """The documents to probe: --text, --file or stdin (read as bytes, decoded as UTF-8)."""
     from gated_core.errors import UserError
-    from neuroscope.probe.probe import read_documents, read_stdin
+    from neuroscope.probe.request import read_documents, read_stdin
 
     if text is not None:
         return [text]
@@ -89,7 +89,9 @@ def read_text(text: str | None, file: Path | None) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from gated_core.locks import hold_lock
-    from neuroscope.probe.probe import ProbeRequest, open_probe, run_probe, write_probe
+    from neuroscope.probe.forward import run_probe
+    from neuroscope.probe.probe import write_probe
+    from neuroscope.probe.request import ProbeRequest, open_probe
     from wcos_casestudies.cli import settings_from_args
 
     request = ProbeRequest(model=args.model, documents=read_text(args.text, args.file), settings=settings_from_args(args),

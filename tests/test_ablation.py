@@ -7,72 +7,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import ABLATION_TEXTS, CONDITIONAL_DEPLETION, DEPLETION, ORTHOGONAL, PLANTED, ablate
 
 from gated_core.artifacts import load_artifact
 from gated_core.cli import run_main
 from gated_core.locks import hold_lock
-from gated_core.models.loading import load_hf_model, load_tokenizer
-from gated_core.models.sources import resolve_model
-from neuroscope import b_activations, e_ablate, e_frequency
+from neuroscope import e_ablate, e_frequency
 from neuroscope.classes.ablation import CONDITIONS, Ablation, ablation_hooks, evaluate
 from neuroscope.classes.ablation_report import Bootstrap
 from neuroscope.classes.frequency import class_frequencies
 from neuroscope.classes.neuron_sets import NeuronSet, parse_class, random_baselines, same_layer_random, sample_set
 from neuroscope.core.batches import batch_plan
-from neuroscope.data.dataset_store import save_dataset
-from neuroscope.data.tokenization import build_dataset
 from wcos_casestudies.constants import CLASS_NAMES
-from wcos_casestudies.results import ModelResults, Settings
 
-TEXTS = [
-    "Gated neurons read a direction and write another.",
-    "The gate decides; the linear input scales; the output weight writes.",
-    "Short.",
-    "A somewhat longer document about transformers, their residual stream and the MLP layers that read from it.",
-    "x",
-    "Numbers 1 2 3 4 5 6 7 8 9 10 11 12.",
-    "Depletion neurons write the opposite of what they read, and fire often.",
-    "Last one, of medium length, to end the set.",
-]
-DEPLETION, CONDITIONAL_DEPLETION, ORTHOGONAL = (CLASS_NAMES.index(n) for n in
-                                                ("depletion", "conditional depletion", "orthogonal output"))
-PLANTED = {DEPLETION: {0: [1, 5, 9, 40], 1: [0, 3, 77]}, CONDITIONAL_DEPLETION: {1: [10, 11, 12]}}
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def setup(tiny_models, tmp_path_factory):
-    """A tiny Llama, a dataset, its statistics (b_activations.py) and planted IO classes in a results tree."""
-    import datasets
-
-    folder = tiny_models["llama"]
-    source = resolve_model(str(folder))
-    datadir = tmp_path_factory.mktemp("ablation_data")
-    tokenizer = load_tokenizer(source)
-    dataset, meta = build_dataset(datasets.Dataset.from_dict({"text": TEXTS}), tokenizer, None, max_length=40)
-    meta.update({"tokenizer": source.name, "dataset": "test"})
-    save_dataset(dataset, meta, datadir / "data")
-    save_dataset(dataset.select(range(4)), {**meta, "documents": 4}, datadir / "other")
-    assert run_main(b_activations.main, ["--model", str(folder), "--datadir", str(datadir), "--dataset", "data",
-                                         "--save_to", "acts", "--examples_per_neuron", "2", "--device", "cpu"]) == 0
-    results_dir = tmp_path_factory.mktemp("ablation_results")
-    results = ModelResults(source, Settings(), root=results_dir)
-    categories = torch.full_like(results.categories(), ORTHOGONAL)
-    for code, layers in PLANTED.items():
-        for layer, neurons in layers.items():
-            categories[layer, neurons] = code
-    results.data["categories"] = categories.to(torch.int8)
-    results.save()
-    model, _ = load_hf_model(source)
-    return {"folder": folder, "source": source, "datadir": datadir, "dataset": load_tokenized_rows(datadir),
-            "stats": load_artifact(datadir / "acts" / "stats.pt"), "results_dir": results_dir, "results": results,
-            "model": model, "pad_id": tokenizer.pad_token_id}
-
-
-def load_tokenized_rows(datadir):
-    from neuroscope.data.dataset_store import load_tokenized
-
-    return load_tokenized(datadir / "data")[0]
 
 
 def plan_of(dataset, batch_size=3):
@@ -84,9 +32,9 @@ def planted_set(code: int) -> NeuronSet:
     return NeuronSet(CLASS_NAMES[code], torch.tensor(sorted(pairs)), kind="class")
 
 
-def test_baseline_loss_equals_hugging_face_loss(setup):
-    model, dataset = setup["model"], setup["dataset"]
-    baseline = evaluate(model, dataset, plan_of(dataset), setup["pad_id"], CPU)
+def test_baseline_loss_equals_hugging_face_loss(ablation_world):
+    model, dataset = ablation_world["model"], ablation_world["dataset"]
+    baseline = evaluate(model, dataset, plan_of(dataset), ablation_world["pad_id"], CPU)
     checked = 0
     for row, ids in enumerate(dataset["input_ids"]):
         mine = baseline.values[baseline.documents == row, 0]
@@ -97,32 +45,32 @@ def test_baseline_loss_equals_hugging_face_loss(setup):
             theirs = model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids])).loss
         assert float(mine.double().mean()) == pytest.approx(float(theirs), abs=1e-5)
         checked += 1
-    assert checked >= len(TEXTS) - 1
+    assert checked >= len(ABLATION_TEXTS) - 1
 
 
-def test_empty_set_reproduces_the_baseline_exactly(setup):
-    model, dataset = setup["model"], setup["dataset"]
-    baseline = evaluate(model, dataset, plan_of(dataset), setup["pad_id"], CPU)
+def test_empty_set_reproduces_the_baseline_exactly(ablation_world):
+    model, dataset = ablation_world["model"], ablation_world["dataset"]
+    baseline = evaluate(model, dataset, plan_of(dataset), ablation_world["pad_id"], CPU)
     empty = Ablation(NeuronSet("nothing", torch.zeros(0, 2, dtype=torch.long), kind="class"))
-    ablated = evaluate(model, dataset, plan_of(dataset), setup["pad_id"], CPU, empty)
+    ablated = evaluate(model, dataset, plan_of(dataset), ablation_world["pad_id"], CPU, empty)
     assert torch.equal(ablated.values, baseline.values) and torch.equal(ablated.documents, baseline.documents)
     assert ablated.touched == 0
 
 
 @pytest.mark.parametrize("layer", [0, 1])
-def test_zero_ablating_a_whole_layer_equals_a_zeroed_mlp_output(setup, layer):
-    model, dataset = setup["model"], setup["dataset"]
+def test_zero_ablating_a_whole_layer_equals_a_zeroed_mlp_output(ablation_world, layer):
+    model, dataset = ablation_world["model"], ablation_world["dataset"]
     d_mlp = model.config.intermediate_size
     everything = NeuronSet("layer", torch.stack([torch.full((d_mlp,), layer), torch.arange(d_mlp)], dim=1), kind="class")
-    ablated = evaluate(model, dataset, plan_of(dataset), setup["pad_id"], CPU, Ablation(everything))
+    ablated = evaluate(model, dataset, plan_of(dataset), ablation_world["pad_id"], CPU, Ablation(everything))
     handle = model.model.layers[layer].mlp.register_forward_hook(lambda module, inputs, output: torch.zeros_like(output))
     try:
-        zeroed = evaluate(model, dataset, plan_of(dataset), setup["pad_id"], CPU)
+        zeroed = evaluate(model, dataset, plan_of(dataset), ablation_world["pad_id"], CPU)
     finally:
         handle.remove()
     assert torch.allclose(ablated.values, zeroed.values, rtol=1e-5, atol=1e-5)
     assert ablated.touched == ablated.values.shape[0]
-    baseline = evaluate(model, dataset, plan_of(dataset), setup["pad_id"], CPU)
+    baseline = evaluate(model, dataset, plan_of(dataset), ablation_world["pad_id"], CPU)
     assert not torch.allclose(baseline.values[:, 0], zeroed.values[:, 0], atol=1e-3)  # the layer does matter
 
 
@@ -151,26 +99,26 @@ def capture_around_ablation(model, dataset, ablation, means, pad_id):
     return seen, mask
 
 
-def test_mean_ablation_uses_the_dataset_mean_of_the_statistics(setup):
-    means = setup["stats"]["mean"]
+def test_mean_ablation_uses_the_dataset_mean_of_the_statistics(ablation_world):
+    means = ablation_world["stats"]["mean"]
     chosen = planted_set(DEPLETION)
-    seen, mask = capture_around_ablation(setup["model"], setup["dataset"], Ablation(chosen, "mean"), means, setup["pad_id"])
+    seen, mask = capture_around_ablation(ablation_world["model"], ablation_world["dataset"], Ablation(chosen, "mean"), means, ablation_world["pad_id"])
     for layer, neuron in chosen.neurons.tolist():
         values = seen["after"][layer][..., neuron][mask.bool()]
         assert torch.all(values == means[layer, neuron].float()), (layer, neuron)
-    untouched = torch.ones(2, setup["model"].config.intermediate_size, dtype=torch.bool)
+    untouched = torch.ones(2, ablation_world["model"].config.intermediate_size, dtype=torch.bool)
     untouched[chosen.neurons[:, 0], chosen.neurons[:, 1]] = False
     for layer in range(2):
         assert torch.equal(seen["after"][layer][..., untouched[layer]], seen["before"][layer][..., untouched[layer]])
 
 
 @pytest.mark.parametrize("condition", CONDITIONS)
-def test_conditional_ablation_touches_only_its_sign_combination(setup, condition):
+def test_conditional_ablation_touches_only_its_sign_combination(ablation_world, condition):
     """Token by token and neuron by neuron: replaced exactly where (sign g, sign a) is the combination."""
-    means = setup["stats"]["mean"]
+    means = ablation_world["stats"]["mean"]
     chosen = planted_set(DEPLETION)
-    seen, mask = capture_around_ablation(setup["model"], setup["dataset"], Ablation(chosen, "mean", condition), means,
-                                         setup["pad_id"])
+    seen, mask = capture_around_ablation(ablation_world["model"], ablation_world["dataset"], Ablation(chosen, "mean", condition), means,
+                                         ablation_world["pad_id"])
     want_gate, want_post = condition[4] == "+", condition[-1] == "+"
     members = set(map(tuple, chosen.neurons.tolist()))
     replaced = 0
@@ -237,63 +185,56 @@ def test_frequency_by_class_against_direct_means():
     assert sign_row.iloc[1:5].sum() == pytest.approx(1.0)
 
 
-def ablate(setup, results_dir, extra=(), classes=("depletion",)):
-    argv = ["--model", str(setup["folder"]), "--datadir", str(setup["datadir"]), "--activations", "acts",
-            "--results_dir", str(results_dir), "--device", "cpu", "--batch_size", "3", "--bootstrap", "200",
-            "--random_seeds", "2", "--classes", *classes, *extra]
-    return run_main(e_ablate.main, argv)
-
-
-def test_command_line_resumes_and_shares_the_baseline(setup, tmp_path, capsys):
+def test_command_line_resumes_and_shares_the_baseline(ablation_world, tmp_path, capsys):
     import pandas as pd
 
     whole = tmp_path / "whole"
     for results_dir in (whole, tmp_path / "resumed"):
         (results_dir / "local" / "llama").mkdir(parents=True)
-        (results_dir / "local" / "llama" / "data.pt").write_bytes(setup["results"].path.read_bytes())
-    assert ablate(setup, whole, ["--conditional", "gate-post+", "--mode", "mean"]) == 0
+        (results_dir / "local" / "llama" / "data.pt").write_bytes(ablation_world["results"].path.read_bytes())
+    assert ablate(ablation_world, whole, ["--conditional", "gate-post+", "--mode", "mean"]) == 0
     folder = whole / "local" / "llama" / "ablation" / "data"
     frame = pd.read_csv(folder / "ablation.csv")
     assert len(frame) == 2 * 3  # (depletion + 2 random) x (everywhere, gate-post+)
     assert all((folder / f"ablation.{ext}").exists() for ext in ("md", "pdf", "png"))
     resumed = tmp_path / "resumed"
-    assert ablate(setup, resumed, ["--conditional", "gate-post+", "--mode", "mean", "--stop_after_sets", "2"]) == 0
+    assert ablate(ablation_world, resumed, ["--conditional", "gate-post+", "--mode", "mean", "--stop_after_sets", "2"]) == 0
     out_folder = resumed / "local" / "llama" / "ablation" / "data"
     baseline_time = (out_folder / "baseline.pt").stat().st_mtime_ns
     assert len(load_artifact(out_folder / "sets.pt")["sets"]) == 2
     capsys.readouterr()
-    assert ablate(setup, resumed, ["--conditional", "gate-post+", "--mode", "mean"]) == 0
+    assert ablate(ablation_world, resumed, ["--conditional", "gate-post+", "--mode", "mean"]) == 0
     assert capsys.readouterr().out.count("reusing") == 2
     assert (out_folder / "baseline.pt").stat().st_mtime_ns == baseline_time  # one baseline for every set
     pd.testing.assert_frame_equal(pd.read_csv(out_folder / "ablation.csv"),
                                   frame, check_exact=False, rtol=1e-9)
     # more sets later: the baseline and the finished sets are reused
-    assert ablate(setup, resumed, ["--mode", "mean"], classes=("depletion", "conditional_depletion")) == 0
+    assert ablate(ablation_world, resumed, ["--mode", "mean"], classes=("depletion", "conditional_depletion")) == 0
     assert (out_folder / "baseline.pt").stat().st_mtime_ns == baseline_time
     assert len(pd.read_csv(out_folder / "ablation.csv")) == 6 + 3
 
 
-def test_frequency_command_line(setup, tmp_path):
+def test_frequency_command_line(ablation_world, tmp_path):
     results_dir = tmp_path / "freq"
     (results_dir / "local" / "llama").mkdir(parents=True)
-    (results_dir / "local" / "llama" / "data.pt").write_bytes(setup["results"].path.read_bytes())
-    argv = ["--model", str(setup["folder"]), "--datadir", str(setup["datadir"]), "--activations", "acts",
+    (results_dir / "local" / "llama" / "data.pt").write_bytes(ablation_world["results"].path.read_bytes())
+    argv = ["--model", str(ablation_world["folder"]), "--datadir", str(ablation_world["datadir"]), "--activations", "acts",
             "--results_dir", str(results_dir), "--random_seeds", "3"]
     assert run_main(e_frequency.main, argv) == 0
     folder = results_dir / "local" / "llama" / "frequency"
     assert all((folder / name).exists() for name in ("frequency.csv", "frequency.md", "sign_frequencies.csv", "frequency.png"))
 
 
-def test_bad_inputs(setup, tiny_models, tmp_path, capsys):
-    datadir = setup["datadir"]
+def test_bad_inputs(ablation_world, tiny_models, tmp_path, capsys):
+    datadir = ablation_world["datadir"]
     results_dir = tmp_path / "bad"
     (results_dir / "local" / "llama").mkdir(parents=True)
-    (results_dir / "local" / "llama" / "data.pt").write_bytes(setup["results"].path.read_bytes())
+    (results_dir / "local" / "llama" / "data.pt").write_bytes(ablation_world["results"].path.read_bytes())
 
     def fails(argv, match, model=None):
         before = sorted(p for root in (datadir, results_dir) for p in root.rglob("*"))
         capsys.readouterr()
-        base = ["--model", str(model or setup["folder"]), "--datadir", str(datadir), "--activations", "acts",
+        base = ["--model", str(model or ablation_world["folder"]), "--datadir", str(datadir), "--activations", "acts",
                 "--results_dir", str(results_dir), "--device", "cpu"]
         assert run_main(e_ablate.main, base + argv) == 2
         err = capsys.readouterr().err.strip()
@@ -311,7 +252,7 @@ def test_bad_inputs(setup, tiny_models, tmp_path, capsys):
         fails(["--classes", "depletion"], "is being written by process")
 
 
-def test_roles_from_casestudies(setup, tmp_path, capsys):
+def test_roles_from_casestudies(ablation_world, tmp_path, capsys):
     import pandas as pd
 
     from gated_core.artifacts import PROJECT_TAG, save_artifact
@@ -320,30 +261,30 @@ def test_roles_from_casestudies(setup, tmp_path, capsys):
     results_dir = tmp_path / "roles"
     folder = results_dir / "local" / "llama"
     folder.mkdir(parents=True)
-    (folder / "data.pt").write_bytes(setup["results"].path.read_bytes())
+    (folder / "data.pt").write_bytes(ablation_world["results"].path.read_bytes())
     capsys.readouterr()
-    assert ablate(setup, results_dir, ["--roles", "prediction", "--random_seeds", "0"], classes=()) == 2
+    assert ablate(ablation_world, results_dir, ["--roles", "prediction", "--random_seeds", "0"], classes=()) == 2
     assert "run wcos_casestudies/casestudies.py" in capsys.readouterr().err
-    prediction = torch.zeros(2, setup["model"].config.intermediate_size, dtype=torch.bool)
+    prediction = torch.zeros(2, ablation_world["model"].config.intermediate_size, dtype=torch.bool)
     prediction[1, [4, 8, 15]] = True
     masks = {"prediction": prediction, "suppression": torch.zeros_like(prediction)}
     meta = {"project": PROJECT_TAG, "kind": ROLES_KIND, "model": "local/llama"}
     # roles.pt of other weights (or of a version that recorded none) are never used: one reader checks them
     for fingerprint, match in ((None, "records no weights fingerprint"), ("0" * 16, "holds the roles of other weights")):
         save_artifact({"meta": {**meta, "weights_fingerprint": fingerprint}, "roles": masks}, folder / "roles.pt")
-        assert ablate(setup, results_dir, ["--roles", "prediction"], classes=()) == 2
+        assert ablate(ablation_world, results_dir, ["--roles", "prediction"], classes=()) == 2
         assert match in capsys.readouterr().err
-    save_artifact({"meta": {**meta, "weights_fingerprint": setup["results"].fingerprint}, "roles": masks}, folder / "roles.pt")
-    assert ablate(setup, results_dir, ["--roles", "predictoin"], classes=()) == 2
+    save_artifact({"meta": {**meta, "weights_fingerprint": ablation_world["results"].fingerprint}, "roles": masks}, folder / "roles.pt")
+    assert ablate(ablation_world, results_dir, ["--roles", "predictoin"], classes=()) == 2
     assert "roles.pt has: prediction, suppression" in capsys.readouterr().err
-    assert ablate(setup, results_dir, ["--roles", "prediction", "--random_seeds", "1"], classes=()) == 0
+    assert ablate(ablation_world, results_dir, ["--roles", "prediction", "--random_seeds", "1"], classes=()) == 0
     frame = pd.read_csv(folder / "ablation" / "data" / "ablation.csv", keep_default_na=False)
     assert list(frame["set"]) == ["prediction", "random(prediction) seed 0"] and list(frame["neurons"]) == [3, 3]
     assert list(frame["kind"]) == ["role", "random"]
 
 
-def test_frequency_refuses_statistics_of_another_model(setup, tiny_models, tmp_path, capsys):
-    argv = ["--model", str(tiny_models["mistral"]), "--datadir", str(setup["datadir"]), "--activations", "acts",
+def test_frequency_refuses_statistics_of_another_model(ablation_world, tiny_models, tmp_path, capsys):
+    argv = ["--model", str(tiny_models["mistral"]), "--datadir", str(ablation_world["datadir"]), "--activations", "acts",
             "--results_dir", str(tmp_path)]
     capsys.readouterr()
     assert run_main(e_frequency.main, argv) == 2

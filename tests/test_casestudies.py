@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import execute_notebook, run_casestudies
 
 from gated_core.cli import run_main
 from wcos_casestudies import defplot, selected_plot
@@ -22,6 +22,7 @@ def _script(args, cwd=ROOT / "wcos_casestudies"):
     return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_casestudies_runs_as_a_script(tiny_models, tmp_path):
     proc = _script(["--model", str(tiny_models["llama"]), "--results_dir", str(tmp_path), "--top_k", "5"])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -45,6 +46,7 @@ def test_casestudies_runs_as_a_script(tiny_models, tmp_path):
     assert stored["moments"]["kurtosis"].shape == (2, 96)
 
 
+@pytest.mark.slow
 def test_casestudies_bad_inputs(tiny_models, tmp_path):
     proc = _script(["--model", str(tiny_models["gpt2"]), "--results_dir", str(tmp_path)])
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "gate" in proc.stderr
@@ -54,11 +56,13 @@ def test_casestudies_bad_inputs(tiny_models, tmp_path):
     assert proc.returncode == 2 and "--n_partition" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_cosines_of_other_settings_are_refused(tiny_models, tmp_path):
-    """A data.pt made with another threshold (or model) in the folder is an error, not silently reused."""
+@pytest.mark.slow
+def test_cosines_of_other_settings_are_refused(tiny_models, tmp_path, monkeypatch):
+    """A data.pt made with another threshold (or model) in the folder is an error, not silently reused (the refusal
+    in a process of its own: exit status 2 and one line; the first run, which writes data.pt, in this process)."""
     from gated_core.artifacts import load_artifact, save_artifact
 
-    assert _script(["--model", str(tiny_models["mistral"]), "--results_dir", str(tmp_path), "--skip_attention"]).returncode == 0
+    run_casestudies(monkeypatch, ["--model", tiny_models["mistral"], "--results_dir", tmp_path, "--skip_attention"])
     path = tmp_path / "local" / "mistral" / "data.pt"
     data = load_artifact(path)
     data["meta"]["threshold"] = 0.3
@@ -82,18 +86,7 @@ def test_figures(tiny_models, tmp_path, capsys):
     assert selected_plot.default_layers("x", 30) == [0, 15, 29]
 
 
-def execute_notebook(notebook) -> None:
-    """Run every cell of `notebook` in a fresh kernel of this Python, from the repository root (outputs kept in place)."""
-    nbclient = pytest.importorskip("nbclient")
-    env_path = os.environ.get("PATH", "")
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env_path}"  # the kernel runs this Python
-    try:
-        nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                                resources={"metadata": {"path": str(ROOT)}}).execute()
-    finally:
-        os.environ["PATH"] = env_path
-
-
+@pytest.mark.slow
 def test_notebook_executes_headless():
     nbformat = pytest.importorskip("nbformat")
     notebook = nbformat.read(ROOT / "interactive.ipynb", as_version=4)

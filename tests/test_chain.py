@@ -15,8 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-import test_safety
-from test_safety import TEXTS, dataset_args, page_args, pass_args, refused, succeeds, write_corpus
+from helpers import CORPUS_TEXTS, dataset_args, page_args, pass_args, refused, succeeds, write_corpus
 
 from gated_core.artifacts import check_made_from, load_artifact, save_artifact
 from gated_core.errors import UserError
@@ -26,7 +25,6 @@ from neuroscope.activation_pass.store import Statistics, load_statistics
 from wcos_casestudies import main as main_script
 from wcos_casestudies.synthetic import tiny_checkpoint
 
-work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`
 PAGES = Path("results/local/llama/neuroscope")  # below a tree of `chain`
 VALUES = PAGES / "L0" / "N1" / "activations.pt"  # of the neuron that page_args asks for
 
@@ -42,7 +40,7 @@ def chain(work, tmp_path_factory) -> Path:
     `whole` of layer 1, all made from one another."""
     tree = tmp_path_factory.mktemp("chain")
     datadir = tree / "data"
-    succeeds(a_dataset.main, dataset_args(datadir, "docs", write_corpus(tree / "v1.jsonl", TEXTS), work["model"]))
+    succeeds(a_dataset.main, dataset_args(datadir, "docs", write_corpus(tree / "v1.jsonl", CORPUS_TEXTS), work["model"]))
     succeeds(b_activations.main, pass_args(work["model"], datadir, "acts"))
     succeeds(d_recompute_vis.main, page_args(work["model"], datadir, tree / "results"))
     succeeds(d_recompute_vis.main, viewer_args(work["model"], datadir, tree / "results", "--viewer", "whole"))
@@ -84,7 +82,7 @@ def test_a_rebuilt_dataset_refuses_its_statistics_and_what_came_from_them(work, 
     before = fingerprint(model, datadir)
     succeeds(b_activations.main, pass_args(model, datadir, "acts", "--overwrite"))  # of the copy's dataset now
     assert fingerprint(model, datadir) == before  # made again from the same inputs: the same statistics
-    rotated = write_corpus(tmp_path / "v2.jsonl", [codecs.encode(text, "rot13") for text in TEXTS])
+    rotated = write_corpus(tmp_path / "v2.jsonl", [codecs.encode(text, "rot13") for text in CORPUS_TEXTS])
     succeeds(a_dataset.main, dataset_args(datadir, "docs", rotated, model) + ["--overwrite"])
     refused(b_activations.main, pass_args(model, datadir, "acts"), tree, "other contents of the dataset")
     old = fingerprint(model, datadir)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ROOT
+from helpers import ROOT
 
 from gated_core.cli import run_main
 from gated_core.errors import UserError

@@ -10,8 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from test_neuroscope import dump_dom
-from test_viewer import read_call, unpack, viewer  # noqa: F401 (the fixture)
+from helpers import dump_dom, read_call, unpack
 
 from gated_core.artifacts import load_artifact, save_artifact
 from gated_core.cli import run_main
@@ -70,12 +69,13 @@ def test_view_data_equals_the_lists_of_the_reader(connected):
     assert sum(len(entries) for entries in by_kind.values()) > 20
 
 
+@pytest.mark.slow
 def test_viewer_and_page_draw_the_connections(connected, tmp_path):
     by_kind, _ = expected_lists(connected)
     neuron = connected["neuron"]
     pages = connected["folder"] / "neuroscope"
-    for dom, link in ((dump_dom(f"{(pages / 'all' / 'viewer.html').as_uri()}#{LAYER}.{neuron}", tmp_path), "#{}"),
-                      (dump_dom((pages / f"L{LAYER}" / f"N{neuron}" / "vis.html").as_uri(), tmp_path), None)):
+    for dom, link in ((dump_dom(f"{(pages / 'all' / 'viewer.html').as_uri()}#{LAYER}.{neuron}"), "#{}"),
+                      (dump_dom((pages / f"L{LAYER}" / f"N{neuron}" / "vis.html").as_uri()), None)):
         assert f">Neuron {LAYER}.{neuron}<" in dom and 'id="connections"' in dom
         for kind, entries in by_kind.items():
             section = re.search(rf'id="connections-{kind}">(.*?)</div>', dom, re.S).group(1)
@@ -87,6 +87,7 @@ def test_viewer_and_page_draw_the_connections(connected, tmp_path):
         assert "expected contribution" in dom
 
 
+@pytest.mark.slow
 def test_stale_connections_are_left_out_with_a_note(connected, tmp_path, capsys):
     data = load_artifact(connected["connections"])
     data["meta"]["statistics_fingerprint"] = "statistics of another dataset"
@@ -95,5 +96,5 @@ def test_stale_connections_are_left_out_with_a_note(connected, tmp_path, capsys)
     neuron = connected["neuron"]
     assert run_main(d_recompute_vis.main, [*connected["common"], "--neurons", f"{LAYER}.{neuron}"]) == 0
     assert "warning: connections not shown" in capsys.readouterr().err
-    dom = dump_dom((connected["folder"] / "neuroscope" / f"L{LAYER}" / f"N{neuron}" / "vis.html").as_uri(), tmp_path)
+    dom = dump_dom((connected["folder"] / "neuroscope" / f"L{LAYER}" / f"N{neuron}" / "vis.html").as_uri())
     assert "connections.pt is stale" in dom and "no connections here" in dom and 'id="connections-gate_input"' not in dom

@@ -12,8 +12,8 @@ import pytest
 
 from gated_core.cli import run_main
 from neuroscope import a_dataset
-from neuroscope import tokenization as D
 from neuroscope.constants import POOL_PER_MTOKEN, SHUFFLE_SEED
+from neuroscope.data import tokenization as D
 from neuroscope.data.dataset_store import load_tokenized
 from neuroscope.data.tokenization import build_dataset
 from wcos_casestudies.synthetic import byte_tokenizer

@@ -10,8 +10,10 @@ import re
 import subprocess
 import sys
 
-from conftest import ROOT
+import pytest
+from helpers import ROOT
 
+pytestmark = pytest.mark.slow  # the whole script, in processes of its own
 BATCH, SEQ_LEN, BATCHES = 2, 32, 2  # what gpu_benchmarks.sh gives gpu_pipeline.py in a dry run
 TIMED_TOKENS = BATCH * SEQ_LEN * BATCHES  # every random document is full length
 TOKEN_ROWS = ("bare forward, logits, no hooks", "activation pass, every statistic", "zero ablation of a random 1%")

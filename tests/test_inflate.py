@@ -9,7 +9,8 @@ import re
 import zlib
 
 import numpy as np
-from test_neuroscope import dump_dom
+import pytest
+from helpers import dump_dom
 
 from neuroscope.view.html import ASSETS
 from neuroscope.view.neuron_view import deflated, inflated, packed
@@ -41,6 +42,7 @@ def cases() -> dict[str, tuple[bytes, bytes]]:
     return out
 
 
+@pytest.mark.slow
 def test_inflate_js_unpacks_what_zlib_packs(tmp_path):
     streams = {name: {"raw": base64.b64encode(raw).decode(), "z": base64.b64encode(z).decode(), "n": len(raw)}
                for name, (raw, z) in cases().items()}
@@ -60,7 +62,7 @@ def test_inflate_js_unpacks_what_zlib_packs(tmp_path):
       });
       document.getElementById("out").textContent = JSON.stringify(results);
     </script></body></html>""")
-    dom = dump_dom(page, tmp_path)
+    dom = dump_dom(page)
     results = json.loads(re.search(r"<pre id=\"out\">(.*?)</pre>", dom, re.S).group(1).replace("&quot;", '"'))
     assert set(results) == set(streams)
     assert results.pop("cut short") == "error: deflated data cut short"

@@ -46,6 +46,7 @@ def test_processing_changes_weights(tiny_models):
     assert olmo.gate.mean(-1).abs().max() > 1e-4  # TransformerLens leaves w_gate uncentred
 
 
+@pytest.mark.slow  # an embedded model read from its GGUF by transformers: minutes on 2 cores
 def test_gguf_lowmem_equals_transformer_lens(smollm2_source):
     lowmem = open_weights(smollm2_source)
     assert isinstance(lowmem, LowMemReader) and smollm2_source.is_gguf
@@ -122,6 +123,7 @@ def test_embedded_default_resolves_offline(smollm2_source):
     assert "GGUF" in smollm2_source.provenance and smollm2_source.path.exists()
 
 
+@pytest.mark.slow  # an embedded model read from its GGUF by transformers: minutes on 2 cores
 def test_gemma3_gguf_lowmem_equals_transformer_lens():
     """Embedded Gemma-3-270m (GeGLU; llama.cpp stores its norm gains as 1 + w)."""
     source = resolve_model("gemma-3-270m", allow_download=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from gated_core.artifacts import load_artifact
@@ -136,6 +137,7 @@ def test_unreadable_artifacts_are_never_recomputed_over(tiny_models, tmp_path, c
     assert load_artifact(data)["meta"]["model"] == "local/qwen2"
 
 
+@pytest.mark.slow
 def test_embedded_default_from_script_folder(tmp_path):
     """`cd wcos_casestudies; python main.py ...` on the embedded SmolLM2, as a user runs it."""
     proc = subprocess.run([sys.executable, "main.py", *ALL_FLAGS, "--results_dir", str(tmp_path)],
@@ -150,6 +152,7 @@ def test_embedded_default_from_script_folder(tmp_path):
         assert (folder / name).exists()
 
 
+@pytest.mark.slow
 def test_bad_input_exit_status_in_a_real_process(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "wcos_casestudies.main", "--model", "28-4737", "--results_dir",
                            str(tmp_path)], cwd=str(main_script.__file__.rsplit("/", 2)[0]), capture_output=True,

@@ -4,13 +4,11 @@ resumption, shards, recomputation, the pages, and bad inputs."""
 from __future__ import annotations
 
 import dataclasses
-import html
 import re
-import shutil
-import subprocess
 
 import pytest
 import torch
+from helpers import BOS, PASS_K, PASS_TEXTS, STAT_KEYS, brute_force_lists, direct_histogram, dump_dom, run_pass, visible_text
 
 from gated_core.artifacts import load_artifact
 from gated_core.cli import run_main
@@ -21,26 +19,11 @@ from neuroscope.activation_pass.activations import SIGN_COMBINATIONS, NeuronStat
 from neuroscope.activation_pass.reducer import BatchReducer
 from neuroscope.activation_pass.store import Statistics
 from neuroscope.core.batches import batch_plan
-from neuroscope.core.histogram import histogram_edges
 from neuroscope.data.dataset_store import save_dataset
 from neuroscope.data.tokenization import build_dataset
 from neuroscope.recompute.examples import RecomputeMismatch, recompute_examples
 
-TEXTS = [
-    "Gated neurons read a direction and write another.",
-    "<script>alert('not run')</script> & other <b>markup</b> stays text.",
-    "Short.",
-    "The gate decides; the linear input scales; the output weight writes.",
-    "Repeat repeat repeat repeat repeat repeat repeat.",
-    "A somewhat longer document about transformers, their residual stream and the MLP layers that read from it.",
-    "x",
-    "Numbers 1 2 3 4 5 6 7 8 9 10 11 12.",
-    "Gated neurons read a direction and write another.",  # a duplicate of document 0
-    "Last one, of medium length, to end the set.",
-    "¿Qué? Ünïcödé ✓ and tabs\tand\nnew lines.",
-]
-K = 3
-
+K = PASS_K  # examples per neuron of run_pass
 
 @pytest.fixture(scope="module")
 def setup(tiny_models, tmp_path_factory):
@@ -50,7 +33,7 @@ def setup(tiny_models, tmp_path_factory):
     folder = tiny_models["llama"]
     source = resolve_model(str(folder))
     datadir = tmp_path_factory.mktemp("neuroscope")
-    texts = datasets.Dataset.from_dict({"text": TEXTS})
+    texts = datasets.Dataset.from_dict({"text": PASS_TEXTS})
     tokenizer = load_tokenizer(source)
     dataset, meta = build_dataset(texts, tokenizer, None, max_length=48)
     meta.update({"tokenizer": source.name, "dataset": "test"})
@@ -58,52 +41,6 @@ def setup(tiny_models, tmp_path_factory):
     assert run_pass(folder, datadir, "ref", batch_size=4) == 0
     return {"model": folder, "source": source, "datadir": datadir, "dataset": dataset,
             "stats": load_artifact(datadir / "ref" / "stats.pt")}
-
-
-def run_pass(model, datadir, save_to, batch_size=4, extra=()):
-    return run_main(b_activations.main, ["--model", str(model), "--datadir", str(datadir), "--dataset", "data",
-                                         "--save_to", save_to, "--examples_per_neuron", str(K), "--batch_size",
-                                         str(batch_size), "--device", "cpu", *extra])
-
-
-STAT_KEYS = ("top_values", "top_docs", "top_positions", "bottom_values", "bottom_docs", "bottom_positions",
-             "combo_values", "combo_docs", "combo_positions", "post_sum", "gate_positive", "lin_positive",
-             "both_positive", "histogram", "n_tokens")
-BOS = 256  # the tiny tokenizer's <bos>
-
-
-def brute_force_lists(post, pre, lin, starts_with_bos, layer, neuron, masks=None):
-    """Every example list of one neuron by an obvious loop over documents and positions: [(-|key|, doc, position)]
-    sorted, with position 0 left out of documents that start with BOS (and, with `masks`, the positions where a
-    document's mask is 0)."""
-    lists = {name: [] for name in ("top", "bottom", *SIGN_COMBINATIONS)}
-    for doc, (acts, gates, lins) in enumerate(zip(post, pre, lin)):
-        a, g, u = acts[layer, :, neuron].tolist(), gates[layer, :, neuron].tolist(), lins[layer, :, neuron].tolist()
-        positions = [p for p in range(len(a)) if not (p == 0 and starts_with_bos[doc]) and (masks is None or masks[doc][p])]
-        if positions:
-            best = max(a[p] for p in positions)
-            lists["top"].append((-best, doc, next(p for p in positions if a[p] == best)))
-            worst = min(a[p] for p in positions)
-            lists["bottom"].append((worst, doc, next(p for p in positions if a[p] == worst)))
-        for index, name in enumerate(SIGN_COMBINATIONS):
-            gate_open, lin_positive = index in (0, 1), index in (0, 2)
-            inside = [p for p in positions if (g[p] > 0) == gate_open and (u[p] > 0) == lin_positive and a[p] != 0]
-            if inside:
-                best = max(abs(a[p]) for p in inside)
-                lists[name].append((-best, doc, next(p for p in inside if abs(a[p]) == best)))
-    return {name: sorted(rows) for name, rows in lists.items()}
-
-
-def direct_histogram(values):
-    """Counts of values [n] in the bins of histogram_edges(), one bin at a time (|v| rounded down)."""
-    edges = histogram_edges().tolist()
-    counts = []
-    for low, high in zip(edges[:-1], edges[1:]):
-        if high <= 0:  # a bin of negative values: (low, high], -0.0 in the one that ends at 0
-            counts.append(sum(1 for v in values if low < v <= high and (v < 0 or str(v) == "-0.0")))
-        else:
-            counts.append(sum(1 for v in values if low <= v < high and str(v) != "-0.0"))
-    return counts
 
 
 def test_pass_matches_brute_force_in_transformer_lens(setup):
@@ -386,26 +323,7 @@ def test_recompute_equals_stored_and_fails_loudly(setup):
         recompute_examples(model, setup["dataset"], tampered, [(1, 17)], 3, tokenizer.pad_token_id, torch.device("cpu"))
 
 
-def _chromium():
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def dump_dom(path, tmp_path):
-    """The page's DOM once its script ran, from headless Chromium (skipped where it is not installed)."""
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("chromium is not installed (.ci/run installs it)")
-    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                           "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'chrome'}",
-                           "--dump-dom", path if isinstance(path, str) else path.as_uri()],
-                          capture_output=True, text=True, timeout=120).stdout
-
-
-def visible_text(dom):
-    """The text a reader sees: the DOM without tags, scripts and styles, entities decoded."""
-    return html.unescape(re.sub(r"<[^>]+>", "", re.sub(r"<(script|style)>.*?</\1>", "", dom, flags=re.S)))
-
-
+@pytest.mark.slow
 def test_pages(setup, tmp_path, capsys):
     results = tmp_path / "results"
     argv = ["--model", str(setup["model"]), "--datadir", str(setup["datadir"]), "--activations", "ref",
@@ -430,7 +348,7 @@ def test_pages(setup, tmp_path, capsys):
     assert run_main(b2_recompute.main, steps) == 0 and not page_path.exists()
     assert run_main(c_neuron_vis.main, steps + ["--top_tokens", "5"]) == 0
     assert page_path.read_text() == page
-    dom = dump_dom(page_path, tmp_path)
+    dom = dump_dom(page_path)
     visible = visible_text(dom)
     assert f"Neuron {layer}.{neuron}" in visible and "<script>alert" not in dom and "<b>" not in dom  # markup stayed text
     assert "<script>alert('not run')</script> & other <b>ma" in visible  # the example's shown tokens (48 in all)

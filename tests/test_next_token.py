@@ -12,7 +12,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from test_neuroscope import TEXTS, dump_dom, run_pass, visible_text
+from helpers import PASS_TEXTS, dump_dom, run_pass, visible_text
 
 from gated_core.cli import run_main
 from gated_core.models.loading import load_hf_model, load_tokenizer
@@ -107,7 +107,7 @@ def pages(tiny_models, tmp_path_factory):
     folder = tiny_models["llama"]
     source = resolve_model(str(folder))
     datadir = tmp_path_factory.mktemp("next_token")
-    dataset, meta = build_dataset(datasets.Dataset.from_dict({"text": TEXTS}), load_tokenizer(source), None, max_length=48)
+    dataset, meta = build_dataset(datasets.Dataset.from_dict({"text": PASS_TEXTS}), load_tokenizer(source), None, max_length=48)
     meta.update({"tokenizer": source.name, "dataset": "test"})
     save_dataset(dataset, meta, datadir / "data")
     assert run_pass(folder, datadir, "ref") == 0
@@ -170,11 +170,12 @@ def test_ablation_effect_equals_a_separate_hook_computation(pages):
     assert checked >= 4
 
 
+@pytest.mark.slow
 def test_page_shows_each_example_s_next_token(pages, tmp_path):
     """The meta line of each example: next token, direct effect and rank (and the ablation effect on a page), the
     definitions in its title, and a select above each list that orders it by direct effect."""
     layer, neuron = pages["layer"], pages["neuron"]
-    dom = dump_dom(pages["folder"] / f"L{layer}" / f"N{neuron}" / "vis.html", tmp_path)
+    dom = dump_dom(pages["folder"] / f"L{layer}" / f"N{neuron}" / "vis.html")
     visible = visible_text(dom)
     tokens, effects = unpack(pages["page"]["example_next"]), unpack(pages["page"]["example_effect"])
     assert re.search(r"#\d+ · document \d+ · token \d+ · a \S+ · → \".*\" · direct effect [+-]\S+ \(rank \d+\) · Δloss if zeroed [+-]\S+",
@@ -186,6 +187,7 @@ def test_page_shows_each_example_s_next_token(pages, tmp_path):
     assert dom.count('<option value="effect">by direct effect on the next token</option>') >= 2
 
 
+@pytest.mark.slow
 def test_a_list_orders_by_direct_effect(pages, tmp_path):
     """Choosing "by direct effect" in a list's select redraws it with the largest direct effect first (none last),
     each example keeping its rank number."""
@@ -195,7 +197,7 @@ def test_a_list_orders_by_direct_effect(pages, tmp_path):
               'box.dispatchEvent(new Event("change"));</script></body>')
     ordered = tmp_path / "ordered.html"
     ordered.write_text(page.replace("</body>", choose))
-    dom = dump_dom(ordered, tmp_path)
+    dom = dump_dom(ordered)
     section = re.search(r'<section id="list-0">(.*?)</section>', dom, re.S).group(1)
     shown = re.findall(r"#(\d+) · document[^<]*?(?:direct effect ([+-]\S+)|end of document)", visible_text(section))
     data = pages["page"]

@@ -8,7 +8,7 @@ from dataclasses import asdict
 import datasets
 import pytest
 import torch
-from test_neuroscope import dump_dom
+from helpers import dump_dom
 
 from gated_core.artifacts import load_artifact
 from gated_core.cli import run_main
@@ -70,10 +70,11 @@ def _expected(run, results_dir, settings):
 
 def _facts(page, tmp_path):
     """The weights table of a page as the browser draws it."""
-    dom = dump_dom(page, tmp_path)
+    dom = dump_dom(page)
     return dom[dom.index('<div class="facts">'):dom.index("</table>", dom.index('<div class="facts">'))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, settings", [
     ((), Settings()),
     (("--threshold", str(THRESHOLD)), Settings(threshold=THRESHOLD)),

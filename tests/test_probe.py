@@ -9,7 +9,7 @@ import re
 
 import pytest
 import torch
-from test_neuroscope import TEXTS, dump_dom, run_pass, visible_text
+from helpers import PASS_TEXTS, dump_dom, run_pass, visible_text
 
 from gated_core.artifacts import load_artifact
 from gated_core.cli import run_main
@@ -38,7 +38,7 @@ def probe_setup(tiny_models, tmp_path_factory):
     folder = tiny_models["llama"]
     source = resolve_model(str(folder))
     datadir = tmp_path_factory.mktemp("probe")
-    dataset, meta = build_dataset(datasets.Dataset.from_dict({"text": TEXTS}), load_tokenizer(source), None, max_length=48)
+    dataset, meta = build_dataset(datasets.Dataset.from_dict({"text": PASS_TEXTS}), load_tokenizer(source), None, max_length=48)
     meta.update({"tokenizer": source.name, "dataset": "test"})
     save_dataset(dataset, meta, datadir / "data")
     assert run_pass(folder, datadir, "ref") == 0
@@ -131,6 +131,7 @@ def test_percentiles_by_hand_on_a_made_up_histogram():
     assert torch.isnan(histogram_percentiles(torch.zeros(histogram_bins(), dtype=torch.int64), values)).all()
 
 
+@pytest.mark.slow
 def test_hostile_text_is_escaped_and_links_go_to_the_viewer(probe_setup, tmp_path):
     viewer = tmp_path / "local" / "llama" / "neuroscope" / "viewer" / "viewer.html"
     viewer.parent.mkdir(parents=True)
@@ -148,7 +149,7 @@ def test_hostile_text_is_escaped_and_links_go_to_the_viewer(probe_setup, tmp_pat
     data = json.loads((folder / "probe.json").read_text())
     assert data["links"]["1.5"] == "../../neuroscope/viewer/viewer.html#1.5"
     assert (folder / data["links"]["1.5"].partition("#")[0]).resolve() == viewer.resolve()
-    dom = dump_dom(folder / "probe.html", tmp_path)
+    dom = dump_dom(folder / "probe.html")
     visible = visible_text(dom)
     assert HOSTILE in visible and "<script>alert" not in dom and "<b>" not in dom  # the markup stayed text
     assert "Probe · " + default_name(HOSTILE) in visible and "colour by neuron" in visible
@@ -157,7 +158,7 @@ def test_hostile_text_is_escaped_and_links_go_to_the_viewer(probe_setup, tmp_pat
 
 
 def test_long_text_runs_in_windows_like_direct_runs(probe_setup, tmp_path, capsys):
-    text = " ".join(TEXTS) * 4  # byte tokens: more than the tiny model's context of 2048
+    text = " ".join(PASS_TEXTS) * 4  # byte tokens: more than the tiny model's context of 2048
     ids = load_tokenizer(probe_setup["source"])(text, add_special_tokens=False)["input_ids"]
     assert len(ids) > 2048
     folder = probe(probe_setup, tmp_path, "--text", text, "--neurons", "1.17", "--name", "long")
@@ -169,12 +170,12 @@ def test_long_text_runs_in_windows_like_direct_runs(probe_setup, tmp_path, capsy
         assert data["neurons"]["1.17"]["a"][start:stop] == direct["a"][1, 1:, 17].tolist()
     # a .jsonl file: one document per record, each in windows of its own (here of 6 tokens and BOS)
     records = tmp_path / "texts.jsonl"
-    records.write_text("\n".join(json.dumps({"text": t}) for t in TEXTS[:3]) + "\n")
+    records.write_text("\n".join(json.dumps({"text": t}) for t in PASS_TEXTS[:3]) + "\n")
     folder = probe(probe_setup, tmp_path, "--file", str(records), "--neurons", "0.3", "--window_tokens", "7", "--name", "docs")
     data = json.loads((folder / "docs" / "probe.json").read_text())
     tokenizer = load_tokenizer(probe_setup["source"])
     for document, (first, stop) in enumerate(zip(data["meta"]["documents"][:-1], data["meta"]["documents"][1:])):
-        doc_ids = tokenizer(TEXTS[document], add_special_tokens=False)["input_ids"]
+        doc_ids = tokenizer(PASS_TEXTS[document], add_special_tokens=False)["input_ids"]
         assert stop - first == len(doc_ids)
         for start in range(first, stop, 6):
             direct = hooked_run(probe_setup["model"], [BOS] + doc_ids[start - first:start - first + 6])

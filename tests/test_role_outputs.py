@@ -3,20 +3,15 @@ plot) and the prediction/suppression threshold (a warning when it is not selecti
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 import torch
+from helpers import run_casestudies
 
 from gated_core.artifacts import load_artifact
 from gated_core.models.sources import resolve_model
 from wcos_casestudies import roles as R
 from wcos_casestudies import section6
 from wcos_casestudies.results import ModelResults, Settings
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _moments(kurtosis: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -64,12 +59,14 @@ def test_roles_keep_every_entropy_score_and_the_threshold_used(tiny_models, tmp_
     assert load_artifact(results.folder / "roles.pt")["meta"]["min_kurtosis"] == 50.0
 
 
-def test_casestudies_writes_the_entropy_box_plot_and_warns(tiny_models, tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "wcos_casestudies" / "casestudies.py"), "--model",
-                           str(tiny_models["mistral"]), "--results_dir", str(tmp_path), "--skip_attention", "--n_entropy", "3",
-                           "--top_k", "3"], capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "warning: the prediction/suppression threshold is an excess kurtosis of" in proc.stdout
+def test_casestudies_writes_the_entropy_box_plot_and_warns(tiny_models, tmp_path, monkeypatch, capsys):
+    """casestudies.py (run in this process as `python casestudies.py ...` runs it) on a model whose threshold needs a
+    warning: the entropy scores' table and box plot, and the warning."""
+    capsys.readouterr()
+    run_casestudies(monkeypatch, ["--model", tiny_models["mistral"], "--results_dir", tmp_path, "--skip_attention", "--n_entropy",
+                                  "3", "--top_k", "3"])
+    out = capsys.readouterr().out
+    assert "warning: the prediction/suppression threshold is an excess kurtosis of" in out
     folder = tmp_path / "local" / "mistral"
     table = pd.read_csv(folder / "entropy_scores.csv", dtype={"neuron": str})
     assert len(table) == 96 and list(table["rank"]) == list(range(1, 97))
@@ -79,7 +76,7 @@ def test_casestudies_writes_the_entropy_box_plot_and_warns(tiny_models, tmp_path
     assert [int(i) for i in table["index"][:3]] == torch.topk(stored["entropy_scores"], 3).indices.tolist()
     for suffix in ("pdf", "png"):
         assert (folder / f"entropy_scores.{suffix}").stat().st_size > 1000
-    assert "entropy_scores.csv" in proc.stdout
+    assert "entropy_scores.csv" in out
 
 
 def test_attention_roles_of_a_tokenizer_without_bos_read_eos(tiny_models, tmp_path):

@@ -11,24 +11,21 @@ end with exit status 2, one `error:` line last on stderr, no traceback, and the 
 from __future__ import annotations
 
 import codecs
-import io
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import CORPUS_TEXTS, assert_flags_exist, copy_data, dataset_args, page_args, pass_args, refused, succeeds, write_corpus
 
 from gated_core.artifacts import load_artifact, save_artifact
-from gated_core.cli import run_main
 from gated_core.errors import UserError
 from gated_core.locks import hold_lock, lock_path
 from gated_core.models.readers import open_weights
@@ -44,114 +41,6 @@ from wcos_casestudies.synthetic import tiny_checkpoint
 from wcos_casestudies.utils import model_cosines
 
 ROOT = Path(__file__).resolve().parent.parent
-TEXTS = [  # ASCII only, so that rot13 keeps every document's length in bytes (and tokens)
-    "Gated neurons read a direction and write another.",
-    "<script>alert('x')</script> & markup stays text.",
-    "Short.",
-    "The gate decides; the linear input scales; the output weight writes.",
-    "Repeat repeat repeat repeat repeat repeat.",
-    "A somewhat longer document about transformers and the MLP layers that read from the residual stream.",
-    "Numbers 1 2 3 4 5 6 7 8 9 10 11 12.",
-    "Last one, of medium length, to end the set.",
-]
-K = 2
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-@dataclass
-class Outcome:
-    code: int | None
-    out: str
-    err: str
-    crash: BaseException | None = None
-
-
-def call(main, argv) -> Outcome:
-    """Run a script's main in this process as its command line would (argparse's exit included)."""
-    out, err = io.StringIO(), io.StringIO()
-    crash = None
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = run_main(main, [str(a) for a in argv])
-        except SystemExit as exc:  # argparse: usage and one `prog: error:` line, exit status 2
-            code = exc.code
-        except Exception as exc:  # the very thing these tests look for: shown, not raised
-            code, crash = None, exc
-    return Outcome(code, out.getvalue(), err.getvalue(), crash)
-
-
-def snapshot(root: Path) -> dict[str, tuple]:
-    """Every path under `root` with its kind, size and modification time."""
-    return {str(p.relative_to(root)): (p.is_dir(), p.lstat().st_size if not p.is_dir() else 0,
-                                       p.lstat().st_mtime_ns if not p.is_dir() else 0)
-            for p in root.rglob("*")} if root.exists() else {}
-
-
-def assert_one_line(outcome: Outcome, match: str = "") -> str:
-    """Exit status 2, one `error:` line and it is the last one, no traceback; returns that line."""
-    assert outcome.crash is None, f"{type(outcome.crash).__name__}: {outcome.crash}"
-    lines = [line for line in outcome.err.splitlines() if line.strip()]
-    assert outcome.code == 2, outcome.err
-    assert lines and "error:" in lines[-1], outcome.err
-    assert sum("error:" in line for line in lines) == 1 and "Traceback" not in outcome.err, outcome.err
-    assert match in lines[-1], lines[-1]
-    return lines[-1]
-
-
-def refused(main, argv, root: Path, match: str = "") -> str:
-    """The run is refused in one line and changes nothing under `root`."""
-    before = snapshot(root)
-    line = assert_one_line(call(main, argv), match)
-    assert snapshot(root) == before, "a refused run changed the file tree"
-    return line
-
-
-def succeeds(main, argv) -> Outcome:
-    outcome = call(main, argv)
-    assert outcome.crash is None and outcome.code == 0, outcome.err[-3000:] or outcome.crash
-    return outcome
-
-
-def write_corpus(path: Path, texts) -> Path:
-    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    return path
-
-
-def dataset_args(datadir: Path, name: str, corpus: Path, model: Path) -> list:
-    return ["--datadir", datadir, "--save_to", name, "--dataset", corpus, "--tokenizer", model, "--save_all",
-            "--max_length", "48"]
-
-
-def pass_args(model: Path, datadir: Path, save_to: str, *extra) -> list:
-    return ["--model", model, "--datadir", datadir, "--dataset", "docs", "--save_to", save_to,
-            "--examples_per_neuron", K, "--batch_size", 3, "--device", "cpu", *extra]
-
-
-def page_args(model: Path, datadir: Path, results: Path, activations: str = "acts", *extra) -> list:
-    return ["--model", model, "--datadir", datadir, "--activations", activations, "--results_dir", results,
-            "--device", "cpu", "--neurons", "0.1", *extra]
-
-
-@pytest.fixture(scope="module")
-def work(tiny_models, tmp_path_factory):
-    """A tiny Llama, a dataset `docs` made by a_dataset.py from a .jsonl corpus, and its statistics `acts`."""
-    root = tmp_path_factory.mktemp("safety")
-    model = tiny_models["llama"]
-    corpus = write_corpus(root / "corpus.jsonl", TEXTS)
-    datadir = root / "data"
-    succeeds(a_dataset.main, dataset_args(datadir, "docs", corpus, model))
-    succeeds(b_activations.main, pass_args(model, datadir, "acts"))
-    succeeds(main_script.main, ["--model", model, "--results_dir", root / "results", "--quartiles", "--categories"])
-    return {"root": root, "model": model, "corpus": corpus, "datadir": datadir, "results": root / "results"}
-
-
-def copy_data(work, tmp_path) -> Path:
-    """A copy of the fixture's dataset folder (and statistics) that a test may change."""
-    datadir = tmp_path / "data"
-    shutil.copytree(work["datadir"], datadir)
-    return datadir
 
 
 # ----------------------------------------------------------------------------- 1. keyed by content
@@ -245,8 +134,8 @@ def test_overwrite_replaces_only_datasets_it_made(work, tmp_path):
 def test_a_rebuilt_dataset_is_noticed(work, tmp_path):
     """Rebuilt in place with the same counts but other tokens: old statistics are not reused, old shards not merged."""
     model, datadir = work["model"], tmp_path / "data"
-    original = write_corpus(tmp_path / "v1.jsonl", TEXTS)
-    rotated = write_corpus(tmp_path / "v2.jsonl", [codecs.encode(t, "rot13") for t in TEXTS])
+    original = write_corpus(tmp_path / "v1.jsonl", CORPUS_TEXTS)
+    rotated = write_corpus(tmp_path / "v2.jsonl", [codecs.encode(t, "rot13") for t in CORPUS_TEXTS])
     succeeds(a_dataset.main, dataset_args(datadir, "docs", original, model))
     succeeds(b_activations.main, pass_args(model, datadir, "acts"))
     succeeds(b_activations.main, pass_args(model, datadir, "sharded", "--num_shards", 2, "--shard_index", 0))
@@ -629,7 +518,7 @@ def test_hostile_command_lines(case, hostile_tree, work, monkeypatch):
             "{RESULTS}": str(hostile_tree / "results")}
     argv = [_fill(a, fill) for a in case.argv]
     line = refused(case.script.main, argv, hostile_tree, case.match)
-    _assert_flags_exist(line, case.script)
+    assert_flags_exist(line, case.script)
 
 
 def _fill(text: str, fill: dict[str, str]) -> str:
@@ -638,15 +527,7 @@ def _fill(text: str, fill: dict[str, str]) -> str:
     return text
 
 
-def _assert_flags_exist(line: str, script) -> None:
-    """Every flag the error suggests is one of this script's, unless the message names the script it belongs to."""
-    flags = set(script.build_parser()._option_string_actions)
-    for match in re.finditer(r"--[a-z_]+", line):
-        clause = line[:match.start()]
-        clause = clause[max(clause.rfind(";"), clause.rfind("("), clause.rfind(":")) + 1:]
-        assert ".py" in clause or match.group() in flags, f"{match.group()} is no flag of {script.__name__}: {line}"
-
-
+@pytest.mark.slow
 def test_a_real_process_ends_with_one_line(work, tmp_path):
     """As a user sees it: a real process, a bad environment variable, exit status 2 and one line."""
     proc = subprocess.run([sys.executable, "-m", "neuroscope.b_activations", "--model", str(work["model"]), "--datadir",

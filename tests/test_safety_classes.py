@@ -13,9 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
-import test_safety
 import torch
-from test_safety import TEXTS, dataset_args, pass_args, refused, succeeds, write_corpus
+from helpers import CORPUS_TEXTS, dataset_args, pass_args, refused, succeeds, write_corpus
 
 from gated_core.artifacts import load_artifact
 from gated_core.locks import hold_lock
@@ -25,7 +24,6 @@ from neuroscope.activation_pass.store import load_statistics
 from wcos_casestudies import main as main_script
 from wcos_casestudies.synthetic import tiny_checkpoint
 
-work = test_safety.work  # the module-scoped fixture (a tiny Llama, the dataset `docs`, its statistics `acts`)
 ABLATION = "local/llama/ablation/docs"  # the ablation folder of the dataset `docs`, under a results root
 
 
@@ -46,15 +44,15 @@ def copy_results(work, folder: Path) -> Path:
 
 
 def fresh_dataset(work, tmp_path: Path) -> Path:
-    """A data folder with the dataset `docs` of TEXTS (no statistics yet)."""
+    """A data folder with the dataset `docs` of CORPUS_TEXTS (no statistics yet)."""
     datadir = tmp_path / "data"
-    succeeds(a_dataset.main, dataset_args(datadir, "docs", write_corpus(tmp_path / "v1.jsonl", TEXTS), work["model"]))
+    succeeds(a_dataset.main, dataset_args(datadir, "docs", write_corpus(tmp_path / "v1.jsonl", CORPUS_TEXTS), work["model"]))
     return datadir
 
 
 def rebuild_in_place(work, datadir: Path, tmp_path: Path) -> None:
     """`docs` rebuilt from other texts of the same lengths: the same documents and tokens, other token ids."""
-    rotated = write_corpus(tmp_path / "v2.jsonl", [codecs.encode(text, "rot13") for text in TEXTS])
+    rotated = write_corpus(tmp_path / "v2.jsonl", [codecs.encode(text, "rot13") for text in CORPUS_TEXTS])
     succeeds(a_dataset.main, dataset_args(datadir, "docs", rotated, work["model"]) + ["--overwrite"])
 
 

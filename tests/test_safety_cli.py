@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import runpy
 import shutil
 import subprocess
 import sys
@@ -20,10 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import test_safety
 import torch
-from test_casestudies import execute_notebook
-from test_safety import call, page_args, refused
+from helpers import call, execute_notebook, page_args, refused, run_casestudies
 
 from gated_core.artifacts import TEMPORARY_SUFFIX, load_artifact
 from gated_core.locks import hold_lock
@@ -31,7 +28,6 @@ from neuroscope import b2_recompute, c_neuron_vis
 from wcos_casestudies import main as main_script
 
 ROOT = Path(__file__).resolve().parent.parent
-work = test_safety.work  # the module-scoped fixture: a dataset `docs`, its statistics `acts`, main.py's results
 SCRIPT = ROOT / "wcos_casestudies" / "casestudies.py"
 
 
@@ -82,13 +78,6 @@ def last_line(proc: subprocess.CompletedProcess, status: int) -> str:
     return lines[-1]
 
 
-def run_casestudies(monkeypatch, argv: list) -> None:
-    """casestudies.py in this process, as `python casestudies.py ARGV` runs it (its error hook undone afterwards)."""
-    monkeypatch.setattr(sys, "argv", ["casestudies.py", *map(str, argv)])
-    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
-    runpy.run_module("wcos_casestudies.casestudies", run_name="__main__")
-
-
 def temporaries(root: Path) -> list[Path]:
     return list(root.rglob(f"*{TEMPORARY_SUFFIX}"))
 
@@ -129,6 +118,7 @@ os.fsync = system_fsync
 """
 
 
+@pytest.mark.slow
 def test_a_full_disk_in_the_cell_script_is_one_line(tiny_models, tmp_path):
     results = tmp_path / "results"
     proc = cell_script(tmp_path, FULL_DISK, ["--model", tiny_models["llama"], "--results_dir", results, "--skip_attention"])
@@ -150,6 +140,7 @@ section6.compute_roles = interrupted
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("console", [True, False], ids=["wcos-casestudies", "python casestudies.py"])
 def test_ctrl_c_in_the_cell_script_is_one_line(tiny_models, tmp_path, console):
     proc = cell_script(tmp_path, CTRL_C, ["--model", tiny_models["llama"], "--results_dir", tmp_path / "results",
@@ -238,6 +229,7 @@ def test_recomputation_holds_the_pages_lock(work, tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- 5. flags of the cell script
 
 
+@pytest.mark.slow
 def test_the_cell_script_reads_its_flags_unless_a_kernel_runs_it(tiny_models, tmp_path):
     """A process that merely imported ipykernel (the notebook test, ipywidgets) is no notebook: casestudies.py
     reads its command line there (it used to fall back to the defaults: the embedded model and the repository's

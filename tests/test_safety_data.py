@@ -13,8 +13,7 @@ import threading
 
 import datasets
 import pytest
-import test_safety
-from test_safety import call, dataset_args, refused, succeeds, write_corpus
+from helpers import call, dataset_args, refused, succeeds, write_corpus
 
 from gated_core.models.loading import load_tokenizer
 from gated_core.models.sources import resolve_model
@@ -22,8 +21,6 @@ from neuroscope import a_dataset, b_activations, d_recompute_vis, e_ablate
 from neuroscope.constants import POOL_PER_MTOKEN
 from neuroscope.data.dataset_store import load_tokenized
 from neuroscope.data.tokenization import build_dataset
-
-work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-import test_safety
-from test_safety import _assert_flags_exist, copy_data, page_args, pass_args, refused, succeeds
+from helpers import assert_flags_exist, copy_data, page_args, pass_args, refused, succeeds
 from transformers import AutoTokenizer
 
 from gated_core.fingerprint import SAMPLE_BYTES, weights_fingerprint
@@ -24,8 +23,6 @@ from neuroscope.activation_pass import collect
 from neuroscope.data.dataset_store import META_FILE
 from neuroscope.recompute import examples as recompute
 from wcos_casestudies import main as main_script
-
-work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`
 
 
 def _swap_tokens(model: Path, first: str, second: str) -> None:
@@ -55,10 +52,10 @@ def test_a_tokenizer_with_swapped_ids_is_refused(work, tmp_path, monkeypatch):
         patch.setattr(collect, "load_hf_model", _model_not_loaded)
         patch.setattr(recompute, "load_hf_model", _model_not_loaded)
         line = refused(b_activations.main, pass_args(swapped, datadir, "swapped"), tmp_path, "another tokenizer")
-        _assert_flags_exist(line, b_activations)
+        assert_flags_exist(line, b_activations)
         line = refused(d_recompute_vis.main, page_args(swapped, datadir, tmp_path / "pages", "acts", "--viewer", "v"),
                        tmp_path, "another tokenizer")
-        _assert_flags_exist(line, d_recompute_vis)
+        assert_flags_exist(line, d_recompute_vis)
     succeeds(b_activations.main, pass_args(same, datadir, "same"))
     succeeds(d_recompute_vis.main, page_args(same, datadir, tmp_path / "pages", "acts", "--viewer", "v"))
 
@@ -112,14 +109,14 @@ def test_a_fingerprint_of_the_other_kind_is_never_a_match(work, tmp_path):
     model = work["model"]
     succeeds(main_script.main, ["--model", model, "--results_dir", results, "--full_hash"])
     line = refused(main_script.main, ["--model", model, "--results_dir", results], tmp_path, "made with --full_hash")
-    _assert_flags_exist(line, main_script)
+    assert_flags_exist(line, main_script)
     shutil.copytree(work["results"], tmp_path / "sampled")
     line = refused(main_script.main, ["--model", model, "--results_dir", tmp_path / "sampled", "--full_hash"], tmp_path,
                    "without --full_hash")
-    _assert_flags_exist(line, main_script)
+    assert_flags_exist(line, main_script)
     line = refused(b_activations.main, pass_args(model, work["datadir"], "acts", "--full_hash"), work["datadir"],
                    "without --full_hash")
-    _assert_flags_exist(line, b_activations)
+    assert_flags_exist(line, b_activations)
     line = refused(d_recompute_vis.main, page_args(model, datadir, tmp_path / "pages", "acts", "--full_hash"), tmp_path,
                    "without --full_hash")
-    _assert_flags_exist(line, d_recompute_vis)
+    assert_flags_exist(line, d_recompute_vis)

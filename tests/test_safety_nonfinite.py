@@ -14,11 +14,23 @@ import math
 import shutil
 
 import pytest
-import test_safety
 import torch
-from test_neuroscope import BOS, brute_force_lists, direct_histogram, dump_dom, visible_text
-from test_safety import TEXTS, call, copy_data, dataset_args, page_args, pass_args, succeeds, write_corpus
-from test_typical import brute_band
+from helpers import (
+    BOS,
+    CORPUS_TEXTS,
+    brute_band,
+    brute_force_lists,
+    call,
+    copy_data,
+    dataset_args,
+    direct_histogram,
+    dump_dom,
+    page_args,
+    pass_args,
+    succeeds,
+    visible_text,
+    write_corpus,
+)
 
 from gated_core.artifacts import load_artifact, save_artifact
 from gated_core.errors import UserError
@@ -34,7 +46,6 @@ from neuroscope.core.batches import batch_plan
 from neuroscope.core.histogram import typical_bands
 from neuroscope.core.ranked import POSITION_BITS, reference_hash
 
-work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`
 FLOAT16_MAX = 65504.0
 K, K_TYPICAL = 2, 2
 OVERFLOWING = {3: 250.0, 5: 1e5}  # neurons of the tiny Llama's last layer: factor on their gate (and for 3, up) row
@@ -178,7 +189,7 @@ def test_padding_that_is_not_finite_changes_nothing():
 @pytest.fixture(scope="module")
 def overflow(tiny_models, tmp_path_factory):
     """A copy of the tiny Llama whose last layer overflows in float16 (neuron 3: a beyond 65,504 at some tokens; 5:
-    g beyond it, so a is inf or NaN), a dataset of TEXTS, and the pass over it in float16 at batch size 1 (`f16`)."""
+    g beyond it, so a is inf or NaN), a dataset of CORPUS_TEXTS, and the pass over it in float16 at batch size 1 (`f16`)."""
     from transformers import AutoModelForCausalLM
 
     root = tmp_path_factory.mktemp("nonfinite")
@@ -193,7 +204,7 @@ def overflow(tiny_models, tmp_path_factory):
                 mlp.up_proj.weight[neuron] *= factor
     model.save_pretrained(model_dir)
     datadir = root / "data"
-    succeeds(a_dataset.main, dataset_args(datadir, "docs", write_corpus(root / "corpus.jsonl", TEXTS), model_dir))
+    succeeds(a_dataset.main, dataset_args(datadir, "docs", write_corpus(root / "corpus.jsonl", CORPUS_TEXTS), model_dir))
     outcome = succeeds(b_activations.main, f16_args(model_dir, datadir, "f16"))
     return {"root": root, "model": model_dir, "datadir": datadir, "outcome": outcome,
             "stats": load_artifact(datadir / "f16" / "stats.pt")}
@@ -266,12 +277,13 @@ def test_float16_shards_and_resumption_are_exact(overflow):
     assert int(overflow["stats"]["nonfinite"][1, 3]) > 0
 
 
+@pytest.mark.slow
 def test_the_page_says_which_tokens_were_left_out(overflow, tmp_path):
     """The page of a neuron whose a overflowed says at how many tokens, and that they are in no statistic."""
     results = tmp_path / "results"
     succeeds(d_recompute_vis.main, page_args(overflow["model"], overflow["datadir"], results, "f16", "--neurons", "1.3"))
     page = results / "local" / "llama" / "neuroscope" / "L1" / "N3" / "vis.html"
-    visible = " ".join(visible_text(dump_dom(page, tmp_path)).split())
+    visible = " ".join(visible_text(dump_dom(page)).split())
     count, tokens = int(overflow["stats"]["nonfinite"][1, 3]), int(overflow["stats"]["n_tokens"])
     assert f"a was not finite (inf or NaN, or g or u was) at {count:,} of {tokens:,} tokens (float16)" in visible
     assert "left out of every statistic here" in visible
@@ -319,6 +331,7 @@ class Rows:
         return {key: [values[i] for i in index] for key, values in self.columns.items()}
 
 
+@pytest.mark.slow  # an embedded model read from its GGUF by transformers: minutes on 2 cores
 def test_gemma_3_270m_in_float16():
     """Gemma-3-270m's residual stream passes float16's largest value in float32 from layer 8 on (2 documents of 48
     tokens): in float16 every neuron of those layers has non-finite tokens, no other neuron does, and no neuron gets a

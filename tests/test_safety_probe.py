@@ -20,10 +20,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import test_safety
 import torch
-from test_neuroscope import dump_dom, visible_text
-from test_safety import ROOT, call, dataset_args, pass_args, refused, succeeds, write_corpus
+from helpers import CORPUS_TEXTS, ROOT, call, dataset_args, dump_dom, pass_args, refused, succeeds, visible_text, write_corpus
 
 from gated_core.errors import UserError
 from gated_core.fingerprint import content_digest
@@ -288,6 +286,7 @@ def kind(value: float) -> str:
     return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
 
 
+@pytest.mark.slow
 def test_non_finite_activations_end_in_valid_json_flagged(work, tmp_path):
     """A float16 model whose gate of 1.17 overflows (its first weight 50,000): every value against hooks."""
     from transformers import AutoModelForCausalLM
@@ -331,7 +330,7 @@ def test_non_finite_activations_end_in_valid_json_flagged(work, tmp_path):
     # the page colours by 1.17 alone: its strongest token, picked, is one of ±inf
     succeeds(f_probe.main, ["--model", hot, "--results_dir", results, "--device", "cpu", "--dtype", "float16",
                             "--text", TEXT, "--neurons", "1.17", "--name", "hot1"])
-    dom = dump_dom(results / "local/hot/probe/hot1/probe.html", tmp_path)
+    dom = dump_dom(results / "local/hot/probe/hot1/probe.html")
     assert len(re.findall(r'class="t nonfinite[ "]', dom)) == len(meta["tokens"])
     assert re.search(r"1\.17: a = -?inf ·", visible_text(dom)) and "= inf (non-finite)" in visible_text(dom)
 
@@ -370,11 +369,12 @@ def test_links_go_only_to_viewers_that_hold_the_neuron(work, tmp_path):
     assert links["0.3"] == "../../neuroscope/whole/viewer.html#0.3"
 
 
+@pytest.mark.slow
 def test_a_long_texts_page_shows_windows_and_says_so(work, tmp_path, monkeypatch):
     """A page of at most 400 tokens (PAGE_MAX_TOKENS made small): probe.json holds every token, the page the windows
     around the strongest tokens and the start, the same values for the same tokens."""
     monkeypatch.setattr(probe, "PAGE_MAX_TOKENS", 400)
-    text = " ".join(test_safety.TEXTS) * 5  # byte tokens: about 2,400
+    text = " ".join(CORPUS_TEXTS) * 5  # byte tokens: about 2,400
     results = tmp_path / "results"
     outcome = succeeds(f_probe.main, probe_args(work, results, "--text", text, "--neurons", "1.17", "--top", "3",
                                                 "--name", "long"))
@@ -392,7 +392,7 @@ def test_a_long_texts_page_shows_windows_and_says_so(work, tmp_path, monkeypatch
     strongest = max(range(len(a)), key=lambda t: abs(a[t]))
     wanted = {row["token"] for row in data["text_top"]} | {strongest} | set(range(10))  # windows, then the start
     assert wanted <= set(positions)
-    dom = dump_dom(folder / "probe.html", tmp_path)
+    dom = dump_dom(folder / "probe.html")
     visible = visible_text(dom)
     assert "This page: the text has" in visible and "tokens not on this page" in visible
     assert len(re.findall(r'class="t( picked)?"', dom)) == 400 and f"Token {strongest}:" in visible
@@ -400,7 +400,7 @@ def test_a_long_texts_page_shows_windows_and_says_so(work, tmp_path, monkeypatch
 
 def test_probe_on_statistics_without_typical_examples(work, tmp_path):
     datadir = tmp_path / "data"
-    corpus = write_corpus(tmp_path / "corpus.jsonl", test_safety.TEXTS)
+    corpus = write_corpus(tmp_path / "corpus.jsonl", CORPUS_TEXTS)
     succeeds(a_dataset.main, dataset_args(datadir, "docs", corpus, work["model"]))
     succeeds(b_activations.main, pass_args(work["model"], datadir, "acts0", "--typical_per_band", "0"))
     results = tmp_path / "results"

@@ -13,9 +13,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-import test_safety
 import torch
-from test_safety import call, copy_data, page_args, pass_args, refused, succeeds
+from helpers import call, copy_data, page_args, pass_args, refused, succeeds
 
 from gated_core.artifacts import load_artifact, save_artifact
 from gated_core.locks import hold_lock
@@ -23,7 +22,6 @@ from neuroscope import b_activations, c_neuron_vis, d_recompute_vis, e_ablate, e
 from neuroscope.activation_pass.activations import STATISTICS_VERSION
 from wcos_casestudies import main as main_script
 
-work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`
 MODEL_FOLDER = Path("local/llama")  # below --results_dir
 
 

@@ -19,33 +19,14 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
-import test_safety
-from test_safety import ROOT, call, refused, succeeds
+from helpers import ROOT, VIEWER_PAGES, call, call_arguments, copied, dump_dom, from_viewer_args, refused, succeeds, viewer_args
 
 from gated_core.locks import hold_lock
 from neuroscope import d_recompute_vis
 from neuroscope.data.dataset_store import load_tokenized
 from wcos_casestudies.report import write_results_index
 
-work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`
-PAGES = Path("results/local/llama/neuroscope")  # below a tree of `viewer_tree`
 COMMITTED_VIEWER = ROOT / "results/HuggingFaceTB/SmolLM2-135M-Instruct/neuroscope/viewer-case-studies"
-
-
-def viewer_args(work, results: Path, *extra) -> list:
-    return ["--model", work["model"], "--datadir", work["datadir"], "--activations", "acts", "--results_dir", results,
-            "--device", "cpu", *extra]
-
-
-def from_viewer_args(work, results: Path, source: str, name: str) -> list:
-    return viewer_args(work, results, "--neurons", "1.*", "--from_viewer", source, "--viewer", name)
-
-
-def read_call(path: Path) -> list:
-    """The JSON arguments of the one neuroscope.<part>(...) call of a viewer data file (read independently)."""
-    match = re.fullmatch(r"neuroscope\.(\w+)\((.*)\);\n", path.read_text(), re.S)
-    assert match, path
-    return json.loads(f"[{match.group(2)}]")
 
 
 def contents(folder: Path) -> dict[str, bytes]:
@@ -66,18 +47,12 @@ def viewer_tree(work, tmp_path_factory):
     shutil.copytree(work["results"], results)
     succeeds(d_recompute_vis.main, viewer_args(work, results, "--neurons", "0.1"))
     succeeds(d_recompute_vis.main, viewer_args(work, results, "--neurons", "all"))
-    pages = root / PAGES
+    pages = root / VIEWER_PAGES
     (pages / "my_notes").mkdir()
     (pages / "my_notes" / "notes.txt").write_text("keep me")
     (pages / "a_file").write_text("keep me too")
     (pages / "link").symlink_to(pages / "viewer")
     return root
-
-
-def copied(tree: Path, tmp_path: Path) -> Path:
-    """A copy of the viewer tree that a test may change (symbolic links stay links)."""
-    shutil.copytree(tree, tmp_path / "tree", symlinks=True)
-    return tmp_path / "tree"
 
 
 # ----------------------------------------------------------------------------- 1. what --viewer replaces
@@ -99,14 +74,14 @@ def test_viewer_replaces_only_viewers_it_wrote(work, viewer_tree, monkeypatch):
                         ("v" * 250, "too long"), ("w" * 300, "too long")):
         refused(d_recompute_vis.main, viewer_args(work, results, "--neurons", "all", "--viewer", name), viewer_tree, match)
         refused(d_recompute_vis.main, from_viewer_args(work, results, "viewer", name), viewer_tree, match)
-    assert (viewer_tree / PAGES / "L0" / "N1" / "vis.html").is_file()
-    assert (viewer_tree / PAGES / "my_notes" / "notes.txt").read_text() == "keep me"
+    assert (viewer_tree / VIEWER_PAGES / "L0" / "N1" / "vis.html").is_file()
+    assert (viewer_tree / VIEWER_PAGES / "my_notes" / "notes.txt").read_text() == "keep me"
 
 
 def test_a_viewer_is_replaced_in_place_and_leftovers_go(work, viewer_tree, tmp_path):
     """Its own viewer is replaced (under the pages lock); what a killed run left beside it is removed."""
     tree = copied(viewer_tree, tmp_path)
-    pages = tree / PAGES
+    pages = tree / VIEWER_PAGES
     for leftover in (".viewer.k1ll3d_x.partial", ".viewer.k1ll3d_x.replaced", ".part.k1ll3d_x.partial"):
         (pages / leftover / "data").mkdir(parents=True)
         (pages / leftover / "data" / "meta.js").write_text("neuroscope.meta({")
@@ -116,14 +91,14 @@ def test_a_viewer_is_replaced_in_place_and_leftovers_go(work, viewer_tree, tmp_p
     assert hidden(pages) == []
     assert sorted(p.name for p in pages.iterdir()) == ["L0", "a_file", "index.html", "link", "my_notes", "neurons.json",
                                                        "part", "viewer"]
-    assert read_call(pages / "part" / "data" / "meta.js")[0]["layers"] == [1]
+    assert call_arguments(pages / "part" / "data" / "meta.js")[0]["layers"] == [1]
     assert (pages / "part" / "data" / "layer_1.js").read_bytes() == (pages / "viewer" / "data" / "layer_1.js").read_bytes()
 
 
 def test_one_lock_for_the_pages_and_the_viewers(work, viewer_tree):
     """While a run holds the lock of the pages (neurons.json.lock), no run writes a viewer beside them."""
     results = viewer_tree / "results"
-    with hold_lock(viewer_tree / PAGES / "neurons.json"):
+    with hold_lock(viewer_tree / VIEWER_PAGES / "neurons.json"):
         for argv in (viewer_args(work, results, "--neurons", "all"), from_viewer_args(work, results, "viewer", "part")):
             refused(d_recompute_vis.main, argv, viewer_tree, f"process {os.getpid()}")
 
@@ -133,7 +108,7 @@ def test_an_interrupted_viewer_write_keeps_the_old_viewer(work, viewer_tree, tmp
     import neuroscope.view.viewer
 
     tree = copied(viewer_tree, tmp_path)
-    pages = tree / PAGES
+    pages = tree / VIEWER_PAGES
     real_write = neuroscope.view.viewer.atomic_write_text
 
     def full_disk(path, text):
@@ -159,7 +134,7 @@ def test_the_committed_viewer_carries_the_marker():
     """`make demo` replaces viewer-case-studies/ with --viewer: it must be marked as a viewer of its model."""
     from neuroscope.view.viewer_folder import is_viewer, viewer_marker
 
-    meta = read_call(COMMITTED_VIEWER / "data" / "meta.js")[0]
+    meta = call_arguments(COMMITTED_VIEWER / "data" / "meta.js")[0]
     assert is_viewer(COMMITTED_VIEWER)
     assert {key: viewer_marker(COMMITTED_VIEWER)[key] for key in ("model", "dataset", "n_layers", "d_mlp")} == \
         {key: meta[key] for key in ("model", "dataset", "n_layers", "d_mlp")}
@@ -172,7 +147,7 @@ def _rewrite_meta(folder: Path, **changes) -> None:
     """The meta with `changes`, sealed with its own checksum again, as a viewer written so would have it."""
     from neuroscope.view.checksums import meta_checksum
 
-    meta = {**read_call(folder / "data" / "meta.js")[0], **changes}
+    meta = {**call_arguments(folder / "data" / "meta.js")[0], **changes}
     if "checksum" in meta:
         meta["checksum"] = meta_checksum(meta)
     text = json.dumps(meta, separators=(",", ":"))
@@ -182,8 +157,8 @@ def _rewrite_meta(folder: Path, **changes) -> None:
 def test_a_viewer_of_another_model_is_not_copied_in(work, viewer_tree, tmp_path):
     """A viewer folder copied in from another model (or made from other statistics): its meta does not fit this run."""
     tree = copied(viewer_tree, tmp_path)
-    pages = tree / PAGES
-    meta = read_call(pages / "viewer" / "data" / "meta.js")[0]
+    pages = tree / VIEWER_PAGES
+    meta = call_arguments(pages / "viewer" / "data" / "meta.js")[0]
     changes = {"model": "someone/else", "n_layers": meta["n_layers"] + 30, "d_mlp": meta["d_mlp"] * 8,
                "statistics_fingerprint": "0123456789abcdef"}
     for key, value in changes.items():
@@ -204,7 +179,7 @@ DAMAGES = [("data/layer_1.js", "remove"), ("lists/layer_1.html", "remove"), ("li
 def test_a_damaged_viewer_is_not_copied(work, viewer_tree, tmp_path):
     """A file missing or cut short: one line naming it, before anything is written."""
     tree = copied(viewer_tree, tmp_path)
-    pages = tree / PAGES
+    pages = tree / VIEWER_PAGES
     for number, (name, damage) in enumerate(DAMAGES):
         folder = pages / f"damaged{number}"
         shutil.copytree(pages / "viewer", folder)
@@ -228,24 +203,23 @@ def test_windows_and_context_fit_in_the_documents(work, viewer_tree, tmp_path):
                                                "--window", "200000", "200000", "--context", "200000", "200000"))
     dataset, _ = load_tokenized(work["datadir"] / "docs")
     longest = max(int(np.sum(mask)) for mask in dataset["attention_mask"])
-    folder = tree / PAGES / "wide" / "data"
-    assert read_call(folder / "layer_0.js")[1]["width"] == longest
-    assert read_call(folder / "meta.js")[0]["context"] == [longest, longest]
+    folder = tree / VIEWER_PAGES / "wide" / "data"
+    assert call_arguments(folder / "layer_0.js")[1]["width"] == longest
+    assert call_arguments(folder / "meta.js")[0]["context"] == [longest, longest]
 
 
 # ----------------------------------------------------------------------------- 5. a malformed address
 
 
+@pytest.mark.slow
 def test_a_malformed_address_opens_the_index(viewer_tree, tmp_path):
     """`#%` or `#?sort=%zz` in the address: the index (a malformed part of the filters is left out), never a hang."""
-    from test_viewer import dump_dom
-
-    folder = viewer_tree / PAGES / "viewer"
-    meta = read_call(folder / "data" / "meta.js")[0]
+    folder = viewer_tree / VIEWER_PAGES / "viewer"
+    meta = call_arguments(folder / "data" / "meta.js")[0]
     total, d_mlp = meta["n_layers"] * meta["d_mlp"], meta["d_mlp"]
     page = (folder / "viewer.html").as_uri()
     for address, shown in (("#%", total), ("#?sort=%zz", total), ("#%E0%A4%A", total), ("#?layer=1&sort=%zz&role=%", d_mlp)):
-        dom = dump_dom(page + address, tmp_path)
+        dom = dump_dom(page + address)
         assert f">{shown} of {total} neurons<" in dom, (address, re.search(r'id="status"[^<]*<', dom))
         assert "loading" not in re.search(r'id="status"[^>]*>([^<]*)<', dom).group(1)
 
@@ -270,7 +244,7 @@ def test_the_model_index_links_a_viewer_of_any_name(tmp_path):
 def test_a_viewer_holding_your_files_is_not_replaced(work, viewer_tree, tmp_path):
     """A marked viewer with a file of yours inside (notes, a screenshot) is refused: replacing it would delete that."""
     tree = copied(viewer_tree, tmp_path)
-    (tree / PAGES / "viewer" / "lists" / "my_screenshot.png").write_bytes(b"\x89PNG mine")
+    (tree / VIEWER_PAGES / "viewer" / "lists" / "my_screenshot.png").write_bytes(b"\x89PNG mine")
     refused(d_recompute_vis.main, viewer_args(work, tree / "results", "--neurons", "all"), tree, "my_screenshot.png")
 
 
@@ -280,10 +254,10 @@ def test_a_viewer_of_the_previous_version_is_replaced(work, viewer_tree, tmp_pat
     from neuroscope.view.viewer_folder import VIEWER_MARKER, viewer_marker
 
     tree = copied(viewer_tree, tmp_path)
-    viewer = tree / PAGES / "viewer"
+    viewer = tree / VIEWER_PAGES / "viewer"
     (viewer / VIEWER_MARKER).unlink()
     succeeds(d_recompute_vis.main, viewer_args(work, tree / "results", "--neurons", "all"))
-    assert viewer_marker(viewer)["model"] == read_call(viewer / "data" / "meta.js")[0]["model"]
+    assert viewer_marker(viewer)["model"] == call_arguments(viewer / "data" / "meta.js")[0]["model"]
     umask = os.umask(0)
     os.umask(umask)
     assert viewer.stat().st_mode & 0o777 == 0o777 & ~umask
@@ -293,7 +267,7 @@ def test_a_kill_between_the_two_renames_keeps_the_old_viewer(work, viewer_tree, 
     """Killed after the old viewer was renamed aside and before the new one took its place: the next run puts the old
     one back (it is the only whole copy) before it decides what to replace."""
     tree = copied(viewer_tree, tmp_path)
-    pages = tree / PAGES
+    pages = tree / VIEWER_PAGES
     before = contents(pages / "viewer")
     (pages / "viewer").rename(pages / ".viewer.k1ll3d_x.replaced")
     (pages / ".viewer.k1ll3d_y.partial").mkdir()  # the new one, half written

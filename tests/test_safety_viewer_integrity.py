@@ -21,17 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import test_safety
-from test_neuroscope import _chromium, dump_dom
-from test_safety import refused, succeeds
-from test_safety_viewer import PAGES, copied, from_viewer_args, read_call, viewer_args
+from helpers import VIEWER_PAGES, call_arguments, chromium_path, copied, dump_dom, from_viewer_args, refused, succeeds, viewer_args
 
 from neuroscope import d_recompute_vis
 from neuroscope.view.checksums import part_checksum
 from neuroscope.view.html import ASSETS
 from neuroscope.view.neuron_view import js_call
 
-work = test_safety.work  # the module-scoped fixture: a tiny Llama, the dataset `docs`, its statistics `acts`
 NEURON = (1, 5)  # the neuron the deep links open (layer 1 is the one --from_viewer copies)
 HASH_CHANGE_BUDGET_MS = 20_000  # virtual time Chromium gives a page to follow a hash change before it dumps the DOM
 
@@ -74,7 +70,7 @@ def flipped_stream(stream: bytes, size: int) -> bytes:
 
 def flip_a_bit(folder: Path) -> None:
     path = folder / "data" / "layer_1.js"
-    layer, payload = read_call(path)
+    layer, payload = call_arguments(path)
     stream = base64.b64decode(payload["deflate"]["b64"])
     payload["deflate"]["b64"] = base64.b64encode(flipped_stream(stream, payload["deflate"]["bytes"])).decode("ascii")
     write_call(path, "layer", layer, payload)
@@ -82,7 +78,7 @@ def flip_a_bit(folder: Path) -> None:
 
 def swap_two_ids(folder: Path) -> None:
     path = folder / "data" / "index.js"
-    index = read_call(path)[0]
+    index = call_arguments(path)[0]
     ids = np.frombuffer(base64.b64decode(index["ids"]["b64"]), dtype="<i4").copy()
     ids[[3, len(ids) - 3]] = ids[[len(ids) - 3, 3]]
     index["ids"]["b64"] = base64.b64encode(ids.tobytes()).decode("ascii")
@@ -105,7 +101,7 @@ def delete_the_documents(folder: Path) -> None:
 
 def change_the_meta(folder: Path) -> None:
     path = folder / "data" / "meta.js"
-    meta = read_call(path)[0]
+    meta = call_arguments(path)[0]
     write_call(path, "meta", {**meta, "dataset": meta["dataset"] + "x"})
 
 
@@ -126,15 +122,16 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_damaged_file_is_named_by_the_page_and_not_copied(work, tree, tmp_path, case):
     """The page shows, instead of the neuron (or the index), one error that names the file and what is wrong with it;
     --from_viewer refuses the viewer in one line naming the file, before it writes anything."""
     damage, address, shown, refusal = CASES[case]
     root = copied(tree, tmp_path)
-    folder = root / PAGES / "viewer"
+    folder = root / VIEWER_PAGES / "viewer"
     damage(folder)
-    dom = dump_dom(f"{(folder / 'viewer.html').as_uri()}{address}", tmp_path)
+    dom = dump_dom(f"{(folder / 'viewer.html').as_uri()}{address}")
     assert status(dom).startswith(f"error: {shown}"), status(dom)
     assert f">Neuron {NEURON[0]}.{NEURON[1]}<" not in dom and "Cannot read" not in dom
     if address.startswith("#?"):
@@ -146,7 +143,7 @@ def test_a_damaged_file_is_named_by_the_page_and_not_copied(work, tree, tmp_path
 def dump_after_hash_change(folder: Path, address: str, tmp_path: Path) -> str:
     """The DOM of the viewer opened at its index, then sent to `address` by a hash change (the page loads the files
     itself, as when a reader clicks a link), after Chromium's virtual time let it finish."""
-    browser = _chromium()
+    browser = chromium_path()
     if browser is None:
         pytest.skip("chromium is not installed (.ci/run installs it)")
     page = folder / "hash_change.html"
@@ -158,13 +155,14 @@ def dump_after_hash_change(folder: Path, address: str, tmp_path: Path) -> str:
                           capture_output=True, text=True, timeout=120).stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["mislabelled layer", "flipped bit", "cut file"])
 def test_a_damaged_file_opened_from_the_page_is_named(tree, tmp_path, case):
     """The same faults when the neuron is opened from the page (a hash change: files loaded by the page's own
     script elements, not while it is parsed)."""
     damage, _, shown, _ = CASES[case]
     root = copied(tree, tmp_path)
-    folder = root / PAGES / "viewer"
+    folder = root / VIEWER_PAGES / "viewer"
     damage(folder)
     dom = dump_after_hash_change(folder, DEEP_LINK, tmp_path)
     assert status(dom).startswith(f"error: {shown}"), status(dom)
@@ -189,6 +187,7 @@ def independent_checksums(folder: Path) -> dict[str, int]:
     return sums
 
 
+@pytest.mark.slow
 def test_meta_checksums_match_an_independent_computation(work, tree, tmp_path):
     """meta.js lists every data file, the page and the lists with the checksum that zlib gives; so does the meta of a
     viewer copied by --from_viewer (its index, search and lists cut to the layer, the rest as in the source). Both
@@ -197,16 +196,17 @@ def test_meta_checksums_match_an_independent_computation(work, tree, tmp_path):
     root = copied(tree, tmp_path)
     succeeds(d_recompute_vis.main, from_viewer_args(work, root / "results", "viewer", "part"))
     for name in ("viewer", "part"):
-        folder = root / PAGES / name
-        meta = read_call(folder / "data" / "meta.js")[0]
+        folder = root / VIEWER_PAGES / name
+        meta = call_arguments(folder / "data" / "meta.js")[0]
         assert {**meta["checksums"], **meta["file_checksums"]} == independent_checksums(folder), name
-        for dom in (dump_dom(f"{(folder / 'viewer.html').as_uri()}{DEEP_LINK}", tmp_path),
+        for dom in (dump_dom(f"{(folder / 'viewer.html').as_uri()}{DEEP_LINK}"),
                     dump_after_hash_change(folder, DEEP_LINK, tmp_path)):
             assert f">Neuron {NEURON[0]}.{NEURON[1]}<" in dom and status(dom) == "", (name, status(dom))
-    assert sorted(read_call(root / PAGES / "part" / "data" / "meta.js")[0]["checksums"]) == \
+    assert sorted(call_arguments(root / VIEWER_PAGES / "part" / "data" / "meta.js")[0]["checksums"]) == \
         ["docs_0", "index", "layer_1", "search", "vocab"]
 
 
+@pytest.mark.slow
 def test_the_page_and_python_agree_on_checksums(tmp_path):
     """assets/checksum.js in Chromium and checksums.part_checksum on the values a browser parses from the same JSON:
     numbers of every magnitude, text of every kind (astral, lone surrogates, controls, separators), keys that look
@@ -222,7 +222,7 @@ def test_the_page_and_python_agree_on_checksums(tmp_path):
     page.write_text("<!DOCTYPE html><html><body><pre id='out'></pre><script>" + (ASSETS / "checksum.js").read_text() +
                     "\nvar cases = JSON.parse(" + json.dumps(json.dumps(cases)).replace("<", "\\u003c") + ");\n"
                     "document.getElementById('out').textContent = JSON.stringify(cases.map(checksum));</script></body></html>")
-    dom = dump_dom(page, tmp_path)
+    dom = dump_dom(page)
     found = json.loads(html.unescape(re.search(r"<pre id=\"out\">(.*?)</pre>", dom, re.S).group(1)))
     assert found == [part_checksum(*call) for call in json.loads(json.dumps(cases))]
 
@@ -230,23 +230,24 @@ def test_the_page_and_python_agree_on_checksums(tmp_path):
 # ----------------------------------------------------------------------------- viewers written before checksums
 
 
+@pytest.mark.slow
 def test_a_viewer_without_checksums_opens_with_a_note_and_is_copied_with_one(work, tree, tmp_path):
     """A viewer of the previous version (no checksums in its meta) still opens, its status line saying that its files
     are not verified; --from_viewer copies it with a one-line note, and the copy stays unverified."""
     root = copied(tree, tmp_path)
-    folder = root / PAGES / "viewer"
-    meta = read_call(folder / "data" / "meta.js")[0]
+    folder = root / VIEWER_PAGES / "viewer"
+    meta = call_arguments(folder / "data" / "meta.js")[0]
     write_call(folder / "data" / "meta.js", "meta",
                {key: value for key, value in meta.items() if key not in ("checksum", "checksums", "file_checksums", "checksum_method")})
-    dom = dump_dom(f"{(folder / 'viewer.html').as_uri()}{DEEP_LINK}", tmp_path)
+    dom = dump_dom(f"{(folder / 'viewer.html').as_uri()}{DEEP_LINK}")
     assert f">Neuron {NEURON[0]}.{NEURON[1]}<" in dom
     assert status(dom).startswith("note: this viewer was written before viewers carried checksums"), status(dom)
     out = succeeds(d_recompute_vis.main, from_viewer_args(work, root / "results", "viewer", "part")).out
     notes = [line for line in out.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "copied unverified" in notes[0] and str(folder) in notes[0]
-    assert "checksums" not in read_call(root / PAGES / "part" / "data" / "meta.js")[0]
+    assert "checksums" not in call_arguments(root / VIEWER_PAGES / "part" / "data" / "meta.js")[0]
     mislabel_a_layer(folder)  # without checksums a file holding another layer is still told apart by its call
-    dom = dump_dom(f"{(folder / 'viewer.html').as_uri()}{DEEP_LINK}", tmp_path)
+    dom = dump_dom(f"{(folder / 'viewer.html').as_uri()}{DEEP_LINK}")
     assert status(dom).startswith("error: data/layer_1.js: holds layer 0, not layer 1"), status(dom)
     refused(d_recompute_vis.main, from_viewer_args(work, root / "results", "viewer", "again"), root,
             f"{folder / 'data' / 'layer_1.js'}: holds layer 0, not layer 1")

@@ -251,3 +251,217 @@ def test_stages_import_earlier_stages_through_their_interface():
                "neuroscope.data.texts": {"neuroscope.cli"}}
     assert len(stage_violations(planted, interfaces)) == 3  # the check finds each kind of reach
     assert stage_violations(import_graph(), interfaces) == []
+
+
+# ---- one home for a neuron's name (gated_core/neurons.py) and for what an artifact was made from
+
+NEURON_HOME = "gated_core/neurons.py"
+NEURON_WORDS = ("layer", "neuron", "lay", "[0]", "[1]")  # what the parts of a hand-made `layer.neuron` mention
+
+
+def names_a_neuron(node: ast.AST) -> bool:
+    """A neuron's `layer.neuron` name made or read by hand: an f-string `{layer}.{neuron}` (two formatted values
+    around a lone dot, one of them mentioning a layer or neuron), or a split at the dot."""
+    if isinstance(node, ast.JoinedStr):
+        parts = node.values
+        for before, dot, after in zip(parts, parts[1:], parts[2:]):
+            if (isinstance(before, ast.FormattedValue) and isinstance(after, ast.FormattedValue)
+                    and isinstance(dot, ast.Constant) and dot.value == "."):
+                mentioned = ast.unparse(before.value) + " " + ast.unparse(after.value)
+                if any(word in mentioned for word in NEURON_WORDS):
+                    return True
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("split", "rsplit", "partition"):
+        return bool(node.args) and isinstance(node.args[0], ast.Constant) and node.args[0].value == "."
+    return False
+
+
+def neuron_names_by_hand(source: str) -> list[int]:
+    return sorted({node.lineno for node in ast.walk(ast.parse(source)) if names_a_neuron(node)})
+
+
+def test_neuron_names_are_made_and_read_only_by_neuron_id():
+    """`LAYER.NEURON` is written and parsed in one place, `gated_core.neurons.NeuronId`; every other module goes
+    through it (three parsers and a dozen inline formats came before it)."""
+    planted = ('f"{layer}.{neuron}"', 'f"neuron {key[0]}.{key[1]}, document"', 'f\'<a>{e["layer"]}.{e["neuron"]}</a>\'',
+               'layer, neuron = map(int, name.split("."))', 'text.split(".")')
+    for source in planted:
+        assert neuron_names_by_hand(source) == [1], source
+    assert neuron_names_by_hand('f"{stem}.{fmt}"; f"{digits[:point]}.{digits[point:]}"; key.split("/")') == []
+    files = [p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))]
+    found = {str(p.relative_to(ROOT)): neuron_names_by_hand(p.read_text()) for p in files}
+    assert {path: lines for path, lines in found.items() if lines and path != NEURON_HOME} == {}
+
+
+def test_neuron_id_round_trips():
+    from gated_core.errors import UserError
+    from gated_core.neurons import NeuronId, sort_names
+
+    assert NeuronId.parse("28.4737", 32, 11008) == (28, 4737) and str(NeuronId(28, 4737)) == "28.4737"
+    assert NeuronId.from_flat(NeuronId(3, 17).flat(64), 64) == NeuronId(3, 17) == NeuronId.from_name("3.17")
+    assert NeuronId(3, 17).flat(64) == 3 * 64 + 17
+    assert sort_names(["10.2", "2.10", "2.9"]) == ["2.9", "2.10", "10.2"]
+    for text, message in (("1-17", "write neurons as LAYER.NEURON"), ("٠.١", "write neurons as LAYER.NEURON"),
+                          ("32.0", "out of range"), ("0.11008", "out of range")):
+        with pytest.raises(UserError, match=message):
+            NeuronId.parse(text, 32, 11008)
+
+
+PROVENANCE_HOME = "gated_core/artifacts.py"  # made_from records an artifact's inputs, check_provenance checks them
+
+
+def made_from_keys() -> set[str]:
+    from gated_core.artifacts import MADE_FROM
+
+    return set(MADE_FROM)
+
+
+def builds_made_from(node: ast.AST, keys: set[str]) -> bool:
+    """A made-from entry written by hand: a dict literal with an input's fingerprint key (`"weights_fingerprint": ...`),
+    or such a key set on a dict (`meta["dataset_fingerprint"] = ...`)."""
+    if isinstance(node, ast.Dict):
+        return any(is_key(key, keys) for key in node.keys if key is not None)
+    if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return any(isinstance(t, ast.Subscript) and is_key(t.slice, keys) for t in targets)
+    return False
+
+
+def made_from_by_hand(source: str, keys: set[str]) -> list[int]:
+    return sorted({node.lineno for node in ast.walk(ast.parse(source)) if builds_made_from(node, keys)})
+
+
+def test_made_from_is_recorded_only_through_its_home():
+    """Every artifact records what it was made from with `gated_core.artifacts.made_from` (and checks it with
+    `check_provenance`): no module writes a fingerprint key of MADE_FROM into a dict by hand (six did before)."""
+    keys = made_from_keys()
+    planted = ('meta = {"model": m, "weights_fingerprint": w}', 'expect["dataset_fingerprint"] = f',
+               'check(path, {"dataset_fingerprint": stored}, key)', 'return {"statistics_fingerprint": s}')
+    for source in planted:
+        assert made_from_by_hand(source, keys) == [1], source
+    assert made_from_by_hand('meta = {"model": m, **made_from(weights=w)}; meta.get("weights_fingerprint")', keys) == []
+    files = [p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))]
+    found = {str(p.relative_to(ROOT)): made_from_by_hand(p.read_text(), keys) for p in files}
+    assert {path: lines for path, lines in found.items() if lines and path != PROVENANCE_HOME} == {}
+
+
+def test_made_from_records_each_input_under_its_key_and_check_provenance_refuses_others(tmp_path):
+    from gated_core.artifacts import check_provenance, made_from
+    from gated_core.errors import UserError
+
+    recorded = made_from(weights="w" * 16, statistics="s" * 16)
+    assert list(recorded.items()) == [("weights_fingerprint", "w" * 16), ("statistics_fingerprint", "s" * 16)]
+    with pytest.raises(ValueError, match="no input colour_fingerprint"):
+        made_from(colour="red")
+    meta = {**recorded, "k": 3}
+    check_provenance(tmp_path / "a.pt", meta, {**made_from(weights="w" * 16), "k": 3}, "do it again")  # agrees: no error
+    with pytest.raises(UserError, match=r"a\.pt: were made with k=3, not 4; do it again"):
+        check_provenance(tmp_path / "a.pt", meta, {"k": 4}, "do it again")
+    with pytest.raises(UserError, match=r"a\.pt: were made with other statistics .*; do it again"):
+        check_provenance(tmp_path / "a.pt", meta, made_from(statistics="t" * 16), "do it again")
+
+
+def test_case_studies_table_reads_back_what_was_written(tmp_path):
+    """case_studies.csv has one home (`section6.write_case_studies` / `read_case_studies`), its rows typed."""
+    import csv
+
+    from wcos_casestudies.roles import CaseStudy
+    from wcos_casestudies.section6 import read_case_studies, write_case_studies
+
+    chosen = [CaseStudy("highest-kurtosis prediction neuron", 3, 17, "depletion", 12.5),
+              CaseStudy("a reason, with a comma", 0, 2, "enrichment", 4.25)]
+    assert read_case_studies(tmp_path) == []
+    write_case_studies(chosen, tmp_path)
+    assert read_case_studies(tmp_path) == chosen
+    with (tmp_path / "case_studies.csv").open(newline="") as handle:  # the columns as casestudies.py wrote them before
+        assert [row["reason"] for row in csv.DictReader(handle)] == [c.reason for c in chosen]
+    assert (tmp_path / "case_studies.txt").read_text() == "3.17 0.2\n"
+
+
+# ---- HTML through templates only (gated_core/html.py), and one colour scale for coloured tokens
+
+HTML_HOME = "gated_core/html.py"  # the one template loader; the pages' HTML is in the packages' templates/ folders
+# modules allowed to hold HTML markup in a string: the loader, and helpers that embed JavaScript or JSON in a page by
+# hand (none today: the viewer's data files and the probe's payload are JSON, their script tags in templates)
+HTML_BY_HAND_ALLOWED = (HTML_HOME,)
+HTML_TAGS = ("<!doctype", "<html", "<body", "<div", "<table", "<tr", "<td", "<span", "<a href", "<figure", "<details",
+             "<h1", "<h2")
+
+
+def docstring_nodes(tree: ast.AST) -> set[int]:
+    """The ids of the docstrings' Constant nodes of a module and its functions and classes (they may name tags)."""
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+
+
+def html_by_hand(source: str) -> list[int]:
+    """The lines of string literals (plain, or the text of an f-string) that hold an HTML tag of HTML_TAGS."""
+    tree = ast.parse(source)
+    skip = docstring_nodes(tree)
+    return sorted({node.lineno for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                   and id(node) not in skip and any(tag in node.value.lower() for tag in HTML_TAGS)})
+
+
+def test_html_is_built_only_by_templates():
+    """Pages are rendered from Jinja2 templates with autoescape (`gated_core.html.render`); no module assembles HTML
+    from strings (five did before: the results index, the neuroscope's pages and lists, the probe's page and the
+    notebook's coloured text)."""
+    planted = ('page = f"<html><body>{body}</body></html>"', "row = '<tr>' + cells + '</tr>'",
+               'link = f\'<a href="{href}">{text}</a>\'', 'x = "<DIV class=t>"', 'f"{a}<span title={t}>{s}</span>"')
+    for source in planted:
+        assert html_by_hand(source) == [1], source
+    assert html_by_hand('"""A page: <div> and <span> in a docstring."""\nx = "a < b"; y = b"<html>"; z = "<script"') == []
+    files = [p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))]
+    found = {str(p.relative_to(ROOT)): html_by_hand(p.read_text()) for p in files}
+    assert {path: lines for path, lines in found.items() if lines and path not in HTML_BY_HAND_ALLOWED} == {}
+
+
+def test_notebook_colours_tokens_on_the_pages_scale():
+    """The notebook's coloured text (`probe.notebook.token_background`) and the pages' (`assets/common.js`,
+    draw.background) give every token the same background, or none, on one scale with one NEAR_WHITE."""
+    import json
+    import re
+    import shutil
+
+    from neuroscope.probe.notebook import NEAR_WHITE, token_background
+    from neuroscope.view.html import ASSETS
+
+    common = (ASSETS / "common.js").read_text(encoding="utf-8")
+    assert float(re.search(r"var NEAR_WHITE = ([0-9.e-]+);", common).group(1)) == NEAR_WHITE
+    cases = [(f * scale, scale) for scale in (0.0, 0.3, 1.0, 7.5) for f in
+             (0.0, NEAR_WHITE, -NEAR_WHITE, NEAR_WHITE * 1.0001, -NEAR_WHITE * 1.0001, 0.0049, 0.25, -0.5, 1.0, -3.0)]
+    assert token_background(0.0, 1.0) == "" and token_background(1.0, 1.0) == "rgb(255,0,0)"
+    assert token_background(NEAR_WHITE, 1.0) == "" and token_background(-2 * NEAR_WHITE, 1.0).endswith(",255)")
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: draw.background not compared")
+    script = common + f"\nconsole.log(JSON.stringify({json.dumps(cases)}.map(function (c) {{ return draw.background(c[0], c[1]); }})));"
+    backgrounds = json.loads(subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=60, check=True).stdout)
+    assert [token_background(value, scale) for value, scale in cases] == backgrounds
+
+
+# ---- tests that build once: fixtures in tests/conftest.py, shared code in tests/helpers.py, no test module imported
+
+
+def imported_test_modules(source: str) -> list[str]:
+    """The test modules (test_*) that `source` imports, by `import` or `from ... import`."""
+    names = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+    return sorted({name.split(".")[0] for name in names if name.split(".")[0].startswith("test_")})
+
+
+def test_no_test_module_imports_another():
+    """A test module takes shared code from helpers.py and fixtures from conftest.py, never from another test module
+    (whose module-scoped fixtures would be built once more in each module that imports them)."""
+    planted = ("import test_safety\n", "from test_neuroscope import dump_dom\n", "import os, test_viewer as v\n",
+               "def f():\n    from test_typical import brute_band\n")
+    assert [imported_test_modules(source) for source in planted] == [["test_safety"], ["test_neuroscope"], ["test_viewer"],
+                                                                     ["test_typical"]]
+    assert imported_test_modules("import helpers\nfrom conftest import x\nfrom .test_a import b\nimport pytest\n") == []
+    found = {path.name: imported_test_modules(path.read_text()) for path in sorted((ROOT / "tests").glob("*.py"))}
+    assert "helpers.py" in found and "conftest.py" in found
+    assert {name: modules for name, modules in found.items() if modules} == {}

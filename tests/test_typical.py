@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import brute_band
 
 from gated_core.artifacts import load_artifact, save_artifact
 from gated_core.cli import run_main
@@ -38,11 +39,6 @@ def test_token_hash_is_splitmix64_in_int64():
     assert 959135552437182909 >> POSITION_BITS == 914_702_942_311
     docs, positions = torch.tensor([0, 5, -1, 123456]), torch.tensor([3, 0, -1, 1023])
     assert [t.tolist() for t in unpack_tokens(pack_tokens(docs, positions))] == [docs.tolist(), positions.tolist()]
-
-
-def brute_band(value: float) -> int:
-    edges = typical_band_edges().tolist()
-    return max(i for i in range(typical_bands()) if abs(value) >= edges[i])
 
 
 def test_bands_follow_their_edges():

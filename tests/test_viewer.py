@@ -3,7 +3,6 @@ any kind, and the page rendered in headless Chromium (deep link, filters, timing
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import re
@@ -13,61 +12,24 @@ import urllib.parse
 import numpy as np
 import pytest
 import torch
-from test_neuroscope import TEXTS, dump_dom, run_pass
+from helpers import CONTEXT, WINDOW, dump_dom, read_call, unpack
 
-from gated_core.artifacts import load_artifact
 from gated_core.cli import run_main
 from gated_core.models.loading import load_hf_model, load_tokenizer
-from gated_core.models.sources import resolve_model
 from neuroscope import d_recompute_vis
 from neuroscope.activation_pass.store import Statistics
 from neuroscope.core.histogram import histogram_edges, typical_band_edges, typical_bands
-from neuroscope.data.dataset_store import save_dataset
-from neuroscope.data.tokenization import build_dataset
 from neuroscope.recompute.examples import LIST_KINDS, recompute_examples
-from neuroscope.view.neuron_view import inflated, to_json
+from neuroscope.view.neuron_view import to_json
 
 URL = re.compile(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}|(src|href)\s*=\s*[\"'](https?:|//)", re.I)
-WINDOW, CONTEXT = (5, 2), (4, 3)  # the viewer's coloured tokens and grey context, before and after the extreme token
-DTYPES = {"i1": "<i1", "u1": "<u1", "u2": "<u2", "i4": "<i4", "f4": "<f4", "f2": "<f2"}
 
 
-def tiny_run(folder, datadir):
-    """The test texts (one of them hostile markup) tokenized for the tiny checkpoint `folder` and its statistics
-    `ref` in `datadir`; returns its source, the dataset, the results folder and the flags of a viewer of every neuron."""
-    import datasets
-
-    source = resolve_model(str(folder))
-    dataset, meta = build_dataset(datasets.Dataset.from_dict({"text": TEXTS}), load_tokenizer(source), None, max_length=48)
-    meta.update({"tokenizer": source.name, "dataset": "test"})
-    save_dataset(dataset, meta, datadir / "data")
-    assert run_pass(folder, datadir, "ref") == 0
-    results = datadir / "results"
-    argv = ["--model", str(folder), "--datadir", str(datadir), "--activations", "ref", "--results_dir", str(results),
-            "--device", "cpu", "--neurons", "all", "--window", *map(str, WINDOW), "--context", *map(str, CONTEXT)]
-    return source, dataset, results, argv
-
-
-@pytest.fixture(scope="module")
-def viewer(tiny_models, tmp_path_factory):
-    """The viewer of every neuron of a tiny Llama over the test texts (one of them hostile markup)."""
-    datadir = tmp_path_factory.mktemp("viewer")
-    source, dataset, results, argv = tiny_run(tiny_models["llama"], datadir)
-    assert run_main(d_recompute_vis.main, argv) == 0
-    return {"folder": results / "local" / "llama" / "neuroscope" / "viewer", "source": source, "dataset": dataset,
-            "stats": load_artifact(datadir / "ref" / "stats.pt"), "pages": results / "local" / "llama" / "neuroscope"}
-
-
-def read_call(path):
-    """The arguments of the one neuroscope.<part>(...) call that a data file holds."""
-    text = path.read_text()
-    match = re.fullmatch(r"neuroscope\.(\w+)\((.*)\);\n", text, re.S)
-    assert match, path
-    return match.group(1), [inflated(a) if isinstance(a, dict) else a for a in json.loads(f"[{match.group(2)}]")]
-
-
-def unpack(packed):
-    return np.frombuffer(base64.b64decode(packed["b64"]), dtype=DTYPES[packed["dtype"]])
+def copied_pages(viewer, tmp_path):
+    """The pages folder of a copy of the shared viewer's data folder (its dataset, statistics and results), for a test
+    that writes viewers beside the shared one."""
+    shutil.copytree(viewer["pages"].parents[3], tmp_path / "world")
+    return tmp_path / "world" / viewer["pages"].relative_to(viewer["pages"].parents[3])
 
 
 def test_viewer_files_hold_only_data_and_no_address(viewer):
@@ -135,6 +97,7 @@ def band_shares(histogram):
     return (shares / shares.sum()).tolist()
 
 
+@pytest.mark.slow
 def test_viewer_in_chromium(viewer, tmp_path):
     """A deep link opens the right neuron with the hostile text as text; a filter in the hash narrows the index."""
     tokenizer = load_tokenizer(viewer["source"])
@@ -142,7 +105,7 @@ def test_viewer_in_chromium(viewer, tmp_path):
     script_doc = next(i for i, ids in enumerate(viewer["dataset"]["input_ids"]) if "<script>" in tokenizer.decode(ids))
     layer, neuron = map(int, torch.nonzero(stats["top_docs"][..., 0] == script_doc)[0])
     page = (viewer["folder"] / "viewer.html").as_uri()
-    dom = dump_dom(f"{page}#{layer}.{neuron}", tmp_path)
+    dom = dump_dom(f"{page}#{layer}.{neuron}")
     assert f">Neuron {layer}.{neuron}<" in dom, re.search(r"id=\"status\"[^<]*", dom)
     assert f"document {script_doc} · token {int(stats['top_positions'][layer, neuron, 0])}" in dom
     assert "<script>alert" not in dom and "<b>" not in dom  # the markup stayed text
@@ -159,7 +122,7 @@ def test_viewer_in_chromium(viewer, tmp_path):
     for band, share in enumerate(band_shares(stats["histogram"][layer, neuron])):  # the typical examples' bands
         assert f'id="list-{len(LIST_KINDS) - typical_bands() + band}"><h2>' in dom
         assert f"({100 * share:.1f}% of tokens)</h2>" in dom
-    index = dump_dom(f"{page}#?layer=1&sort=max&descending=1", tmp_path)
+    index = dump_dom(f"{page}#?layer=1&sort=max&descending=1")
     d_mlp = stats["top_values"].shape[1]
     assert f">{d_mlp} of {2 * d_mlp} neurons<" in index
     rows = re.findall(r'<tr class="row"><td><a href="#(\d+)\.(\d+)"', index)
@@ -168,9 +131,9 @@ def test_viewer_in_chromium(viewer, tmp_path):
     assert maxima == sorted(maxima, reverse=True)
 
 
-def test_viewer_of_some_layers_from_an_existing_one(viewer, capsys):
+def test_viewer_of_some_layers_from_an_existing_one(viewer, tmp_path, capsys):
     """--from_viewer: whole layers of the viewer, copied without the model; the index keeps their neurons only."""
-    pages = viewer["pages"]
+    pages = copied_pages(viewer, tmp_path)
     results = pages.parent.parent.parent
     datadir = results.parent
     argv = ["--model", str(viewer["source"].path), "--datadir", str(datadir), "--activations", "ref", "--results_dir", str(results),
@@ -219,6 +182,7 @@ def neuron_view(dom):
     return re.sub(r"<nav>.*?</nav>", "", section.group(1), count=1, flags=re.S)
 
 
+@pytest.mark.slow
 def test_page_and_viewer_show_the_same_neuron(viewer, tmp_path):
     """One renderer: a neuron's single page and its view in a viewer with the page's coloured tokens (50 before,
     10 after, no grey context) show the same text, tokens, peaks, values and colours. What differs by design: the
@@ -231,8 +195,8 @@ def test_page_and_viewer_show_the_same_neuron(viewer, tmp_path):
             "--window", "50", "10", "--context", "0", "0"]
     assert run_main(d_recompute_vis.main, argv) == 0
     folder = results / "local" / "llama" / "neuroscope"
-    page = neuron_view(dump_dom((folder / f"L{layer}" / f"N{neuron}" / "vis.html").as_uri(), tmp_path))
-    shown = neuron_view(dump_dom(f"{(folder / 'one' / 'viewer.html').as_uri()}#{layer}.{neuron}", tmp_path))
+    page = neuron_view(dump_dom((folder / f"L{layer}" / f"N{neuron}" / "vis.html").as_uri()))
+    shown = neuron_view(dump_dom(f"{(folder / 'one' / 'viewer.html').as_uri()}#{layer}.{neuron}"))
     page_titles = re.findall(r'title="a (\S+) g \S+ u \S+"', page)
     assert len(page_titles) > 2 * 3 and page_titles == re.findall(r'title="a (\S+)"', shown)
     page = re.sub(r' title="a (\S+) g \S+ u \S+"', r' title="a \1"', page).replace(", gate g, linear u)", ")")
@@ -240,6 +204,7 @@ def test_page_and_viewer_show_the_same_neuron(viewer, tmp_path):
     assert f"Neuron {layer}.{neuron}" in page and page.count('class="example"') >= 2 * 3 and "<svg" in page
 
 
+@pytest.mark.slow
 def test_compact_viewer(viewer, tmp_path):
     """--compact: the same windows, each activation within half a step (the window's largest |a| / 254) of the
     float16 viewer's, and the page draws them; the activations take about 60% of the bytes here (windows of 10 tokens)."""
@@ -263,7 +228,7 @@ def test_compact_viewer(viewer, tmp_path):
     step = np.abs(acts).max(axis=1) / 127
     assert (np.abs(codes * scales[:, None] - acts) <= 0.5 * step[:, None] * 1.01 + 1e-6).all()
     neuron = int(unpack(eight["neurons"])[0])
-    dom = dump_dom(f"{(folder / 'viewer.html').as_uri()}#{layer}.{neuron}", tmp_path)
+    dom = dump_dom(f"{(folder / 'viewer.html').as_uri()}#{layer}.{neuron}")
     assert f">Neuron {layer}.{neuron}<" in dom and "in 8 bits, to 1/254 of its window" in dom
     assert len(re.findall(r'title="a (\S+)"', dom)) > 2 * 3
     assert len(eight["act_codes"]["b64"]) + len(eight["act_scales"]["b64"]) < 0.7 * len(full["acts"]["b64"])
@@ -363,6 +328,7 @@ def token_rows(dom):
             re.findall(r'<li class="token-hit"><a href="#[^"]*">([^<]*)</a> · ([^<]*) <code>([^<]*)</code></li>', dom)]
 
 
+@pytest.mark.slow
 def test_search_by_token_in_chromium(viewer, tmp_path):
     """#?token=...&exact=1 lists every neuron whose tables or examples' extreme tokens hold that token, among them
     the neuron whose promoted table it comes from; case-insensitive search finds more."""
@@ -381,7 +347,7 @@ def test_search_by_token_in_chromium(viewer, tmp_path):
             expected.setdefault(neuron_id, set()).add(source)
     d_mlp = viewer["stats"]["top_values"].shape[1]
     page = (folder / "viewer.html").as_uri()
-    dom = dump_dom(f"{page}#?token={urllib.parse.quote(text, safe='')}&exact=1", tmp_path)
+    dom = dump_dom(f"{page}#?token={urllib.parse.quote(text, safe='')}&exact=1")
     rows = token_rows(dom)
     assert f"1 tokens equal to {shown(text)} · {len(expected)} (neuron, token) pairs in {len(expected)} neurons" in dom
     assert {link for link, _, _ in rows} == {f"{i // d_mlp}.{i % d_mlp}" for i in expected} and len(rows) == len(expected)
@@ -389,7 +355,7 @@ def test_search_by_token_in_chromium(viewer, tmp_path):
                for link, where, t in rows)
     assert "promoted" in dict((link, where) for link, where, _ in rows)[f"1.{neuron}"]
     query = text.swapcase()
-    folded = dump_dom(f"{page}#?layer=1&token={urllib.parse.quote(query, safe='')}&nocase=1", tmp_path)
+    folded = dump_dom(f"{page}#?layer=1&token={urllib.parse.quote(query, safe='')}&nocase=1")
     matching = {i for i, v in enumerate(vocab) if query.lower() in v.lower()}
     pairs = len({(t, n) for t, n, _ in triples if t in matching})
     assert token in matching and f"{len(matching)} tokens containing {shown(query)} (any case) · {pairs} (neuron, token) pairs" in folded
@@ -397,17 +363,18 @@ def test_search_by_token_in_chromium(viewer, tmp_path):
     assert f">{d_mlp} of {2 * d_mlp} neurons<" in folded  # the index's filter holds beside the search
 
 
+@pytest.mark.slow
 def test_search_text_stays_text(viewer, tmp_path):
     """Markup typed into the token box (here in the address) is shown as text, never parsed."""
     hostile = '<img src=x onerror="document.title=1"><b>x</b>'
-    dom = dump_dom(f"{(viewer['folder'] / 'viewer.html').as_uri()}#?token={urllib.parse.quote(hostile, safe='')}", tmp_path)
+    dom = dump_dom(f"{(viewer['folder'] / 'viewer.html').as_uri()}#?token={urllib.parse.quote(hostile, safe='')}")
     assert "<img" not in dom and "<b>x" not in dom
     assert f"0 tokens containing {shown(hostile)} · 0 (neuron, token) pairs in 0 neurons" in dom
 
 
-def test_search_index_of_some_layers_from_an_existing_one(viewer, capsys):
+def test_search_index_of_some_layers_from_an_existing_one(viewer, tmp_path, capsys):
     """--from_viewer cuts the search by token to the kept layers' neurons, and refuses a damaged one."""
-    pages = viewer["pages"]
+    pages = copied_pages(viewer, tmp_path)
     results = pages.parent.parent.parent
     argv = ["--model", str(viewer["source"].path), "--datadir", str(results.parent), "--activations", "ref", "--results_dir",
             str(results), "--device", "cpu", "--neurons", "1.*", "--from_viewer", "viewer", "--viewer", "search1"]

@@ -11,8 +11,7 @@ import re
 
 import numpy as np
 import pytest
-from test_neuroscope import dump_dom, visible_text
-from test_viewer import CONTEXT, WINDOW, read_call, tiny_run, unpack
+from helpers import CONTEXT, WINDOW, dump_dom, read_call, tiny_run, unpack, visible_text
 
 from gated_core.artifacts import load_artifact
 from gated_core.cli import run_main
@@ -119,12 +118,13 @@ def needed_documents(folder, layer, neuron):
                    for doc in docs.tolist()})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer, neuron", [(1, 50), (0, 95), (1, 0)])
 def test_deep_link_loads_only_the_neurons_chunk(viewers, tmp_path, layer, neuron):
     """#layer.neuron draws that neuron from its chunk (the only layer file loaded): its top example's text is the
     dataset's, and its neighbours in the index are linked across chunk borders."""
     stats, tokenizer = viewers["stats"], load_tokenizer(viewers["source"])
-    dom = dump_dom(f"{(viewers['chunked'] / 'viewer.html').as_uri()}#{layer}.{neuron}", tmp_path)
+    dom = dump_dom(f"{(viewers['chunked'] / 'viewer.html').as_uri()}#{layer}.{neuron}")
     assert f">Neuron {layer}.{neuron}<" in dom, re.search(r'id="status"[^<]*', dom)
     assert loaded_layer_files(dom) == [f"layer_{layer}_{neuron // CHUNK}"]
     loaded_docs = sorted(int(c) for c in re.findall(r'<script src="data/docs_(\d+)\.js">', dom))
@@ -143,8 +143,9 @@ def test_deep_link_loads_only_the_neurons_chunk(viewers, tmp_path, layer, neuron
             assert f'id="{link}" href="#{other // d_mlp}.{other % d_mlp}"' in dom or f'href="#{other // d_mlp}.{other % d_mlp}" id="{link}"' in dom
 
 
+@pytest.mark.slow
 def test_a_neuron_not_in_the_viewer_loads_nothing(viewers, tmp_path):
-    dom = dump_dom(f"{(viewers['chunked'] / 'viewer.html').as_uri()}#1.500", tmp_path)
+    dom = dump_dom(f"{(viewers['chunked'] / 'viewer.html').as_uri()}#1.500")
     assert "neuron 1.500 is not in this viewer" in dom and loaded_layer_files(dom) == []
 
 
@@ -169,6 +170,7 @@ def brute_force_order(index, d_mlp, query):
     return [r["id"] for r in rows]
 
 
+@pytest.mark.slow
 def test_filters_and_sorts_in_chromium_match_a_brute_force(viewers, tmp_path):
     """Filters and orders in the address list the neurons that a loop over the index finds, in Python's order
     (ties by id), across the chunked layers."""
@@ -182,7 +184,7 @@ def test_filters_and_sorts_in_chromium_match_a_brute_force(viewers, tmp_path):
     for query in queries:
         expected = brute_force_order(index, d_mlp, query)
         address = "&".join(f"{key}={value}" for key, value in query.items())
-        dom = dump_dom(f"{(viewers['chunked'] / 'viewer.html').as_uri()}#?{address}", tmp_path)
+        dom = dump_dom(f"{(viewers['chunked'] / 'viewer.html').as_uri()}#?{address}")
         assert f">{len(expected)} of {len(index['ids'])} neurons<" in dom, (query, re.search(r'id="count"[^<]*<', dom))
         shown = [int(layer) * d_mlp + int(n) for layer, n in re.findall(r'<tr class="row"><td><a href="#(\d+)\.(\d+)"', dom)]
         assert shown == expected[:100], query
@@ -207,6 +209,7 @@ def test_lists_in_pages(viewers):
     assert 'href="layer_1.html"' in html.unescape((lists / "index.html").read_text())
 
 
+@pytest.mark.slow
 def test_from_viewer_copies_the_chunks_of_a_layer(viewers, tmp_path, capsys):
     """--from_viewer of layer 1 of the chunked viewer: its chunks and list pages, byte for byte, and a deep link works."""
     argv = [*viewers["argv"][:viewers["argv"].index("--neurons")], "--neurons", "1.*", "--from_viewer", "chunked",
@@ -218,7 +221,7 @@ def test_from_viewer_copies_the_chunks_of_a_layer(viewers, tmp_path, capsys):
     for name in layer_files:
         assert (folder / name).read_bytes() == (source / name).read_bytes()
     assert read_call(folder / "data" / "meta.js")[1][0]["chunked_layers"] == [1]
-    dom = dump_dom(f"{(folder / 'viewer.html').as_uri()}#1.37", tmp_path)
+    dom = dump_dom(f"{(folder / 'viewer.html').as_uri()}#1.37")
     assert ">Neuron 1.37<" in dom and loaded_layer_files(dom) == [f"layer_1_{37 // CHUNK}"]
     (source / "data" / f"layer_1_{50 // CHUNK}.js").rename(tmp_path / "moved.js")
     try:

@@ -57,6 +57,7 @@ import torch
 
 from gated_core.cli import check_output_location, parse_device
 from gated_core.models.sources import resolve_model
+from gated_core.neurons import NeuronId
 from wcos_casestudies import roles as R
 from wcos_casestudies import section6
 from wcos_casestudies.cli import settings_from_args
@@ -96,15 +97,15 @@ for role, mask in role_results.roles.items():
     print(f"  {role:24s} {int(mask.sum()):6d}")
 top_entropy = torch.topk(role_results.entropy_scores, min(10, n_neurons))
 print(f"entropy scores, last layer (null space of W_U: {info['null_space_dim']} directions), top 10:")
-print("  " + ", ".join(f"{n_layers - 1}.{int(i)}: {float(v):.3f}" for v, i in zip(top_entropy.values, top_entropy.indices)))
+print("  " + ", ".join(f"{NeuronId(n_layers - 1, int(i))}: {float(v):.3f}" for v, i in zip(top_entropy.values, top_entropy.indices)))
 print(f"  median over the layer {float(role_results.entropy_scores.median()):.3f}")
 entropy_files = section6.write_entropy_scores(role_results, results)
 print(f"-> {results.folder / 'entropy_scores.csv'} (.md; every neuron of the last layer), box plot {entropy_files[0].name} (.png)")
 if role_results.attention_max is not None:
     strongest = role_results.attention_max[:-1]
-    layer, neuron = divmod(int(strongest.argmax()), n_neurons)
+    peak = NeuronId.from_flat(strongest.argmax(), n_neurons)
     print(f"attention (de)activation: largest |cos(w_out, BOS query direction of a next-layer head)| is "
-          f"{float(strongest.max()):.3f} ({layer}.{neuron}); the role needs > {ATTENTION_COSINE:.3f}")
+          f"{float(strongest.max()):.3f} ({peak}); the role needs > {ATTENTION_COSINE:.3f}")
 
 # %% Appendix E: contingency table of roles x IO classes
 table = section6.write_contingency(role_results, categories, results)

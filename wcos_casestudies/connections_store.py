@@ -16,13 +16,14 @@ from typing import Any
 
 import torch
 
-from gated_core.artifacts import PROJECT_TAG, check_made_from, load_artifact, package_versions, save_artifact
+from gated_core.artifacts import PROJECT_TAG, check_provenance, load_artifact, made_from, package_versions, save_artifact
 from gated_core.errors import UserError
+from gated_core.neurons import NeuronId
+from gated_core.results_layout import CONNECTIONS_FOLDER  # noqa: F401  (inside the model's results folder; read with the file's name)
 from wcos_casestudies.connections import EMBED_KINDS, EMPTY, INPUT_KINDS, KINDS, NORM_FLOOR, ConnectionLists
 
 CONNECTIONS_KIND = "connections"  # meta["kind"] of connections.pt
 CONNECTIONS_FILE = "connections.pt"
-CONNECTIONS_FOLDER = "connections"  # inside the model's results folder
 CONNECTIONS_REMEDY = "make them again with neuroscope-connections (it overwrites the file)"
 READ_NORM = {"gate": "gate", "linear": "linear"}  # the first word of a kind -> the norm of the weights it reads with
 
@@ -56,7 +57,7 @@ class Connection:
     @property
     def other(self) -> str:
         """`LAYER.NEURON`, or `token <id>`."""
-        return f"token {self.token}" if self.token is not None else f"{self.layer}.{self.neuron}"
+        return f"token {self.token}" if self.token is not None else NeuronId(self.layer, self.neuron).name
 
 
 class Connections:
@@ -85,7 +86,7 @@ class Connections:
         if kind in EMBED_KINDS:
             cosine = weight / max(float(self.norms["embed"][other] * self.norms[reads][layer, neuron]), NORM_FLOOR)
             return Connection(rank, None, None, other, weight, cosine, None)
-        other_layer, other_neuron = divmod(other, self.d_mlp)
+        other_layer, other_neuron = NeuronId.from_flat(other, self.d_mlp)
         if kind in INPUT_KINDS:
             out_norm, read_norm, upstream = self.norms["out"][other_layer, other_neuron], self.norms[reads][layer, neuron], (other_layer, other_neuron)
         else:
@@ -98,7 +99,7 @@ class Connections:
         """kind -> the list of neuron (layer, neuron) by `ranking` (the reader kinds have no expected_contribution
         ranking: the scale is their own neuron's, so it is the virtual-weight ranking; that one comes back)."""
         if not (0 <= layer < self.n_layers and 0 <= neuron < self.d_mlp):
-            raise UserError(f"neuron {layer}.{neuron}: out of range; the lists cover layers 0..{self.n_layers - 1} and "
+            raise UserError(f"neuron {NeuronId(layer, neuron)}: out of range; the lists cover layers 0..{self.n_layers - 1} and "
                             f"neurons 0..{self.d_mlp - 1}")
         if ranking not in self.rankings:
             raise UserError(f"ranking {ranking!r} not stored; connections.pt has {', '.join(self.rankings)}")
@@ -144,7 +145,7 @@ class Connections:
                 for kind, entries in self.of(layer, neuron, ranking).items():
                     if ranking == "expected_contribution" and kind not in INPUT_KINDS:
                         continue
-                    rows += [{"neuron": f"{layer}.{neuron}", "kind": kind, "rank_by": ranking, "rank": e.rank,
+                    rows += [{"neuron": NeuronId(layer, neuron).name, "kind": kind, "rank_by": ranking, "rank": e.rank,
                               "other": e.other, "virtual_weight": e.virtual_weight, "cosine": e.cosine,
                               "expected_contribution": e.expected_contribution} for e in entries]
         return pd.DataFrame(rows, columns=["neuron", "kind", "rank_by", "rank", "other", "virtual_weight", "cosine",
@@ -154,8 +155,8 @@ class Connections:
 def identity_meta(weights_fingerprint: str, settings_meta: dict[str, Any], top_k: int,
                   statistics_fingerprint: str | None) -> dict[str, Any]:
     """What connections.pt records it was made from and with (and `load_connections` checks)."""
-    return {"weights_fingerprint": weights_fingerprint, "statistics_fingerprint": statistics_fingerprint,
-            "top_k": top_k, "processing": settings_meta["processing"], "refactor_glu": settings_meta["refactor_glu"]}
+    return {**made_from(weights=weights_fingerprint, statistics=statistics_fingerprint), "top_k": top_k,
+            "processing": settings_meta["processing"], "refactor_glu": settings_meta["refactor_glu"]}
 
 
 def load_connections(path: Path, expected: dict[str, Any]) -> Connections:
@@ -172,20 +173,17 @@ def read_connections(path: Path) -> dict[str, Any]:
 def checked_connections(path: Path, data: dict[str, Any], expected: dict[str, Any]) -> Connections:
     """The lists of `data` (read from `path`), refused unless made as `expected` says (see `load_connections`)."""
     meta = data["meta"]
-    check_made_from(path, meta, "weights_fingerprint", expected["weights_fingerprint"], CONNECTIONS_REMEDY,
-                    made="holds the connections of")
-    for key in ("processing", "refactor_glu", "top_k"):
-        if key == "top_k" and expected[key] is None:
-            continue
-        if meta.get(key) != expected[key]:
-            raise UserError(f"{path}: holds connections made with {key}={meta.get(key)!r}, not {expected[key]!r}; "
-                            f"{CONNECTIONS_REMEDY}")
+    check_provenance(path, meta, made_from(weights=expected["weights_fingerprint"]), CONNECTIONS_REMEDY,
+                     made="holds the connections of")
+    settings = {key: expected[key] for key in ("processing", "refactor_glu", "top_k")
+                if not (key == "top_k" and expected[key] is None)}  # top_k None: any
+    check_provenance(path, meta, settings, CONNECTIONS_REMEDY, made="holds connections made with")
     if meta.get("statistics_fingerprint") != expected["statistics_fingerprint"]:
         if expected["statistics_fingerprint"] is None or meta.get("statistics_fingerprint") is None:
             had = "with" if meta.get("statistics_fingerprint") else "without"
             raise UserError(f"{path}: holds connections made {had} statistics (expected contributions), unlike this "
                             f"run; {CONNECTIONS_REMEDY}")
-        check_made_from(path, meta, "statistics_fingerprint", expected["statistics_fingerprint"], CONNECTIONS_REMEDY)
+        check_provenance(path, meta, made_from(statistics=expected["statistics_fingerprint"]), CONNECTIONS_REMEDY)
     return Connections(data)
 
 

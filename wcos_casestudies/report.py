@@ -1,69 +1,105 @@
 """`results/<model>/index.html`: one page that links every output of a model — plots (shown),
 tables (shown, with their CSV and Markdown files), neuron pages, artifacts and the folders of
 other settings — so that a user opens one file. It lists what is on disk, so every script can
-refresh it after writing."""
+refresh it after writing. The page is `templates/results_index.html` (gated_core.html.render); this module finds
+what it lists."""
 
 from __future__ import annotations
 
-import html
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from gated_core.artifacts import atomic_write_text
+from gated_core.html import Markup, render
+from gated_core.results_layout import (
+    INDEX_PAGE,
+    OWN_SECTION_FOLDERS,
+    START_HERE,
+    TOKENS_FOLDER,
+    find_outputs,
+    find_pages,
+)
 
-INDEX_NAME = "index.html"
-VIEWER_NAME = "viewer.html"  # the whole-model viewer of neuroscope/view/viewer.py
-SKIPPED_FOLDERS = ("neuroscope", "tokens")  # shown in their own sections
 TABLE_ROWS_SHOWN = 60  # longer tables are linked, not shown
 ARTIFACT_SUFFIXES = (".pt", ".pickle", ".json", ".txt")
 PLOT_ORDER = ("fine", "coarse", "boxplot", "selected")  # the paper's order; other plots follow by name
-STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em auto;max-width:75em;color:#222;padding:0 1em}
-h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc} h3{font-size:1em}
-figure{margin:1em 0} figure img{max-width:100%;max-height:80vh;border:1px solid #eee} figcaption{font-size:.9em;color:#555}
-table{border-collapse:collapse;font-size:.8em;margin:.5em 0} td,th{padding:.1em .5em;border-bottom:1px solid #eee;text-align:right}
-details{margin:.5em 0} summary{cursor:pointer} .meta{color:#666;font-size:.9em}
-"""
 
 
-def link(path: Path, folder: Path, text: str | None = None) -> str:
-    """An escaped relative link from the index to `path` (its path URL-encoded: a name may hold #, ?, % or spaces)."""
+@dataclass(frozen=True)
+class Link:
+    """A relative link from the index: `href` its path URL-encoded (a name may hold #, ?, % or spaces), `text` shown."""
+
+    href: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A plot shown on the index: its PNG (`src`, the path as it is), a link to it and to its PDF (None: no PDF)."""
+
+    src: str
+    alt: str
+    png: Link
+    pdf: Link | None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of the index: its CSV and Markdown links, its rows, and the table itself where it is short (`shown`,
+    pandas' escaped HTML) or None."""
+
+    stem: str
+    links: tuple[Link, ...]
+    rows: int
+    shown: Markup | None
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One analysis folder (e.g. `frequency/`): its name, plots, tables and artifact files."""
+
+    name: str
+    figures: tuple[Figure, ...]
+    tables: tuple[Table, ...]
+    artifacts: tuple[Link, ...]
+
+
+def link(path: Path, folder: Path, text: str | None = None) -> Link:
+    """The link from the index in `folder` to `path`, shown as `text` (default: its relative path)."""
     relative = path.relative_to(folder).as_posix()
-    return f'<a href="{html.escape(quote(relative))}">{html.escape(text or relative)}</a>'
+    return Link(quote(relative), text or relative)
 
 
-def plots_html(folder: Path, root: Path | None = None) -> str:
-    """Every PNG of `folder`, shown, with its PDF linked; links relative to `root` (default: `folder`)."""
+def plots(folder: Path, root: Path | None = None) -> tuple[Figure, ...]:
+    """Every PNG of `folder` in the paper's order, with its PDF where there is one; links relative to `root`
+    (default: `folder`)."""
     root = root or folder
-    items = []
+
     def rank(png: Path) -> tuple[int, str]:
         return (PLOT_ORDER.index(png.stem) if png.stem in PLOT_ORDER else len(PLOT_ORDER), png.stem)
 
-    for png in sorted(folder.glob("*.png"), key=rank):
-        pdf = png.with_suffix(".pdf")
-        extra = f" · {link(pdf, root, 'PDF')}" if pdf.exists() else ""
-        items.append(f'<figure><img src="{html.escape(png.relative_to(root).as_posix())}" alt="{html.escape(png.stem)}" '
-                     f'loading="lazy"><figcaption>{link(png, root)}{extra}</figcaption></figure>')
-    return "".join(items)
+    return tuple(Figure(png.relative_to(root).as_posix(), png.stem, link(png, root),
+                        link(png.with_suffix(".pdf"), root, "PDF") if png.with_suffix(".pdf").exists() else None)
+                 for png in sorted(folder.glob("*.png"), key=rank))
 
 
-def table_html(csv: Path, folder: Path) -> str:
-    """One table: shown when short, always linked (CSV and Markdown)."""
+def table(csv: Path, folder: Path) -> Table:
+    """One table: shown when short (TABLE_ROWS_SHOWN rows at most), always linked (CSV and Markdown)."""
     import pandas as pd
 
     frame = pd.read_csv(csv)
     markdown = csv.with_suffix(".md")
-    links = link(csv, folder) + (f" · {link(markdown, folder)}" if markdown.exists() else "")
-    if len(frame) > TABLE_ROWS_SHOWN:
-        return f"<p>{links} ({len(frame)} rows)</p>"
-    return (f"<details><summary>{html.escape(csv.stem)} ({len(frame)} rows)</summary>{links}"
-            f"{frame.to_html(index=False, escape=True, float_format=lambda v: f'{v:.4g}', border=0)}</details>")
+    links = (link(csv, folder), *((link(markdown, folder),) if markdown.exists() else ()))
+    shown = None if len(frame) > TABLE_ROWS_SHOWN else \
+        Markup(frame.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}", border=0))
+    return Table(csv.stem, links, len(frame), shown)
 
 
-def tables_html(folder: Path) -> str:
+def tables(folder: Path) -> tuple[Table, ...]:
     """Every CSV table of the folder and of its `tokens/` folder."""
-    csvs = sorted(folder.glob("*.csv")) + sorted((folder / "tokens").glob("*.csv"))
-    return "".join(table_html(csv, folder) for csv in csvs)
+    csvs = sorted(folder.glob("*.csv")) + sorted((folder / TOKENS_FOLDER).glob("*.csv"))
+    return tuple(table(csv, folder) for csv in csvs)
 
 
 def analysis_folders(folder: Path) -> list[Path]:
@@ -72,76 +108,46 @@ def analysis_folders(folder: Path) -> list[Path]:
     found = []
     for sub in sorted({*folder.glob("*/"), *folder.glob("*/*/")}):
         top = sub.relative_to(folder).parts[0]
-        if top in SKIPPED_FOLDERS or (folder / top / "data.pt").exists():
+        if top in OWN_SECTION_FOLDERS or (folder / top / "data.pt").exists():
             continue
         if any(sub.glob("*.png")) or any(sub.glob("*.csv")):
             found.append(sub)
     return found
 
 
-def analyses_html(folder: Path) -> str:
-    """One sub-section per analysis folder: its plots shown, its tables shown or linked."""
-    parts = []
-    for sub in analysis_folders(folder):
-        tables = "".join(table_html(csv, folder) for csv in sorted(sub.glob("*.csv")))
-        files = [link(p, folder, p.name) for p in sorted(sub.iterdir()) if p.is_file() and p.suffix in ARTIFACT_SUFFIXES]
-        artifacts = f'<p class="meta">artifacts: {" · ".join(files)}</p>' if files else ""
-        parts.append(f"<h3>{html.escape(sub.relative_to(folder).as_posix())}/</h3>{plots_html(sub, folder)}{tables}{artifacts}")
-    return "".join(parts)
+def analyses(folder: Path) -> tuple[Analysis, ...]:
+    """One sub-section per analysis folder: its plots shown, its tables shown or linked, its artifacts linked."""
+    return tuple(Analysis(sub.relative_to(folder).as_posix(), plots(sub, folder),
+                          tuple(table(csv, folder) for csv in sorted(sub.glob("*.csv"))),
+                          tuple(link(p, folder, p.name) for p in sorted(sub.iterdir())
+                                if p.is_file() and p.suffix in ARTIFACT_SUFFIXES))
+                 for sub in analysis_folders(folder))
 
 
-def pages_html(folder: Path) -> str:
-    """Neuron pages (every neuroscope index.html) and whole-model viewers (every viewer.html)."""
-    pages = sorted(p for p in (*folder.glob(f"*/{INDEX_NAME}"), *folder.glob("*/*/" + INDEX_NAME),
-                               *folder.glob(f"*/*/{VIEWER_NAME}"), *folder.glob("probe/*/probe.html"))
-                   if "neuroscope" in p.parts or "viewer" in p.parts or "probe" in p.parts)
-    return "<ul>" + "".join(f"<li>{link(p, folder)}</li>" for p in pages) + "</ul>" if pages else ""
+def pages(folder: Path) -> tuple[Link, ...]:
+    """Neuron pages (every neuroscope index.html), whole-model viewers (every viewer.html) and probe pages."""
+    return tuple(link(p, folder) for p in find_pages(folder))
 
 
-# what the summary at the top of the index links, where it is on disk: (glob patterns, what it is)
-START_HERE = (
-    (("neuroscope/viewer/viewer.html", "neuroscope/*/viewer.html"), "the viewer: every neuron of the model, filterable and sortable"),
-    (("probe/*/probe.html",), "probe pages: the neurons' values on a text of one's own"),
-    (("neuroscope/index.html",), "the case-study neurons' own pages"),
-    (("case_studies.csv",), "why each case-study neuron was chosen (Section 6)"),
-    (("connections/class_connections.png", "connections/connections.csv"),
-     "connections: which neurons feed each neuron's gate and linear input, which read it, by IO class"),
-    (("frequency/*.png", "frequency/*.csv"), "activation frequency by IO class"),
-    (("ablation/*/*.png", "ablation/*/*.csv"), "class ablations: do the classes matter?"),
-)
+def start_here(folder: Path) -> tuple[tuple[str, tuple[Link, ...]], ...]:
+    """What the top of the index lists: the outputs a reader opens first, those that exist (up to 4 links each)."""
+    found = ((output.what, find_outputs(folder, output)) for output in START_HERE)
+    return tuple((what, tuple(link(path, folder) for path in paths[:4])) for what, paths in found if paths)
 
 
-def start_here_html(folder: Path) -> str:
-    """A short list at the top of the index: the outputs a reader opens first, those that exist, one line each."""
-    items = []
-    for patterns, what in START_HERE:
-        found = next((sorted(folder.glob(pattern)) for pattern in patterns if any(folder.glob(pattern))), [])
-        if found:
-            links = " · ".join(link(path, folder) for path in found[:4])
-            items.append(f"<li>{html.escape(what)}: {links}</li>")
-    return "<ul>" + "".join(items) + "</ul>" if items else ""
-
-
-def others_html(folder: Path) -> str:
+def others(folder: Path) -> tuple[Link, ...]:
     """Artifacts (data.pt, roles.pt, …) and the results of other settings (sub-folders with their own index)."""
     files = [p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in ARTIFACT_SUFFIXES]
-    variants = [p / INDEX_NAME for p in sorted(folder.iterdir()) if (p / INDEX_NAME).exists() and (p / "data.pt").exists()]
-    items = [f"<li>{link(p, folder)}</li>" for p in files]
-    items += [f"<li>{link(p, folder, p.parent.name + '/ (other settings)')}</li>" for p in variants]
-    return "<ul>" + "".join(items) + "</ul>" if items else ""
+    variants = [p / INDEX_PAGE for p in sorted(folder.iterdir()) if (p / INDEX_PAGE).exists() and (p / "data.pt").exists()]
+    return (*(link(p, folder) for p in files), *(link(p, folder, p.parent.name + "/ (other settings)") for p in variants))
 
 
 def write_results_index(folder: Path, title: str) -> Path:
-    """Write `folder/index.html` from what the folder holds now; returns its path."""
+    """Write `folder/index.html` from what the folder holds now (`templates/results_index.html`); returns its path."""
     folder = Path(folder)
-    sections = [("Start here", start_here_html(folder)), ("Plots", plots_html(folder)), ("Tables", tables_html(folder)),
-                ("Neuron pages, viewers and probes", pages_html(folder)),
-                ("Beyond the paper: activation frequency and ablations", analyses_html(folder)),
-                ("Artifacts and other settings", others_html(folder))]
-    body = "".join(f"<h2>{name}</h2>{content}" for name, content in sections if content)
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-            f'<p class="meta">Every output in {html.escape(str(folder.name))}/, as it is on disk.</p>{body}</body></html>')
-    path = folder / INDEX_NAME
+    page = render("wcos_casestudies", "results_index.html", title=title, folder=folder.name,
+                  start_here=start_here(folder), plots=plots(folder), tables=tables(folder), pages=pages(folder),
+                  analyses=analyses(folder), others=others(folder))
+    path = folder / INDEX_PAGE
     atomic_write_text(path, page)
     return path

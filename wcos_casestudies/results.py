@@ -16,7 +16,15 @@ from typing import Any
 
 import torch
 
-from gated_core.artifacts import PROJECT_TAG, check_made_from, find_artifact, load_artifact, package_versions, save_artifact
+from gated_core.artifacts import (
+    PROJECT_TAG,
+    check_provenance,
+    find_artifact,
+    load_artifact,
+    made_from,
+    package_versions,
+    save_artifact,
+)
 from gated_core.cli import check_no_links
 from gated_core.constants import DEFAULT_RESULTS
 from gated_core.errors import UserError
@@ -137,12 +145,10 @@ class ModelResults:
     def _check_meta(self, path: Path) -> None:
         meta = self.data["meta"]
         expected = {"model": self.source.name, "gguf": self.source.is_gguf, **self.settings.meta()}
-        for key, value in expected.items():
-            if meta.get(key) != value:
-                raise UserError(f"{path}: holds results with {key}={meta.get(key)!r}, not {value!r}; {RESULTS_REMEDY}")
-        check_made_from(path, meta, "weights_fingerprint", self.fingerprint,
-                        "pass another --results_dir, or recompute it with main.py --overwrite",
-                        made=f"holds the cosines ({meta.get('provenance')}) of")
+        check_provenance(path, meta, expected, RESULTS_REMEDY, made="holds results with")
+        check_provenance(path, meta, made_from(weights=self.fingerprint),
+                         "pass another --results_dir, or recompute it with main.py --overwrite",
+                         made=f"holds the cosines ({meta.get('provenance')}) of")
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -168,7 +174,7 @@ class ModelResults:
                                    refactor=self.settings.refactor_glu, desc=f"cosines {self.source.name}")
             self.data = {
                 "meta": {"project": PROJECT_TAG, "kind": COSINES_KIND, **asdict(WeightsInfo.of(reader)), **self.settings.meta(),
-                         "weights_fingerprint": self.fingerprint, "versions": package_versions(),
+                         **made_from(weights=self.fingerprint), "versions": package_versions(),
                          "seconds": round(time.perf_counter() - started, 2)},
                 **{k: v for k, v in values.items() if v is not None},
             }

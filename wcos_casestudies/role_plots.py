@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from gated_core.neurons import NeuronId
 from wcos_casestudies.plotting import save_figure
 
 LABELLED_EXTRA = 3  # neurons after the chosen ones that are named too, so the gap to them can be read
@@ -42,7 +43,7 @@ def plot_entropy_scores(scores: torch.Tensor, layer: int, n_chosen: int, null_sp
     named = order[:n_chosen + LABELLED_EXTRA]
     for rank, (index, height) in enumerate(zip(named, spread_labels([float(values[i]) for i in named]))):
         color = "tab:red" if rank < n_chosen else "0.3"
-        ax.annotate(f"{layer}.{index}  {values[index]:.3f}", (x[index], values[index]), xytext=(1.42, height), fontsize=7,
+        ax.annotate(f"{NeuronId(layer, index)}  {values[index]:.3f}", (x[index], values[index]), xytext=(1.42, height), fontsize=7,
                     va="center", color=color, arrowprops={"arrowstyle": "-", "color": color, "lw": 0.5})
     ax.set_xticks([1], [f"layer {layer}\n({len(values)} neurons)"])
     ax.set_xlim(0.6, 1.95)

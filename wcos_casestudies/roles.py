@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from gated_core.errors import UserError
+from gated_core.neurons import NeuronId
 from wcos_casestudies.constants import ATTENTION_COSINE, CLASS_NAMES, NORM_EPS, PAPER_N_PARTITION, PARTITION_CAP, SELECTIVE_KURTOSIS
 
 TYPICAL_CLASSES = (0, 2, 4, 6, 7, 9)
@@ -187,7 +188,7 @@ class CaseStudy:
 
     @property
     def name(self) -> str:
-        return f"{self.layer}.{self.neuron}"
+        return NeuronId(self.layer, self.neuron).name
 
 
 def case_study_neurons(prediction: torch.Tensor, suppression: torch.Tensor, kurtosis: torch.Tensor,
@@ -199,7 +200,7 @@ def case_study_neurons(prediction: torch.Tensor, suppression: torch.Tensor, kurt
         if not mask.any():
             return None
         scores = torch.where(mask, kurtosis, torch.tensor(-math.inf, dtype=kurtosis.dtype))
-        layer, neuron = divmod(int(scores.argmax()), scores.shape[1])
+        layer, neuron = NeuronId.from_flat(scores.argmax(), scores.shape[1])
         return CaseStudy(reason, layer, neuron, CLASS_NAMES[int(categories[layer, neuron])], float(kurtosis[layer, neuron]))
 
     chosen = [c for c in (best(prediction, "highest-kurtosis prediction neuron"),

@@ -6,6 +6,8 @@ folder (`roles.pt`, `contingency.csv/.md`, `case_studies.csv/.txt`, `tokens/<lay
 
 from __future__ import annotations
 
+import csv
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,9 +19,10 @@ import torch
 from gated_core.artifacts import (
     PROJECT_TAG,
     atomic_write_text,
-    check_made_from,
+    check_provenance,
     find_artifact,
     load_artifact,
+    made_from,
     package_versions,
     save_artifact,
     write_table,
@@ -28,6 +31,8 @@ from gated_core.errors import UserError
 from gated_core.models.glu import refactor_glu
 from gated_core.models.loading import load_bridge, load_tokenizer
 from gated_core.models.readers import WeightReader, open_weights
+from gated_core.neurons import NeuronId
+from gated_core.results_layout import TOKENS_FOLDER
 from wcos_casestudies import roles as R
 from wcos_casestudies.constants import CLASS_NAMES, DEFAULT_N_ENTROPY
 from wcos_casestudies.results import ModelResults
@@ -83,9 +88,28 @@ def _out_layers(reader: WeightReader, refactor: bool):
         yield (refactor_glu(layer) if refactor else layer).out
 
 
+@dataclass(frozen=True)
+class StoredRoles:
+    """What other scripts use of roles.pt (`read_roles`): the functional roles' masks and the moments of
+    cos(w_out, W_U) of every neuron."""
+
+    roles: dict[str, torch.Tensor]  # role (wcos_casestudies.roles.ROLE_NAMES) -> [layer neuron] bool; empty: none stored
+    moments: dict[str, torch.Tensor]  # "mean", "variance", "skew", "kurtosis" -> [layer neuron]; empty: none stored
+
+
+def read_roles(results: ModelResults) -> StoredRoles | None:
+    """The roles and moments in roles.pt for this model and these weights, checked (`stored_roles`), or None where
+    casestudies.py has not run: how every other module reads roles.pt."""
+    stored = stored_roles(results)
+    if stored is None:
+        return None
+    return StoredRoles({name: mask.bool() for name, mask in stored.get("roles", {}).items()}, dict(stored.get("moments", {})))
+
+
 def stored_roles(results: ModelResults) -> dict[str, Any] | None:
     """What casestudies.py keeps in roles.pt for this model and these weights, checked (kind, model, weights
-    fingerprint, the masks' shapes), or None where it has not run: the one reader of roles.pt."""
+    fingerprint, the masks' shapes), or None where it has not run: the one reader of roles.pt (its whole contents,
+    for casestudies.py's cache; other modules read `read_roles`)."""
     path = find_artifact(results.folder, "roles")
     if path is None:
         return None
@@ -103,7 +127,7 @@ def load_roles(path: Path, results: ModelResults) -> dict[str, Any]:
     meta = stored["meta"]
     if meta.get("model") != results.meta["model"]:
         raise UserError(f"{path}: roles of {meta.get('model')}, not {results.meta['model']}; {ROLES_REMEDY}")
-    check_made_from(path, meta, "weights_fingerprint", results.fingerprint, ROLES_REMEDY, made="holds the roles of")
+    check_provenance(path, meta, made_from(weights=results.fingerprint), ROLES_REMEDY, made="holds the roles of")
     return stored
 
 
@@ -170,7 +194,7 @@ def compute_roles(results: ModelResults, options: RoleOptions, overwrite: bool =
             "null_space_dim": k_null, "n_entropy": options.n_entropy, "moments_seconds": stored.get("moments_seconds"),
             "vocab": int(w_u.shape[1])}
     stored["meta"] = {"project": PROJECT_TAG, "kind": ROLES_KIND, "model": results.meta["model"], **results.settings.meta(),
-                      "weights_fingerprint": results.fingerprint,
+                      **made_from(weights=results.fingerprint),
                       **{key: info[key] for key in ("kurtosis_threshold", "kurtosis_rule", "min_kurtosis", "null_space_dim")},
                       "versions": package_versions()}
     save_artifact(stored, path=results.folder / f"roles.{results.fmt}")
@@ -213,7 +237,7 @@ def entropy_table(scores: torch.Tensor, layer: int, chosen: torch.Tensor) -> pd.
     """Every last-layer neuron's entropy score, highest first, with its rank and whether it is an entropy neuron
     (`chosen`: [neuron] bool)."""
     order = torch.argsort(scores, descending=True, stable=True)
-    return pd.DataFrame({"neuron": [f"{layer}.{int(i)}" for i in order], "layer": layer, "index": order.tolist(),
+    return pd.DataFrame({"neuron": [NeuronId(layer, int(i)).name for i in order], "layer": layer, "index": order.tolist(),
                          "score": [round(float(scores[i]), 6) for i in order], "rank": range(1, len(order) + 1),
                          "chosen": chosen[order].tolist()})
 
@@ -231,17 +255,31 @@ def write_entropy_scores(role_results: RoleResults, results: ModelResults) -> li
                                results.folder / "entropy_scores", results.caption)
 
 
-CASE_STUDY_COLUMNS = ("layer", "neuron", "io_class", "kurtosis", "reason")  # of case_studies.csv (facts.py reads it)
+CASE_STUDY_COLUMNS = ("layer", "neuron", "io_class", "kurtosis", "reason")  # of case_studies.csv
+CASE_STUDIES_TABLE = "case_studies.csv"  # the chosen neurons, a `CaseStudy` a row (`read_case_studies`)
+CASE_STUDIES_NAMES = "case_studies.txt"  # their LAYER.NEURON names, for --neurons_from
 
 
 def write_case_studies(chosen: list[R.CaseStudy], folder: Path) -> Path:
     """`case_studies.csv` (where, class, kurtosis, why; its header also when no neuron was chosen) and
     `case_studies.txt` (names for d_recompute_vis.py --neurons)."""
     frame = pd.DataFrame([asdict(c) for c in chosen], columns=list(CASE_STUDY_COLUMNS))
-    atomic_write_text(folder / "case_studies.csv", frame.to_csv(index=False))
-    path = folder / "case_studies.txt"
+    atomic_write_text(folder / CASE_STUDIES_TABLE, frame.to_csv(index=False))
+    path = folder / CASE_STUDIES_NAMES
     atomic_write_text(path, " ".join(c.name for c in chosen) + "\n")
     return path
+
+
+def read_case_studies(folder: Path) -> list[R.CaseStudy]:
+    """The case-study neurons that `write_case_studies` wrote into `folder` (none where casestudies.py has not run)."""
+    path = Path(folder) / CASE_STUDIES_TABLE
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [R.CaseStudy(reason=row["reason"], layer=int(row["layer"]), neuron=int(row["neuron"]),
+                        io_class=row.get("io_class") or "", kurtosis=float(row.get("kurtosis") or math.nan))
+            for row in rows]  # io_class and kurtosis: empty in a file of an older casestudies.py
 
 
 def token_table(reader: WeightReader, w_u: torch.Tensor, tokenizer: Any, layer: int, neuron: int, k: int,
@@ -266,7 +304,7 @@ def write_token_tables(results: ModelResults, chosen: list[R.CaseStudy], k: int)
     tables = {}
     for case in chosen:
         table = token_table(reader, w_u, tokenizer, case.layer, case.neuron, k, refactor=results.settings.refactor_glu)
-        write_table(table, results.folder / "tokens" / case.name, title=f"{case.name} ({case.io_class}; {case.reason})")
+        write_table(table, results.folder / TOKENS_FOLDER / case.name, title=f"{case.name} ({case.io_class}; {case.reason})")
         tables[case.name] = table
     return tables
 
@@ -275,5 +313,5 @@ def neuron_summary(results: ModelResults, layer: int, neuron: int) -> dict[str, 
     """The three cosines and the class of one neuron."""
     cosines = results.cosines()
     code = int(results.categories()[layer, neuron])
-    return {"neuron": f"{layer}.{neuron}", **{k: round(float(v[layer, neuron]), 4) for k, v in cosines.items()},
+    return {"neuron": NeuronId(layer, neuron).name, **{k: round(float(v[layer, neuron]), 4) for k, v in cosines.items()},
             "class": CLASS_NAMES[code]}

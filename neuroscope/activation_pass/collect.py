@@ -17,16 +17,17 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from gated_core.artifacts import package_versions, remove_stale_temporaries
+from gated_core.artifacts import made_from, package_versions, remove_stale_temporaries
 from gated_core.cli import check_output_location, int_from_environment, parse_device, parse_dtype
 from gated_core.errors import UserError
 from gated_core.locks import hold_lock
 from gated_core.models.arch import read_arch
 from gated_core.models.loading import load_hf_model, load_tokenizer
 from gated_core.models.sources import resolve_model
+from gated_core.neurons import NeuronId
 from neuroscope.activation_pass.activations import STATISTICS_VERSION, NeuronStats
 from neuroscope.activation_pass.reducer import BatchReducer
-from neuroscope.activation_pass.store import PASS_IDENTITY_KEYS, START_AGAIN, check_run, load_stats, peek_stats_meta, save_stats, stats_path
+from neuroscope.activation_pass.store import START_AGAIN, check_run, load_stats, pass_identity, peek_stats_meta, save_stats, stats_path
 from neuroscope.core.batches import batch_plan, padded_batches, shard_range
 from neuroscope.core.distributed import Ranks, all_gather, broadcast, check_same, rank_device, together
 from neuroscope.core.hooks import check_activation_signs, decoder_layers, mlp_hooks, run_model
@@ -65,8 +66,7 @@ def load_shard(folder: Path, num_shards: int, index: int, expect: dict[str, Any]
     remedy = f"rerun shard {index} (--num_shards {num_shards} --shard_index {index}) with --overwrite"
     stats, meta, _ = load_stats(path, remedy=remedy)
     if expect is None:
-        expect = {key: meta.get(key) for key in PASS_IDENTITY_KEYS}
-        expect["dataset_fingerprint"] = current_dataset_fingerprint(meta) or meta.get("dataset_fingerprint")
+        expect = {**pass_identity(meta), **made_from(dataset=current_dataset_fingerprint(meta) or meta.get("dataset_fingerprint"))}
     check_run(path, meta, expect, remedy)
     return stats, meta
 
@@ -77,7 +77,7 @@ def nonfinite_line(stats: NeuronStats, dtype: str) -> str | None:
     hit = (stats.nonfinite > 0).nonzero().tolist()
     if not hit:
         return None
-    named = ", ".join(f"{layer}.{neuron}" for layer, neuron in hit[:NONFINITE_SHOWN]) + (", ..." if len(hit) > NONFINITE_SHOWN else "")
+    named = ", ".join(NeuronId(layer, neuron).name for layer, neuron in hit[:NONFINITE_SHOWN]) + (", ..." if len(hit) > NONFINITE_SHOWN else "")
     hint = ("float16 overflows above 65,504: run it in float32 or bfloat16 (--dtype)" if dtype == "float16"
             else f"the model overflows in {dtype}: check its weights, or run it in float32 (--dtype)")
     return (f"warning: {len(hit):,} of {stats.nonfinite.numel():,} neurons ({named}) had a non-finite a, g or u (inf or NaN) "
@@ -111,7 +111,7 @@ def superseded(path: Path, meta: dict[str, Any], shards: int, index: int) -> boo
     same model, weights, dataset and settings), as shard `index` of `shards`: the final statistics hold its part."""
     stored = peek_stats_meta(path)
     return (stored is not None and stored.get("num_shards") == shards and stored.get("shard_index") == index
-            and all(stored.get(key) == meta.get(key) for key in PASS_IDENTITY_KEYS))
+            and pass_identity(stored) == pass_identity(meta))
 
 
 def retire_other_splits(folder: Path, meta: dict[str, Any], num_shards: int) -> tuple[list[Path], list[Path]]:
@@ -151,7 +151,7 @@ def merge_shards(folder: Path, num_shards: int) -> Path:
         raise UserError("--merge needs --num_shards 2 or more")
     merged, first_meta, expected_batch = None, None, 0
     for index in range(num_shards):
-        expect = None if first_meta is None else {key: first_meta[key] for key in PASS_IDENTITY_KEYS}
+        expect = None if first_meta is None else pass_identity(first_meta)
         stats, meta = load_shard(folder, num_shards, index, expect)
         if meta.get("num_shards") != num_shards or meta.get("first_batch") != expected_batch:
             raise UserError(f"shards do not add up: {stats_path(folder, num_shards, index).name} covers batches "
@@ -235,8 +235,7 @@ def plan_pass(request: PassRequest) -> PassPlan:
     # the token every document starts with (BOS, or EOS where the dataset put that first, as for OLMo)
     first_token = data_meta.get("bos_token_id", tokenizer.bos_token_id) if data_meta.get("add_bos_token", True) else None
     meta = {"model": source.name, "provenance": source.provenance, "gguf": source.is_gguf, "model_path": str(source.path),
-            "weights_fingerprint": source.weights_fingerprint, "dataset_fingerprint": data_meta["fingerprint"],
-            "tokenizer_fingerprint": tokenizer_print,
+            **made_from(weights=source.weights_fingerprint, dataset=data_meta["fingerprint"], tokenizer=tokenizer_print),
             "dataset": str((request.datadir / request.dataset).resolve()), "documents": len(dataset),
             "tokens": data_meta["tokens"], "k": k, "batch_size": request.batch_size, "dtype": str(dtype).removeprefix("torch."),
             "n_layers": arch.n_layers, "d_mlp": arch.d_mlp, "num_shards": num_shards, "shard_index": shard_index,
@@ -280,7 +279,8 @@ def run_pass(model: Any, dataset: Any, stats: NeuronStats, plan: list[list[int]]
 def start_or_resume(run: PassPlan, overwrite: bool) -> tuple[NeuronStats, int]:
     """Empty statistics at the shard's first batch, or the checkpoint's and the batch it stopped at."""
     if run.partial.exists() and not overwrite:
-        stats, _, data = load_stats(run.partial, {key: run.meta[key] for key in (*PASS_IDENTITY_KEYS, "shard_index", "num_shards")})
+        stats, _, data = load_stats(run.partial, {**pass_identity(run.meta), "shard_index": run.meta["shard_index"],
+                                                   "num_shards": run.meta["num_shards"]})
         start = data.get("next_batch")
         if isinstance(start, bool) or not isinstance(start, int) or not run.first <= start <= run.last:
             raise UserError(f"{run.partial}: not a checkpoint of this shard (next batch {start!r}, outside "
@@ -332,18 +332,13 @@ def collect(run: PassPlan, overwrite: bool, checkpoint_every: int, stop_after_ba
     return True
 
 
-def identity(meta: dict[str, Any]) -> dict[str, Any]:
-    """What statistics must agree on with a run to be its result (PASS_IDENTITY_KEYS of `meta`)."""
-    return {key: meta[key] for key in PASS_IDENTITY_KEYS}
-
-
 def run_or_reuse(run: PassPlan, overwrite: bool, checkpoint_every: int, stop_after_batches: int | None = None) -> bool:
     """This shard's statistics file: kept when it exists for these settings (unless `overwrite`), else computed
     or resumed under its lock. Returns whether it is this run's finished file (False: stopped early by
     `stop_after_batches`, even where an earlier run's file is still there)."""
     with hold_lock(run.final):
         if run.final.exists() and not overwrite:
-            load_stats(run.final, identity(run.meta))
+            load_stats(run.final, pass_identity(run.meta))
             print(f"{run.final} exists for these settings; nothing to do (--overwrite recomputes)")
             return True
         return collect(run, overwrite, checkpoint_every, stop_after_batches)
@@ -354,7 +349,7 @@ def merged_exists(run: PassPlan, overwrite: bool) -> bool:
     merged = stats_path(run.final.parent)
     if overwrite or not merged.exists():
         return False
-    load_stats(merged, identity(run.meta))
+    load_stats(merged, pass_identity(run.meta))
     return True
 
 
@@ -370,7 +365,7 @@ def pass_by_ranks(request: PassRequest, ranks: Ranks, overwrite: bool, checkpoin
     then rank 0 merges the shards into stats.pt, exactly the statistics of one process. A mistake on any rank
     (bad input, ranks started with other flags) ends every rank with the same line."""
     run = together(ranks, lambda: plan_pass(request))
-    check_same(ranks, {**identity(run.meta), "num_shards": run.meta["num_shards"], "batches": run.meta["batches"],
+    check_same(ranks, {**pass_identity(run.meta), "num_shards": run.meta["num_shards"], "batches": run.meta["batches"],
                        "save_to": str(run.final.parent.resolve()), "overwrite": overwrite,
                        "checkpoint_every": checkpoint_every, "stop_after_batches": stop_after_batches})
     if broadcast(ranks, together(ranks, lambda: merged_exists(run, overwrite), lambda r: r.first)):

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from gated_core.artifacts import MADE_FROM, PROJECT_TAG, check_made_from, load_artifact, save_artifact
+from gated_core.artifacts import PROJECT_TAG, check_provenance, load_artifact, made_from, save_artifact
 from gated_core.errors import UserError
 from gated_core.fingerprint import FINGERPRINT_CHARS, content_digest
 from gated_core.models.sources import ModelSource
@@ -143,12 +143,14 @@ def save_stats(stats: NeuronStats, meta: dict[str, Any], path: Path, next_batch:
 
 def check_run(path: Path, meta: dict[str, Any], expect: dict[str, Any], remedy: str = START_AGAIN) -> None:
     """Refuse statistics whose metadata disagrees with `expect` on any key: an input's fingerprint (`MADE_FROM`) or a
-    setting."""
-    for key, value in expect.items():
-        if key in MADE_FROM:
-            check_made_from(path, meta, key, value, remedy, MADE_WITH)
-        elif meta.get(key) != value:
-            raise UserError(f"{path}: {MADE_WITH} {key}={meta.get(key)!r}, not {value!r}; {remedy}")
+    setting (`check_provenance`)."""
+    check_provenance(path, meta, expect, remedy, MADE_WITH)
+
+
+def pass_identity(meta: dict[str, Any]) -> dict[str, Any]:
+    """What statistics must agree on with a run to be its result, or a shard with the other shards of its run
+    (PASS_IDENTITY_KEYS of `meta`; None for a key that an older file lacks)."""
+    return {key: meta.get(key) for key in PASS_IDENTITY_KEYS}
 
 
 def expected_shape(name: str, meta: dict[str, Any]) -> tuple[Any, ...]:
@@ -316,7 +318,7 @@ def load_statistics(source: ModelSource, datadir: Path, activations: str, hint: 
     if meta.get("model") != source.name:
         raise UserError(f"{path}: statistics of {meta.get('model')}, not of {source.name}; pass --model {model_argument(meta)}")
     if meta.get("weights_fingerprint") is not None:  # statistics of an older version carry none: recomputation checks them
-        check_made_from(path, meta, "weights_fingerprint", source.weights_fingerprint, remedy, MADE_WITH)
+        check_provenance(path, meta, made_from(weights=source.weights_fingerprint), remedy, MADE_WITH)
     digest = tensors_digest(stats)
     if meta.get(TENSORS_DIGEST) not in (None, digest):
         print(f"note: {path}: its numbers differ from those b_activations.py saved (tensor digest {meta[TENSORS_DIGEST][:8]}, "

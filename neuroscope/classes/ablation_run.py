@@ -28,10 +28,10 @@ from typing import Any
 import torch
 
 from gated_core.artifacts import (
-    MADE_FROM,
     PROJECT_TAG,
-    check_made_from,
+    check_provenance,
     load_artifact,
+    made_from,
     remove_stale_temporaries_in,
     save_artifact,
 )
@@ -45,7 +45,7 @@ from neuroscope.core.batches import batch_plan, shard_range
 from neuroscope.core.distributed import Ranks, broadcast, gather
 from neuroscope.data.dataset_store import check_vocabulary, document_lengths, load_tokenized
 from wcos_casestudies.results import ModelResults
-from wcos_casestudies.section6 import stored_roles
+from wcos_casestudies.section6 import read_roles
 
 # settings that must agree between the files of an output folder and the run that continues it
 EVALUATION_KEYS = ("model", "gguf", "weights_fingerprint", "dataset", "dataset_fingerprint", "documents", "tokens",
@@ -63,18 +63,18 @@ def check_ablation_folder(folder: Path) -> None:
 
 
 START_AGAIN = "use the same settings, another --results_dir, or --overwrite to start this folder again"
-MEANS_KEY = "statistics_fingerprint"  # what a mean ablation's record keeps of the statistics whose means it used
+MEANS_KEY = "statistics_fingerprint"  # what a mean ablation's record keeps (`made_from`) of the statistics whose means it used
 MTOKEN = 1_000_000
 
 
 def role_masks(results: ModelResults) -> dict[str, torch.Tensor]:
     """The role masks [layer neuron] of casestudies.py (roles.pt, checked against these weights)."""
-    stored = stored_roles(results)
+    stored = read_roles(results)
     if stored is None:
         raise UserError(f"{results.folder}: no roles.pt; run wcos_casestudies/casestudies.py for this model first (--roles needs it)")
-    if not stored.get("roles"):
+    if not stored.roles:
         raise UserError(f"{results.folder}: roles.pt has no role masks; rerun casestudies.py")
-    return stored["roles"]
+    return stored.roles
 
 
 def ablation_plan(sets: Sequence[NeuronSet], d_mlp: int, mode: str, conditions: Sequence[str],
@@ -137,10 +137,10 @@ def check_means_source(path: Path, stats_meta: StatisticsMeta, dataset_dir: Path
     if stats_meta.documents != documents:
         raise UserError(f"{path}: statistics of {stats_meta.documents} documents, but {dataset_dir} has "
                         f"{documents}; the dataset changed since b_activations.py ran")
-    check_made_from(path, {"dataset_fingerprint": stats_meta.dataset_fingerprint}, "dataset_fingerprint",
-                    data_meta["fingerprint"], f"the dataset means must come from the dataset evaluated: rerun b_activations.py "
-                    f"--datadir {path.parent.parent} --dataset {dataset_dir.name} --save_to {path.parent.name} --overwrite",
-                    MADE_WITH)
+    check_provenance(path, made_from(dataset=stats_meta.dataset_fingerprint), made_from(dataset=data_meta["fingerprint"]),
+                     f"the dataset means must come from the dataset evaluated: rerun b_activations.py "
+                     f"--datadir {path.parent.parent} --dataset {dataset_dir.name} --save_to {path.parent.name} --overwrite",
+                     MADE_WITH)
 
 
 def load_evaluation(datadir: Path, dataset_name: str | None, stats_folder: str, source: ModelSource, mode: str,
@@ -171,7 +171,7 @@ def load_evaluation(datadir: Path, dataset_name: str | None, stats_folder: str, 
 def evaluation_meta(evaluation: Evaluation, batch_size: int, dtype: torch.dtype, device: torch.device,
                     bootstrap: BootstrapSettings) -> dict[str, Any]:
     """The settings that fix the evaluation's numbers (see EVALUATION_KEYS)."""
-    return {"dataset": str(evaluation.dataset_dir.resolve()), "dataset_fingerprint": evaluation.fingerprint,
+    return {"dataset": str(evaluation.dataset_dir.resolve()), **made_from(dataset=evaluation.fingerprint),
             "documents": len(evaluation.rows),
             "tokens": evaluation.tokens, "batch_size": batch_size, "dtype": str(dtype).removeprefix("torch."),
             "device": device.type, "bootstrap": bootstrap.resamples, "bootstrap_seed": bootstrap.seed,
@@ -201,12 +201,8 @@ class AblationStore:
 
     def _check(self, path: Path, stored: dict[str, Any]) -> None:
         """Refuse a file of the folder made from other inputs (weights, dataset: their fingerprints) or settings."""
-        for key in EVALUATION_KEYS:
-            if key in MADE_FROM:
-                check_made_from(path, stored, key, self.meta.get(key), START_AGAIN, "the ablation results there were made with")
-            elif stored.get(key) != self.meta.get(key):
-                raise UserError(f"{path}: the ablation results there were made with {key}={stored.get(key)!r}, not "
-                                f"{self.meta.get(key)!r}; {START_AGAIN}")
+        check_provenance(path, stored, {key: self.meta.get(key) for key in EVALUATION_KEYS}, START_AGAIN,
+                         "the ablation results there were made with")
 
     def _check_means(self, statistics_fingerprint: str) -> None:
         """Refuse a folder whose mean ablations used the means of other statistics than this run's (statistics made
@@ -215,8 +211,8 @@ class AblationStore:
             return
         for record in self.records.values():
             if record["mode"] == "mean":
-                check_made_from(self.sets_path, record, MEANS_KEY, statistics_fingerprint, START_AGAIN,
-                                f"its mean ablation {record['key']!r} used the means of")
+                check_provenance(self.sets_path, record, made_from(statistics=statistics_fingerprint), START_AGAIN,
+                                 f"its mean ablation {record['key']!r} used the means of")
 
     def remove_leftovers(self) -> None:
         """Remove the temporary files of this folder's atomic writes that a killed run left behind (call this only
@@ -261,7 +257,8 @@ def ablation_record(ablation: Ablation, baseline: TokenMetrics, ablated: TokenMe
             "condition": ablation.condition or "all tokens", "neurons": len(neuron_set), "members": neuron_set.neurons,
             "touched": ablated.touched, "tokens": int(baseline.values.shape[0]),
             "means_from": evaluation.means_from if ablation.mode == "mean" else "",
-            MEANS_KEY: evaluation.statistics_fingerprint if ablation.mode == "mean" else "", "seconds": round(seconds, 2),
+            **made_from(statistics=evaluation.statistics_fingerprint if ablation.mode == "mean" else ""),
+            "seconds": round(seconds, 2),
             "summary": summarize(baseline.values - ablated.values, bootstrap)}
 
 

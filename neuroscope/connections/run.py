@@ -45,10 +45,11 @@ def table_neurons(request: ConnectionsRequest, source: ModelSource, results_fold
     """The neurons of connections.csv: --neurons / --neurons_from, else the case-study neurons of casestudies.py
     (case_studies.txt), else none."""
     from neuroscope.recompute.examples import requested_neurons
+    from wcos_casestudies.section6 import CASE_STUDIES_NAMES
 
     if request.neurons or request.neurons_from is not None:
         return requested_neurons(request.neurons, request.neurons_from, source)
-    case_studies = results_folder / "case_studies.txt"
+    case_studies = results_folder / CASE_STUDIES_NAMES
     return requested_neurons([], case_studies, source) if case_studies.is_file() and case_studies.read_text().split() else []
 
 

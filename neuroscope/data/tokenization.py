@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gated_core.artifacts import made_from
 from gated_core.errors import UserError
 from gated_core.fingerprint import tokenizer_fingerprint
 from neuroscope.constants import MIN_DOCUMENTS_PER_PROCESS, POOL_PER_MTOKEN, SHUFFLE_SEED, STREAM_BUFFER
@@ -257,7 +258,7 @@ def build_dataset(texts: Any, tokenizer: Any, mtokens: float | None, max_length:
     meta = {"documents": len(dataset), "tokens": selection.tokens, "goal_tokens": goal,
             "reached_goal": goal is None or selection.tokens >= goal, "max_length": max_length, **start,
             "padding": padding, "overflow": overflow, "shuffle_seed": SHUFFLE_SEED, "vocab_size": len(tokenizer),
-            "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
+            **made_from(tokenizer=tokenizer_fingerprint(tokenizer)),
             "max_token_id": max_token_id, "documents_read": selection.documents,
             "duplicates_dropped": selection.duplicates if drop_duplicates else None,
             "selection": f"streaming (buffered shuffle of {buffer_size} documents)" if streaming

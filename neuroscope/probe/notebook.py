@@ -1,9 +1,8 @@
-"""The notebook's probe: one text, chosen neurons, a model the notebook loaded once — the values of `probe.probe_pass`
+"""The notebook's probe: one text, chosen neurons, a model the notebook loaded once — the values of `forward.probe_pass`
 and the text as HTML coloured on the viewer's scale (`interactive.ipynb`, its last cells)."""
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from dataclasses import dataclass
@@ -13,14 +12,16 @@ from typing import Any
 import torch
 
 from gated_core.errors import UserError
+from gated_core.html import render
+from gated_core.neurons import NeuronId, neuron_name
 from neuroscope.core.hooks import decoder_layers
 from neuroscope.data.tokenization import document_start
-from neuroscope.probe.probe import ProbeRequest, ProbeRun, neuron_name, probe_pass, tokenize_documents
-from neuroscope.recompute.examples import parse_neuron
+from neuroscope.probe.forward import probe_pass
+from neuroscope.probe.request import ProbeRequest, ProbeRun, tokenize_documents
 from neuroscope.view.neuron_view import token_texts
 from wcos_casestudies.results import Settings
 
-NEAR_WHITE = 0.005  # |a| / scale below which a token gets no colour (assets/common.js, draw.background)
+NEAR_WHITE = 0.005  # |a| / scale at or below which a token gets no colour (assets/common.js: NEAR_WHITE, the same)
 
 
 @dataclass
@@ -37,7 +38,7 @@ def text_run(model: Any, tokenizer: Any, text: str, names: list[str]) -> ProbeRu
     source, results and folder are None: probe_pass reads none of them)."""
     blocks = decoder_layers(model)
     n_layers, d_mlp = len(blocks), blocks[0].mlp.down_proj.in_features
-    neurons = sorted({parse_neuron(name.strip(), n_layers, d_mlp) for name in names})
+    neurons = sorted({NeuronId.parse(name.strip(), n_layers, d_mlp) for name in names})
     if not neurons:
         raise UserError("no neuron given; name one as LAYER.NEURON, e.g. 28.28")
     token_ids, doc_starts = tokenize_documents(tokenizer, [text])
@@ -67,24 +68,24 @@ def token_colour(value: float, scale: float) -> str:
     return f"rgb(255,{fade},{fade})" if t >= 0 else f"rgb({fade},{fade},255)"
 
 
+def token_background(value: float, scale: float) -> str:
+    """A token's background on the viewer's scale, "" where it would be (almost) white: |value| / scale at most
+    NEAR_WHITE (assets/common.js, draw.background; tests/test_structure.py compares the two)."""
+    return token_colour(value, scale) if abs(value) / (scale or 1) > NEAR_WHITE else ""
+
+
 def shown_token(text: str) -> str:
     """A token as the pages show it (draw.shown): a newline marked ⏎, an empty token ∅."""
     return text.replace("\n", "⏎\n") or "∅"
 
 
 def coloured_html(tokens: list[str], a: Any, g: Any, u: Any) -> str:
-    """The text as HTML, each token (escaped) coloured by a on the viewer's scale (±max |a| over the text), with
-    a, g and u in its title. `a`, `g`, `u`: [token] (lists or tensors)."""
+    """The text as HTML (`templates/coloured_text.html`), each token coloured by a on the viewer's scale (±max |a| over
+    the text), with a, g and u in its title. `a`, `g`, `u`: [token] (lists or tensors)."""
     a, g, u = ([float(v) for v in values] for values in (a, g, u))
     scale = max((abs(v) for v in a), default=0.0)
-    spans = []
-    for token, a_i, g_i, u_i in zip(tokens, a, g, u):
-        title = html.escape(f"{json.dumps(token, ensure_ascii=False)}: a {a_i:.3g} · g {g_i:.3g} · u {u_i:.3g}")
-        near_white = abs(a_i) / (scale or 1) <= NEAR_WHITE
-        style = "" if near_white else f' style="background:{token_colour(a_i, scale)}"'
-        spans.append(f'<span class="t" title="{title}"{style}>{html.escape(shown_token(token))}</span>')
-    legend = (f'<div style="font-size:90%;color:#555">a: <span style="background:{token_colour(-scale, scale)}">'
-              f"&nbsp;{-scale:.3g}&nbsp;</span> … 0 … <span style=\"background:{token_colour(scale, scale)}\">"
-              f"&nbsp;{scale:.3g}&nbsp;</span> (hover a token for a, g, u)</div>")
-    return (f'<div class="probe-text">{legend}<div style="white-space:pre-wrap;font-family:monospace;line-height:1.7">'
-            f"{''.join(spans)}</div></div>")
+    shown = [(shown_token(token), f"{json.dumps(token, ensure_ascii=False)}: a {a_i:.3g} · g {g_i:.3g} · u {u_i:.3g}",
+              token_background(a_i, scale))
+             for token, a_i, g_i, u_i in zip(tokens, a, g, u)]
+    return render("neuroscope.probe", "coloured_text.html", tokens=shown, low=f"{-scale:.3g}", high=f"{scale:.3g}",
+                  low_colour=token_colour(-scale, scale), high_colour=token_colour(scale, scale))

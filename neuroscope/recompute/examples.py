@@ -20,6 +20,7 @@ from gated_core.fingerprint import short, tokenizer_fingerprint
 from gated_core.models.arch import read_arch
 from gated_core.models.loading import load_hf_model
 from gated_core.models.sources import ModelSource
+from gated_core.neurons import NeuronId
 from neuroscope.activation_pass.activations import COMBINATION_SIGNS, SIGN_COMBINATIONS
 from neuroscope.activation_pass.store import Statistics, StatisticsMeta
 from neuroscope.core.batches import padded_batches, subset_plan
@@ -57,15 +58,6 @@ class Example:
     ablation_effect: float | None = None  # next-token loss change with only this neuron zeroed there (--ablation_effect)
 
 
-def parse_neuron(text: str, n_layers: int, d_mlp: int) -> Neuron:
-    """'28.4737' -> (28, 4737), checked against the model's size."""
-    parts = text.split(".")
-    if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
-        raise UserError(f"neuron {text!r}: write neurons as LAYER.NEURON, e.g. 28.4737")
-    layer, neuron = int(parts[0]), int(parts[1])
-    if layer >= n_layers or neuron >= d_mlp:
-        raise UserError(f"neuron {text}: out of range; the model has layers 0..{n_layers - 1} and neurons 0..{d_mlp - 1}")
-    return layer, neuron
 
 
 def stored_lists(stats: Statistics, layer: int) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -205,7 +197,7 @@ def recompute_examples(model: Any, dataset: Any, stats: Statistics, neurons: lis
             if position >= len(act) or abs(act[position] - stored) > tolerance(stored, dtype):
                 got = act[position] if position < len(act) else "nothing (document too short)"
                 raise RecomputeMismatch(
-                    f"neuron {key[0]}.{key[1]}, document {doc}, position {position}: stored {kind} {stored:.6g}, "
+                    f"neuron {NeuronId(*key)}, document {doc}, position {position}: stored {kind} {stored:.6g}, "
                     f"recomputed {got}; the statistics were not made by this model on this dataset")
             token_ids = dataset[doc]["input_ids"][:len(act)]
             examples[key].append(Example(doc, position, stored, kind, token_ids, act, gate, lin, *effects[(key, doc, position)]))
@@ -289,18 +281,18 @@ def requested_neurons(names: list[str], neurons_from: Path | None, source: Model
         except UnicodeDecodeError as exc:
             raise UserError(f"--neurons_from {neurons_from}: not a UTF-8 text file of LAYER.NEURON names") from exc
     if names == ["all"]:
-        return [(layer, neuron) for layer in range(arch.n_layers) for neuron in range(arch.d_mlp)]
+        return [NeuronId(layer, neuron) for layer in range(arch.n_layers) for neuron in range(arch.d_mlp)]
     if not names:
         raise UserError("no neurons given; use --neurons LAYER.NEURON ... (or LAYER.*, or all) or --neurons_from FILE")
     chosen = set()
     for name in names:
         if name.endswith(".*"):
-            layer, _ = parse_neuron(name[:-1] + "0", arch.n_layers, arch.d_mlp)
-            chosen.update((layer, neuron) for neuron in range(arch.d_mlp))
+            layer, _ = NeuronId.parse(name[:-1] + "0", arch.n_layers, arch.d_mlp)
+            chosen.update(NeuronId(layer, neuron) for neuron in range(arch.d_mlp))
         else:
-            chosen.add(parse_neuron(name, arch.n_layers, arch.d_mlp))
+            chosen.add(NeuronId.parse(name, arch.n_layers, arch.d_mlp))
     if whole_layers:
-        chosen = {(layer, neuron) for layer in {layer for layer, _ in chosen} for neuron in range(arch.d_mlp)}
+        chosen = {NeuronId(layer, neuron) for layer in {layer for layer, _ in chosen} for neuron in range(arch.d_mlp)}
     return sorted(chosen)
 
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
-from gated_core.artifacts import PROJECT_TAG, check_made_from, load_artifact, save_artifact
+from gated_core.artifacts import PROJECT_TAG, check_provenance, load_artifact, made_from, save_artifact
 from gated_core.errors import UserError
+from gated_core.neurons import NeuronId
 from neuroscope.recompute.examples import Example, Neuron, neuron_folder
 
 EXAMPLES_KIND = "recomputed_examples"  # meta["kind"] of activations.pt
@@ -30,15 +31,15 @@ def examples_path(folder: Path, neuron: Neuron) -> Path:
     return neuron_folder(folder, neuron) / EXAMPLES_FILE
 
 
-def save_examples(folder: Path, neuron: Neuron, examples: list[Example], made_from: dict[str, Any]) -> Path:
-    """`activations.pt` of one neuron; `made_from`: what it records of the statistics (`statistics_fingerprint`, and
-    for people the model and a description of the statistics)."""
-    if MADE_FROM_KEY not in made_from:
+def save_examples(folder: Path, neuron: Neuron, examples: list[Example], provenance: dict[str, Any]) -> Path:
+    """`activations.pt` of one neuron; `provenance`: what it records of the statistics (`made_from(statistics=...)`,
+    and for people the model and a description of the statistics)."""
+    if MADE_FROM_KEY not in provenance:
         raise ValueError(f"recomputed values must record the {MADE_FROM_KEY} of their statistics")
     rows = [{**asdict(e), "token_ids": torch.tensor(e.token_ids), "act": torch.tensor(e.act),
              "gate": torch.tensor(e.gate), "lin": torch.tensor(e.lin)} for e in examples]
     path = examples_path(folder, neuron)
-    save_artifact({"meta": {"project": PROJECT_TAG, "kind": EXAMPLES_KIND, **made_from}, "layer": neuron[0],
+    save_artifact({"meta": {"project": PROJECT_TAG, "kind": EXAMPLES_KIND, **provenance}, "layer": neuron[0],
                    "neuron": neuron[1], "examples": rows}, path)
     return path
 
@@ -48,13 +49,13 @@ def load_examples(folder: Path, neuron: Neuron, statistics_fingerprint: str) -> 
     of `statistics_fingerprint` (and from this neuron: not a file copied from another neuron's folder)."""
     path = examples_path(folder, neuron)
     if not path.exists():
-        raise UserError(f"{path}: no recomputed values for neuron {neuron[0]}.{neuron[1]}; run b2_recompute.py first")
+        raise UserError(f"{path}: no recomputed values for neuron {NeuronId(*neuron)}; run b2_recompute.py first")
     data = load_artifact(path, kind=EXAMPLES_KIND, required=("examples", "layer", "neuron"), remedy=REMEDY)
-    stored = (data["layer"], data["neuron"])
-    if stored != tuple(neuron):  # a file copied or moved from another neuron's folder
-        raise UserError(f"{path}: holds the recomputed values of neuron {stored[0]}.{stored[1]}, not {neuron[0]}.{neuron[1]} "
-                        f"(copied or moved here); run b2_recompute.py again for neuron {neuron[0]}.{neuron[1]}")
-    check_made_from(path, data["meta"], MADE_FROM_KEY, statistics_fingerprint, REMEDY, made="recomputed with")
+    stored, neuron = NeuronId(data["layer"], data["neuron"]), NeuronId(*neuron)
+    if stored != neuron:  # a file copied or moved from another neuron's folder
+        raise UserError(f"{path}: holds the recomputed values of neuron {stored}, not {neuron} "
+                        f"(copied or moved here); run b2_recompute.py again for neuron {neuron}")
+    check_provenance(path, data["meta"], made_from(statistics=statistics_fingerprint), REMEDY, made="recomputed with")
     return [Example(doc=int(r["doc"]), position=int(r["position"]), stored=float(r["stored"]), kind=str(r["kind"]),
                     token_ids=r["token_ids"].tolist(), act=r["act"].tolist(), gate=r["gate"].tolist(), lin=r["lin"].tolist(),
                     **{name: r[name] for name in NEXT_TOKEN_FIELDS if name in r})  # files of older versions have none

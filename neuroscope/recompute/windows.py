@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gated_core.neurons import NeuronId
 from neuroscope.activation_pass.store import Statistics
 from neuroscope.core.batches import padded_batches, subset_plan
 from neuroscope.core.hooks import final_norm_input, mlp_hooks, run_model
@@ -146,7 +147,7 @@ class WindowFiller:
         if len(bad):
             i = picked[bad[0]]
             raise RecomputeMismatch(
-                f"neuron {layer}.{examples.neurons[examples.column[i]]}, document {examples.doc[i]}, position "
+                f"neuron {NeuronId(layer, examples.neurons[examples.column[i]])}, document {examples.doc[i]}, position "
                 f"{examples.position[i]}: stored {LIST_KINDS[examples.kind[i]]} {examples.stored[i]:.6g}, recomputed "
                 f"{got[bad[0]]:.6g}; the statistics were not made by this model on this dataset")
 

@@ -8,7 +8,6 @@ Shapes: per-model tables are [layer neuron]; per-layer results are [chosen ...] 
 
 from __future__ import annotations
 
-import csv
 import sys
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -21,13 +20,13 @@ from wcos_casestudies.connections_store import CONNECTIONS_FILE, CONNECTIONS_FOL
 from wcos_casestudies.constants import CLASS_NAMES
 from wcos_casestudies.results import ModelResults
 from wcos_casestudies.roles import ROLE_NAMES, unembed_moments
-from wcos_casestudies.section6 import stored_roles
+from wcos_casestudies.section6 import read_case_studies, read_roles
 
 LOGIT_BINS = 40  # bins of the histogram of w_out · W_U, linear between its min and max
 INPUT_TABLES = ("+w_in", "-w_in", "+w_gate", "-w_gate")  # token tables of the input weights (direction · W_U)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelFacts:
     """The weight-side facts of every neuron of a model; roles and moments are empty without roles.pt."""
 
@@ -50,19 +49,15 @@ def model_facts(results: ModelResults, statistics_fingerprint: str | None = None
     """Classes and cosines (computed by main.py's code when missing), roles, moments and case-study reasons
     (read when casestudies.py has written them), and the connections (when g_connections.py has written them for
     these weights and settings, and for the statistics `statistics_fingerprint` where they used statistics)."""
-    facts = ModelFacts(results.categories(), {k: v for k, v in results.cosines().items() if v is not None})
-    stored = stored_roles(results)
-    if stored is not None:
-        facts.roles = {name: mask.bool() for name, mask in stored.get("roles", {}).items()}
-        facts.moments = {name: stored["moments"][name] for name in ("skew", "kurtosis") if "moments" in stored}
-    else:
-        facts.notes.append("no roles.pt (run casestudies.py for the functional roles); kurtosis and skew computed here")
-    reasons = results.folder / "case_studies.csv"
-    if reasons.exists():
-        with reasons.open(newline="") as handle:
-            facts.reasons = {(int(row["layer"]), int(row["neuron"])): row["reason"] for row in csv.DictReader(handle)}
-    facts.connections = stored_connections(results, statistics_fingerprint, facts.notes)
-    return facts
+    categories, cosines = results.categories(), {k: v for k, v in results.cosines().items() if v is not None}
+    stored, notes = read_roles(results), []
+    if stored is None:
+        notes.append("no roles.pt (run casestudies.py for the functional roles); kurtosis and skew computed here")
+    roles = stored.roles if stored is not None else {}
+    moments = {name: stored.moments[name] for name in ("skew", "kurtosis") if stored.moments} if stored is not None else {}
+    reasons = {(case.layer, case.neuron): case.reason for case in read_case_studies(results.folder)}
+    connections = stored_connections(results, statistics_fingerprint, notes)
+    return ModelFacts(categories, cosines, roles, moments, reasons, notes, connections)
 
 
 def stored_connections(results: ModelResults, statistics_fingerprint: str | None, notes: list[str]) -> Connections | None:

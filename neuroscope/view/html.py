@@ -1,49 +1,40 @@
-"""The HTML of the neuroscope: the one page that renders a neuron's view (`assets/viewer.html` with its style
-and script inline), for the viewer (its data in `data/`) and for a single neuron (`vis.html`: its data inline,
-one self-contained file to share), and the index of the single pages.
+"""The HTML of the neuroscope: the one page that renders a neuron's view (`templates/viewer.html` with the style and
+scripts of `assets/` inline), for the viewer (its data in `data/`) and for a single neuron (`vis.html`: its data
+inline, one self-contained file to share), and the index of the single pages (`templates/neuron_index.html`).
 
 No page needs network access of any kind (inline CSS and JavaScript, no external URL); it opens from file://.
-Dataset text travels as escaped JSON and enters the page only as text nodes.
+Dataset text travels as escaped JSON (`neuron_view.js_call`) and enters the page only as text nodes.
 """
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
+
+from gated_core.html import Markup, render
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 
+def asset(name: str) -> str:
+    """The text of one file of the assets (a script or the style)."""
+    return (ASSETS / name).read_text(encoding="utf-8")
+
+
 def scripts(*names: str) -> str:
     """The text of the scripts `names` of the assets, after the drawing helpers they use (`common.js`)."""
-    return "\n".join((ASSETS / part).read_text(encoding="utf-8") for part in ("common.js", *names))
-
-
-NO_SCRIPT = {"viewer": 'This viewer needs JavaScript. Without it, read the per-layer lists: <a href="lists/index.html">lists/index.html</a>.',
-             "page": "This page needs JavaScript: it draws the neuron from the data it carries (no network needed)."}
+    return "\n".join(asset(part) for part in ("common.js", *names))
 
 
 def viewer_page(inline_data: str = "") -> str:
-    """The page with its style and script inline; `inline_data`: the view's parts (`neuron_view.js_call` texts)
-    for a page that carries its data itself, empty for the viewer (which loads them from `data/`)."""
-    page = (ASSETS / "viewer.html").read_text(encoding="utf-8")
-    return (page.replace("/*STYLE*/", (ASSETS / "viewer.css").read_text(encoding="utf-8"))
-            .replace("/*NOSCRIPT*/", NO_SCRIPT["page" if inline_data else "viewer"])
-            .replace("/*SCRIPT*/", scripts("inflate.js", "checksum.js", "viewer.js"))
-            .replace("/*DATA*/", inline_data))
+    """The page with its style and script inline; `inline_data`: the view's parts (`neuron_view.js_call` texts, safe
+    in a script) for a page that carries its data itself, empty for the viewer (which loads them from `data/`)."""
+    return render("neuroscope.view", "viewer.html", style=Markup(asset("viewer.css")),
+                  script=Markup(scripts("inflate.js", "checksum.js", "viewer.js")), data=Markup(inline_data))
 
 
 def render_index(model: str, entries: list[dict[str, Any]]) -> str:
-    """Index of a model's neuron pages, grouped by layer; entries have layer, neuron, io_class, href."""
-    rows = []
-    for layer in sorted({e["layer"] for e in entries}):
-        items = "".join(f'<li><a href="{html.escape(e["href"])}">{e["layer"]}.{e["neuron"]}</a> '
-                        f'<span class="num">{html.escape(e.get("io_class", ""))}</span> '
-                        f'<span class="meta">{html.escape(e.get("note", ""))}</span></li>'
-                        for e in sorted(entries, key=lambda e: e["neuron"]) if e["layer"] == layer)
-        rows.append(f"<h2>Layer {layer}</h2><ul>{items}</ul>")
-    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>neurons of {html.escape(model)}</title><style>{(ASSETS / 'viewer.css').read_text(encoding='utf-8')}</style>"
-            "</head><body>"
-            f"<h1>Neurons of {html.escape(model)}</h1>{''.join(rows)}</body></html>")
+    """Index of a model's neuron pages, grouped by layer; entries have layer, neuron, href and may have io_class, note."""
+    layers = [(layer, sorted((e for e in entries if e["layer"] == layer), key=lambda e: e["neuron"]))
+              for layer in sorted({e["layer"] for e in entries})]
+    return render("neuroscope.view", "neuron_index.html", model=model, style=Markup(asset("viewer.css")), layers=layers)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gated_core.artifacts import made_from
 from neuroscope.activation_pass.activations import SIGN_COMBINATIONS
 from neuroscope.activation_pass.store import Statistics
 from neuroscope.core.histogram import histogram_edges, typical_band_edges
@@ -137,7 +138,7 @@ def offsets(counts: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Documents:
     """The documents a view carries: their tokens concatenated [token] and where each starts [document + 1];
     `ids` [document] says which documents of the dataset they are (None: all of them, in order)."""
@@ -155,7 +156,7 @@ class Documents:
         return WindowHasher(self.tokens, self.starts)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ViewRun:
     """What every part of a view shares: the run, the chosen neurons, the statistics, the weight facts and the
     documents. `shown`: the coloured tokens (before, after) around an example's extreme token within its window,
@@ -355,7 +356,7 @@ def meta_payload(run: ViewRun, chunks: list[tuple[int, int]], k: int) -> dict[st
             "typical_band_edges": [float(e) if np.isfinite(e) else None for e in typical_band_edges().tolist()],
             "typical_per_band": run.stats.typical_per_band, "typical_off": run.stats.typical_docs is not None and run.stats.typical_per_band == 0,
             "dtype": meta.dtype, "logit_bins": LOGIT_BINS, "bos_left_out": bool(meta.examples_without_bos), "notes": run.notes,
-            "compact": run.compact, "statistics_fingerprint": run.stats.fingerprint}
+            "compact": run.compact, **made_from(statistics=run.stats.fingerprint)}
 
 
 def layer_moments(facts: ModelFacts, effects: LayerLogitEffects, layer: int, neurons: np.ndarray) -> dict[str, np.ndarray]:

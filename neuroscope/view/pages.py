@@ -10,7 +10,6 @@ Layout: `<results>/<model>/neuroscope/L<layer>/N<neuron>/vis.html` (and `activat
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,12 @@ import torch
 from gated_core.artifacts import atomic_write_text
 from gated_core.errors import UserError, first_line
 from gated_core.models.readers import open_weights
+from gated_core.neurons import NeuronId, is_neuron_name, sort_names
+from gated_core.results_layout import NEUROSCOPE_FOLDER
 from neuroscope.activation_pass.store import Statistics, statistics_notes
 from neuroscope.recompute.examples import LIST_KINDS, Example, Neuron, neuron_folder
 from neuroscope.recompute.windows import LayerExamples
-from neuroscope.view.facts import LayerLogitEffects, ModelFacts, layer_logit_effects, model_facts
+from neuroscope.view.facts import LayerLogitEffects, ModelFacts, layer_logit_effects
 from neuroscope.view.html import render_index, viewer_page
 from neuroscope.view.neuron_view import (
     Documents,
@@ -46,7 +47,7 @@ PAGE_SHOWN = (50, 10)  # coloured tokens before and after an example's extreme t
 
 def neuroscope_folder(results: ModelResults) -> Path:
     """Where a model's pages go: beside its other results, in the run's settings' folder."""
-    return results.folder / "neuroscope"
+    return results.folder / NEUROSCOPE_FOLDER
 
 
 def read_registry(folder: Path) -> dict[str, dict[str, Any]]:
@@ -60,15 +61,10 @@ def read_registry(folder: Path) -> dict[str, dict[str, Any]]:
         registry = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{path}: cannot read the page index ({first_line(exc)}); {remedy}") from exc
-    if not isinstance(registry, dict) or not all(isinstance(entry, dict) and re.fullmatch(r"[0-9]+\.[0-9]+", name)
+    if not isinstance(registry, dict) or not all(isinstance(entry, dict) and is_neuron_name(name)
                                                  for name, entry in registry.items()):
         raise UserError(f"{path}: not the page index this tool writes (LAYER.NEURON entries); {remedy}")
     return registry
-
-
-def sort_names(names) -> list[str]:
-    """`layer.neuron` names in (layer, neuron) order."""
-    return sorted(names, key=lambda s: tuple(map(int, s.split("."))))
 
 
 def navigation(names: list[str], name: str) -> dict[str, str]:
@@ -77,7 +73,7 @@ def navigation(names: list[str], name: str) -> dict[str, str]:
     nav = {"index": "../../index.html"}
     for key, other in (("prev", position - 1), ("next", position + 1)):
         if 0 <= other < len(names):
-            layer, neuron = names[other].split(".")
+            layer, neuron = NeuronId.from_name(names[other])
             nav[key] = f"../../L{layer}/N{neuron}/vis.html"
     return nav
 
@@ -139,7 +135,7 @@ def bos_activation(rows: list[Example], bos_id: int | None) -> float | None:
     return next((e.act[0] for e in rows if bos_id is not None and e.token_ids and e.token_ids[0] == bos_id), None)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PageSet:
     """What the pages of one run share: the run, its statistics and weight facts, the names of every page."""
 
@@ -166,22 +162,22 @@ def page_html(pages: PageSet, layer: int, neuron: int, rows: list[Example], effe
     examples = page_examples(layer, neuron, rows, bos)
     moments = {name: {layer: values} for name, values in layer_moments(facts, effects, layer, np.array([neuron])).items()}
     meta = {**meta_payload(run, [(0, stats.meta.documents)], stats.k),
-            "page": {"layer": layer, "neuron": neuron, "nav": navigation(pages.names, f"{layer}.{neuron}"), "names": pages.names}}
+            "page": {"layer": layer, "neuron": neuron, "nav": navigation(pages.names, NeuronId(layer, neuron).name), "names": pages.names}}
     return viewer_page("".join([js_call("meta", meta), js_call("index", index_payload(run, moments)), js_call("vocab", vocab),
                                 js_call("docs", 0, documents_payload(documents, 0, len(documents.starts) - 1)),
                                 js_call("layer", layer, layer_payload(run, examples, effects))]))
 
 
-def write_pages(results: ModelResults, stats: Statistics, dataset_name: str, examples: dict[Neuron, list[Example]],
-                tokenizer: Any, top_tokens: int, table_tokens: int = 10) -> list[Path]:
-    """Write the page of every neuron in `examples` and the index; returns the pages' paths."""
+def write_pages(results: ModelResults, stats: Statistics, facts: ModelFacts, dataset_name: str,
+                examples: dict[Neuron, list[Example]], tokenizer: Any, top_tokens: int, table_tokens: int = 10) -> list[Path]:
+    """Write the page of every neuron in `examples` and the index (`facts`: `model_facts` of `results` for the
+    statistics `stats`); returns the pages' paths."""
     folder = neuroscope_folder(results)
-    facts = model_facts(results, stats.fingerprint)
     reader = open_weights(results.source, processing=results.settings.processing, loader=results.loader)
     w_u = reader.unembed()
     registry = read_registry(folder)
     pages = PageSet(results, stats, dataset_name, facts, tokenizer,
-                    sort_names({*(f"{layer}.{neuron}" for layer, neuron in examples), *registry}))
+                    sort_names({*(NeuronId(layer, neuron).name for layer, neuron in examples), *registry}))
     written = []
     for layer in sorted({layer for layer, _ in examples}):
         neurons = sorted(n for lay, n in examples if lay == layer)
@@ -190,7 +186,7 @@ def write_pages(results: ModelResults, stats: Statistics, dataset_name: str, exa
         for column, neuron in enumerate(neurons):
             path = neuron_folder(folder, (layer, neuron)) / "vis.html"
             atomic_write_text(path, page_html(pages, layer, neuron, examples[(layer, neuron)], effects.columns([column])))
-            registry[f"{layer}.{neuron}"] = {
+            registry[NeuronId(layer, neuron).name] = {
                 "layer": layer, "neuron": neuron, "io_class": facts.io_class(layer, neuron), "href": f"L{layer}/N{neuron}/vis.html",
                 "note": f"max {float(stats.top_values[layer, neuron, 0]):.3g}, min {float(stats.bottom_values[layer, neuron, 0]):.3g}"}
             written.append(path)

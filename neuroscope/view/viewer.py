@@ -28,17 +28,19 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import html
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gated_core.artifacts import atomic_write_bytes, atomic_write_text, check_made_from
+from gated_core.artifacts import atomic_write_bytes, atomic_write_text, check_provenance, made_from
 from gated_core.errors import UserError, first_line
+from gated_core.html import render
+from gated_core.neurons import neuron_name
 from neuroscope.recompute.windows import LayerExamples
 from neuroscope.view.checksums import CHECKSUM_METHOD, file_checksum, meta_checksum, part_checksum
 from neuroscope.view.facts import LayerLogitEffects
@@ -366,7 +368,7 @@ def checked_source_meta(source: Path, expected: dict[str, Any], layers: list[int
         if meta[key] != expected[key]:
             raise UserError(f"{source} is a viewer of another model: its {key} is {meta[key]!r}, this run's {expected[key]!r}; "
                             "--from_viewer copies only viewers of this model and these statistics")
-    check_made_from(source, meta, MADE_FROM_KEY, expected[MADE_FROM_KEY], FROM_VIEWER_REMEDY, made="a viewer made with")
+    check_provenance(source, meta, made_from(statistics=expected[MADE_FROM_KEY]), FROM_VIEWER_REMEDY, made="a viewer made with")
     chunking = (meta.get("neuron_chunk", 1), meta.get("list_page_rows", 1), meta.get("chunked_layers", []))
     if not (isinstance(chunking[0], int) and isinstance(chunking[1], int) and min(chunking[:2]) > 0 and isinstance(chunking[2], list)):
         raise UserError(f"{path}: not the meta of a viewer (its neuron_chunk, list_page_rows or chunked_layers are not "
@@ -484,62 +486,48 @@ def write_page(folder: Path) -> None:
     atomic_write_bytes(folder / "viewer.html", viewer_page().encode("utf-8"))
 
 
-LIST_STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:75em;padding:0 1em;color:#222}"
-              "table{border-collapse:collapse}td,th{padding:.15em .6em;border-bottom:1px solid #eee;text-align:left}"
-              ".num{font-variant-numeric:tabular-nums;text-align:right}code{background:#f4f4f4}")
+@dataclass(frozen=True)
+class ListRow:
+    """One neuron of a page of the plain-HTML lists (`templates/layer_list.html`), its numbers as the page prints them."""
+
+    name: str  # LAYER.NEURON
+    io_class: str
+    roles: str
+    kurtosis: str
+    max: str
+    min: str
+    mean: str
+    gate_open: str
+    promoted: tuple[str, ...]  # the first LIST_PREVIEW promoted tokens, each as Python writes the string
 
 
 def write_lists(run: ViewRun, effects: dict[int, LayerLogitEffects], moments: Moments) -> None:
     """`lists/index.html` and per layer its pages of LIST_PAGE_ROWS neurons (`list_page_name`): the index as plain
-    HTML (no JavaScript)."""
-    model = html.escape(run.model)
-    links = "".join(f'<li><a href="{list_page_name(layer, 0)}">layer {layer}</a> ({len(run.neurons[layer])} neurons)</li>'
-                    for layer in sorted(run.neurons))
+    HTML (no JavaScript; `templates/lists_index.html`, `templates/layer_list.html`)."""
+    layers = [(layer, list_page_name(layer, 0), len(run.neurons[layer])) for layer in sorted(run.neurons)]
     atomic_write_text(run.folder / "lists" / "index.html",
-                      list_head(f"neurons of {model}") + f"<h1>Neurons of {model}</h1><p>dataset {html.escape(run.dataset)}; "
-                      f"the interactive viewer is <a href=\"../viewer.html\">viewer.html</a> (needs JavaScript).</p><ul>{links}</ul></body></html>")
+                      render("neuroscope.view", "lists_index.html", model=run.model, dataset=run.dataset, layers=layers))
     for layer in sorted(run.neurons):
         pages = list_pages(len(run.neurons[layer]), LIST_PAGE_ROWS)
         for page in range(pages):
             atomic_write_text(run.folder / "lists" / list_page_name(layer, page),
-                              list_head(f"layer {layer} of {model}") + layer_list_html(run, layer, effects[layer], moments, page, pages)
-                              + "</body></html>")
+                              render("neuroscope.view", "layer_list.html", model=run.model, layer=layer, page=page, pages=pages,
+                                     previous=list_page_name(layer, page - 1) if page > 0 else None,
+                                     next=list_page_name(layer, page + 1) if page < pages - 1 else None,
+                                     rows=list_rows(run, layer, effects[layer], moments, page)))
 
 
-def list_head(title: str) -> str:
-    """The head of a page of the plain-HTML lists, up to its body."""
-    return f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title><style>{LIST_STYLE}</style></head><body>"
-
-
-def list_navigation(layer: int, page: int, pages: int) -> str:
-    """The links of a page of a layer's list: all layers, and the previous and next page where there are more."""
-    links = ['<a href="index.html">all layers</a>']
-    if pages > 1:
-        if page > 0:
-            links.append(f'<a href="{list_page_name(layer, page - 1)}">← previous page</a>')
-        links.append(f"page {page + 1} of {pages}")
-        if page < pages - 1:
-            links.append(f'<a href="{list_page_name(layer, page + 1)}">next page →</a>')
-    return f"<p>{' · '.join(links)}</p>"
-
-
-def layer_list_html(run: ViewRun, layer: int, effects: LayerLogitEffects, moments: Moments, page: int = 0,
-                    pages: int = 1) -> str:
-    """The table of one page of a layer's neurons (LIST_PAGE_ROWS of them): class, roles, kurtosis, extremes, mean,
+def list_rows(run: ViewRun, layer: int, effects: LayerLogitEffects, moments: Moments, page: int = 0) -> list[ListRow]:
+    """The rows of one page of a layer's neurons (LIST_PAGE_ROWS of them): class, roles, kurtosis, extremes, mean,
     gate-open, first promoted tokens."""
     stats, facts = run.stats, run.facts
     rows = []
     chosen = run.neurons[layer].tolist()
     for column in range(page * LIST_PAGE_ROWS, min((page + 1) * LIST_PAGE_ROWS, len(chosen))):
         neuron = chosen[column]
-        promoted = " ".join(f"<code>{html.escape(repr(run.vocab[int(t)]))}</code>" for t in effects.promoted[column, :LIST_PREVIEW])
-        cells = [f'<a href="../viewer.html#{layer}.{neuron}">{layer}.{neuron}</a>', html.escape(facts.io_class(layer, neuron)),
-                 html.escape(", ".join(facts.role_names(layer, neuron))),
-                 f"{moments['kurtosis'][layer][column]:.2f}", f"{float(stats.top_values[layer, neuron, 0]):.3g}",
-                 f"{float(stats.bottom_values[layer, neuron, 0]):.3g}", f"{float(stats.mean[layer, neuron]):.3g}",
-                 f"{100 * float(stats.gate_open[layer, neuron]):.1f}%", promoted]
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    header = "".join(f"<th>{h}</th>" for h in ("neuron", "IO class", "roles", "kurtosis", "max", "min", "mean", "gate open", "promotes"))
-    navigation = list_navigation(layer, page, pages)
-    return (f"{navigation}<h1>Layer {layer} of {html.escape(run.model)}</h1>"
-            f"<table><tr>{header}</tr>{''.join(rows)}</table>{navigation if pages > 1 else ''}")
+        rows.append(ListRow(neuron_name(layer, neuron), facts.io_class(layer, neuron), ", ".join(facts.role_names(layer, neuron)),
+                            f"{moments['kurtosis'][layer][column]:.2f}", f"{float(stats.top_values[layer, neuron, 0]):.3g}",
+                            f"{float(stats.bottom_values[layer, neuron, 0]):.3g}", f"{float(stats.mean[layer, neuron]):.3g}",
+                            f"{100 * float(stats.gate_open[layer, neuron]):.1f}%",
+                            tuple(repr(run.vocab[int(t)]) for t in effects.promoted[column, :LIST_PREVIEW])))
+    return rows

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from gated_core.artifacts import made_from
 from gated_core.cli import check_no_links, check_output_location, parse_device
 from gated_core.errors import UserError
 from gated_core.locks import hold_lock
@@ -40,20 +41,21 @@ from neuroscope.recompute.examples import (
     requested_neurons,
 )
 from neuroscope.recompute.recomputed import load_examples, save_examples
+from neuroscope.view.facts import model_facts
 from neuroscope.view.pages import neuroscope_folder, provenance_notes, read_registry, write_pages
 from wcos_casestudies.results import ModelResults, Settings
 
 
-@dataclass
+@dataclass(frozen=True)
 class PageRun:
-    """One run of a page script: the model's results, the statistics and the neurons asked for."""
+    """One run of a page script, checked whole by `open_run` before any work: the model's results, the statistics
+    and the neurons asked for. The steps take it and return what they make; nothing is filled in later."""
 
     results: ModelResults
     stats: Statistics
     neurons: list[Neuron]
-    dataset_dir: Path | None
+    dataset_dir: Path | None  # the dataset to recompute on (None: the statistics' own)
     device: Any
-    inputs: Inputs | None = None
     dataset: Any = None  # loaded and checked by open_run where the run recomputes
     tokenizer: Any = None  # the model's, checked by open_run against the statistics' (None: loaded when needed)
 
@@ -67,7 +69,16 @@ class PageRun:
         checked; it covers the model, weights, dataset and settings), and for people the model and a description."""
         meta = self.stats.meta
         return {"model": meta.model, "statistics": f"{meta.dataset} · {meta.tokens} tokens · k {meta.k} · {meta.dtype}",
-                "statistics_fingerprint": self.stats.fingerprint}
+                **made_from(statistics=self.stats.fingerprint)}
+
+
+@dataclass(frozen=True)
+class Recomputed:
+    """What the recomputation of a page run gives the steps after it: every chosen neuron's examples, and the name of
+    the dataset they come from (as the pages show it)."""
+
+    examples: dict[Neuron, list[Example]]
+    dataset_name: str
 
 
 @dataclass(frozen=True)
@@ -101,12 +112,12 @@ def open_run(request: PageRequest, recomputes: bool = True) -> PageRun:
     check_page_folders(neuroscope_folder(results), neurons, request.results_dir)
     read_registry(neuroscope_folder(results))  # a damaged page index stops the run now, not after the work
     dataset_dir = request.datadir / request.dataset if request.dataset else None
-    run = PageRun(results, stats, neurons, dataset_dir, device, tokenizer=load_tokenizer(source))
+    tokenizer, dataset = load_tokenizer(source), None
     if recomputes:
-        run.dataset, run.dataset_dir = checked_dataset(stats, dataset_dir, run.tokenizer, source)
+        dataset, dataset_dir = checked_dataset(stats, dataset_dir, tokenizer, source)
     else:
-        check_tokenizer(run.tokenizer, stats.meta, None, source)
-    return run
+        check_tokenizer(tokenizer, stats.meta, None, source)
+    return PageRun(results, stats, neurons, dataset_dir, device, dataset=dataset, tokenizer=tokenizer)
 
 
 def check_page_folders(pages: Path, neurons: list[Neuron], results_dir: Path) -> None:
@@ -141,55 +152,60 @@ def viewer_identity(run: PageRun) -> dict[str, Any]:
     """What the meta of a viewer of this run must hold to be copied by --from_viewer: its model and sizes, and the
     fingerprint of the statistics it was made from."""
     return {"model": run.results.source.name, "n_layers": run.stats.n_layers, "d_mlp": run.stats.d_mlp,
-            "statistics_fingerprint": run.stats.fingerprint}
+            **made_from(statistics=run.stats.fingerprint)}
 
 
-def recompute_checked(run: PageRun, batch_size: int, ablation_effect: bool = False) -> dict[Neuron, list[Example]]:
+def run_inputs(run: PageRun) -> Inputs:
+    """The model (loaded now), the dataset and the tokenizer that the run recomputes with."""
+    return load_inputs(run.results.source, run.stats, run.dataset_dir, run.device, dataset=run.dataset, tokenizer=run.tokenizer)
+
+
+def recompute_checked(run: PageRun, batch_size: int, ablation_effect: bool = False) -> Recomputed:
     """Load the model and dataset, recompute every chosen neuron and check it against the statistics; with
     `ablation_effect`, also each example's next-token loss change with only its neuron zeroed there."""
-    run.inputs = load_inputs(run.results.source, run.stats, run.dataset_dir, run.device, dataset=run.dataset,
-                             tokenizer=run.tokenizer)
+    inputs = run_inputs(run)
     try:
-        examples = recompute_examples(run.inputs.model, run.inputs.dataset, run.stats, run.neurons, batch_size,
-                                      run.inputs.pad_id, run.device)
+        examples = recompute_examples(inputs.model, inputs.dataset, run.stats, run.neurons, batch_size, inputs.pad_id,
+                                      run.device)
     except RecomputeMismatch as exc:
         raise UserError(f"recomputation does not match the statistics: {exc}") from exc
     if ablation_effect:
-        add_ablation_effects(run, examples, batch_size)
-    return examples
+        add_ablation_effects(inputs, examples, batch_size)
+    return Recomputed(examples, inputs.dataset_name)
 
 
-def add_ablation_effects(run: PageRun, examples: dict[Neuron, list[Example]], batch_size: int) -> None:
+def add_ablation_effects(inputs: Inputs, examples: dict[Neuron, list[Example]], batch_size: int) -> None:
     """Each example's `ablation_effect` (`neuroscope.recompute.next_token.ablation_effects`), batched over all of them."""
     from neuroscope.recompute.next_token import Firing, ablation_effects
 
     rows = [row for rows in examples.values() for row in rows]
     firings = [Firing(layer, neuron, row.doc, row.position) for (layer, neuron), rows in examples.items() for row in rows]
-    values = ablation_effects(run.inputs.model, run.inputs.dataset, firings, batch_size, run.inputs.pad_id, run.device)
+    values = ablation_effects(inputs.model, inputs.dataset, firings, batch_size, inputs.pad_id, inputs.device)
     for row, value in zip(rows, values.tolist()):
         row.ablation_effect = None if row.next_token < 0 else value
 
 
-def save_recomputed(run: PageRun, examples: dict[Neuron, list[Example]]) -> list[Path]:
+def save_recomputed(run: PageRun, recomputed: Recomputed) -> list[Path]:
     """`activations.pt` of every neuron, beside its page."""
-    return [save_examples(run.folder, neuron, rows, run.identity) for neuron, rows in examples.items()]
+    return [save_examples(run.folder, neuron, rows, run.identity) for neuron, rows in recomputed.examples.items()]
 
 
-def load_recomputed(run: PageRun) -> dict[Neuron, list[Example]]:
-    """The values `save_recomputed` kept, for every chosen neuron."""
-    return {neuron: load_examples(run.folder, neuron, run.stats.fingerprint) for neuron in run.neurons}
+def load_recomputed(run: PageRun) -> Recomputed:
+    """The values `save_recomputed` kept, for every chosen neuron (the dataset named as the statistics name it)."""
+    examples = {neuron: load_examples(run.folder, neuron, run.stats.fingerprint) for neuron in run.neurons}
+    return Recomputed(examples, Path(run.stats.meta.dataset).name)
 
 
-def write_run_pages(run: PageRun, examples: dict[Neuron, list[Example]], top_tokens: int) -> list[Path]:
+def write_run_pages(run: PageRun, recomputed: Recomputed, top_tokens: int) -> list[Path]:
     """The pages of the chosen neurons and the index."""
     tokenizer = run.tokenizer if run.tokenizer is not None else load_tokenizer(run.results.source)
-    dataset_name = run.inputs.dataset_name if run.inputs is not None else Path(run.stats.meta.dataset).name
-    return write_pages(run.results, run.stats, dataset_name, examples, tokenizer, top_tokens)
+    facts = model_facts(run.results, run.stats.fingerprint)
+    return write_pages(run.results, run.stats, facts, recomputed.dataset_name, recomputed.examples, tokenizer, top_tokens)
 
 
 
 
-@dataclass
+@dataclass(frozen=True)
 class ViewerSettings:
     """How the compact viewer is made: its folder name, windows, context and token tables."""
 
@@ -200,7 +216,29 @@ class ViewerSettings:
     top_tokens: int  # promoted and suppressed tokens
     table_tokens: int  # tokens of each of ±w_in, ±w_gate
     compact: bool = False  # activations in 8 bits, the examples' values in float16 (`neuron_view.example_payload`)
-    seconds: dict[str, float] = field(default_factory=dict)  # the steps' times, filled in
+
+
+@dataclass(frozen=True)
+class RecomputedWindows:
+    """The chosen neurons' example windows, recomputed and checked (`recompute_all_windows`): the examples by layer
+    (`windows.LayerExamples`; whole on rank 0 only), the dataset's tokens [token] and document starts [document + 1],
+    what the recomputation ran with, and its time."""
+
+    examples: dict[int, Any]
+    tokens: np.ndarray
+    doc_starts: np.ndarray
+    inputs: Inputs
+    seconds: float
+
+
+@dataclass(frozen=True)
+class WrittenViewer:
+    """A viewer `write_run_viewer` wrote: its folder, its size in bytes, and each step's time (recompute, weights,
+    write) in seconds."""
+
+    folder: Path
+    size: int
+    seconds: dict[str, float]
 
 
 EXAMPLE_FIELDS = ("column", "kind", "rank", "doc", "position", "stored")  # LayerExamples' [example] inputs
@@ -254,12 +292,11 @@ def put_back(examples: Any, parts: list[tuple[np.ndarray, np.ndarray, dict[str, 
             examples.bos_value = values["bos_value"]
 
 
-def recompute_checked_windows(run: PageRun, examples: dict[int, Any], lengths: np.ndarray, batch_size: int,
-                              progress: Any, rank_next_tokens: bool = True) -> None:
+def recompute_checked_windows(run: PageRun, inputs: Inputs, examples: dict[int, Any], lengths: np.ndarray,
+                              batch_size: int, progress: Any, rank_next_tokens: bool = True) -> None:
     """`windows.recompute_windows`, a mismatch with the statistics being a UserError."""
     from neuroscope.recompute.windows import recompute_windows
 
-    inputs = run.inputs
     try:
         recompute_windows(inputs.model, inputs.dataset, examples, lengths, batch_size, inputs.pad_id, run.device,
                           run.stats.meta.dtype, run.stats.meta.first_token(inputs.tokenizer.bos_token_id), progress,
@@ -268,38 +305,37 @@ def recompute_checked_windows(run: PageRun, examples: dict[int, Any], lengths: n
         raise UserError(f"recomputation does not match the statistics: {exc}") from exc
 
 
-def recompute_by_ranks(run: PageRun, examples: dict[int, Any], lengths: np.ndarray, batch_size: int, ranks: Ranks,
-                       progress: Any) -> None:
+def recompute_by_ranks(run: PageRun, inputs: Inputs, examples: dict[int, Any], lengths: np.ndarray, batch_size: int,
+                       ranks: Ranks, progress: Any) -> None:
     """`recompute_checked_windows` of this rank's documents; rank 0 gets every rank's values put in place, and
     ranks the next tokens of all of them at once (as one process does: the same scores, made in the same chunks)."""
     from neuroscope.recompute.next_token import Readout, next_token_ranks
 
     if not ranks.several:
-        recompute_checked_windows(run, examples, lengths, batch_size, progress)
+        recompute_checked_windows(run, inputs, examples, lengths, batch_size, progress)
         return
     docs = documents_of_rank(examples, lengths, batch_size, ranks)
     parts = {layer: windows_part(ex, docs) for layer, ex in examples.items()}
-    together(ranks, lambda: recompute_checked_windows(run, {layer: part for layer, (part, _, _) in parts.items()},
+    together(ranks, lambda: recompute_checked_windows(run, inputs, {layer: part for layer, (part, _, _) in parts.items()},
                                                       lengths, batch_size, progress, rank_next_tokens=False))
     gathered = gather(ranks, {layer: (rows, windows, filled_values(part)) for layer, (part, rows, windows) in parts.items()})
     if gathered is None:
         return
-    readout = Readout.of(run.inputs.model)
+    readout = Readout.of(inputs.model)
     for layer, ex in examples.items():
         put_back(ex, [by_layer[layer] for by_layer in gathered])
-        ex.next_rank = next_token_ranks(readout, run.inputs.model, layer, ex.neurons[ex.column], ex.next_token)
+        ex.next_rank = next_token_ranks(readout, inputs.model, layer, ex.neurons[ex.column], ex.next_token)
 
 
 def recompute_all_windows(run: PageRun, settings: ViewerSettings, batch_size: int,
-                          ranks: Ranks | None = None) -> tuple[dict[int, Any], np.ndarray, np.ndarray]:
+                          ranks: Ranks | None = None) -> RecomputedWindows:
     """One batched pass over the union of the chosen neurons' documents: their example windows, checked
-    against the statistics. Returns the examples by layer and the dataset's tokens and document starts.
-    Under torchrun (`ranks`) each rank runs its part of the documents and only rank 0's examples are whole."""
+    against the statistics. Under torchrun (`ranks`) each rank runs its part of the documents and only rank 0's
+    examples are whole."""
     from neuroscope.recompute.windows import dataset_tokens, layer_examples
 
     ranks = ranks or Ranks()
-    run.inputs = inputs = load_inputs(run.results.source, run.stats, run.dataset_dir, run.device, dataset=run.dataset,
-                                      tokenizer=run.tokenizer)
+    inputs = run_inputs(run)
     tokens, doc_starts = dataset_tokens(inputs.dataset)
     lengths = np.diff(doc_starts)
     by_layer: dict[int, list[int]] = {}
@@ -310,24 +346,25 @@ def recompute_all_windows(run: PageRun, settings: ViewerSettings, batch_size: in
     docs = len(documents_of_rank(examples, lengths, batch_size, ranks))
     started = time.perf_counter()
     with tqdm(total=-(-docs // batch_size), desc="recompute (all layers at once)", unit="batch") as progress:
-        recompute_by_ranks(run, examples, lengths, batch_size, ranks, progress)
-    settings.seconds["recompute"] = time.perf_counter() - started
-    return examples, tokens, doc_starts
+        recompute_by_ranks(run, inputs, examples, lengths, batch_size, ranks, progress)
+    return RecomputedWindows(examples, tokens, doc_starts, inputs, time.perf_counter() - started)
 
 
 def write_run_viewer(run: PageRun, settings: ViewerSettings, batch_size: int,
-                     ranks: Ranks | None = None) -> tuple[Path, int] | None:
+                     ranks: Ranks | None = None) -> WrittenViewer | None:
     """Recompute the chosen neurons' windows, compute what their weights do, and write the viewer (in place of
-    the viewer of that name, if any: call only while holding the pages lock); returns its folder and size in bytes.
+    the viewer of that name, if any: call only while holding the pages lock).
     Under torchrun (`ranks`) every rank recomputes its part and rank 0 writes (the others get None)."""
     from gated_core.models.readers import open_weights
-    from neuroscope.view.facts import layer_logit_effects, model_facts
+    from neuroscope.view.facts import layer_logit_effects
     from neuroscope.view.neuron_view import Documents, ViewRun, layer_moments, token_texts
     from neuroscope.view.viewer import write_viewer
 
-    examples, tokens, doc_starts = recompute_all_windows(run, settings, batch_size, ranks)
+    recomputed = recompute_all_windows(run, settings, batch_size, ranks)
     if ranks is not None and not ranks.first:
         return None
+    examples, tokens, doc_starts, inputs = recomputed.examples, recomputed.tokens, recomputed.doc_starts, recomputed.inputs
+    seconds = {"recompute": recomputed.seconds}
     started = time.perf_counter()
     results = run.results
     facts = model_facts(results, run.stats.fingerprint)
@@ -338,16 +375,16 @@ def write_run_viewer(run: PageRun, settings: ViewerSettings, batch_size: int,
                for layer, ex in tqdm(sorted(examples.items()), desc="weights · W_U", unit="layer")}
     by_layer = {layer: layer_moments(facts, effects[layer], layer, ex.neurons) for layer, ex in examples.items()}
     moments = {name: {layer: values[name] for layer, values in by_layer.items()} for name in ("kurtosis", "skew")}
-    settings.seconds["weights"] = time.perf_counter() - started
+    seconds["weights"] = time.perf_counter() - started
     started = time.perf_counter()
-    tokenizer = run.inputs.tokenizer
+    tokenizer = inputs.tokenizer
     vocab = token_texts(tokenizer, list(range(max(len(tokenizer), w_u.shape[1]))))
     folder = run.folder / settings.name
     longest = int(np.diff(doc_starts).max(initial=0))
     context = (min(settings.context[0], longest), min(settings.context[1], longest))  # more grey tokens than a document has: none
-    viewer = ViewRun(folder, results.source.name, run.inputs.dataset_name, run.stats, facts,
+    viewer = ViewRun(folder, results.source.name, inputs.dataset_name, run.stats, facts,
                      {layer: ex.neurons for layer, ex in examples.items()}, vocab, Documents(tokens, doc_starts), context,
                      [*provenance_notes(results), *statistics_notes(run.stats.meta), *facts.notes], compact=settings.compact)
     size = write_viewer(viewer, examples, effects, moments)
-    settings.seconds["write"] = time.perf_counter() - started
-    return folder, size
+    seconds["write"] = time.perf_counter() - started
+    return WrittenViewer(folder, size, seconds)

@@ -26,5 +26,17 @@ var draw = (function () {
   function background(value, scale) {  // a token's background, or "" where it would be (almost) white
     return Math.abs(value) / (scale || 1) > NEAR_WHITE ? colour(value, scale) : "";
   }
-  return {el: el, fmt: fmt, percent: percent, signed: signed, shown: shown, colour: colour, background: background};
+  // The one renderer of a coloured token (the viewer's examples, the probe's text): a span of the token's shown text
+  // (`attrs`: its class and data-* attributes), coloured by `value` on the scale ±scale (none: no colour).
+  function token(text, attrs, value, scale) {
+    var node = el("span", Object.assign({}, attrs, {text: shown(text)}));
+    paint(node, value, scale);
+    return node;
+  }
+  function paint(node, value, scale) {  // (re)colour a token; (almost) white leaves it without a background
+    var fill = background(value, scale);
+    if (fill || node.style.background) { node.style.background = fill; }
+  }
+  return {el: el, fmt: fmt, percent: percent, signed: signed, shown: shown, colour: colour, background: background,
+          token: token, paint: paint};
 })();

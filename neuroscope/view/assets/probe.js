@@ -8,7 +8,7 @@
 var probe = (function () {
   "use strict";
   var data = null, current = null, picked = 0, spans = [], globals = [], local = {}, flagged = {};
-  var el = draw.el, fmt = draw.fmt, shown = draw.shown, background = draw.background;
+  var el = draw.el, fmt = draw.fmt;
 
   function positions() {  // globals[position] and local[global] from the ranges of the text that the page holds
     var ranges = data.meta.page ? data.meta.page.ranges : [[0, data.tokens.length]];
@@ -90,7 +90,7 @@ var probe = (function () {
         box.appendChild(el("span", {"class": "gap", text: " … " + (g - before - 1) + " tokens not on this page … "}));
       }
       if (starts[g]) { box.appendChild(el("span", {"class": "doc-break"})); }
-      var s = el("span", {"class": flagged[g] ? "t nonfinite" : "t", "data-i": String(i), text: shown(token)});
+      var s = draw.token(token, {"class": flagged[g] ? "t nonfinite" : "t", "data-i": String(i)});
       if (flagged[g]) { s.title = "non-finite values (inf or NaN) here"; }
       spans.push(s);
       box.appendChild(s);
@@ -107,7 +107,7 @@ var probe = (function () {
     current = name;
     var a = data.neurons[name].a, scale = 0;
     a.forEach(function (v) { if (v !== null) { scale = Math.max(scale, Math.abs(v)); } });
-    spans.forEach(function (s, i) { s.style.background = background(colourValue(name, i, scale), scale); });
+    spans.forEach(function (s, i) { draw.paint(s, colourValue(name, i, scale), scale); });
     document.getElementById("scale-low").textContent = fmt(-scale);
     document.getElementById("scale-high").textContent = fmt(scale);
     var link = document.getElementById("neuron-link");

@@ -123,8 +123,7 @@ var neuroscope = (function () {
     return out;
   }
 
-  var el = draw.el, fmt = draw.fmt, percent = draw.percent, signed = draw.signed, shown = draw.shown;
-  var background = draw.background;
+  var el = draw.el, fmt = draw.fmt, percent = draw.percent, signed = draw.signed;
   function name(layer, neuron) { return layer + "." + neuron; }
   function tokenText(id) {
     var text = data.vocab[id];
@@ -394,12 +393,6 @@ var neuroscope = (function () {
     }
     return out;
   }
-  function span(text, cls, background, title) {
-    var node = el("span", {"class": cls, text: shown(text)});
-    if (background) { node.style.background = background; }
-    if (title) { node.title = title; }
-    return node;
-  }
   // the coloured tokens of an example [start, stop): its window, or (meta.shown = [before, after]) the
   // before + after + 1 tokens from `before` before the extreme token, within the window (as neuron_view.shown_spans)
   function shownSpan(ex) {
@@ -424,9 +417,11 @@ var neuroscope = (function () {
       if (p >= coloured[0] && p < coloured[1]) {
         var a = n.L.acts[ex.window * n.L.width + (p - ex.start)];
         var cls = "t" + (p === ex.start + ex.peak ? " peak" : "");
-        box.appendChild(span(text, cls, background(a, scale), valuesAt(n, ex, p)));
+        var node = draw.token(text, {"class": cls}, a, scale), title = valuesAt(n, ex, p);
+        if (title) { node.title = title; }
+        box.appendChild(node);
       } else {
-        box.appendChild(span(text, "ctx"));
+        box.appendChild(draw.token(text, {"class": "ctx"}));
       }
     }
     if (to < tokens.length) { box.appendChild(document.createTextNode(" …")); }
