@@ -465,3 +465,70 @@ def test_no_test_module_imports_another():
     found = {path.name: imported_test_modules(path.read_text()) for path in sorted((ROOT / "tests").glob("*.py"))}
     assert "helpers.py" in found and "conftest.py" in found
     assert {name: modules for name, modules in found.items() if modules} == {}
+
+
+# ---- what the page writers receive stays in the view stage (and what it may read of earlier stages)
+
+def walked_types(function, depth: int = 3) -> set[type]:
+    """The classes that `function`'s parameters are annotated with, and, walking into dataclasses and NamedTuples,
+    the classes of their fields, `depth` levels down (generic arguments such as dict[int, X] included)."""
+    import dataclasses
+    import typing
+
+    seen: set[type] = set()
+
+    def visit(hint, level: int) -> None:
+        for argument in typing.get_args(hint):
+            visit(argument, level)
+        origin = typing.get_origin(hint)
+        kind = hint if isinstance(hint, type) and origin is None else None
+        if kind is None or kind in seen:
+            return
+        seen.add(kind)
+        if level < depth:
+            hints = typing.get_type_hints(kind) if dataclasses.is_dataclass(kind) or hasattr(kind, "_fields") else {}
+            for field_hint in hints.values():
+                visit(field_hint, level + 1)
+
+    for name, hint in typing.get_type_hints(function).items():
+        if name != "return":
+            visit(hint, 0)
+    return seen
+
+
+def out_of_stage(kinds: set[type], stage: str, interfaces: dict[str, tuple[str, ...]]) -> list[str]:
+    """The project classes among `kinds` that a writer of `stage` may not receive: those of a later stage, or of an
+    earlier stage's own modules (not its INTERFACE), or of the scripts."""
+    order = list(interfaces)
+    found = []
+    for kind in kinds:
+        parts = kind.__module__.split(".")
+        if parts[0] != "neuroscope" or (len(parts) == 3 and parts[1] == stage):
+            continue
+        allowed = len(parts) == 3 and order.index(parts[1]) < order.index(stage) and parts[2] in interfaces[parts[1]]
+        if not allowed:
+            found.append(f"{kind.__module__}.{kind.__qualname__}")
+    return sorted(found)
+
+
+def test_page_writers_receive_only_their_stage_and_earlier_interfaces():
+    """A walk of what the page writer (`write_pages`) and the viewer writer (`write_viewer`) receive, three levels
+    into their dataclasses, meets only the view stage's own types, core's and earlier stages' interfaces (the
+    statistics, the recomputed examples), gated_core and wcos_casestudies: no bag from a script or a later stage."""
+    from neuroscope.activation_pass.store import Statistics, StatisticsMeta
+    from neuroscope.view.pages import write_pages
+    from neuroscope.view.viewer import write_viewer
+
+    interfaces = stage_interfaces()
+    for writer in (write_pages, write_viewer):
+        kinds = walked_types(writer)
+        assert {Statistics, StatisticsMeta} <= kinds, writer.__name__  # the walk reaches into the statistics' fields
+        assert out_of_stage(kinds, "view", interfaces) == [], writer.__name__
+
+    from neuroscope.activation_pass.collect import PassRequest  # the pass's own module: not in its INTERFACE
+    from neuroscope.classes.neuron_sets import NeuronSet  # a later stage
+    from neuroscope.view.workflow import PageRequest  # the view's own: allowed
+
+    planted = {PassRequest, NeuronSet, PageRequest}
+    assert out_of_stage(planted, "view", interfaces) == ["neuroscope.activation_pass.collect.PassRequest",
+                                                         "neuroscope.classes.neuron_sets.NeuronSet"]
