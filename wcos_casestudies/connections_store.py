@@ -19,7 +19,6 @@ import torch
 from gated_core.artifacts import PROJECT_TAG, check_provenance, load_artifact, made_from, package_versions, save_artifact
 from gated_core.errors import UserError
 from gated_core.neurons import NeuronId
-from gated_core.results_layout import CONNECTIONS_FOLDER  # noqa: F401  (inside the model's results folder; read with the file's name)
 from wcos_casestudies.connections import EMBED_KINDS, EMPTY, INPUT_KINDS, KINDS, NORM_FLOOR, ConnectionLists
 
 CONNECTIONS_KIND = "connections"  # meta["kind"] of connections.pt

@@ -139,7 +139,7 @@ def open_connections(request: ConnectionsRequest) -> ConnectionsRun:
     from gated_core.models.arch import read_arch
     from gated_core.models.sources import resolve_model
     from gated_core.output_folders import RESULTS_ADVICE, check_output_folder, legacy_pattern
-    from wcos_casestudies.connections_store import CONNECTIONS_FOLDER
+    from gated_core.results_layout import CONNECTIONS_FOLDER
     from wcos_casestudies.results import ModelResults
 
     source = resolve_model(request.model, full_hash=request.full_hash)

@@ -16,7 +16,8 @@ import torch
 
 from gated_core.errors import UserError
 from gated_core.models.glu import refactor_glu
-from wcos_casestudies.connections_store import CONNECTIONS_FILE, CONNECTIONS_FOLDER, Connections, connections_for_views
+from gated_core.results_layout import CONNECTIONS_FOLDER
+from wcos_casestudies.connections_store import CONNECTIONS_FILE, Connections, connections_for_views
 from wcos_casestudies.constants import CLASS_NAMES
 from wcos_casestudies.results import ModelResults
 from wcos_casestudies.roles import ROLE_NAMES, unembed_moments
