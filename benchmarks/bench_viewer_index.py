@@ -140,14 +140,17 @@ def per_neuron_parts(payload: dict, np) -> list[dict]:
 
 
 def unpack(value: dict, np):
-    import base64
+    from neuroscope.view.parts import Packed
 
-    return np.frombuffer(base64.b64decode(value["b64"]), dtype="<" + value["dtype"])
+    return Packed.read(value).array()
 
 
 def chunk_payload(records: list[dict], neurons: list[int], width: int, documents: tuple, rng, np) -> dict:
-    """A layer payload of `neurons`, each a copy of one of `records`, its windows moved into random documents."""
-    from neuroscope.view.neuron_view import offsets, packed
+    """A layer part of `neurons`, each a copy of one of `records`, its windows moved into random documents."""
+    from neuroscope.view.neuron_view import offsets
+    from neuroscope.view.parts import LayerPart, Packed, plain, read_plain
+
+    packed = Packed.of
 
     chosen = [records[i % len(records)] for i in range(len(neurons))]
     starts, lengths = documents
@@ -166,7 +169,7 @@ def chunk_payload(records: list[dict], neurons: list[int], width: int, documents
     for group in ("cosines", "inputs"):
         payload[group] = {name: packed(np.concatenate([r[group][name] for r in chosen]), value_dtype(group, chosen[0][group][name]))
                           for name in chosen[0][group]}
-    return payload
+    return read_plain(LayerPart, plain(payload))
 
 
 def value_dtype(key: str, values) -> str:
@@ -190,14 +193,15 @@ def write_documents(data: Path, doc_tokens: int, rng, np) -> tuple:
 
 def write_index(data: Path, rng, np) -> int:
     """`index.js` of every OLMo neuron, random values; its size in bytes."""
-    from neuroscope.view.neuron_view import js_call, packed
+    from neuroscope.view.neuron_view import js_call
+    from neuroscope.view.parts import IndexPart, Packed
 
     n = OLMO["n_layers"] * OLMO["d_mlp"]
-    index = {"ids": packed(np.arange(n), "i4"), "io_class": packed(rng.integers(0, 11, n), "u1"),
-             "roles": packed(rng.integers(0, 64, n) * (rng.random(n) < 0.05), "u1"),
-             **{name: packed(rng.standard_normal(n).astype(np.float32) * scale, "f4")
-                for name, scale in (("max", 3), ("min", 3), ("mean", 0.1), ("kurtosis", 10), ("skew", 2))},
-             "gate_open": packed(rng.random(n).astype(np.float32), "f4")}
+    index = IndexPart(ids=Packed.of(np.arange(n), "i4"), io_class=Packed.of(rng.integers(0, 11, n), "u1"),
+                      roles=Packed.of(rng.integers(0, 64, n) * (rng.random(n) < 0.05), "u1"),
+                      **{name: Packed.of(rng.standard_normal(n).astype(np.float32) * scale, "f4")
+                         for name, scale in (("max", 3), ("min", 3), ("mean", 0.1), ("kurtosis", 10), ("skew", 2))},
+                      gate_open=Packed.of(rng.random(n).astype(np.float32), "f4"))
     text = js_call("index", index)
     (data / "index.js").write_text(text)
     return len(text)
@@ -210,7 +214,8 @@ def source_layer_file(source: Path) -> Path | None:
 
 def build_viewer(folder: Path, source: Path, layer: int, chunk: int, doc_tokens: int, np) -> dict:
     """The synthetic viewer in `folder`; what was written (sizes, the meta)."""
-    from neuroscope.view.neuron_view import deflated, inflated, js_call
+    from neuroscope.view.neuron_view import js_call
+    from neuroscope.view.parts import deflated, inflated
     from neuroscope.view.viewer import write_page
 
     rng = np.random.default_rng(0)

@@ -148,7 +148,7 @@ def copy_layers(args) -> int:
     """--from_viewer: a viewer of whole layers of an existing one, without the model."""
     from gated_core.errors import UserError
     from neuroscope.view import workflow
-    from neuroscope.view.viewer import extract_layers
+    from neuroscope.view.viewer_copy import extract_layers
 
     if args.viewer is None or args.viewer == args.from_viewer:
         raise UserError("--from_viewer SOURCE needs --viewer NAME, another folder name")

@@ -265,7 +265,7 @@ def tiny_run(folder, datadir):
 
 def read_call(path):
     """The arguments of the one neuroscope.<part>(...) call that a data file holds (packed arrays inflated)."""
-    from neuroscope.view.neuron_view import inflated
+    from neuroscope.view.parts import inflated
 
     text = path.read_text()
     match = re.fullmatch(r"neuroscope\.(\w+)\((.*)\);\n", text, re.S)

@@ -1,5 +1,5 @@
 """The page's DEFLATE decoder (`assets/inflate.js`) against Python's zlib, in headless Chromium, and the viewer's
-deflated data files (`neuron_view.deflated` / `inflated`)."""
+deflated data files (`parts.deflated` / `inflated`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from helpers import dump_dom
 
 from neuroscope.view.html import ASSETS
-from neuroscope.view.neuron_view import deflated, inflated, packed
+from neuroscope.view.parts import Packed, deflated, inflated, plain
 
 
 def raw_deflate(data: bytes, level: int, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> bytes:
@@ -71,10 +71,10 @@ def test_inflate_js_unpacks_what_zlib_packs(tmp_path):
 
 def test_deflated_payload_round_trips_and_is_smaller():
     rng = np.random.default_rng(1)
-    payload = {"width": 21, "acts": packed(rng.standard_normal((50, 21)).astype(np.float16).reshape(-1), "f2"),
-               "example_next": packed(rng.integers(-1, 300, 400), "i4"), "reasons": {"3": "why"},
-               "histogram": {"first": [1, 2], "counts": packed(rng.integers(0, 9, 300))}, "names": ["a", "b"]}
-    packed_payload = deflated(payload)
+    parts = {"width": 21, "acts": Packed.of(rng.standard_normal((50, 21)).astype(np.float16).reshape(-1), "f2"),
+             "example_next": Packed.of(rng.integers(-1, 300, 400), "i4"), "reasons": {"3": "why"},
+             "histogram": {"first": [1, 2], "counts": Packed.of(rng.integers(0, 9, 300))}, "names": ["a", "b"]}
+    payload, packed_payload = plain(parts), deflated(parts)
     assert inflated(packed_payload) == payload
     assert "b64" not in packed_payload["acts"] and packed_payload["acts"]["dtype"] == "f2"
     assert packed_payload["histogram"]["first"] == [1, 2] and packed_payload["reasons"] == {"3": "why"}

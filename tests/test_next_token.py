@@ -22,7 +22,7 @@ from neuroscope.core.hooks import final_norm_input, mlp_hooks, run_model
 from neuroscope.data.dataset_store import save_dataset
 from neuroscope.data.tokenization import build_dataset
 from neuroscope.recompute.next_token import Readout, direct_effects, next_token_ranks, output_weights
-from neuroscope.view.neuron_view import inflated
+from neuroscope.view.parts import inflated
 
 DTYPES = {"u1": "<u1", "u2": "<u2", "i4": "<i4", "f4": "<f4", "f2": "<f2"}
 GAIN_OFFSET = {"gemma2": 1.0, "gemma3_text": 1.0}

@@ -21,7 +21,8 @@ from neuroscope.core.histogram import histogram_bins, histogram_edges
 from neuroscope.data.dataset_store import save_dataset
 from neuroscope.data.tokenization import build_dataset
 from neuroscope.probe.probe import default_name, histogram_percentiles
-from neuroscope.view.neuron_view import js_call, packed
+from neuroscope.view.neuron_view import js_call
+from neuroscope.view.parts import Packed
 from wcos_casestudies.constants import CLASS_WORDS
 from wcos_casestudies.results import ModelResults, Settings
 
@@ -140,7 +141,7 @@ def test_hostile_text_is_escaped_and_links_go_to_the_viewer(probe_setup, tmp_pat
     (viewer.parent / "data" / "layer_1.js").write_text("neuroscope.layer(1, {});\n")
     # links go to viewers that hold the neuron, by their meta and index (96 neurons a layer)
     (viewer.parent / "data" / "meta.js").write_text(js_call("meta", {"d_mlp": 96, "layers": [1]}))
-    (viewer.parent / "data" / "index.js").write_text(js_call("index", {"ids": packed([96 + 4, 96 + 5], "i4")}))
+    (viewer.parent / "data" / "index.js").write_text(js_call("index", {"ids": Packed.of([96 + 4, 96 + 5], "i4")}))
     folder = probe(probe_setup, tmp_path, "--text", HOSTILE, "--neurons", "1.5", "--top", "3") / default_name(HOSTILE)
     assert default_name(HOSTILE) == "script-alert-1-script-b-bold"
     page = (folder / "probe.html").read_text()

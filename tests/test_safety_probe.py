@@ -31,7 +31,8 @@ from gated_core.models.sources import resolve_model
 from gated_core.output_folders import MARKER_NAME, check_output_folder, folder_marker, rewrite_folder
 from neuroscope import a_dataset, b_activations, f_probe
 from neuroscope.probe import probe
-from neuroscope.view.neuron_view import js_call, packed
+from neuroscope.view.neuron_view import js_call
+from neuroscope.view.parts import Packed
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +346,7 @@ def fake_viewer(pages: Path, name: str, neurons: list[tuple[int, int]]) -> None:
     (pages / name / "viewer.html").write_text("<!DOCTYPE html><title>viewer</title>")
     layers = sorted({layer for layer, _ in neurons})
     (data / "meta.js").write_text(js_call("meta", {"d_mlp": D_MLP, "layers": layers}))
-    (data / "index.js").write_text(js_call("index", {"ids": packed([layer * D_MLP + n for layer, n in neurons], "i4")}))
+    (data / "index.js").write_text(js_call("index", {"ids": Packed.of([layer * D_MLP + n for layer, n in neurons], "i4")}))
     for layer in layers:
         (data / f"layer_{layer}.js").write_text(f"neuroscope.layer({layer}, {{}});\n")
 

@@ -251,3 +251,79 @@ def test_a_viewer_without_checksums_opens_with_a_note_and_is_copied_with_one(wor
     assert status(dom).startswith("error: data/layer_1.js: holds layer 0, not layer 1"), status(dom)
     refused(d_recompute_vis.main, from_viewer_args(work, root / "results", "viewer", "again"), root,
             f"{folder / 'data' / 'layer_1.js'}: holds layer 0, not layer 1")
+
+
+# ----------------------------------------------------------------------------- the data's format (parts.SCHEMA)
+
+
+def raw_arguments(path: Path) -> list:
+    """The JSON arguments of a data file as written (arrays not inflated)."""
+    text = path.read_text()
+    return json.loads("[" + text[text.index("(") + 1:-len(");\n")] + "]")
+
+
+def rename_a_key(folder: Path) -> None:
+    layer, payload = raw_arguments(folder / "data" / "layer_1.js")
+    payload["sign_frequency"] = payload.pop("sign_frequencies")
+    write_call(folder / "data" / "layer_1.js", "layer", layer, payload)
+
+
+def width_as_text(folder: Path) -> None:
+    layer, payload = raw_arguments(folder / "data" / "layer_1.js")
+    write_call(folder / "data" / "layer_1.js", "layer", layer, {**payload, "width": str(payload["width"])})
+
+
+def unknown_dtype(folder: Path) -> None:
+    index = raw_arguments(folder / "data" / "index.js")[0]
+    write_call(folder / "data" / "index.js", "index", {**index, "mean": {**index["mean"], "dtype": "f8"}})
+
+
+# damage (checksums made anew, so only the format can tell), address, what the page's status line says after
+# "does not fit this page's data format ("
+FORMAT_CASES = {
+    "renamed key": (rename_a_key, DEEP_LINK, "data/layer_1.js", "LayerPart: missing sign_frequencies; LayerPart: a key it "
+                                                                 "does not have, sign_frequency"),
+    "width as text": (width_as_text, DEEP_LINK, "data/layer_1.js", "LayerPart.width: not of kind int"),
+    "unknown dtype": (unknown_dtype, "#?layer=1", "data/index.js", "IndexPart.mean: not an array"),
+}
+
+
+def resealed(folder: Path) -> None:
+    """The viewer's meta with the checksums of its files as they are now (as if written so)."""
+    from neuroscope.view.checksums import meta_checksum
+
+    meta = call_arguments(folder / "data" / "meta.js")[0]
+    for path in (folder / "data").glob("*.js"):
+        if path.stem != "meta":
+            part, *args = [path.read_text().split("(")[0].removeprefix("neuroscope."), *raw_arguments(path)]
+            meta["checksums"][path.stem] = part_checksum(part, *args)
+    meta = {key: value for key, value in meta.items() if key != "checksum"}
+    write_call(folder / "data" / "meta.js", "meta", {**meta, "checksum": meta_checksum(meta)})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(FORMAT_CASES))
+def test_a_file_of_another_format_is_named_by_the_page(tree, tmp_path, case):
+    """A data file whose checksum is right but whose part does not fit the format written into the page (a key renamed,
+    a number as text, an array of a dtype the page does not read) is named with what does not fit, not drawn."""
+    damage, address, file, fault = FORMAT_CASES[case]
+    root = copied(tree, tmp_path)
+    folder = root / VIEWER_PAGES / "viewer"
+    damage(folder)
+    resealed(folder)
+    dom = dump_dom(f"{(folder / 'viewer.html').as_uri()}{address}")
+    assert status(dom) == f"error: {file}: does not fit this page's data format ({fault}; a file of another version?)", status(dom)
+    assert f">Neuron {NEURON[0]}.{NEURON[1]}<" not in dom and "Cannot read" not in dom
+
+
+@pytest.mark.slow
+def test_a_data_file_that_runs_before_the_meta_is_not_used(tree, tmp_path):
+    """The meta vouches for every other file: one whose script runs before meta.js (here index.js, written into the page
+    ahead of the viewer's own loading) is refused, not used unverified."""
+    root = copied(tree, tmp_path)
+    folder = root / VIEWER_PAGES / "viewer"
+    page = folder / "viewer.html"
+    early = '<script src="data/index.js"></script>'
+    page.write_text(page.read_text().replace("neuroscope.start();</script>", f"</script>{early}<script>neuroscope.start();</script>"))
+    dom = dump_dom(f"{page.as_uri()}#?layer=1")
+    assert status(dom) == "error: data/index.js: arrived before data/meta.js, which vouches for it", status(dom)

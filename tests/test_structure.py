@@ -4,6 +4,7 @@ the library has no import cycle, and nothing edits the import path."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -532,3 +533,34 @@ def test_page_writers_receive_only_their_stage_and_earlier_interfaces():
     planted = {PassRequest, NeuronSet, PageRequest}
     assert out_of_stage(planted, "view", interfaces) == ["neuroscope.activation_pass.collect.PassRequest",
                                                          "neuroscope.classes.neuron_sets.NeuronSet"]
+
+
+# ---- the view's data format in one home (neuroscope/view/parts.py)
+
+FORMAT_HOME = "neuroscope/view/parts.py"
+ARRAY_KEYS = ("b64", "deflate")  # the JSON of an array and of a file's DEFLATE stream: written and read only in parts.py
+DTYPE_CODES = re.compile(r"""["'](u1|i1|u2|i4|f4|f2)["']""")  # the page reads dtypes from the schema, not by name
+
+
+def array_format_by_hand(source: str) -> list[int]:
+    """The lines of string literals that name an array's JSON keys (ARRAY_KEYS), outside docstrings."""
+    tree = ast.parse(source)
+    skip = docstring_nodes(tree)
+    return sorted({node.lineno for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value in ARRAY_KEYS
+                   and id(node) not in skip})
+
+
+def test_the_view_format_has_one_home():
+    """The view's parts are dataclasses of `parts.py`, serialised and read there only: no other module writes or reads
+    an array's JSON by hand, and the page's renderer reads the dtypes from the schema written into it (it was written
+    twice, in Python and in viewer.js, before)."""
+    planted = ('x = {"dtype": d, "b64": base64.b64encode(a).decode()}', 'raw = payload["deflate"]["b64"]',
+               'if "b64" in value: pass')
+    assert [array_format_by_hand(source) for source in planted] == [[1], [1], [1]]
+    assert array_format_by_hand('"""An array is {"dtype", "b64"}."""\nkey = "b64x"') == []
+    files = [p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))]
+    found = {str(p.relative_to(ROOT)): array_format_by_hand(p.read_text()) for p in files}
+    assert {path: lines for path, lines in found.items() if lines and path != FORMAT_HOME} == {}
+    assert DTYPE_CODES.search('if (p.dtype === "u1") {') and not DTYPE_CODES.search("SCHEMA.dtypes[p.dtype]")
+    for script in sorted((ROOT / "neuroscope" / "view" / "assets").glob("*.js")):
+        assert not DTYPE_CODES.search(script.read_text()), script.name

@@ -17,7 +17,7 @@ from gated_core.artifacts import load_artifact
 from gated_core.cli import run_main
 from gated_core.models.loading import load_tokenizer
 from neuroscope import d_recompute_vis
-from neuroscope.view import viewer
+from neuroscope.view import viewer, viewer_copy
 
 CHUNK = 16  # neurons per chunk in these tests: the tiny model's layers (96 neurons) take 6
 PAGE_ROWS = 40  # rows per page of the plain-HTML lists: 3 pages a layer
@@ -88,7 +88,7 @@ def test_chunks_hold_the_same_neurons_as_whole_layers(viewers):
 
 
 def test_viewer_layers_by_their_files(viewers):
-    assert viewer.viewer_layers(viewers["chunked"]) == viewer.viewer_layers(viewers["whole"]) == {0, 1}
+    assert viewer_copy.viewer_layers(viewers["chunked"]) == viewer_copy.viewer_layers(viewers["whole"]) == {0, 1}
 
 
 def test_layer_chunks_of_a_sparse_choice():

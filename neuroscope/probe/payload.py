@@ -24,7 +24,7 @@ from neuroscope.probe.request import ProbeRun
 from neuroscope.recompute.examples import neuron_folder
 from neuroscope.view.neuron_view import token_texts
 from neuroscope.view.pages import neuroscope_folder
-from neuroscope.view.viewer import viewer_layers, viewer_neurons
+from neuroscope.view.viewer_copy import viewer_layers, viewer_neurons
 
 JSON_SEPARATORS = (",", ":")
 LISTED_NON_FINITE = 1000  # neurons named in meta's non_finite (all are counted)
@@ -36,7 +36,7 @@ NON_FINITE_ENCODING = ("JSON has no inf or NaN: a non-finite value is written nu
 
 def neuron_links(run: ProbeRun, names: set[str]) -> dict[str, str]:
     """Relative links from probe.html to each neuron: its own page where it has one, else the viewer with the fewest
-    layers that holds that very neuron (by the viewer's own index, `viewer.viewer_neurons`; a viewer of a few layers,
+    layers that holds that very neuron (by the viewer's own index, `viewer_copy.viewer_neurons`; a viewer of a few layers,
     which may be shared, is preferred to the whole one), else none."""
     pages = neuroscope_folder(run.results)
     folders = sorted(folder for folder in pages.glob("*/") if not folder.name.startswith(".")  # not a swap's leftover

@@ -7,6 +7,7 @@ stored position must equal the stored one, or the run fails loudly (`RecomputeMi
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,7 @@ def tolerance(value: float, dtype: str) -> float:
     return relative * abs(value) + (1e-5 if dtype == "float32" else 1e-2)
 
 
-def recompute_examples(model: Any, dataset: Any, stats: Statistics, neurons: list[Neuron], batch_size: int,
+def recompute_examples(model: Any, dataset: Any, stats: Statistics, neurons: Sequence[Neuron], batch_size: int,
                        pad_id: int, device: torch.device) -> dict[Neuron, list[Example]]:
     """Every selected document of every neuron, recomputed and checked against the statistics, with each example's
     next token, direct effect and rank (`neuroscope.recompute.next_token`)."""

@@ -3,4 +3,4 @@ neuron's view as data, the single pages, the whole-model viewer and its search, 
 scripts (`assets/`)."""
 
 # the modules that later stages may import (the rest is this stage's own; tests/test_structure.py checks)
-INTERFACE = ("checksums", "html", "neuron_view", "pages", "viewer")
+INTERFACE = ("checksums", "html", "neuron_view", "pages", "parts", "viewer", "viewer_copy")

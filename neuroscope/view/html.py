@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from gated_core.html import Markup, render
+from neuroscope.view.neuron_view import to_json
+from neuroscope.view.parts import SCHEMA
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -28,8 +30,9 @@ def scripts(*names: str) -> str:
 
 def viewer_page(inline_data: str = "") -> str:
     """The page with its style and script inline; `inline_data`: the view's parts (`neuron_view.js_call` texts, safe
-    in a script) for a page that carries its data itself, empty for the viewer (which loads them from `data/`)."""
-    return render("neuroscope.view", "viewer.html", style=Markup(asset("viewer.css")),
+    in a script) for a page that carries its data itself, empty for the viewer (which loads them from `data/`); the data's
+format (`parts.SCHEMA`) is written into the page, which unpacks and checks every part by it."""
+    return render("neuroscope.view", "viewer.html", style=Markup(asset("viewer.css")), schema=Markup(to_json(SCHEMA)),
                   script=Markup(scripts("inflate.js", "checksum.js", "viewer.js")), data=Markup(inline_data))
 
 

@@ -161,8 +161,8 @@ def page_html(pages: PageSet, layer: int, neuron: int, rows: list[Example], effe
     bos = bos_activation(rows, stats.meta.bos_id) if stats.meta.examples_without_bos else None
     examples = page_examples(layer, neuron, rows, bos)
     moments = {name: {layer: values} for name, values in layer_moments(facts, effects, layer, np.array([neuron])).items()}
-    meta = {**meta_payload(run, [(0, stats.meta.documents)], stats.k),
-            "page": {"layer": layer, "neuron": neuron, "nav": navigation(pages.names, NeuronId(layer, neuron).name), "names": pages.names}}
+    meta = meta_payload(run, [(0, stats.meta.documents)], stats.k, page={
+        "layer": layer, "neuron": neuron, "nav": navigation(pages.names, NeuronId(layer, neuron).name), "names": pages.names})
     return viewer_page("".join([js_call("meta", meta), js_call("index", index_payload(run, moments)), js_call("vocab", vocab),
                                 js_call("docs", 0, documents_payload(documents, 0, len(documents.starts) - 1)),
                                 js_call("layer", layer, layer_payload(run, examples, effects))]))

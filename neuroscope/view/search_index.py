@@ -14,14 +14,14 @@ examples' extreme tokens); `--from_viewer` cuts it to the kept layers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from neuroscope.recompute.examples import LIST_KINDS, TYPICAL_KINDS
 from neuroscope.recompute.windows import LayerExamples
 from neuroscope.view.facts import INPUT_TABLES, LayerLogitEffects
-from neuroscope.view.neuron_view import ViewRun, packed
+from neuroscope.view.neuron_view import ViewRun
+from neuroscope.view.parts import Packed, SearchPart
 
 EXAMPLE_SOURCES = ("max/min example", "sign-combination example")  # an example's list: max or min, or a sign combination
 SOURCES = ("promoted", "suppressed", *INPUT_TABLES, *EXAMPLE_SOURCES)  # the bits of `where`
@@ -105,7 +105,12 @@ class SearchIndex:
                 (self.where >> len(SOURCES)).any():
             raise ValueError("offsets, neurons and sources do not fit together")
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self) -> SearchPart:
         """The argument of `neuroscope.search(...)` (data/search.js)."""
-        return {"sources": list(SOURCES), "offsets": packed(self.offsets, "i4"), "neurons": packed(self.neurons),
-                "where": packed(self.where, "u1")}
+        return SearchPart(sources=list(SOURCES), offsets=Packed.of(self.offsets, "i4"), neurons=Packed.of(self.neurons),
+                          where=Packed.of(self.where, "u1"))
+
+    @classmethod
+    def of_part(cls, part: SearchPart) -> SearchIndex:
+        """The index that `payload` wrote (not checked: `check`)."""
+        return cls(part.offsets.array().astype(np.int64), part.neurons.array().astype(np.int64), part.where.array().astype(np.uint8))

@@ -53,7 +53,7 @@ class PageRun:
 
     results: ModelResults
     stats: Statistics
-    neurons: list[Neuron]
+    neurons: tuple[Neuron, ...]  # (layer, neuron), in the order asked for
     dataset_dir: Path | None  # the dataset to recompute on (None: the statistics' own)
     device: Any
     dataset: Any = None  # loaded and checked by open_run where the run recomputes
@@ -117,7 +117,7 @@ def open_run(request: PageRequest, recomputes: bool = True) -> PageRun:
         dataset, dataset_dir = checked_dataset(stats, dataset_dir, tokenizer, source)
     else:
         check_tokenizer(tokenizer, stats.meta, None, source)
-    return PageRun(results, stats, neurons, dataset_dir, device, dataset=dataset, tokenizer=tokenizer)
+    return PageRun(results, stats, tuple(neurons), dataset_dir, device, dataset=dataset, tokenizer=tokenizer)
 
 
 def check_page_folders(pages: Path, neurons: list[Neuron], results_dir: Path) -> None:

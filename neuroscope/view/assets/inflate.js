@@ -1,6 +1,6 @@
 "use strict";
 // A raw DEFLATE decoder (RFC 1951) for the viewer's neuron data files, which hold their arrays in one deflated stream
-// (neuron_view.deflated): `inflate(bytes, size)`, at the end of this file. It runs synchronously, so that a deep
+// (parts.deflated): `inflate(bytes, size)`, at the end of this file. It runs synchronously, so that a deep
 // link's first files still load as parser-blocking scripts and the page is drawn before its load event
 // (DecompressionStream is asynchronous).
 //

@@ -4,6 +4,9 @@
 // file://); a single page (vis.html) carries the same calls inline, before neuroscope.start(). Dataset text only
 // ever enters the page as text nodes.
 var neuroscope = (function () {
+  // the data's format (neuroscope/view/parts.py: SCHEMA, written into the page): per part the type of its object, per
+  // type its keys [key, kind, required, nullable], and what each array dtype is read as
+  var SCHEMA = VIEW_SCHEMA;
   var PAGE_ROWS = 100;
   var NUMERIC = ["kurtosis", "skew", "max", "min", "mean", "gate_open"];
   var LABELS = {kurtosis: "kurtosis", skew: "skew", max: "max", min: "min", mean: "mean", gate_open: "gate open"};
@@ -21,6 +24,7 @@ var neuroscope = (function () {
       loading[name] = new Promise(function (resolve) {
         var script = document.createElement("script");
         script.src = "data/" + name + ".js";
+        script.async = false;  // run in the order asked for: meta.js (the checksums) before the files it vouches for
         script.onload = function () { loaded(name, true); resolve(); };
         script.onerror = function () { loaded(name, false); resolve(); };
         document.head.appendChild(script);
@@ -56,9 +60,48 @@ var neuroscope = (function () {
     return m ? decodeURIComponent(m[1]) : null;
   }
   function callFault(part, args, file) {  // what is wrong with a call of a data file, or ""
+    var what = sealFault(part, args, file), type = SCHEMA.parts[part];
+    if (what || !type) { return what; }
+    var shape = shapeFault(payloadOf(part, args), type, true);
+    return shape ? "does not fit this page's data format (" + shape + "; a file of another version?)" : "";
+  }
+  function payloadOf(part, args) { return args[part === "layer" || part === "docs" ? 1 : 0]; }
+  // what in `value` does not fit the type `type` of SCHEMA, or "" (`top`: the part itself, which may carry its arrays'
+  // DEFLATE stream)
+  function shapeFault(value, type, top) {
+    if (!value || typeof value !== "object" || Array.isArray(value)) { return type + ": not an object"; }
+    var fields = SCHEMA.types[type], known = {}, faults = [];
+    fields.forEach(function (f) {
+      known[f[0]] = true;
+      if (value[f[0]] === undefined) { if (f[2]) { faults.push(type + ": missing " + f[0]); } return; }
+      var fault = value[f[0]] === null ? (f[3] ? "" : "null") : kindFault(value[f[0]], f[1]);
+      if (fault) { faults.push(type + "." + f[0] + ": " + fault); }
+    });
+    Object.keys(value).forEach(function (key) {
+      if (!known[key] && !(top && key === "deflate")) { faults.push(type + ": a key it does not have, " + key); }
+    });
+    return faults.join("; ");
+  }
+  var JSON_KINDS = {int: Number.isSafeInteger, number: function (v) { return typeof v === "number"; },
+    str: function (v) { return typeof v === "string"; }, bool: function (v) { return typeof v === "boolean"; },
+    list: Array.isArray, object: function (v) { return v !== null && typeof v === "object" && !Array.isArray(v); }};
+  function kindFault(value, kind) {  // one field that is not null (parts.field_kind's kinds)
+    if (kind === "json") { return ""; }
+    if (JSON_KINDS[kind]) { return JSON_KINDS[kind](value) ? "" : "not of kind " + kind; }
+    if (!value || typeof value !== "object" || Array.isArray(value)) { return "not an object"; }
+    if (kind === "array") {
+      return SCHEMA.dtypes[value.dtype] && (typeof value.b64 === "string" || Array.isArray(value.z)) ? "" : "not an array";
+    }
+    var each = kind === "arrays" ? function (v) { return kindFault(v, "array"); } :
+      /\{\}$/.test(kind) ? function (v) { return shapeFault(v, kind.slice(0, -2)); } : null;
+    if (!each) { return shapeFault(value, kind); }
+    return Object.keys(value).map(function (key) { return each(value[key]); }).filter(Boolean).join("; ");
+  }
+  function sealFault(part, args, file) {  // the call names its file, and its checksum is the meta's
     var name = fileOf(part, args), sums = data.meta && data.meta.checksums;
     if (name !== file) { return "holds " + titleOf(name) + ", not " + titleOf(file) + " (the data of " + name + ".js)"; }
     if (part === "meta") { return metaFault(args[0]); }
+    if (!data.meta) { return "arrived before data/meta.js, which vouches for it"; }
     if (!sums) { return ""; }  // a viewer written before checksums: unverified (begin says so)
     if (!Object.prototype.hasOwnProperty.call(sums, name)) { return "not a file of this viewer (its meta.js lists no " + name + ".js)"; }
     return sumFault(checksum([part].concat(args)), sums[name]);
@@ -94,12 +137,8 @@ var neuroscope = (function () {
   }
   // an array {dtype, b64}, or {dtype, z: [start, length]} within `deflatedBytes` (a data file's "deflate" stream, inflated)
   function unpack(p, deflatedBytes) {
-    var buffer = p.z ? deflatedBytes.slice(p.z[0], p.z[0] + p.z[1]).buffer : bytes(p.b64);
-    if (p.dtype === "u1") { return new Uint8Array(buffer); }
-    if (p.dtype === "i1") { return new Int8Array(buffer); }
-    if (p.dtype === "u2") { return new Uint16Array(buffer); }
-    if (p.dtype === "i4") { return new Int32Array(buffer); }
-    if (p.dtype === "f4") { return new Float32Array(buffer); }
+    var buffer = p.z ? deflatedBytes.slice(p.z[0], p.z[0] + p.z[1]).buffer : bytes(p.b64), kind = SCHEMA.dtypes[p.dtype];
+    if (kind !== "float16") { return new globalThis[kind](buffer); }
     var raw = new Uint16Array(buffer), out = new Float32Array(raw.length);
     for (var i = 0; i < raw.length; i++) { out[i] = half(raw[i]); }
     return out;
@@ -111,14 +150,23 @@ var neuroscope = (function () {
     L.acts = acts;
     return L;
   }
-  function unpackAll(object, deflatedBytes) {
+  // a part (`type`: its type in SCHEMA) with its arrays unpacked into typed arrays, by the kinds of its fields
+  function unpackAll(object, type, deflatedBytes) {
     var out = {};
     if (object.deflate && !deflatedBytes) { deflatedBytes = inflate(new Uint8Array(bytes(object.deflate.b64)), object.deflate.bytes); }
-    Object.keys(object).forEach(function (key) {
-      var value = object[key];
-      if (key === "deflate") { return; }
-      out[key] = value && (value.b64 !== undefined || value.z !== undefined) ? unpack(value, deflatedBytes) :
-        value && typeof value === "object" && !Array.isArray(value) && key !== "reasons" ? unpackAll(value, deflatedBytes) : value;
+    function each(value, unpackOne) {
+      var unpacked = {};
+      Object.keys(value).forEach(function (key) { unpacked[key] = unpackOne(value[key]); });
+      return unpacked;
+    }
+    SCHEMA.types[type].forEach(function (f) {
+      var key = f[0], kind = f[1], value = object[key];
+      if (value === undefined) { return; }
+      out[key] = value === null || kind === "json" || JSON_KINDS[kind] ? value :
+        kind === "array" ? unpack(value, deflatedBytes) :
+        kind === "arrays" ? each(value, function (v) { return unpack(v, deflatedBytes); }) :
+        /\{\}$/.test(kind) ? each(value, function (v) { return unpackAll(v, kind.slice(0, -2), deflatedBytes); }) :
+        unpackAll(value, kind, deflatedBytes);
     });
     return out;
   }
@@ -890,21 +938,22 @@ var neuroscope = (function () {
     meta: function (m) { receive("meta", [m], function () { data.meta = m; }); },
     index: function (ix) {
       receive("index", [ix], function () {
-        data.index = unpackAll(ix);
+        data.index = unpackAll(ix, SCHEMA.parts.index);
         try { buildRows(); } catch (error) { data.index = null; throw error; }
       });
     },
     vocab: function (v) { receive("vocab", [v], function () { data.vocab = v; }); },
     docs: function (chunk, d) {
       receive("docs", [chunk, d], function () {
-        data.docs[chunk] = {first: d.first, starts: unpack(d.starts), tokens: unpack(d.tokens), ids: d.ids ? unpack(d.ids) : null};
+        var part = unpackAll(d, SCHEMA.parts.docs);
+        data.docs[chunk] = {first: part.first, starts: part.starts, tokens: part.tokens, ids: part.ids || null};
       });
     },
     layer: function () {
       var args = Array.prototype.slice.call(arguments);
-      receive("layer", args, function () { data.layers[fileOf("layer", args)] = decodeActs(unpackAll(args[1])); });
+      receive("layer", args, function () { data.layers[fileOf("layer", args)] = decodeActs(unpackAll(args[1], SCHEMA.parts.layer)); });
     },
-    search: function (d) { receive("search", [d], function () { data.search = unpackAll(d); }); },
+    search: function (d) { receive("search", [d], function () { data.search = unpackAll(d, SCHEMA.parts.search); }); },
     start: start,
     part: part,
     documents: documents,
