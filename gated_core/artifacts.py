@@ -27,6 +27,7 @@ from .cli import check_regular_file
 from .constants import ARTIFACT_FORMATS
 from .errors import UserError, first_line
 from .fingerprint import content_digest, kind_mismatch, short
+from .naming import shown
 
 PROJECT_TAG = "wcos_casestudies"
 CHECKSUM_KEY = "sha256"  # top-level key of an artifact: content_digest of everything else in it
@@ -107,9 +108,10 @@ def markdown_table(frame: Any) -> str:
 
 
 def write_table(frame: Any, stem: Path, title: str = "") -> None:
-    """Write a DataFrame as `stem.csv` and `stem.md` (atomically), the Markdown under an optional title."""
+    """Write a DataFrame as `stem.csv` and `stem.md` (atomically), the Markdown under an optional title; the CSV keeps
+    the paper's class names (stored values), the Markdown shows them in the naming in use (`gated_core.naming`)."""
     atomic_write_text(Path(f"{stem}.csv"), frame.to_csv(index=False))
-    atomic_write_text(Path(f"{stem}.md"), (f"# {title}\n\n" if title else "") + markdown_table(frame))
+    atomic_write_text(Path(f"{stem}.md"), shown((f"# {title}\n\n" if title else "") + markdown_table(frame)))
 
 
 def _to_numpy(obj: Any) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 from .constants import DEFAULT_MODEL, DEFAULT_RESULTS, DTYPES
 from .errors import UserError, system_error_line
+from .naming import DEFAULT_NAMING, NAMINGS
 
 AUTO_DEVICE = "auto"
 
@@ -56,6 +57,14 @@ def add_model(parser: argparse.ArgumentParser, several: bool = False) -> None:
                         help="fingerprint the weights by a hash of every byte (slow: reads the whole checkpoint) instead of "
                              "their files' sizes, times and sampled blocks; results recorded with one kind are refused "
                              "when checked with the other")
+
+
+def add_naming(parser: argparse.ArgumentParser) -> None:
+    """`--naming`: how the IO classes are shown (`gated_core.naming`); run the script within `naming_in_use(args.naming)`."""
+    parser.add_argument("--naming", choices=tuple(NAMINGS), default=DEFAULT_NAMING,
+                        help="how the IO classes are named in plots, Markdown tables, pages, the viewer and printed lines: "
+                             "the paper's (enrichment, depletion) or its follow-up's (strengthening, weakening); stored "
+                             "values and file names keep the paper's names")
 
 
 def add_results_dir(parser: argparse.ArgumentParser) -> None:

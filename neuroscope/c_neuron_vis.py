@@ -6,10 +6,11 @@ RESULTS/<model>/neuroscope/L<layer>/N<neuron>/vis.html, plus the index.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
-from gated_core.cli import add_device, add_model, add_results_dir, make_parser, run_main
+from gated_core.cli import add_device, add_model, add_naming, add_results_dir, make_parser, run_main
 from neuroscope.cli import add_activations, add_datadir, add_neurons, add_top_tokens, page_request
 from wcos_casestudies.cli import add_weight_settings
 
@@ -24,11 +25,20 @@ def build_parser():
     add_results_dir(parser)
     add_top_tokens(parser)
     add_device(parser, "where the weights are read")
+    add_naming(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from gated_core.naming import naming_in_use
+
+    with naming_in_use(args.naming):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The script's work, the classes shown in the naming of --naming."""
     from neuroscope.view import workflow
 
     run = workflow.open_run(page_request(args), recomputes=False)

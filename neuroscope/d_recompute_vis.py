@@ -29,11 +29,22 @@ Give it the same weight flags as main.py (--threshold, --legacy_copysign, --refa
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Sequence
 
-from gated_core.cli import add_device, add_model, add_results_dir, make_parser, non_negative_int, plain_name, positive_int, run_main
+from gated_core.cli import (
+    add_device,
+    add_model,
+    add_naming,
+    add_results_dir,
+    make_parser,
+    non_negative_int,
+    plain_name,
+    positive_int,
+    run_main,
+)
 from gated_core.results_layout import DEFAULT_VIEWER
 from neuroscope.cli import add_activations, add_batch_size, add_datadir, add_neurons, add_top_tokens, page_request
 from wcos_casestudies.cli import add_weight_settings
@@ -51,6 +62,7 @@ def build_parser():
     add_batch_size(parser)
     add_device(parser)
     add_viewer_flags(parser)
+    add_naming(parser)
     return parser
 
 
@@ -86,6 +98,14 @@ def add_viewer_flags(parser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from gated_core.naming import naming_in_use
+
+    with naming_in_use(args.naming):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The script's work, the classes shown in the naming of --naming."""
     from contextlib import ExitStack
 
     from neuroscope.core.distributed import check_same, process_group, rank_device, together

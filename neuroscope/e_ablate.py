@@ -34,6 +34,7 @@ from gated_core.cli import (
     add_device,
     add_dtype,
     add_model,
+    add_naming,
     add_results_dir,
     make_parser,
     non_negative_int,
@@ -58,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_results_dir(parser)
     sets = parser.add_argument_group("what to ablate")
     sets.add_argument("--classes", nargs="*", default=["depletion"],
-                      help=f"IO classes to ablate, one set each (none named: no class): {', '.join(CLASS_WORDS)}")
+                      help=f"IO classes to ablate, one set each (none named: no class): {', '.join(CLASS_WORDS)}; or in the "
+                           "follow-up's words (strengthening, weakening, conditional_weakening, ...)")
     sets.add_argument("--roles", nargs="*", default=[],
                       help="functional roles of casestudies.py (roles.pt) to ablate, e.g. prediction suppression")
     sets.add_argument("--sample_size", type=positive_int, nargs="*", default=[],
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dtype(parser)
     parser.add_argument("--overwrite", action="store_true", help="start the output folder again (baseline and sets)")
     parser.add_argument("--stop_after_sets", type=positive_int, default=None, help=argparse.SUPPRESS)  # tests: act as if killed
+    add_naming(parser)
     return parser
 
 
@@ -137,8 +140,10 @@ def ablate_and_report(args, prepared, ablations, ranks) -> None:
     title = f"{source.name} on {evaluation.dataset_dir.name} ({evaluation.tokens:,} tokens)" + \
         (", dequantised from a GGUF" if source.is_gguf else "")
     frame = write_report(list(store.records.values()), baseline_means(baseline), folder / "ablation", title)
-    shown = frame[["set", "mode", "condition", "neurons", "loss_mean", "loss_median", "entropy_mean"]] if len(frame) else frame
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
+    from gated_core.naming import shown
+
+    summary = frame[["set", "mode", "condition", "neurons", "loss_mean", "loss_median", "entropy_mean"]] if len(frame) else frame
+    print(shown(summary.to_string(index=False, float_format=lambda v: f"{v:+.4f}")))
     print(f"{seconds:.1f} s -> {folder / 'ablation'}.csv/.md/.pdf/.png; all outputs: {p.results.write_index()}")
 
 
@@ -197,6 +202,14 @@ def prepare_and_choose(args: argparse.Namespace) -> tuple[argparse.Namespace, li
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from gated_core.naming import naming_in_use
+
+    with naming_in_use(args.naming):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The script's work, the classes shown in the naming of --naming."""
     from contextlib import ExitStack
 
     from gated_core.locks import hold_lock

@@ -13,11 +13,12 @@ frequency.pdf/.png; one run writes them at a time (a lock file, frequency.lock, 
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gated_core.cli import add_model, add_results_dir, make_parser, positive_int, run_main
+from gated_core.cli import add_model, add_naming, add_results_dir, make_parser, positive_int, run_main
 from gated_core.results_layout import FREQUENCY_FOLDER
 from neuroscope.cli import add_activations, add_datadir
 from wcos_casestudies.cli import add_weight_settings
@@ -34,6 +35,7 @@ def build_parser():
     add_results_dir(parser)
     parser.add_argument("--random_seeds", type=positive_int, default=10, help="same-layer random sets per class")
     add_weight_settings(parser)
+    add_naming(parser)
     return parser
 
 
@@ -55,6 +57,14 @@ def write_outputs(tables, folder: Path, title: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from gated_core.naming import naming_in_use
+
+    with naming_in_use(args.naming):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The script's work, the classes shown in the naming of --naming."""
     from gated_core.cli import check_output_location
     from gated_core.errors import UserError
     from gated_core.models.sources import resolve_model
@@ -81,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     title = (f"{source.name} on {Path(meta.dataset).name} ({int(stats.n_tokens):,} tokens); "
              f"random: {args.random_seeds} same-layer seeds")
     write_outputs(tables, folder, title)
-    print(tables.gate_open.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    from gated_core.naming import shown
+
+    print(shown(tables.gate_open.to_string(index=False, float_format=lambda v: f"{v:.3f}")))
     print(f"-> {folder}/frequency.csv/.md/.pdf/.png, sign_frequencies.csv/.md; all outputs: {results.write_index()}")
     return 0
 

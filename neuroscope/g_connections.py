@@ -23,11 +23,12 @@ upstream neuron's class, against same-layer random neurons).
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gated_core.cli import add_device, add_model, add_results_dir, make_parser, plain_name, run_main
+from gated_core.cli import add_device, add_model, add_naming, add_results_dir, make_parser, plain_name, run_main
 from neuroscope.cli import add_neurons
 from wcos_casestudies.cli import add_weight_settings
 
@@ -47,11 +48,20 @@ def build_parser():
     add_weight_settings(parser)
     add_results_dir(parser)
     add_device(parser, "where the virtual weights are computed")
+    add_naming(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from gated_core.naming import naming_in_use
+
+    with naming_in_use(args.naming):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The script's work, the classes shown in the naming of --naming."""
     from gated_core.cli import check_output_location, parse_device
     from neuroscope.connections.run import ConnectionsRequest, run_connections
     from wcos_casestudies.cli import settings_from_args

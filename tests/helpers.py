@@ -315,12 +315,16 @@ def ablate(world, results_dir, extra=(), classes=("depletion",)):
 
 
 def run_casestudies(monkeypatch, argv: list) -> None:
-    """casestudies.py in this process, as `python casestudies.py ARGV` runs it (its error hook undone afterwards)."""
+    """casestudies.py in this process, as `python casestudies.py ARGV` runs it (its error hook and its naming undone
+    afterwards)."""
     import runpy
+
+    from gated_core.naming import DEFAULT_NAMING, naming_in_use
 
     monkeypatch.setattr(sys, "argv", ["casestudies.py", *map(str, argv)])
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
-    runpy.run_module("wcos_casestudies.casestudies", run_name="__main__")
+    with naming_in_use(DEFAULT_NAMING):  # what the script sets is reset at the end of the block
+        runpy.run_module("wcos_casestudies.casestudies", run_name="__main__")
 
 
 # ----------------------------------------------------------------------------- the notebook

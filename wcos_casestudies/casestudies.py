@@ -11,6 +11,7 @@
 from gated_core.cli import (
     add_device,
     add_model,
+    add_naming,
     add_results_dir,
     in_notebook,
     install_user_error_hook,
@@ -19,6 +20,7 @@ from gated_core.cli import (
     positive_int,
 )
 from gated_core.constants import ARTIFACT_FORMATS
+from gated_core.naming import shown, use_naming
 from wcos_casestudies.cli import add_weight_settings
 from wcos_casestudies.constants import DEFAULT_N_ENTROPY, DEFAULT_TOP_TOKENS
 
@@ -44,12 +46,14 @@ def build_parser():
     parser.add_argument("--format", choices=ARTIFACT_FORMATS, default="pt", help="artifact format (pickle: the seed's format)")
     add_results_dir(parser)
     parser.add_argument("--overwrite", action="store_true", help="recompute the role statistics")
+    add_naming(parser)
     return parser
 
 
 if not in_notebook():
     install_user_error_hook()
 args = build_parser().parse_args([] if in_notebook() else None)
+use_naming(args.naming)  # the classes as --naming names them, for the rest of the run (or of the notebook's session)
 
 # %% Imports, model and results folder
 import pandas as pd
@@ -110,7 +114,7 @@ if role_results.attention_max is not None:
 # %% Appendix E: contingency table of roles x IO classes
 table = section6.write_contingency(role_results, categories, results)
 with pd.option_context("display.width", 250, "display.max_columns", 20):
-    print(table.set_index("role").rename(columns=lambda c: c.replace("conditional", "cond.").replace("atypical", "atyp.")))
+    print(shown(str(table.set_index("role").rename(columns=lambda c: c.replace("conditional", "cond.").replace("atypical", "atyp.")))))
 print(f"-> {results.folder / 'contingency.csv'} (.md)")
 
 # %% Section 6: the case-study neurons
@@ -118,17 +122,17 @@ chosen = R.case_study_neurons(role_results.roles["prediction"], role_results.rol
                               role_results.moments["kurtosis"], categories)
 neuron_file = section6.write_case_studies(chosen, results.folder)
 for case in chosen:
-    print(f"  {case.name:>10s}  {case.io_class:32s} kurtosis {case.kurtosis:8.1f}  {case.reason}")
+    print(f"  {case.name:>10s}  {shown(case.io_class):32s} kurtosis {case.kurtosis:8.1f}  {shown(case.reason)}")
 missing = {CLASS_NAMES[code] for code in R.TYPICAL_CLASSES} - {case.io_class for case in chosen}
 if missing:
-    print(f"  no prediction neuron in: {', '.join(sorted(missing))}")
+    print(f"  no prediction neuron in: {shown(', '.join(sorted(missing)))}")
 print(f"-> {neuron_file} (feed to neuroscope/d_recompute_vis.py --neurons $(cat {neuron_file.name}))")
 
 # %% Weight-based analysis of each case-study neuron: cosines, class, top tokens of ±w_out, ±w_in, ±w_gate
 tables = section6.write_token_tables(results, chosen, args.top_k)
 for case in chosen:
     summary = section6.neuron_summary(results, case.layer, case.neuron)
-    print(f"\n{summary['neuron']}: {summary['class']}; gatelin {summary['gatelin']:+.3f}, "
+    print(f"\n{summary['neuron']}: {shown(summary['class'])}; gatelin {summary['gatelin']:+.3f}, "
           f"gateout {summary['gateout']:+.3f}, linout {summary['linout']:+.3f}")
     with pd.option_context("display.width", 250, "display.max_columns", 10):
         print(tables[case.name].head(8).to_string(index=False))

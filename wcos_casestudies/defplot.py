@@ -6,11 +6,12 @@ coloured by gatelin.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gated_core.cli import make_parser, run_main
+from gated_core.cli import add_naming, make_parser, run_main
 from gated_core.constants import DEFAULT_RESULTS
 from wcos_casestudies.constants import DEFAULT_THRESHOLD
 
@@ -20,11 +21,20 @@ def build_parser():
     parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS / "defplot",
                         help="output path without suffix (.pdf and .png are written)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="class threshold drawn as dotted lines")
+    add_naming(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from gated_core.naming import naming_in_use
+
+    with naming_in_use(args.naming):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The script's work, the classes shown in the naming of --naming."""
     from gated_core.cli import check_output_location
     from wcos_casestudies.plotting import plot_definition
     from wcos_casestudies.utils import check_threshold

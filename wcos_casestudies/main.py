@@ -8,10 +8,11 @@ Example (the paper's run):
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
-from gated_core.cli import add_device, add_model, add_results_dir, check_output_location, make_parser, parse_device, run_main
+from gated_core.cli import add_device, add_model, add_naming, add_results_dir, check_output_location, make_parser, parse_device, run_main
 from gated_core.constants import ARTIFACT_FORMATS
 from wcos_casestudies.cli import add_weight_settings, settings_from_args
 
@@ -36,11 +37,20 @@ def build_parser():
     parser.add_argument("--overwrite", action="store_true", help="recompute even if results exist")
     parser.add_argument("--skip_missing", action="store_true",
                         help="with several models: skip those that are not available instead of stopping")
+    add_naming(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from gated_core.naming import naming_in_use
+
+    with naming_in_use(args.naming):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The script's work, the classes shown in the naming of --naming."""
     settings = settings_from_args(args)
     device = parse_device(args.device)
     check_output_location(args.results_dir, "--results_dir")

@@ -21,13 +21,17 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib.category import StrCategoryFormatter
 from matplotlib.colors import Normalize, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.text import Text
+from matplotlib.ticker import FixedFormatter, FuncFormatter
 
 from gated_core.artifacts import atomic_write_bytes
 from gated_core.constants import PLOT_FORMATS
+from gated_core.naming import shown
 from wcos_casestudies.constants import CLASS_NAMES, DEFAULT_THRESHOLD
 from wcos_casestudies.utils import CLASS_COLORS
 
@@ -90,7 +94,9 @@ def _paper_style(plot):
 
 
 def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = PLOT_FORMATS, dpi: int = DPI) -> list[Path]:
-    """Write `stem.pdf` and `stem.png` atomically; returns the paths."""
+    """Write `stem.pdf` and `stem.png` atomically, every text of the figure (titles, labels, ticks, legends) with the
+    classes in the naming in use (`gated_core.naming`); returns the paths."""
+    shown_in_naming(fig)
     paths = []
     for fmt in formats:
         buffer = io.BytesIO()
@@ -99,6 +105,20 @@ def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = PLOT_FORMATS, 
         atomic_write_bytes(path, buffer.getvalue())
         paths.append(path)
     return paths
+
+
+def shown_in_naming(fig: Figure) -> None:
+    """Every text of `fig` with its class words in the naming in use: titles, labels, legends, annotations, and the
+    tick labels, which their formatters make anew at each drawing (fixed lists and categories: the texts a plot
+    names classes with)."""
+    for text in fig.findobj(Text):
+        text.set_text(shown(text.get_text()))
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for formatter, setter in ((axis.get_major_formatter(), axis.set_major_formatter),
+                                      (axis.get_minor_formatter(), axis.set_minor_formatter)):
+                if isinstance(formatter, (FixedFormatter, FuncFormatter, StrCategoryFormatter)):  # labels, not numbers
+                    setter(FuncFormatter(lambda x, pos, named=formatter: shown(str(named(x, pos)))))
 
 
 def set_title(fig: Figure, subject: str, provenance: str | None = None) -> None:

@@ -85,14 +85,17 @@ def plots(folder: Path, root: Path | None = None) -> tuple[Figure, ...]:
 
 
 def table(csv: Path, folder: Path) -> Table:
-    """One table: shown when short (TABLE_ROWS_SHOWN rows at most), always linked (CSV and Markdown)."""
+    """One table: shown when short (TABLE_ROWS_SHOWN rows at most; its classes in the naming in use), always linked
+    (CSV and Markdown)."""
     import pandas as pd
+
+    from gated_core.naming import shown as in_naming
 
     frame = pd.read_csv(csv)
     markdown = csv.with_suffix(".md")
     links = (link(csv, folder), *((link(markdown, folder),) if markdown.exists() else ()))
     shown = None if len(frame) > TABLE_ROWS_SHOWN else \
-        Markup(frame.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}", border=0))
+        Markup(in_naming(frame.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}", border=0)))
     return Table(csv.stem, links, len(frame), shown)
 
 

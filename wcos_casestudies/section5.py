@@ -15,6 +15,7 @@ from gated_core.errors import UserError
 from gated_core.models.arch import read_arch
 from gated_core.models.registry import expand_model_names
 from gated_core.models.sources import ModelSource, resolve_model
+from gated_core.naming import shown
 from wcos_casestudies import plotting, reference
 from wcos_casestudies.constants import CLASS_NAMES, DEFAULT_THRESHOLD, QUANTILES
 from wcos_casestudies.results import ModelResults, Settings
@@ -100,7 +101,7 @@ def write_category_stats(results: ModelResults) -> None:
     counts, folder = results.category_stats(), results.folder
     write_table(counts_frame(counts), folder / "category_stats", title=results.caption)
     total = counts.sum(0)
-    share = ", ".join(f"{name} {100 * int(n) / int(total.sum()):.1f}%" for name, n in zip(CLASS_NAMES, total) if n)
+    share = ", ".join(f"{shown(name)} {100 * int(n) / int(total.sum()):.1f}%" for name, n in zip(CLASS_NAMES, total) if n)
     print(f"   classes over all layers: {share}")
     print(f"   per-layer counts: {folder / 'category_stats.csv'} (.md)")
     compare_with_publication(results, counts)

@@ -6,10 +6,11 @@ Paper: Llama-3.2-3B, layers 0 14 27. Other models default to their first, middle
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
-from gated_core.cli import add_device, add_model, add_results_dir, make_parser, non_negative_int, run_main
+from gated_core.cli import add_device, add_model, add_naming, add_results_dir, make_parser, non_negative_int, run_main
 from wcos_casestudies.cli import add_weight_settings
 
 PAPER_MODEL, PAPER_LAYERS = "meta-llama/Llama-3.2-3B", (0, 14, 27)
@@ -29,11 +30,20 @@ def build_parser():
     add_weight_settings(parser)
     add_device(parser, "where cosines are computed")
     add_results_dir(parser)
+    add_naming(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from gated_core.naming import naming_in_use
+
+    with naming_in_use(args.naming):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The script's work, the classes shown in the naming of --naming."""
     from gated_core.cli import check_output_location, parse_device
     from gated_core.errors import UserError
     from gated_core.models.arch import read_arch

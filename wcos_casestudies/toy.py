@@ -11,6 +11,8 @@ import math
 import torch
 from matplotlib.figure import Figure
 
+from gated_core.naming import shown
+
 W_OUT = (1.0, 0.0)
 
 
@@ -78,6 +80,6 @@ def draw(x: tuple[float, float], name: str, activation: str = "SiLU (SwiGLU)") -
     ax.axhline(0, color="0.85", lw=0.8)
     ax.axvline(0, color="0.85", lw=0.8)
     ax.legend(loc="lower left", fontsize=8)
-    ax.set_title(f"{name}: gatelin {gatelin:+.2f}, gateout {gateout:+.2f}, linout {linout:+.2f}\n"
+    ax.set_title(f"{shown(name)}: gatelin {gatelin:+.2f}, gateout {gateout:+.2f}, linout {linout:+.2f}\n"
                  f"output {out[0]:+.3f} along w_out", fontsize=9)
     return fig

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from gated_core.artifacts import atomic_write_text, markdown_table
+from gated_core.naming import shown
 from neuroscope.classes.ablation import METRICS
 from wcos_casestudies.constants import CLASS_NAMES
 from wcos_casestudies.plotting import save_figure
@@ -141,7 +142,7 @@ def write_tables(records: list[dict[str, Any]], baseline: dict[str, float], stem
     atomic_write_text(Path(f"{stem}.csv"), frame.to_csv(index=False))
     note = ("Differences are baseline − ablated, per predicted token; [low, high] is a bootstrap interval "
             "over documents. A negative Δ loss means the ablation made the model worse.")
-    atomic_write_text(Path(f"{stem}.md"), f"# {title}\n\n{note}\n\n" + markdown_table(markdown_frame(frame, baseline)))
+    atomic_write_text(Path(f"{stem}.md"), shown(f"# {title}\n\n{note}\n\n" + markdown_table(markdown_frame(frame, baseline))))
     return frame
 
 

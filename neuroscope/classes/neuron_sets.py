@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from gated_core.errors import UserError
+from gated_core.naming import canonical
 from wcos_casestudies.constants import CLASS_NAMES, CLASS_WORDS
 
 
@@ -43,11 +44,13 @@ class NeuronSet:
 
 
 def parse_class(word: str) -> int:
-    """The class code of a command-line class name (spaces or underscores), else a UserError listing them all."""
+    """The class code of a command-line class name (spaces or underscores; the paper's words or the follow-up's:
+    conditional_weakening is conditional_depletion), else a UserError listing them all."""
     names = list(CLASS_WORDS)  # the class names as command-line words (`conditional_depletion`)
-    normalised = word.strip().lower().replace(" ", "_").replace("-", "_")
+    normalised = canonical(word.strip().lower().replace(" ", "_").replace("-", "_"))
     if normalised not in names:
-        raise UserError(f"unknown IO class {word!r}; valid classes: {', '.join(names)}")
+        raise UserError(f"unknown IO class {word!r}; valid classes: {', '.join(names)} (or with strengthening, weakening "
+                        "for enrichment, depletion)")
     return names.index(normalised)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gated_core.html import Markup, render
+from gated_core.naming import shown
 from neuroscope.view.neuron_view import to_json
 from neuroscope.view.parts import SCHEMA
 
@@ -38,6 +39,7 @@ format (`parts.SCHEMA`) is written into the page, which unpacks and checks every
 
 def render_index(model: str, entries: list[dict[str, Any]]) -> str:
     """Index of a model's neuron pages, grouped by layer; entries have layer, neuron, href and may have io_class, note."""
+    entries = [{**e, "io_class": shown(e["io_class"])} if "io_class" in e else e for e in entries]
     layers = [(layer, sorted((e for e in entries if e["layer"] == layer), key=lambda e: e["neuron"]))
               for layer in sorted({e["layer"] for e in entries})]
     return render("neuroscope.view", "neuron_index.html", model=model, style=Markup(asset("viewer.css")), layers=layers)

@@ -37,6 +37,7 @@ import numpy as np
 
 from gated_core.artifacts import atomic_write_bytes, atomic_write_text
 from gated_core.html import render
+from gated_core.naming import shown
 from gated_core.neurons import neuron_name
 from neuroscope.recompute.windows import LayerExamples
 from neuroscope.view.checksums import CHECKSUM_METHOD, file_checksum, meta_checksum, part_checksum
@@ -257,7 +258,7 @@ def list_rows(run: ViewRun, layer: int, effects: LayerLogitEffects, moments: Mom
     chosen = run.neurons[layer].tolist()
     for column in range(page * LIST_PAGE_ROWS, min((page + 1) * LIST_PAGE_ROWS, len(chosen))):
         neuron = chosen[column]
-        rows.append(ListRow(neuron_name(layer, neuron), facts.io_class(layer, neuron), ", ".join(facts.role_names(layer, neuron)),
+        rows.append(ListRow(neuron_name(layer, neuron), shown(facts.io_class(layer, neuron)), ", ".join(facts.role_names(layer, neuron)),
                             f"{moments['kurtosis'][layer][column]:.2f}", f"{float(stats.top_values[layer, neuron, 0]):.3g}",
                             f"{float(stats.bottom_values[layer, neuron, 0]):.3g}", f"{float(stats.mean[layer, neuron]):.3g}",
                             f"{100 * float(stats.gate_open[layer, neuron]):.1f}%",
