@@ -8,13 +8,21 @@ seed did. --streaming reads a hub dataset through a buffered shuffle instead of 
   python a_dataset.py --datadir ../data --save_to pydoc                       # embedded text, offline
   python a_dataset.py --datadir ../data --save_to dolma_small --dataset emozilla/dolma-v1_7-3B \\
                       --tokenizer allenai/OLMo-7B-0424-hf                     # the paper's set-up
+  python a_dataset.py --datadir ../data --save_to dolma-small --tokenized --dataset PATH/dolma-small \\
+                      --tokenizer allenai/OLMo-7B-0424-hf                     # the authors' published tokens
+
+--tokenized reads a dataset that is already tokenized (an input_ids column: the authors' sjgerstner/dolma-small, a
+folder written by save_to_disk, .parquet or .arrow files) and keeps every row in its order, so that published row
+numbers stay valid; its ids are checked against --tokenizer (vocabulary, and the first rows' text where it has one).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from gated_core.cli import make_parser, plain_name, positive_float, positive_int, run_main
 from gated_core.constants import DEFAULT_MODEL
@@ -58,9 +66,16 @@ def build_parser():
     speed.add_argument("--num_proc", type=positive_int, default=None,
                        help="tokenizing processes (default: half the CPU cores, at most "
                             f"{MAX_TOKENIZE_PROCESSES}; one process already uses every core through the tokenizer's threads)")
+    parser.add_argument("--tokenized", action="store_true",
+                        help="--dataset is already tokenized (an input_ids column): keep every row in its order (no "
+                             "shuffle, selection or duplicates dropped), checked against --tokenizer")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing dataset of that name (only a dataset that a_dataset.py wrote)")
     return parser
+
+
+# flags that change how text is tokenized or selected: --tokenized keeps the rows as they are
+TOKENIZING_FLAGS = ("streaming", "padding", "return_overflowing_tokens", "keep_duplicates", "save_all")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,11 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gated_core.models.loading import load_tokenizer
     from gated_core.models.sources import resolve_model
     from neuroscope.data.dataset_store import check_replaceable, save_dataset
-    from neuroscope.data.texts import load_texts, stream_texts
-    from neuroscope.data.tokenization import build_dataset
 
     if args.max_length < 2:
         raise UserError(f"--max_length {args.max_length}: must be at least 2")
+    given = [flag for flag in TOKENIZING_FLAGS if getattr(args, flag)] + ([] if args.add_bos_token else ["no_bos_token"])
+    if args.tokenized and given:
+        raise UserError(f"--tokenized keeps every row as it is: leave out --{', --'.join(given)}")
     target = args.datadir / args.save_to
     check_output_location(args.datadir, "--datadir")
     if target.exists() or target.is_symlink():
@@ -85,19 +101,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_replaceable(target)
     source = resolve_model(args.tokenizer)
     tokenizer = load_tokenizer(source)
-    read = stream_texts if args.streaming else load_texts
-    texts = read(args.dataset, args.text_field, args.split)
-    num_proc = args.num_proc or max(1, min((os.cpu_count() or 1) // 2, MAX_TOKENIZE_PROCESSES))
+    make = imported_rows(args, tokenizer) if args.tokenized else tokenized_texts(args, tokenizer)
     with hold_lock(target):
         remove_stale_folders(target)
-        dataset, meta = build_dataset(texts, tokenizer, None if args.save_all else args.mtokens, args.max_length,
-                                      args.add_bos_token, args.return_overflowing_tokens, args.padding, args.text_field,
-                                      num_proc=num_proc, drop_duplicates=not args.keep_duplicates, buffer_size=args.buffer_size)
+        dataset, meta = make()
         meta.update({"tokenizer": source.name, "dataset": args.dataset})
         save_dataset(dataset, meta, target, overwrite=args.overwrite)
     for line in summary_lines(meta, target):
         print(line)
     return 0
+
+
+def tokenized_texts(args: argparse.Namespace, tokenizer: Any) -> Callable[[], tuple[Any, dict]]:
+    """The texts of --dataset (read now), and how to tokenize and select them (`build_dataset`)."""
+    from neuroscope.data.texts import load_texts, stream_texts
+    from neuroscope.data.tokenization import build_dataset
+
+    texts = (stream_texts if args.streaming else load_texts)(args.dataset, args.text_field, args.split)
+    num_proc = args.num_proc or max(1, min((os.cpu_count() or 1) // 2, MAX_TOKENIZE_PROCESSES))
+    return lambda: build_dataset(texts, tokenizer, None if args.save_all else args.mtokens, args.max_length,
+                                 args.add_bos_token, args.return_overflowing_tokens, args.padding, args.text_field,
+                                 num_proc=num_proc, drop_duplicates=not args.keep_duplicates, buffer_size=args.buffer_size)
+
+
+def imported_rows(args: argparse.Namespace, tokenizer: Any) -> Callable[[], tuple[Any, dict]]:
+    """The rows of the tokenized --dataset (opened now), and how to check and keep them (`import_tokenized`)."""
+    from neuroscope.data.tokenized import import_tokenized, open_tokenized
+
+    rows = open_tokenized(args.dataset, args.split)
+    return lambda: import_tokenized(rows, tokenizer, args.text_field)
 
 
 def summary_lines(meta: dict, target) -> list[str]:
