@@ -143,7 +143,8 @@ def ablate_and_report(args, prepared, ablations, ranks) -> None:
     from gated_core.naming import shown
 
     summary = frame[["set", "mode", "condition", "neurons", "loss_mean", "loss_median", "entropy_mean"]] if len(frame) else frame
-    print(shown(summary.to_string(index=False, float_format=lambda v: f"{v:+.4f}")))
+    summary = summary.map(lambda v: shown(v) if isinstance(v, str) else v)  # before formatting: the columns stay aligned
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
     print(f"{seconds:.1f} s -> {folder / 'ablation'}.csv/.md/.pdf/.png; all outputs: {p.results.write_index()}")
 
 

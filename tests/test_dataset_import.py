@@ -67,7 +67,7 @@ def test_every_row_is_kept_in_its_order(published, tmp_path, form):
 
 def test_padding_is_cut_and_the_pass_runs_on_the_rows(published, tmp_path):
     rows = dict(published["rows"])
-    rows["input_ids"] = [ids + [0] * (MAX_LENGTH - len(ids)) for ids in rows["input_ids"]]
+    rows["input_ids"] = [ids + [-100] * (MAX_LENGTH - len(ids)) for ids in rows["input_ids"]]  # padding: not an id
     rows["attention_mask"] = [[1] * len(ids) + [0] * (MAX_LENGTH - len(ids)) for ids in published["rows"]["input_ids"]]
     datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "padded"))
     succeeds(a_dataset.main, import_args(tmp_path, "data", tmp_path / "padded", published["model"]))
@@ -98,6 +98,7 @@ def test_what_does_not_fit_is_refused_in_one_line(published, tmp_path):
                                                          "attention_mask": [[], *rows["attention_mask"][1:]]}), (),
                          "row 0 has no tokens"),
         "no ids": (write_rows(tmp_path / "texts", {"text": rows["text"]}), (), "no 'input_ids' column"),
+        "no rows": (write_rows(tmp_path / "none", {key: value[:0] for key, value in rows.items()}), (), "the tokenized dataset has no rows"),
         "a mask with holes": (write_rows(tmp_path / "holes", {**rows, "attention_mask": [[1, 0, *m[2:]] for m in
                                                                                            rows["attention_mask"]]}),
                               (), "row 0: its attention mask is not ones then zeros"),

@@ -56,13 +56,14 @@ def run(args: argparse.Namespace) -> int:
     check_output_location(args.results_dir, "--results_dir")
     sources = [resolve_model(name, full_hash=args.full_hash) for name in (args.model, args.other)]
     check_same_shapes(sources[0].name, read_arch(sources[0]), sources[1].name, read_arch(sources[1]))
-    results = [ModelResults(source, settings, root=args.results_dir, loader=args.loader, device=parse_device(args.device))
-               for source in sources]
-    folders = [comparison_folder(results[0].folder, sources[1].name), comparison_folder(results[1].folder, sources[0].name)]
+    first = ModelResults(sources[0], settings, root=args.results_dir, loader=args.loader, device=parse_device(args.device))
+    second = ModelResults(sources[1], settings, root=args.results_dir, loader=args.loader, device=parse_device(args.device))
+    results = [first] if second.folder == first.folder else [first, second]  # a model against itself: once
+    folders = [comparison_folder(owner.folder, other.source.name) for owner, other in zip(results, results[::-1])]
     for folder in folders:
         check_output_folder(folder, FOLDER_KIND, advice=RESULTS_ADVICE)
     models = [model_classes(r) for r in results]
-    for (model, other), folder, owner in zip(((models[0], models[1]), (models[1], models[0])), folders, results):
+    for model, other, folder, owner in zip(models, models[::-1], folders, results):
         tables = write_outputs(model, other, folder)
         print(f"{owner.source.name} -> {other.name}: {summary_line(tables['transitions'])}; {folder}")
         owner.write_index()

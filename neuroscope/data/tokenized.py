@@ -44,6 +44,8 @@ def open_tokenized(dataset: str, split: str) -> Any:
             rows = datasets.load_dataset(files[0].suffix[1:], data_files=[str(f) for f in files], split="train")
         else:
             rows = datasets.load_dataset(dataset, split=split)
+    except IndexError as exc:  # `datasets` reading a saved dataset of no rows
+        raise UserError(f"{dataset}: the tokenized dataset has no rows ({first_line(exc)})") from exc
     except (OSError, ValueError, KeyError, datasets.exceptions.DatasetNotFoundError) as exc:
         raise UserError(f"{dataset}: cannot read it as a tokenized dataset ({first_line(exc)})") from exc
     if IDS not in rows.column_names:
@@ -88,7 +90,7 @@ def check_ids(rows: Any, lengths: list[int], tokenizer: Any) -> dict[str, Any]:
     if low < 0 or high >= len(tokenizer):
         raise UserError(f"token ids from {low} to {high}, outside the tokenizer's vocabulary of {len(tokenizer)}: tokenized "
                         "with another tokenizer (--tokenizer names the model whose tokenizer made them)")
-    start = document_start(tokenizer, True)
+    start = document_start(tokenizer, tokenizer.bos_token_id is not None or tokenizer.eos_token_id is not None)
     return {**start, "max_token_id": int(high)} if firsts == {start["bos_token_id"]} else \
         {**document_start(tokenizer, False), "max_token_id": int(high)}
 
@@ -99,6 +101,8 @@ def check_text(rows: Any, lengths: list[int], tokenizer: Any, text_field: str, b
     if text_field not in rows.column_names:
         return False
     for index, row in enumerate(rows.select(range(min(CHECKED_ROWS, len(rows))))):
+        if not isinstance(row[text_field], str):  # a row without its text: nothing to check it with
+            continue
         ids = list(row[IDS][:lengths[index]])
         ids = ids[1:] if bos is not None else ids
         expected = tokenizer(row[text_field], add_special_tokens=False)[IDS][:len(ids)]
@@ -116,17 +120,20 @@ def import_tokenized(rows: Any, tokenizer: Any, text_field: str = "text") -> tup
     its metadata (as `build_dataset` writes it); checked against `tokenizer` first (`check_ids`, `check_text`)."""
     import datasets
 
+    if len(rows) == 0:
+        raise UserError("the tokenized dataset has no rows (another --split?)")
     lengths = row_lengths(rows)
-    start = check_ids(rows, lengths, tokenizer)
+    ids = rows.select_columns([IDS]).add_column("length", lengths)
+    dataset = ids.map(cut_rows, batched=True, remove_columns=ids.column_names, keep_in_memory=True,
+                      features=datasets.Features({IDS: datasets.Sequence(datasets.Value("int64")),
+                                                  MASK: datasets.Sequence(datasets.Value("int8")),
+                                                  "length": datasets.Value("int32")}), new_fingerprint=uuid.uuid4().hex)
+    start = check_ids(dataset, lengths, tokenizer)  # on the rows cut to their tokens: padding is not checked
     max_token_id = start.pop("max_token_id")
+    dataset = dataset.cast_column(IDS, datasets.Sequence(datasets.Value("int32")))
     if not check_text(rows, lengths, tokenizer, text_field, start["bos_token_id"]):
         print(f"note: the rows carry no {text_field!r} column: their ids were checked against the tokenizer's vocabulary "
               "only, not against their text", file=sys.stderr)
-    ids = rows.select_columns([IDS]).add_column("length", lengths)
-    dataset = ids.map(cut_rows, batched=True, remove_columns=ids.column_names, keep_in_memory=True,
-                      features=datasets.Features({IDS: datasets.Sequence(datasets.Value("int32")),
-                                                  MASK: datasets.Sequence(datasets.Value("int8")),
-                                                  "length": datasets.Value("int32")}), new_fingerprint=uuid.uuid4().hex)
     meta = {"documents": len(dataset), "tokens": int(sum(lengths)), "goal_tokens": None, "reached_goal": True,
             "max_length": max(lengths), **start, "padding": False, "overflow": False, "shuffle_seed": None,
             "vocab_size": len(tokenizer), **made_from(tokenizer=tokenizer_fingerprint(tokenizer)),

@@ -19,12 +19,14 @@ import torch
 
 from gated_core.neurons import NeuronId, neuron_name
 from neuroscope.activation_pass.activations import SIGN_COMBINATIONS
+from neuroscope.classes.neuron_sets import parse_class
 from neuroscope.probe.forward import ProbeValues, histogram_percentiles
 from neuroscope.probe.request import ProbeRun
 from neuroscope.recompute.examples import neuron_folder
 from neuroscope.view.neuron_view import token_texts
 from neuroscope.view.pages import neuroscope_folder
 from neuroscope.view.viewer_copy import viewer_layers, viewer_neurons
+from wcos_casestudies.constants import CLASS_WORDS
 
 JSON_SEPARATORS = (",", ":")
 LISTED_NON_FINITE = 1000  # neurons named in meta's non_finite (all are counted)
@@ -234,7 +236,8 @@ def probe_head(run: ProbeRun, values: ProbeValues) -> dict[str, Any]:
             "windows": [list(w) for w in values.windows], "window_tokens": values.window_tokens,
             "bos": token_texts(run.tokenizer, [run.bos_id])[0] if run.bos_id is not None else None,
             "dtype": str(run.dtype).removeprefix("torch."), "top": run.request.top, "caption": run.results.caption,
-            "filters": {"layers": run.request.layers, "classes": run.request.classes, "roles": run.request.roles},
+            "filters": {"layers": run.request.layers, "classes": [CLASS_WORDS[parse_class(word)] for word in run.request.classes],
+                        "roles": run.request.roles},
             "dataset": Path(stats.meta.dataset).name if stats is not None else None,
             "dataset_tokens": int(stats.meta.tokens) if stats is not None else None,
             "sign_combinations": list(SIGN_COMBINATIONS), "notes": run.notes, "non_finite": non_finite_meta(values)}

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from gated_core.artifacts import made_from
-from gated_core.naming import shown
+from gated_core.naming import NAMINGS, naming
 from neuroscope.activation_pass.activations import SIGN_COMBINATIONS
 from neuroscope.activation_pass.store import Statistics
 from neuroscope.core.histogram import histogram_edges, typical_band_edges
@@ -212,7 +212,7 @@ def layer_payload(run: ViewRun, examples: LayerExamples, effects: LayerLogitEffe
         logit_low=Packed.of(effects.low, "f4"), logit_high=Packed.of(effects.high, "f4"),
         logit_histogram=Packed.of(effects.histogram),  # token ids and counts of the vocabulary: uint16 where it fits
         inputs={name: Packed.of(ids) for name, ids in effects.input_tokens.items()},
-        reasons={str(n): shown(reason) for (lay, n), reason in facts.reasons.items() if lay == layer and n in set(chosen.tolist())},
+        reasons={str(n): reason for (lay, n), reason in facts.reasons.items() if lay == layer and n in set(chosen.tolist())},
         histogram=None if stats.histogram is None else trimmed_histograms(stats.histogram[layer, chosen].numpy()),
         connections=None if facts.connections is None else connections_payload(facts, layer, chosen))
 
@@ -298,12 +298,12 @@ def meta_payload(run: ViewRun, chunks: list[tuple[int, int]], k: int, **extra: A
     return ViewMeta(model=run.model, dataset=run.dataset, tokens=int(meta.tokens), k=k, n_layers=run.stats.n_layers,
                     d_mlp=run.stats.d_mlp, layers=sorted(run.neurons), doc_chunks=chunks, context=list(run.context),
                     shown=list(run.shown) if run.shown is not None else None, list_kinds=list(LIST_KINDS),
-                    sign_combinations=list(SIGN_COMBINATIONS), class_names=[shown(name) for name in CLASS_NAMES], role_names=list(ROLE_NAMES),
+                    sign_combinations=list(SIGN_COMBINATIONS), class_names=list(CLASS_NAMES), role_names=list(ROLE_NAMES),
                     input_tables=list(INPUT_TABLES), histogram_edges=edges(histogram_edges()),
                     typical_band_edges=edges(typical_band_edges()), typical_per_band=run.stats.typical_per_band,
                     typical_off=run.stats.typical_docs is not None and run.stats.typical_per_band == 0, dtype=meta.dtype,
                     logit_bins=LOGIT_BINS, bos_left_out=bool(meta.examples_without_bos), notes=run.notes, compact=run.compact,
-                    **made_from(statistics=run.stats.fingerprint), **extra)
+                    **made_from(statistics=run.stats.fingerprint), naming_words=NAMINGS[naming()] or None, **extra)
 
 
 def layer_moments(facts: ModelFacts, effects: LayerLogitEffects, layer: int, neurons: np.ndarray) -> dict[str, np.ndarray]:

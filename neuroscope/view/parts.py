@@ -241,6 +241,7 @@ class ViewMeta:
     notes: list[str]
     compact: bool
     statistics_fingerprint: str | None  # `made_from(statistics=...)`
+    naming_words: dict[str, str] | None = optional()  # the paper's class word -> the word shown (`gated_core.naming`)
     neuron_chunk: int | None = optional()
     chunked_layers: list[int] | None = optional()
     list_page_rows: int | None = optional()

@@ -24,7 +24,6 @@ var neuroscope = (function () {
       loading[name] = new Promise(function (resolve) {
         var script = document.createElement("script");
         script.src = "data/" + name + ".js";
-        script.async = false;  // run in the order asked for: meta.js (the checksums) before the files it vouches for
         script.onload = function () { loaded(name, true); resolve(); };
         script.onerror = function () { loaded(name, false); resolve(); };
         document.head.appendChild(script);
@@ -70,7 +69,7 @@ var neuroscope = (function () {
   // DEFLATE stream)
   function shapeFault(value, type, top) {
     if (!value || typeof value !== "object" || Array.isArray(value)) { return type + ": not an object"; }
-    var fields = SCHEMA.types[type], known = {}, faults = [];
+    var fields = SCHEMA.types[type], known = Object.create(null), faults = [];
     fields.forEach(function (f) {
       known[f[0]] = true;
       if (value[f[0]] === undefined) { if (f[2]) { faults.push(type + ": missing " + f[0]); } return; }
@@ -90,7 +89,9 @@ var neuroscope = (function () {
     if (JSON_KINDS[kind]) { return JSON_KINDS[kind](value) ? "" : "not of kind " + kind; }
     if (!value || typeof value !== "object" || Array.isArray(value)) { return "not an object"; }
     if (kind === "array") {
-      return SCHEMA.dtypes[value.dtype] && (typeof value.b64 === "string" || Array.isArray(value.z)) ? "" : "not an array";
+      var keys = Object.keys(value).sort().join(",");
+      return Object.prototype.hasOwnProperty.call(SCHEMA.dtypes, value.dtype) &&
+        ((keys === "b64,dtype" && typeof value.b64 === "string") || (keys === "dtype,z" && Array.isArray(value.z))) ? "" : "not an array";
     }
     var each = kind === "arrays" ? function (v) { return kindFault(v, "array"); } :
       /\{\}$/.test(kind) ? function (v) { return shapeFault(v, kind.slice(0, -2)); } : null;
@@ -172,6 +173,18 @@ var neuroscope = (function () {
   }
 
   var el = draw.el, fmt = draw.fmt, percent = draw.percent, signed = draw.signed;
+  // the classes as the run's --naming shows them (gated_core/naming.py): the data keeps the paper's words, the meta's
+  // `naming_words` (where the run used another naming) says which word to show for which
+  function named(text) {
+    var words = data.meta && data.meta.naming_words;
+    if (!words) { return text; }
+    return String(text).replace(/(^|[^A-Za-z])(enrichment|depletion)(?![A-Za-z])/gi, function (all, before, word) {
+      var shown = words[word.toLowerCase()] || word;
+      shown = word === word.toUpperCase() ? shown.toUpperCase() : word[0] === word[0].toUpperCase() ? shown[0].toUpperCase() + shown.slice(1) : shown;
+      return before + shown;
+    });
+  }
+  function className(code) { return named(data.meta.class_names[code]); }
   function name(layer, neuron) { return layer + "." + neuron; }
   function tokenText(id) {
     var text = data.vocab[id];
@@ -231,7 +244,7 @@ var neuroscope = (function () {
   function buildFilters() {
     var form = document.getElementById("filters"), meta = data.meta;
     form.appendChild(select("f-layer", "layer", meta.layers.map(function (l) { return [l, String(l)]; })));
-    form.appendChild(select("f-class", "IO class", meta.class_names.map(function (c, i) { return [i, c]; })));
+    form.appendChild(select("f-class", "IO class", meta.class_names.map(function (c, i) { return [i, named(c)]; })));
     form.appendChild(select("f-role", "role", meta.role_names.map(function (r, i) { return [i, r.replace(/_/g, " ")]; })));
     NUMERIC.forEach(function (key) {
       form.appendChild(el("label", {}, [document.createTextNode(LABELS[key] + " ≥ "),
@@ -317,7 +330,7 @@ var neuroscope = (function () {
     body.textContent = "";
     Array.prototype.map.call(rows.subarray(table.page * PAGE_ROWS, (table.page + 1) * PAGE_ROWS), rowAt).forEach(function (r) {
       var tr = el("tr", {"class": "row"}, [el("td", {}, [el("a", {href: "#" + name(r.layer, r.neuron), text: name(r.layer, r.neuron)})]),
-        el("td", {text: data.meta.class_names[r.io_class]}), el("td", {text: roleList(r.roles).join(", ")})]);
+        el("td", {text: className(r.io_class)}), el("td", {text: roleList(r.roles).join(", ")})]);
       NUMERIC.forEach(function (k) { tr.appendChild(el("td", {"class": "num", text: k === "gate_open" ? percent(r[k]) : fmt(r[k])})); });
       body.appendChild(tr);
     });
@@ -689,7 +702,7 @@ var neuroscope = (function () {
       var detail = "virtual weight " + signed(part.virtual_weight[j]) + ", cos " + signed(part.cosine[j]) +
         (part.expected ? ", expected contribution " + signed(part.expected[j]) : "");
       items.push(el("li", {title: detail}, [connectedName(kind, part, j), el("span", {"class": "meta", text: part.other_class ?
-        " " + data.meta.class_names[part.other_class[j]] : ""}), document.createTextNode(" "), bar,
+        " " + className(part.other_class[j]) : ""}), document.createTextNode(" "), bar,
         el("span", {"class": "num", text: " " + signed(values[j]) + " · cos " + signed(part.cosine[j])})]));
     }
     return el("div", {"class": "tokens connections", id: "connections-" + kind},
@@ -713,12 +726,12 @@ var neuroscope = (function () {
     })));
   }
   function whyInteresting(n, row) {
-    var L = n.L, parts = ["IO class: " + data.meta.class_names[row.io_class]];
+    var L = n.L, parts = ["IO class: " + className(row.io_class)];
     var roles = roleList(row.roles);
     parts.push(roles.length ? "roles: " + roles.join(", ") : "no functional role");
     parts.push("kurtosis of cos(w_out, W_U) " + fmt(row.kurtosis) + ", skew " + fmt(row.skew));
     var reason = L.reasons && L.reasons[String(n.neuron)];
-    if (reason) { parts.push("case study: " + reason); }
+    if (reason) { parts.push("case study: " + named(reason)); }
     return el("p", {"class": "why", text: parts.join(" · ")});
   }
   function rowOf(layer, neuron) {
@@ -748,7 +761,7 @@ var neuroscope = (function () {
     view.appendChild(el("h1", {id: "neuron-title", text: "Neuron " + name(layer, neuron)}));
     view.appendChild(el("div", {"class": "meta", text: data.meta.model + " · dataset " + data.meta.dataset + " · layer " + layer + " · neuron " + neuron}));
     view.appendChild(whyInteresting(n, row));
-    var cos = [["IO class", data.meta.class_names[row.io_class]]].concat(
+    var cos = [["IO class", className(row.io_class)]].concat(
       Object.keys(L.cosines).map(function (key) { return [key, signed(L.cosines[key][c])]; }));
     var freq = combos.map(function (s, i) { return [s, percent(L.sign_frequencies[c * 4 + i])]; });
     var none = L.nonfinite && L.nonfinite[c] >= data.meta.tokens;  // not one finite token: no max, min or mean
@@ -872,7 +885,10 @@ var neuroscope = (function () {
     if (data.meta) { beginPage(); return; }  // a single page: its data came inline
     var wanted = wantedAtStart(), names = ["meta", "index"].concat(wanted ? ["vocab"] : [],
       !wanted && tokenWantedAtStart() ? ["vocab", "search"] : []);
-    if (document.readyState !== "loading") { Promise.all(names.map(load)).then(begin).catch(fail); return; }
+    if (document.readyState !== "loading") {  // meta.js first: it vouches for the others
+      load("meta").then(function () { return Promise.all(names.map(load)); }).then(begin).catch(fail);
+      return;
+    }
     ["load", "error"].forEach(function (type) {  // the scripts written below: whether each ran or did not load
       document.addEventListener(type, function (event) {
         var m = event.target.tagName === "SCRIPT" && /\/data\/([^\/?#]+)\.js$/.exec(event.target.src);
