@@ -10,6 +10,7 @@ index asks `find_outputs` what exists instead of knowing the other packages' fol
     connections/                        g_connections.py
     frequency/                          e_frequency.py
     ablation/<dataset>/                 e_ablate.py
+    ablation/generations/<name>/        e_generate.py
     compare/<other model>/              compare.py: the classes against another model's
 """
 
@@ -26,6 +27,7 @@ CONNECTIONS_FOLDER = "connections"
 FREQUENCY_FOLDER = "frequency"
 ABLATION_FOLDER = "ablation"
 COMPARE_FOLDER = "compare"
+GENERATIONS_FOLDER = "generations"  # below ABLATION_FOLDER
 INDEX_PAGE = "index.html"  # a folder's index: the model's, the neuron pages'
 VIEWER_PAGE = "viewer.html"
 PROBE_PAGE = "probe.html"
@@ -51,6 +53,8 @@ START_HERE = (
            "connections: which neurons feed each neuron's gate and linear input, which read it, by IO class"),
     Output((f"{FREQUENCY_FOLDER}/*.png", f"{FREQUENCY_FOLDER}/*.csv"), "activation frequency by IO class"),
     Output((f"{ABLATION_FOLDER}/*/*.png", f"{ABLATION_FOLDER}/*/*.csv"), "class ablations: do the classes matter?"),
+    Output((f"{ABLATION_FOLDER}/{GENERATIONS_FOLDER}/*/generations.html",),
+           "generations under ablation: the model's continuations with a class ablated, side by side"),
     Output((f"{COMPARE_FOLDER}/*/transitions.png", f"{COMPARE_FOLDER}/*/transitions.csv"),
            "classes against another model's (checkpoints, base and instruct): which neurons changed class"),
 )

@@ -15,10 +15,12 @@ def add_batch_size(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch_size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="documents per forward pass")
 
 
-def add_datadir(parser: argparse.ArgumentParser) -> None:
-    """`--datadir`: the folder of tokenized datasets and activation statistics."""
-    parser.add_argument("--datadir", type=Path, required=True,
-                        help="folder that holds the tokenized datasets and the activation statistics")
+def add_datadir(parser: argparse.ArgumentParser, required: bool = True, needed_for: str = "") -> None:
+    """`--datadir`: the folder of tokenized datasets and activation statistics (where not `required`: only
+    `needed_for` something, None by default)."""
+    parser.add_argument("--datadir", type=Path, required=required, default=None,
+                        help="folder that holds the tokenized datasets and the activation statistics" +
+                             (f" (only for {needed_for})" if needed_for else ""))
 
 
 def add_activations(parser: argparse.ArgumentParser, dataset: bool = True) -> None:

@@ -202,4 +202,4 @@ def test_leftovers_of_killed_writes_are_removed(work, tmp_path):
     succeeds(e_frequency.main, frequency_args(work["model"], work["datadir"], results))
     assert sorted(p.name for p in frequency.iterdir()) == sorted(
         ["frequency.csv", "frequency.md", "frequency.pdf", "frequency.png", "sign_frequencies.csv", "sign_frequencies.md",
-         "wcos_output.json"])  # the folder is now written whole, with its marker
+         "strength.csv", "strength.md", "strength.pdf", "strength.png", "wcos_output.json"])  # written whole, with its marker
