@@ -67,6 +67,14 @@ def add_naming(parser: argparse.ArgumentParser) -> None:
                              "values and file names keep the paper's names")
 
 
+def run_in_naming(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """`run(args)` with the IO classes shown in the naming of `args.naming` (`add_naming`, `gated_core.naming`)."""
+    from .naming import naming_in_use
+
+    with naming_in_use(args.naming):
+        return run(args)
+
+
 def add_results_dir(parser: argparse.ArgumentParser) -> None:
     """`--results_dir`: the root of the results tree (one folder per model); scripts check it with
     `check_output_location` before their work starts."""

@@ -11,6 +11,7 @@ index asks `find_outputs` what exists instead of knowing the other packages' fol
     frequency/                          e_frequency.py
     ablation/<dataset>/                 e_ablate.py
     ablation/generations/<name>/        e_generate.py
+    ablation/recall/<name>/             e_recall.py
     compare/<other model>/              compare.py: the classes against another model's
 """
 
@@ -28,6 +29,7 @@ FREQUENCY_FOLDER = "frequency"
 ABLATION_FOLDER = "ablation"
 COMPARE_FOLDER = "compare"
 GENERATIONS_FOLDER = "generations"  # below ABLATION_FOLDER
+RECALL_FOLDER = "recall"  # below ABLATION_FOLDER
 INDEX_PAGE = "index.html"  # a folder's index: the model's, the neuron pages'
 VIEWER_PAGE = "viewer.html"
 PROBE_PAGE = "probe.html"
@@ -55,6 +57,7 @@ START_HERE = (
     Output((f"{ABLATION_FOLDER}/*/*.png", f"{ABLATION_FOLDER}/*/*.csv"), "class ablations: do the classes matter?"),
     Output((f"{ABLATION_FOLDER}/{GENERATIONS_FOLDER}/*/generations.html",),
            "generations under ablation: the model's continuations with a class ablated, side by side"),
+    Output((f"{ABLATION_FOLDER}/{RECALL_FOLDER}/*/recall.csv",), "factual recall under ablation: known facts' probability"),
     Output((f"{COMPARE_FOLDER}/*/transitions.png", f"{COMPARE_FOLDER}/*/transitions.csv"),
            "classes against another model's (checkpoints, base and instruct): which neurons changed class"),
 )

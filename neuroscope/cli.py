@@ -6,8 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gated_core.cli import plain_name, positive_int
-from neuroscope.constants import DEFAULT_ACTIVATIONS, DEFAULT_BATCH_SIZE, DEFAULT_PAGE_TOKENS
+from gated_core.cli import non_negative_int, plain_name, positive_int
+from neuroscope.constants import (
+    ABLATION_CONDITIONS,
+    ABLATION_MODES,
+    DEFAULT_ACTIVATIONS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_PAGE_TOKENS,
+)
 
 
 def add_batch_size(parser: argparse.ArgumentParser) -> None:
@@ -64,3 +70,55 @@ def pass_request(args: argparse.Namespace) -> Any:
                        examples_per_neuron=args.examples_per_neuron, batch_size=args.batch_size, device=args.device,
                        dtype=args.dtype, include_bos=args.include_bos, num_shards=args.num_shards,
                        shard_index=args.shard_index, full_hash=args.full_hash, typical_per_band=args.typical_per_band)
+
+
+def add_ablation_sets(parser: argparse.ArgumentParser, random_seeds: int) -> None:
+    """What to ablate, the same in every script that ablates (e_ablate.py, e_generate.py, e_recall.py): --classes,
+    --roles, --sample_size, --mode, --conditional and --random_seeds (same-layer random sets per set, default
+    `random_seeds`)."""
+    from wcos_casestudies.constants import CLASS_WORDS
+
+    sets = parser.add_argument_group("what to ablate")
+    sets.add_argument("--classes", nargs="*", default=["depletion"],
+                      help=f"IO classes to ablate, one set each (none named: no class): {', '.join(CLASS_WORDS)}; or in the "
+                           "follow-up's words (strengthening, weakening, conditional_weakening, ...)")
+    sets.add_argument("--roles", nargs="*", default=[],
+                      help="functional roles of casestudies.py (roles.pt) to ablate, e.g. prediction suppression")
+    sets.add_argument("--sample_size", type=positive_int, nargs="*", default=[],
+                      help="also ablate a random sample of this many neurons of each set (the authors used 24 and 243)")
+    sets.add_argument("--mode", choices=ABLATION_MODES, default="zero", help="replace a by 0 or by its dataset mean")
+    sets.add_argument("--conditional", nargs="*", default=None, metavar="COMBINATION",
+                      help=f"also ablate only at tokens of these (sign g, sign a) combinations "
+                           f"(none named: all four of {', '.join(ABLATION_CONDITIONS)}; + means > 0)")
+    sets.add_argument("--random_seeds", type=non_negative_int, default=random_seeds,
+                      help="same-layer random sets per ablated set")
+
+
+def add_ablated_runs(parser: argparse.ArgumentParser, random_seeds: int) -> None:
+    """The flags of a run of one's own inputs under e_ablate.py's sets (e_generate.py, e_recall.py): the sets, the
+    samples' seed, the statistics for mean ablation, the weight settings, batches, device, dtype, results."""
+    from gated_core.cli import add_device, add_dtype, add_results_dir
+    from wcos_casestudies.cli import add_weight_settings
+
+    add_ablation_sets(parser, random_seeds)
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the samples (and of a bootstrap)")
+    add_datadir(parser, required=False, needed_for="--mode mean: the dataset means")
+    add_activations(parser, dataset=False)
+    add_weight_settings(parser)
+    add_batch_size(parser)
+    add_device(parser)
+    add_dtype(parser)
+    add_results_dir(parser)
+
+
+def runs_request(args: argparse.Namespace) -> Any:
+    """The `ablated_runs.RunsRequest` that the flags of `add_ablated_runs` describe (the weight settings checked)."""
+    from neuroscope.classes.ablated_runs import RunsRequest
+    from wcos_casestudies.cli import settings_from_args
+
+    return RunsRequest(model=args.model, full_hash=args.full_hash, classes=tuple(args.classes), roles=tuple(args.roles),
+                       sample_size=tuple(args.sample_size), seed=args.seed, mode=args.mode,
+                       conditional=None if args.conditional is None else tuple(args.conditional),
+                       random_seeds=args.random_seeds, datadir=args.datadir, activations=args.activations,
+                       settings=settings_from_args(args), results_dir=args.results_dir, loader=args.loader,
+                       device=args.device, dtype=args.dtype)

@@ -43,6 +43,7 @@ from gated_core.cli import (
     non_negative_int,
     plain_name,
     positive_int,
+    run_in_naming,
     run_main,
 )
 from gated_core.results_layout import DEFAULT_VIEWER
@@ -97,11 +98,7 @@ def add_viewer_flags(parser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from gated_core.naming import naming_in_use
-
-    with naming_in_use(args.naming):
-        return run(args)
+    return run_in_naming(run, build_parser().parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:

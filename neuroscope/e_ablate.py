@@ -40,36 +40,21 @@ from gated_core.cli import (
     non_negative_int,
     positive_float,
     positive_int,
+    run_in_naming,
     run_main,
 )
 from gated_core.results_layout import ABLATION_FOLDER
-from neuroscope.cli import add_activations, add_batch_size, add_datadir
+from neuroscope.cli import add_ablation_sets, add_activations, add_batch_size, add_datadir
 from wcos_casestudies.cli import add_weight_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from neuroscope.constants import ABLATION_CONDITIONS as CONDITIONS
-    from neuroscope.constants import ABLATION_MODES as MODES
-    from wcos_casestudies.constants import CLASS_WORDS
-
     parser = make_parser(__doc__)
     add_model(parser)
     add_datadir(parser)
     add_activations(parser)
     add_results_dir(parser)
-    sets = parser.add_argument_group("what to ablate")
-    sets.add_argument("--classes", nargs="*", default=["depletion"],
-                      help=f"IO classes to ablate, one set each (none named: no class): {', '.join(CLASS_WORDS)}; or in the "
-                           "follow-up's words (strengthening, weakening, conditional_weakening, ...)")
-    sets.add_argument("--roles", nargs="*", default=[],
-                      help="functional roles of casestudies.py (roles.pt) to ablate, e.g. prediction suppression")
-    sets.add_argument("--sample_size", type=positive_int, nargs="*", default=[],
-                      help="also ablate a random sample of this many neurons of each set (the authors used 24 and 243)")
-    sets.add_argument("--mode", choices=MODES, default="zero", help="replace a by 0 or by its dataset mean")
-    sets.add_argument("--conditional", nargs="*", default=None, metavar="COMBINATION",
-                      help=f"also ablate only at tokens of these (sign g, sign a) combinations "
-                           f"(none named: all four of {', '.join(CONDITIONS)}; + means > 0)")
-    sets.add_argument("--random_seeds", type=non_negative_int, default=3, help="same-layer random sets per ablated set")
+    add_ablation_sets(parser, random_seeds=3)
     parser.add_argument("--mtokens", "--Mtokens", dest="mtokens", type=positive_float, default=None,
                         help="evaluate on the first documents up to this many million tokens (default: the whole dataset; "
                              "--Mtokens: the seed's spelling)")
@@ -202,11 +187,7 @@ def prepare_and_choose(args: argparse.Namespace) -> tuple[argparse.Namespace, li
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from gated_core.naming import naming_in_use
-
-    with naming_in_use(args.naming):
-        return run(args)
+    return run_in_naming(run, build_parser().parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gated_core.cli import add_model, add_naming, add_results_dir, make_parser, positive_int, run_main
+from gated_core.cli import add_model, add_naming, add_results_dir, make_parser, positive_int, run_in_naming, run_main
 from gated_core.results_layout import FREQUENCY_FOLDER
 from neuroscope.cli import add_activations, add_datadir
 from wcos_casestudies.cli import add_weight_settings
@@ -68,11 +68,7 @@ def write_outputs(tables, strength: dict, folder: Path, title: str, random: str)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from gated_core.naming import naming_in_use
-
-    with naming_in_use(args.naming):
-        return run(args)
+    return run_in_naming(run, build_parser().parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:

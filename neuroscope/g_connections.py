@@ -28,7 +28,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gated_core.cli import add_device, add_model, add_naming, add_results_dir, make_parser, plain_name, run_main
+from gated_core.cli import add_device, add_model, add_naming, add_results_dir, make_parser, plain_name, run_in_naming, run_main
 from neuroscope.cli import add_neurons
 from wcos_casestudies.cli import add_weight_settings
 
@@ -53,11 +53,7 @@ def build_parser():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from gated_core.naming import naming_in_use
-
-    with naming_in_use(args.naming):
-        return run(args)
+    return run_in_naming(run, build_parser().parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:

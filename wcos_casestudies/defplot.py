@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gated_core.cli import add_naming, make_parser, run_main
+from gated_core.cli import add_naming, make_parser, run_in_naming, run_main
 from gated_core.constants import DEFAULT_RESULTS
 from wcos_casestudies.constants import DEFAULT_THRESHOLD
 
@@ -26,11 +26,7 @@ def build_parser():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from gated_core.naming import naming_in_use
-
-    with naming_in_use(args.naming):
-        return run(args)
+    return run_in_naming(run, build_parser().parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:

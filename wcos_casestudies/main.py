@@ -12,7 +12,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gated_core.cli import add_device, add_model, add_naming, add_results_dir, check_output_location, make_parser, parse_device, run_main
+from gated_core.cli import (
+    add_device,
+    add_model,
+    add_naming,
+    add_results_dir,
+    check_output_location,
+    make_parser,
+    parse_device,
+    run_in_naming,
+    run_main,
+)
 from gated_core.constants import ARTIFACT_FORMATS
 from wcos_casestudies.cli import add_weight_settings, settings_from_args
 
@@ -42,11 +52,7 @@ def build_parser():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from gated_core.naming import naming_in_use
-
-    with naming_in_use(args.naming):
-        return run(args)
+    return run_in_naming(run, build_parser().parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:

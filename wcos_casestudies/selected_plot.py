@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gated_core.cli import add_device, add_model, add_naming, add_results_dir, make_parser, non_negative_int, run_main
+from gated_core.cli import add_device, add_model, add_naming, add_results_dir, make_parser, non_negative_int, run_in_naming, run_main
 from wcos_casestudies.cli import add_weight_settings
 
 PAPER_MODEL, PAPER_LAYERS = "meta-llama/Llama-3.2-3B", (0, 14, 27)
@@ -35,11 +35,7 @@ def build_parser():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from gated_core.naming import naming_in_use
-
-    with naming_in_use(args.naming):
-        return run(args)
+    return run_in_naming(run, build_parser().parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:
