@@ -101,7 +101,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def markdown_table(frame: Any) -> str:
     """A pandas DataFrame as a Markdown table (no extra dependency)."""
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    header = "| " + " | ".join(str(c).replace("|", "\\|") for c in frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     rows = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *rows]) + "\n"

@@ -56,13 +56,13 @@ def test_the_table_against_a_slow_computation():
         assert row["neurons"] == len(cells)
         assert row["median gate_open"] == pytest.approx(slow_median(f))
         finite = [i for i, v in enumerate(m) if not math.isnan(v)]
-        assert row["median |mean|"] == pytest.approx(slow_median([abs(m[i]) for i in finite]))
-        assert row["median max |a|"] == pytest.approx(slow_median(p))
+        assert row["median abs(mean)"] == pytest.approx(slow_median([abs(m[i]) for i in finite]))
+        assert row["median max abs(a)"] == pytest.approx(slow_median(p))
         if len(finite) >= 3:
             assert row["spearman gate_open mean"] == pytest.approx(slow_spearman([f[i] for i in finite], [m[i] for i in finite]),
                                                                    nan_ok=True)
         if len(cells) >= 3:
-            assert row["spearman gate_open max |a|"] == pytest.approx(slow_spearman(f, p), nan_ok=True)
+            assert row["spearman gate_open max abs(a)"] == pytest.approx(slow_spearman(f, p), nan_ok=True)
 
 
 def test_e_frequency_writes_the_table_and_the_plot(ablation_world, tmp_path):
@@ -81,5 +81,5 @@ def test_e_frequency_writes_the_table_and_the_plot(ablation_world, tmp_path):
     all_row = written.set_index("class").loc["all neurons"]
     peak = torch.maximum(stats.top_values[..., 0], -stats.bottom_values[..., 0]).flatten().double()
     assert all_row["neurons"] == categories.numel()
-    assert all_row["median max |a|"] == pytest.approx(slow_median(peak.tolist()), rel=1e-4)
+    assert all_row["median max abs(a)"] == pytest.approx(slow_median(peak.tolist()), rel=1e-4)
     assert all_row["median gate_open"] == pytest.approx(slow_median(stats.gate_open.flatten().double().tolist()), rel=1e-4)

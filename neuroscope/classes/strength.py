@@ -49,10 +49,10 @@ def strength_row(name: str, frequency: np.ndarray, mean: np.ndarray, peak: np.nd
         return float(np.median(finite)) if len(finite) else float("nan")
 
     return {"class": name, "neurons": len(frequency), "median gate_open": median(frequency),
-            "median mean": median(mean), "median |mean|": median(np.abs(mean)),
-            "median max |a|": median(peak), "spearman gate_open mean": spearman(frequency, mean),
-            "spearman gate_open |mean|": spearman(frequency, np.abs(mean)),
-            "spearman gate_open max |a|": spearman(frequency, peak)}
+            "median mean": median(mean), "median abs(mean)": median(np.abs(mean)),
+            "median max abs(a)": median(peak), "spearman gate_open mean": spearman(frequency, mean),
+            "spearman gate_open abs(mean)": spearman(frequency, np.abs(mean)),
+            "spearman gate_open max abs(a)": spearman(frequency, peak)}
 
 
 def strength_table(gate_open: torch.Tensor, mean: torch.Tensor, peak: torch.Tensor, categories: torch.Tensor) -> pd.DataFrame:
