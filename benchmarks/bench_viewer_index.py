@@ -222,6 +222,8 @@ def build_viewer(folder: Path, source: Path, layer: int, chunk: int, doc_tokens:
     data = folder / "data"
     data.mkdir(parents=True)
     meta = read_part(source / "data" / "meta.js")[0]
+    for key in ("checksum", "checksums", "file_checksums", "checksum_method"):  # the source's seal: not of these files
+        meta.pop(key, None)
     chunks, documents = write_documents(data, doc_tokens, rng, np)
     meta.update({"model": "OLMo-7B-0424-shaped (synthetic)", "dataset": "synthetic", "tokens": OLMO["tokens"],
                  "n_layers": OLMO["n_layers"], "d_mlp": OLMO["d_mlp"], "layers": list(range(OLMO["n_layers"])),
