@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import types
 import typing
 import zlib
@@ -350,8 +351,10 @@ class Key:
     inner: type | None
 
 
-def type_fields(cls: type) -> list[Key]:
-    """The keys of a dataclass's JSON, in order (inline fields expanded)."""
+@functools.cache
+def type_fields(cls: type) -> tuple[Key, ...]:
+    """The keys of a dataclass's JSON, in order (inline fields expanded); computed once per type (`read_plain` asks
+    for every part it reads)."""
     hints = typing.get_type_hints(cls)
     out = []
     for item in dataclasses.fields(cls):
@@ -361,7 +364,7 @@ def type_fields(cls: type) -> list[Key]:
         kind, nullable = field_kind(hints[item.name])
         optional_field = bool(item.metadata.get(OPTIONAL))
         out.append(Key(item.name, kind, not optional_field, nullable and not optional_field, TYPES.get(kind.removesuffix("{}"))))
-    return out
+    return tuple(out)
 
 
 def all_types() -> dict[str, type]:
