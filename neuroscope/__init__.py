@@ -5,4 +5,4 @@ constants (`constants.py`); the library is in one subpackage per stage, in the o
 other: a stage imports only from stages before it, and only the modules its `INTERFACE` names.
 """
 
-STAGES = ("core", "data", "activation_pass", "recompute", "view", "classes", "connections", "probe")
+STAGES = ("core", "data", "activation_pass", "recompute", "summary", "view", "classes", "connections", "probe")

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("gated_core", "wcos_casestudies", "neuroscope")  # each may import only those before it
 SCRIPTS = ("wcos_casestudies/main.py", "wcos_casestudies/casestudies.py", "wcos_casestudies/defplot.py",
            "wcos_casestudies/selected_plot.py", "wcos_casestudies/compare.py", "neuroscope/a_dataset.py", "neuroscope/b_activations.py",
+           "neuroscope/b_import_summary.py", "neuroscope/b_export_summary.py",
            "neuroscope/b2_recompute.py", "neuroscope/c_neuron_vis.py", "neuroscope/d_recompute_vis.py",
            "neuroscope/e_ablate.py", "neuroscope/e_frequency.py", "neuroscope/e_generate.py", "neuroscope/e_recall.py", "neuroscope/f_probe.py",
            "neuroscope/g_connections.py")

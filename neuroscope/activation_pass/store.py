@@ -62,6 +62,19 @@ NO_NONFINITE_NOTE = ("statistics of an older b_activations.py (version 3): token
                      "neuron's mean and extremes absurd; rerun b_activations.py with --overwrite for a count")
 
 
+IMPORTED_KEY = "imported"  # meta key of statistics read from a neuron summary (b_import_summary.py): its path and
+# form, and what the summary did not hold ("missing")
+
+
+def imported_note(meta: dict[str, Any]) -> str | None:
+    """What statistics imported from a summary lack (None: not imported, or nothing lacking)."""
+    imported = meta.get(IMPORTED_KEY)
+    if not isinstance(imported, dict) or not imported.get("missing"):
+        return None
+    return (f"statistics imported from a published neuron summary ({imported.get('summary')}), which does not hold "
+            f"{'; '.join(imported['missing'])}; its example lists rank documents, each by its most extreme token")
+
+
 def old_statistics_note(version: int) -> str:
     """What statistics of an older `statistics_version` lack."""
     return {2: NO_TYPICAL_NOTE, 3: NO_NONFINITE_NOTE}.get(version, OLD_STATISTICS_NOTE)
@@ -69,6 +82,9 @@ def old_statistics_note(version: int) -> str:
 
 def statistics_notes(meta: StatisticsMeta) -> list[str]:
     """What a reader of pages made from statistics with this metadata should know about them."""
+    imported = imported_note(meta.extra)
+    if imported is not None:
+        return [imported]
     if meta.statistics_version < STATISTICS_VERSION:
         return [old_statistics_note(meta.statistics_version)]
     if not meta.examples_without_bos:
@@ -134,7 +150,13 @@ def statistics_fingerprint(data: dict[str, Any], digest: str | None = None) -> s
 def save_stats(stats: NeuronStats, meta: dict[str, Any], path: Path, next_batch: int | None = None) -> None:
     """Atomic save of statistics (moved to the CPU) with their metadata and the digest of their tensors."""
     cpu = stats.to("cpu")
-    tensors = {**file_tensors(cpu), **cpu.summary()}
+    save_statistics_file({**file_tensors(cpu), **cpu.summary()}, meta, path, next_batch)
+
+
+def save_statistics_file(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path,
+                         next_batch: int | None = None) -> None:
+    """Atomic save of a statistics file: its tensors (`STATS_KEYS`, `SUMMARY_KEYS`; some may be left out) with their
+    metadata and their digest."""
     data = {"meta": {"project": PROJECT_TAG, "kind": STATS_KIND, **meta, TENSORS_DIGEST: tensors_digest(tensors)}, **tensors}
     if next_batch is not None:
         data["next_batch"] = next_batch
@@ -189,7 +211,7 @@ def load_stats(path: Path, expect: dict[str, Any] | None = None, remedy: str = S
     version = meta.get("statistics_version", 1)
     current = version == STATISTICS_VERSION and all(key in data for key in NEW_KEYS)
     if not current and not allow_old:
-        raise UserError(f"{path}: {old_statistics_note(version)}")
+        raise UserError(f"{path}: {imported_note(meta) or old_statistics_note(version)}")
     check_run(path, meta, expect or {}, remedy)
     check_shapes(path, data, meta)
     return (neuron_stats_from_file(data) if current else None), meta, data

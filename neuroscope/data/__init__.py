@@ -2,4 +2,4 @@
 dataset on disk."""
 
 # the modules that later stages may import (the rest is this stage's own; tests/test_structure.py checks)
-INTERFACE = ("dataset_store", "tokenization")
+INTERFACE = ("dataset_store", "tokenization", "tokenized")

@@ -27,9 +27,10 @@ CHECKED_ROWS = 8  # rows whose text is tokenized again to check the ids
 TABLE_SUFFIXES = (".parquet", ".arrow")
 
 
-def open_tokenized(dataset: str, split: str) -> Any:
-    """The rows of a tokenized dataset, in order: a folder written by `save_to_disk`, a .parquet or .arrow file or a
-    folder of them (files in name order), or a hub dataset in the local cache."""
+def open_rows(dataset: str, split: str, what: str = "tokenized dataset") -> Any:
+    """The rows of a Hugging Face dataset, in order: a folder written by `save_to_disk`, a .parquet or .arrow file or a
+    folder of them (files in name order), or a hub dataset in the local cache; a UserError naming `what` it should be
+    where it cannot be read (a damaged file, no rows)."""
     import datasets
 
     path = Path(dataset)
@@ -45,9 +46,16 @@ def open_tokenized(dataset: str, split: str) -> Any:
         else:
             rows = datasets.load_dataset(dataset, split=split)
     except IndexError as exc:  # `datasets` reading a saved dataset of no rows
-        raise UserError(f"{dataset}: the tokenized dataset has no rows ({first_line(exc)})") from exc
-    except (OSError, ValueError, KeyError, datasets.exceptions.DatasetNotFoundError) as exc:
-        raise UserError(f"{dataset}: cannot read it as a tokenized dataset ({first_line(exc)})") from exc
+        raise UserError(f"{dataset}: the {what} has no rows ({first_line(exc)})") from exc
+    except (OSError, ValueError, KeyError, datasets.exceptions.DatasetNotFoundError,
+            datasets.exceptions.DatasetGenerationError) as exc:
+        raise UserError(f"{dataset}: cannot read it as a {what} ({first_line(exc)})") from exc
+    return rows
+
+
+def open_tokenized(dataset: str, split: str) -> Any:
+    """The rows of a tokenized dataset, in order (`open_rows`), refused without an `input_ids` column."""
+    rows = open_rows(dataset, split)
     if IDS not in rows.column_names:
         raise UserError(f"{dataset}: no {IDS!r} column (columns: {', '.join(rows.column_names)}): not a tokenized dataset; "
                         "leave out --tokenized to tokenize its text")

@@ -2,4 +2,4 @@
 g, u and a on their example documents, checked against the statistics, their windows and next-token effects."""
 
 # the modules that later stages may import (the rest is this stage's own; tests/test_structure.py checks)
-INTERFACE = ("examples", "next_token", "recomputed", "windows")
+INTERFACE = ("examples", "locate", "next_token", "recomputed", "windows")

@@ -160,10 +160,20 @@ def run_inputs(run: PageRun) -> Inputs:
     return load_inputs(run.results.source, run.stats, run.dataset_dir, run.device, dataset=run.dataset, tokenizer=run.tokenizer)
 
 
+def with_positions(run: PageRun, inputs: Inputs, batch_size: int) -> PageRun:
+    """The run with its statistics' unknown example positions (statistics imported from a published summary) found
+    again for the chosen neurons (`neuroscope.recompute.locate`); the same run where none is unknown."""
+    from neuroscope.recompute.locate import located
+
+    stats = located(run.stats, inputs.model, inputs.dataset, run.neurons, batch_size, inputs.pad_id, run.device)
+    return run if stats is run.stats else dataclasses.replace(run, stats=stats)
+
+
 def recompute_checked(run: PageRun, batch_size: int, ablation_effect: bool = False) -> Recomputed:
     """Load the model and dataset, recompute every chosen neuron and check it against the statistics; with
     `ablation_effect`, also each example's next-token loss change with only its neuron zeroed there."""
     inputs = run_inputs(run)
+    run = with_positions(run, inputs, batch_size)
     try:
         examples = recompute_examples(inputs.model, inputs.dataset, run.stats, run.neurons, batch_size, inputs.pad_id,
                                       run.device)
@@ -229,6 +239,7 @@ class RecomputedWindows:
     doc_starts: np.ndarray
     inputs: Inputs
     seconds: float
+    stats: Statistics  # the run's, with the examples' positions where they were unknown (`with_positions`)
 
 
 @dataclass(frozen=True)
@@ -336,6 +347,7 @@ def recompute_all_windows(run: PageRun, settings: ViewerSettings, batch_size: in
 
     ranks = ranks or Ranks()
     inputs = run_inputs(run)
+    run = with_positions(run, inputs, batch_size)
     tokens, doc_starts = dataset_tokens(inputs.dataset)
     lengths = np.diff(doc_starts)
     by_layer: dict[int, list[int]] = {}
@@ -347,7 +359,7 @@ def recompute_all_windows(run: PageRun, settings: ViewerSettings, batch_size: in
     started = time.perf_counter()
     with tqdm(total=-(-docs // batch_size), desc="recompute (all layers at once)", unit="batch") as progress:
         recompute_by_ranks(run, inputs, examples, lengths, batch_size, ranks, progress)
-    return RecomputedWindows(examples, tokens, doc_starts, inputs, time.perf_counter() - started)
+    return RecomputedWindows(examples, tokens, doc_starts, inputs, time.perf_counter() - started, run.stats)
 
 
 def write_run_viewer(run: PageRun, settings: ViewerSettings, batch_size: int,
@@ -363,6 +375,7 @@ def write_run_viewer(run: PageRun, settings: ViewerSettings, batch_size: int,
     recomputed = recompute_all_windows(run, settings, batch_size, ranks)
     if ranks is not None and not ranks.first:
         return None
+    run = dataclasses.replace(run, stats=recomputed.stats)
     examples, tokens, doc_starts, inputs = recomputed.examples, recomputed.tokens, recomputed.doc_starts, recomputed.inputs
     seconds = {"recompute": recomputed.seconds}
     started = time.perf_counter()
