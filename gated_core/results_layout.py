@@ -23,6 +23,7 @@ from pathlib import Path
 TOKENS_FOLDER = "tokens"
 NEUROSCOPE_FOLDER = "neuroscope"
 DEFAULT_VIEWER = "viewer"
+STATISTICS_ONLY_FOLDER = "statistics-only"  # below NEUROSCOPE_FOLDER: pages made without the model's weights
 PROBE_FOLDER = "probe"
 CONNECTIONS_FOLDER = "connections"
 FREQUENCY_FOLDER = "frequency"

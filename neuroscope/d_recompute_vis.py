@@ -16,6 +16,7 @@
   python d_recompute_vis.py --datadir ../data --neurons_from ../results/<model>/case_studies.txt
   python d_recompute_vis.py --datadir ../data --neurons all                 # the viewer of every neuron
   python d_recompute_vis.py --datadir ../data --neurons 28.* 29.* --viewer late_layers
+  python d_recompute_vis.py --datadir ../data --activations published --neurons 28.4737 --statistics_only   # no weights
   python d_recompute_vis.py --model allenai/OLMo-7B-0424-hf --datadir DIR --activations results \\
          --neurons 28.4737 28.9766 31.9634 29.10900 30.10972 29.4180
 
@@ -92,6 +93,10 @@ def add_viewer_flags(parser) -> None:
                        help="viewer: a smaller viewer for models of many neurons: activations in 8 bits (a code per token and a scale "
                             "per window, within 1/254 of the window's largest |a|), the examples' values and next-token effects in "
                             "float16 (about 30%% smaller)")
+    group.add_argument("--statistics_only", action="store_true",
+                       help="pages of what the statistics hold, without the model's weights (e.g. of a published summary read "
+                            "by b_import_summary.py): frequencies, mean and the examples' documents as text, into "
+                            "neuroscope/statistics-only/ (the model's config and tokenizer are enough)")
     group.add_argument("--ablation_effect", action="store_true",
                        help="pages: also the exact next-token loss change of each example with only its neuron zeroed at "
                             "its extreme token (two more forward passes per batch of examples)")
@@ -113,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
         args.device = rank_device(args.device)  # under torchrun: cuda is this rank's GPU
         if args.from_viewer is not None:
             together(ranks, lambda: copy_layers(args), lambda r: r.first)
+            return 0
+        if args.statistics_only:
+            together(ranks, lambda: statistics_only(args), lambda r: r.first)
             return 0
         run = together(ranks, lambda: workflow.open_run(page_request(args)))
         pages = len(run.neurons) <= args.max_pages
@@ -159,6 +167,14 @@ def write_viewer(run, args, name: str, ranks=None) -> None:
         return
     steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in written.seconds.items())
     print(f"viewer of {len(run.neurons)} neurons: {written.folder / 'viewer.html'} ({written.size / 2**20:.1f} MiB; {steps})")
+
+
+def statistics_only(args) -> None:
+    """--statistics_only: pages from the statistics alone, without the model's weights."""
+    from neuroscope.view import workflow
+
+    index = workflow.write_statistics_only(workflow.open_run(page_request(args), recomputes=False))
+    print(f"statistics-only pages: {index}")
 
 
 def copy_layers(args) -> int:

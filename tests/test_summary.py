@@ -358,3 +358,30 @@ def test_the_readme_section_runs_as_written_on_the_fixtures(world, tmp_path):
         succeeds(script.main, [*argv, *extra])
     page = tmp_path / "results" / "local" / "llama" / "neuroscope" / "L1" / "N3" / "vis.html"
     assert "imported from a published neuron summary" in page.read_text()
+
+
+def test_statistics_only_pages_need_no_weights(world, imported, tmp_path):
+    """A model folder with its config and tokenizer but no weights: the imported summary's pages show its numbers and
+    the example documents' text, say that the positions are unknown, and keep hostile text inert."""
+    weightless = tmp_path / "llama-config-only"
+    shutil.copytree(world["model"], weightless, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    assert list(Path(world["model"]).glob("*.safetensors")) and not list(weightless.glob("*.safetensors"))
+    datadir = tmp_path / "data"
+    shutil.copytree(world["datadir"] / "data", datadir / "data")
+    succeeds(b_import_summary.main, import_args({**world, "model": weightless, "datadir": datadir},
+                                                world["datadir"] / "summary" / "saved", "published"))
+    results = tmp_path / "results"
+    succeeds(d_recompute_vis.main, ["--model", weightless, "--datadir", datadir, "--activations", "published",
+                                    "--results_dir", results, "--neurons", "1.3", "0.1", "--statistics_only"])
+    folder = results / "local" / weightless.name / "neuroscope" / "statistics-only"
+    page = (folder / "L1N3.html").read_text()
+    stats = statistics(datadir / "published" / "stats.pt")
+    assert f"{stats.mean[1, 3].item():.4g}" in page and f"{stats.gate_open[1, 3].item():.2%}" in page
+    for value in stats.sign_frequencies[1, 3].tolist():
+        assert f"{value:.2%}" in page
+    for value, doc in zip(stats.top_values[1, 3].tolist(), stats.top_docs[1, 3].tolist()):
+        if doc >= 0:
+            assert f"<td class=\"num\">{value:.4g}</td><td class=\"num\">{doc}</td>" in page
+    assert "do not hold these examples' token positions" in page and "imported from a published neuron summary" in page
+    assert "<script>" not in page and "&lt;script&gt;" in page  # PASS_TEXTS' markup, shown as text
+    assert "L1N3.html" in (folder / "index.html").read_text()

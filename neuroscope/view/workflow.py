@@ -120,6 +120,19 @@ def open_run(request: PageRequest, recomputes: bool = True) -> PageRun:
     return PageRun(results, stats, tuple(neurons), dataset_dir, device, dataset=dataset, tokenizer=tokenizer)
 
 
+def write_statistics_only(run: PageRun) -> Path:
+    """--statistics_only: the pages of what the statistics hold, without the model's weights
+    (`statistics_pages.write_statistics_pages`) in the neuroscope folder's STATISTICS_ONLY_FOLDER; returns its index."""
+    from gated_core.results_layout import STATISTICS_ONLY_FOLDER
+    from neuroscope.view.statistics_pages import write_statistics_pages
+
+    dataset, dataset_dir = checked_dataset(run.stats, run.dataset_dir)
+    folder = run.folder / STATISTICS_ONLY_FOLDER
+    with hold_lock(folder):
+        return write_statistics_pages(run.stats, dataset, Path(dataset_dir).name, run.tokenizer, list(run.neurons), folder,
+                                      run.results.source.name)
+
+
 def check_page_folders(pages: Path, neurons: list[Neuron], results_dir: Path) -> None:
     """Refuse a page folder (L<layer>, L<layer>/N<neuron>) of these neurons that is a symbolic link: a page run would
     write through it into a folder of someone else's (one listing per layer, not a look-up per neuron)."""
