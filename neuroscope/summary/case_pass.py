@@ -26,6 +26,8 @@ from neuroscope.summary.schema import CASES, VALUES, listed
 
 LISTS = tuple((case, value) for case in range(len(CASES)) for value in range(len(VALUES)) if listed(CASES[case], VALUES[value]))
 CHECKPOINT_KIND = "summary_pass_checkpoint"
+NONE = len(CASES)  # the cell of a token in no strict case (g or u exactly 0, or padding)
+CELLS = NONE + 1
 
 
 def value_sign(case: int, value: int) -> int:
@@ -80,18 +82,29 @@ class CaseReducer:
         self.batch_rows = torch.tensor(rows, dtype=torch.long, device=attention_mask.device)
 
     def __call__(self, layer: int, g: torch.Tensor, u: torch.Tensor, a: torch.Tensor) -> None:
-        values = [t.float() for t in (a, u, g, self.acts[layer](g))]
-        gate, linear = values[2], values[1]
-        masks = [self.valid & (gate > 0) & (linear > 0), self.valid & (gate > 0) & (linear < 0),
-                 self.valid & (gate < 0) & (linear > 0), self.valid & (gate < 0) & (linear < 0)]
-        totals = self.totals
-        totals.counts[layer] += torch.stack([mask.sum(dim=(0, 1)) for mask in masks], dim=-1)
-        for case, mask in enumerate(masks):
-            for index, value in enumerate(values):
-                totals.sums[layer, :, case, index] += (value.double() * mask).sum(dim=(0, 1))
-        for slot, (case, index) in enumerate(LISTS):
-            best = torch.where(masks[case], values[index].abs(), -torch.inf).amax(dim=1)  # [batch neuron]
-            self.merge(layer, slot, best.T)
+        values = [t.float() for t in (a, u, g, self.acts[layer](g))]  # VALUES' order, each [batch pos neuron]
+        cases = self.cases(values[2], values[1])  # [batch*pos neuron]
+        totals, d_mlp = self.totals, a.shape[-1]
+        ones = torch.ones_like(cases)
+        totals.counts[layer] += torch.zeros((CELLS, d_mlp), dtype=torch.long, device=a.device).scatter_add_(0, cases, ones)[:NONE].T
+        rows = cases.shape[0] // len(self.batch_rows)  # positions per document
+        doc_cases = cases + CELLS * torch.arange(len(self.batch_rows), device=a.device).repeat_interleave(rows)[:, None]
+        for index, value in enumerate(values):
+            flat = value.flatten(0, 1)
+            sums = torch.zeros((CELLS, d_mlp), dtype=torch.float64, device=a.device).scatter_add_(0, cases, flat.double())
+            totals.sums[layer, :, :, index] += sums[:NONE].T
+            slots = [(slot, case) for slot, (case, listed_value) in enumerate(LISTS) if listed_value == index]
+            if slots:  # each document's largest |value| per case: [batch case neuron]
+                best = torch.full((len(self.batch_rows) * CELLS, d_mlp), -torch.inf, device=a.device)
+                best = best.scatter_reduce_(0, doc_cases, flat.abs(), "amax").view(len(self.batch_rows), CELLS, d_mlp)
+                for slot, case in slots:
+                    self.merge(layer, slot, best[:, case].T)
+
+    def cases(self, gate: torch.Tensor, linear: torch.Tensor) -> torch.Tensor:
+        """Each (token, neuron)'s strict case (CASES' index), NONE where g or u is 0 or the token is padding:
+        [batch*pos neuron] int64."""
+        case = (gate <= 0).long() * 2 + (linear <= 0).long()
+        return torch.where((gate == 0) | (linear == 0) | ~self.valid, NONE, case).flatten(0, 1)
 
     def merge(self, layer: int, slot: int, best: torch.Tensor) -> None:
         """Fold the batch's per-document |value| [neuron batch] into list `slot`: the k largest, ties by the lower row

@@ -110,7 +110,9 @@ def dataset_card(meta: dict[str, Any], rows: int) -> str:
         f"# Neuron activation summary of {meta.get('model')}", "",
         f"{rows:,} neurons ({meta.get('n_layers')} layers × {meta.get('d_mlp')}), one row each (row = layer · d_mlp + neuron), "
         f"over {meta.get('tokens'):,} tokens of {Path(str(meta.get('dataset'))).name} ({meta.get('documents'):,} documents).",
-        "Columns in the form of the authors' published summaries (GLUScope), per strict sign case of (gate, linear input).",
+        "Columns in the form of the authors' published summaries (GLUScope), per sign case of (gate, linear input)"
+        + (", strict signs." if not meta["not_computed"] else
+           " (here split at g > 0 and u > 0: exact zeros count as negative, where the published cases leave them out)."),
         *(["Every published column computed by its definition (b_export_summary.py --complete): top lists of the "
            f"{PUBLISHED_K} documents of largest |value| in each case."] if not meta["not_computed"] else
           [f"The top lists of a: the k = {meta.get('k')} tokens of largest |a| in each case (a document may appear more "

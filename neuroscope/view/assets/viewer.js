@@ -555,7 +555,7 @@ var neuroscope = (function () {
     var edges = data.meta.typical_band_edges, k = data.meta.typical_per_band, nodes = [el("h2", {text: "Typical examples, by |a|"})];
     if (!k) {
       nodes.push(el("p", {"class": "meta", text: data.meta.typical_off ? "these statistics have no typical examples (made with --typical_per_band 0)" :
-        "these statistics have no typical examples (made by an older b_activations.py; run it again for them)"}));
+        "these statistics have no typical examples (the notes at the top say why)"}));
       return nodes;
     }
     nodes.push(el("p", {"class": "meta", text: "Not the extremes: in each band of |a|, up to " + k + " tokens drawn evenly from all the " +
