@@ -3,6 +3,7 @@ any kind, and the page rendered in headless Chromium (deep link, filters, timing
 
 from __future__ import annotations
 
+import decimal
 import html
 import json
 import re
@@ -255,66 +256,96 @@ def test_direct_effects_in_chunks_of_examples(viewer, tmp_path, monkeypatch):
         np.testing.assert_allclose(unpack(chunked["example_effect"]), unpack(whole["example_effect"]), rtol=1e-5, atol=1e-7)
 
 
-# ----------------------------------------------------------------------------- search by token
+# ----------------------------------------------------------------------------- search by token, ranked
+
+SEARCH_SOURCES = ("promoted", "suppressed", "+w_in", "-w_in", "+w_gate", "-w_gate", "max/min example",
+                  "sign-combination example", "gate_embed", "linear_embed")
 
 
-def search_triples(folder):
-    """Every (token, neuron id, source) of a viewer's search by token (data/search.js), decoded from its bits."""
+def search_hits(folder):
+    """Every hit of a viewer's search by token (data/search.js) in the file's order: (token, neuron id, source, value,
+    strength, doc, position)."""
     part, (payload,) = read_call(folder / "data" / "search.js")
-    assert part == "search"
-    offsets, neurons, where = (unpack(payload[k]) for k in ("offsets", "neurons", "where"))
-    sources, triples = payload["sources"], set()
+    assert part == "search" and payload["sources"] == list(SEARCH_SOURCES)
+    offsets = unpack(payload["offsets"])
+    columns = [unpack(payload[k]) for k in ("neurons", "source", "value", "strength", "doc", "position")]
+    hits = []
     for token in range(len(offsets) - 1):
-        row = neurons[offsets[token]:offsets[token + 1]].tolist()
-        assert row == sorted(set(row))  # each neuron once per token, ascending
-        for entry in range(offsets[token], offsets[token + 1]):
-            assert where[entry] > 0
-            triples |= {(token, int(neurons[entry]), name) for bit, name in enumerate(sources) if where[entry] >> bit & 1}
-    return triples, len(offsets) - 1
+        for e in range(offsets[token], offsets[token + 1]):
+            neuron, source, value, strength, doc, position = (c[e] for c in columns)
+            hits.append((token, int(neuron), SEARCH_SOURCES[source], float(value), float(strength), int(doc), int(position)))
+    return hits, len(offsets) - 1
 
 
-def brute_force_triples(folder):
-    """Every (token, neuron id, source) found by a plain loop over the viewer's layer files and documents."""
+def f16(x):
+    """A number as the page reads a float16 of it."""
+    return float(np.float16(x))
+
+
+def brute_force_hits(folder):
+    """Every hit found by a plain loop over the viewer's layer files, index and documents, the strongest of each
+    (token, neuron, source) (the first of equals), its strength computed here: |value| over the neuron's largest of
+    its kind."""
     _, (meta,) = read_call(folder / "data" / "meta.js")
     _, (_, docs) = read_call(folder / "data" / "docs_0.js")
+    _, (index,) = read_call(folder / "data" / "index.js")
     tokens, starts = unpack(docs["tokens"]), unpack(docs["starts"])
     assert len(meta["doc_chunks"]) == 1 and "ids" not in docs
-    kinds = len(meta["list_kinds"])
-    triples = set()
+    peak = {int(i): max(abs(float(hi)), abs(float(lo))) for i, hi, lo in zip(unpack(index["ids"]), unpack(index["max"]), unpack(index["min"]))}
+    kinds, best = len(meta["list_kinds"]), {}
+
+    def add(token, neuron_id, source, value, scale, doc=-1, position=0):
+        strength = f16(abs(value) / scale) if scale > 0 and np.isfinite(value) else 0.0
+        key = (int(token), neuron_id, source)
+        if key not in best or strength > best[key][1]:
+            best[key] = (f16(value), strength, doc, position)
+
     for layer in meta["layers"]:
         _, (_, data) = read_call(folder / "data" / f"layer_{layer}.js")
         neurons = unpack(data["neurons"])
-        tables = {"promoted": unpack(data["promoted"]), "suppressed": unpack(data["suppressed"]),
-                  **{name: unpack(ids) for name, ids in data["inputs"].items()}}
+        tables = {"promoted": (data["promoted"], data["promoted_values"]), "suppressed": (data["suppressed"], data["suppressed_values"]),
+                  **{name: (ids, data["input_values"][name]) for name, ids in data["inputs"].items()}}
         lists, first_windows = unpack(data["list_offsets"]), unpack(data["window_offsets"])
-        example_window, example_peak = unpack(data["example_window"]), unpack(data["example_peak"])
-        window_doc, window_start = unpack(data["window_doc"]), unpack(data["window_start"])
         for column, neuron in enumerate(neurons.tolist()):
             neuron_id = layer * meta["d_mlp"] + neuron
-            for name, table in tables.items():
-                top = len(table) // len(neurons)
-                triples |= {(int(t), neuron_id, name) for t in table[column * top:(column + 1) * top]}
+            logits = max(abs(float(unpack(data["logit_low"])[column])), abs(float(unpack(data["logit_high"])[column])))
+            for name, (ids, values) in tables.items():
+                top = len(unpack(ids)) // len(neurons)
+                row = slice(column * top, (column + 1) * top)
+                other = name.replace("+", "-") if name.startswith("+") else name.replace("-", "+")
+                scale = logits if name in ("promoted", "suppressed") else \
+                    max(abs(float(unpack(values)[row][0])), abs(float(unpack(data["input_values"][other])[row][0])))
+                for t, v in zip(unpack(ids)[row], unpack(values)[row]):
+                    add(t, neuron_id, name, float(v), scale)
             for kind in range(kinds):
                 if meta["list_kinds"][kind].startswith("typical"):
                     continue
                 source = "max/min example" if meta["list_kinds"][kind] in ("max", "min") else "sign-combination example"
-                slot = column * kinds + kind
-                for e in range(lists[slot], lists[slot + 1]):
-                    w = first_windows[column] + example_window[e]
-                    position = starts[window_doc[w]] + window_start[w] + example_peak[e]
-                    triples.add((int(tokens[position]), neuron_id, source))
-    return triples
+                for e in range(lists[column * kinds + kind], lists[column * kinds + kind + 1]):
+                    w = first_windows[column] + unpack(data["example_window"])[e]
+                    doc, position = int(unpack(data["window_doc"])[w]), int(unpack(data["window_start"])[w] + unpack(data["example_peak"])[e])
+                    add(tokens[starts[doc] + position], neuron_id, source, float(unpack(data["example_value"])[e]), peak[neuron_id], doc, position)
+    return {key: value for key, value in best.items()}
 
 
-def test_search_index_holds_every_token_of_the_layer_files(viewer):
-    """data/search.js against a plain loop over the layer files: the same (token, neuron, source) triples."""
+def ranked(hits, tokens):
+    """The hits of some tokens as the search ranks them: strength (descending), then token, neuron, source."""
+    chosen = [h for h in hits if h[0] in tokens]
+    return sorted(chosen, key=lambda h: (-h[4], h[0], h[1], SEARCH_SOURCES.index(h[2])))
+
+
+def test_search_index_holds_every_hit_of_the_layer_files_ranked(viewer):
+    """data/search.js against a plain loop over the layer files: the same hits with the same values and strengths,
+    and each token's hits in the order of a brute-force sort (strength, then neuron and source)."""
     folder = viewer["folder"]
-    triples, vocab_size = search_triples(folder)
+    hits, vocab_size = search_hits(folder)
     assert vocab_size == len(read_call(folder / "data" / "vocab.js")[1][0])
-    expected = brute_force_triples(folder)
-    assert triples == expected
-    assert {source for _, _, source in triples} == {"promoted", "suppressed", "+w_in", "-w_in", "+w_gate", "-w_gate",
-                                                    "max/min example", "sign-combination example"}
+    expected = brute_force_hits(folder)
+    assert {(t, n, s): (v, st, d, p) for t, n, s, v, st, d, p in hits} == expected and len(hits) == len(expected)
+    assert {s for _, _, s, *_ in hits} == set(SEARCH_SOURCES[:8])
+    assert all(0 <= h[4] <= 1 for h in hits) and max(h[4] for h in hits) == 1
+    for token in {h[0] for h in hits}:
+        assert [h for h in hits if h[0] == token] == ranked(hits, {token})
 
 
 def shown(text):
@@ -322,54 +353,69 @@ def shown(text):
     return html.escape(json.dumps(text, ensure_ascii=False), quote=False)
 
 
+HIT_ROW = re.compile(r'<li class="token-hit" data-entry="\d+"><span class="num strength">([^<]*)</span> <a href="#[^"]*">([^<]*)</a>'
+                     r' · <span class="source">([^<]*)</span> · <span class="num value">[^<]*</span> <code>([^<]*)</code>')
+
+
 def token_rows(dom):
-    """The rows that the token search lists: (layer.neuron, where, token text)."""
-    return [(link, where, json.loads(html.unescape(token))) for link, where, token in
-            re.findall(r'<li class="token-hit"><a href="#[^"]*">([^<]*)</a> · ([^<]*) <code>([^<]*)</code></li>', dom)]
+    """The rows that the token search lists: (strength, layer.neuron, source, token text)."""
+    return [(float(s), link, source, json.loads(html.unescape(token))) for s, link, source, token in HIT_ROW.findall(dom)]
+
+
+def row_of(hit, vocab, d_mlp):
+    """A hit as the page lists it (its strength as toFixed(3) writes it: halves up)."""
+    strength = float(decimal.Decimal(hit[4]).quantize(decimal.Decimal("0.001"), decimal.ROUND_HALF_UP))
+    return (strength, f"{hit[1] // d_mlp}.{hit[1] % d_mlp}", hit[2], vocab[hit[0]])
 
 
 @pytest.mark.slow
-def test_search_by_token_in_chromium(viewer, tmp_path):
-    """#?token=...&exact=1 lists every neuron whose tables or examples' extreme tokens hold that token, among them
-    the neuron whose promoted table it comes from; case-insensitive search finds more."""
+def test_search_by_token_in_chromium_ranks_as_a_brute_force_sort(viewer, tmp_path):
+    """#?token=...&exact=1 for the token that drives a neuron hardest (the extreme token of the neuron's largest
+    |a|) lists that neuron first and every hit in the brute-force order; a search of many tokens pages beyond the
+    first 100 in the same order; a kind of hit keeps only its group."""
     folder = viewer["folder"]
     vocab = read_call(folder / "data" / "vocab.js")[1][0]
-    _, (_, data) = read_call(folder / "data" / "layer_1.js")
-    neuron = int(unpack(data["neurons"])[3])
-    top = len(unpack(data["promoted"])) // len(unpack(data["neurons"]))
-    token = next(int(t) for t in unpack(data["promoted"])[3 * top:4 * top]
-                 if vocab.count(vocab[t]) == 1 and vocab[t].strip() and vocab[t].lower() != vocab[t].upper())
-    text = vocab[token]
-    triples, _ = search_triples(folder)
-    expected = {}
-    for t, neuron_id, source in triples:
-        if t == token:
-            expected.setdefault(neuron_id, set()).add(source)
+    hits, _ = search_hits(folder)
     d_mlp = viewer["stats"]["top_values"].shape[1]
+    strongest = next(h for h in ranked(hits, {h[0] for h in hits}) if h[2] == "max/min example" and vocab.count(vocab[h[0]]) == 1)
+    token = strongest[0]
     page = (folder / "viewer.html").as_uri()
-    dom = dump_dom(f"{page}#?token={urllib.parse.quote(text, safe='')}&exact=1")
-    rows = token_rows(dom)
-    assert f"1 tokens equal to {shown(text)} · {len(expected)} (neuron, token) pairs in {len(expected)} neurons" in dom
-    assert {link for link, _, _ in rows} == {f"{i // d_mlp}.{i % d_mlp}" for i in expected} and len(rows) == len(expected)
-    assert all(t == text and set(where.split(", ")) == expected[int(link.split(".")[0]) * d_mlp + int(link.split(".")[1])]
-               for link, where, t in rows)
-    assert "promoted" in dict((link, where) for link, where, _ in rows)[f"1.{neuron}"]
-    query = text.swapcase()
-    folded = dump_dom(f"{page}#?layer=1&token={urllib.parse.quote(query, safe='')}&nocase=1")
-    matching = {i for i, v in enumerate(vocab) if query.lower() in v.lower()}
-    pairs = len({(t, n) for t, n, _ in triples if t in matching})
-    assert token in matching and f"{len(matching)} tokens containing {shown(query)} (any case) · {pairs} (neuron, token) pairs" in folded
-    assert len(token_rows(folded)) == min(pairs, 300)
-    assert f">{d_mlp} of {2 * d_mlp} neurons<" in folded  # the index's filter holds beside the search
+    dom = dump_dom(f"{page}#?token={urllib.parse.quote(vocab[token], safe='')}&exact=1")
+    expected = ranked(hits, {token})
+    pairs = len({(t, n) for t, n, *_ in expected})
+    assert f"1 tokens equal to {shown(vocab[token])} · {len(expected)} hits: {pairs} (neuron, token) pairs" in dom
+    assert token_rows(dom) == [row_of(h, vocab, d_mlp) for h in expected[:100]]
+    assert token_rows(dom)[0][1] == f"{strongest[1] // d_mlp}.{strongest[1] % d_mlp}" and strongest[4] == 1
+    query = "e"
+    matching = {i for i, v in enumerate(vocab) if query in v}
+    many = ranked(hits, matching)
+    assert len(many) > 200
+    second = dump_dom(f"{page}#?token={query}&tpage=2")
+    assert token_rows(second) == [row_of(h, vocab, d_mlp) for h in many[100:200]]
+    assert f"hits 101–200 of {len(many)}" in second
+    activations = dump_dom(f"{page}#?token={query}&group=activation")
+    assert token_rows(activations) == [row_of(h, vocab, d_mlp) for h in many if "example" in h[2]][:100]
+
+
+@pytest.mark.slow
+def test_search_shows_an_example_token_in_context(viewer):
+    """An example's hit shows its token in its document's text, marked."""
+    folder = viewer["folder"]
+    vocab = read_call(folder / "data" / "vocab.js")[1][0]
+    hits, _ = search_hits(folder)
+    hit = next(h for h in ranked(hits, {h[0] for h in hits}) if "example" in h[2] and vocab.count(vocab[h[0]]) == 1)
+    dom = dump_dom(f"{(folder / 'viewer.html').as_uri()}#?token={urllib.parse.quote(vocab[hit[0]], safe='')}&exact=1")
+    peak = html.escape(vocab[hit[0]].replace("\n", "⏎"), quote=False) or "∅"
+    assert f'<b class="peak">{peak}</b>' in dom
 
 
 @pytest.mark.slow
 def test_search_text_stays_text(viewer, tmp_path):
     """Markup typed into the token box (here in the address) is shown as text, never parsed."""
     hostile = '<img src=x onerror="document.title=1"><b>x</b>'
-    dom = dump_dom(f"{(viewer['folder'] / 'viewer.html').as_uri()}#?token={urllib.parse.quote(hostile, safe='')}")
-    assert "<img" not in dom and "<b>x" not in dom
-    assert f"0 tokens containing {shown(hostile)} · 0 (neuron, token) pairs in 0 neurons" in dom
+    dom = dump_dom(f"{(viewer['folder'] / 'viewer.html').as_uri()}#?token={urllib.parse.quote(hostile, safe='')}&group=%3Cb%3E&tpage=%3Cb%3E")
+    assert "<img" not in dom and "<b>x" not in dom and "<b>" not in dom.split('id="token-results"')[1]
+    assert f"0 tokens containing {shown(hostile)} · 0 hits: 0 (neuron, token) pairs in 0 neurons" in dom
 
 
 def test_search_index_of_some_layers_from_an_existing_one(viewer, tmp_path, capsys):
@@ -380,9 +426,9 @@ def test_search_index_of_some_layers_from_an_existing_one(viewer, tmp_path, caps
             str(results), "--device", "cpu", "--neurons", "1.*", "--from_viewer", "viewer", "--viewer", "search1"]
     assert run_main(d_recompute_vis.main, argv) == 0
     d_mlp = viewer["stats"]["top_values"].shape[1]
-    whole, vocab_size = search_triples(viewer["folder"])
-    cut, cut_vocab_size = search_triples(pages / "search1")
-    assert cut == {(t, n, s) for t, n, s in whole if n // d_mlp == 1} and cut and cut_vocab_size == vocab_size
+    whole, vocab_size = search_hits(viewer["folder"])
+    cut, cut_vocab_size = search_hits(pages / "search1")
+    assert cut == [h for h in whole if h[1] // d_mlp == 1] and cut and cut_vocab_size == vocab_size
     damaged = pages / "damaged"
     shutil.copytree(viewer["folder"], damaged)
     search = damaged / "data" / "search.js"

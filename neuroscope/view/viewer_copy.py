@@ -263,7 +263,7 @@ def extract_layers(source: Path, target: Path, layers: list[int], expected: dict
         sums = {Path(name).stem: meta["checksums"][Path(name).stem] for name in copied if verified and name.endswith(".js")}
         write_part(staging / "data", sums, "index", index.rows(keep))
         if search is not None:
-            write_search(staging / "data", search.kept(np.isin(search.neurons // meta["d_mlp"], layers)), sums)
+            write_search(staging / "data", search.kept(np.isin(search.hits.neuron // meta["d_mlp"], layers)), sums)
         atomic_write_text(staging / "lists" / "index.html", lists_of_layers(lists_index, layers))
         if not verified:  # a copy of a viewer without checksums stays without them: nothing vouches for its files
             atomic_write_text(staging / "data" / "meta.js", js_call("meta", kept_meta))

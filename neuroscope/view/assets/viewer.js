@@ -313,6 +313,11 @@ var neuroscope = (function () {
     }
     return out.subarray(0, count);
   }
+  function drawOverview() {  // the model at a glance (overview.js): classes and gate-open frequency per layer
+    var box = document.getElementById("overview");
+    box.appendChild(el("h2", {text: "The model at a glance: the " + rowCount() + " neurons of this viewer by layer"}));
+    box.appendChild(overview.draw(data.index, data.meta.layers, data.meta.class_names.map(named), CLASS_COLOURS));
+  }
   function roleList(bits) {
     return data.meta.role_names.filter(function (r, i) { return bits & (1 << i); }).map(function (r) { return r.replace(/_/g, " "); });
   }
@@ -336,20 +341,26 @@ var neuroscope = (function () {
     });
   }
 
-  // ---- search by token (data/search.js, loaded on first use): the neurons whose token tables (promoted, suppressed,
-  // ±w_in, ±w_gate) or whose examples' extreme tokens hold a token of the vocabulary that contains the text in the
-  // token box (or equals it); the search lives in the hash too (#?token=%20M&nocase=1&exact=1)
-  var TOKEN_ROWS = 300;  // (neuron, token) rows listed at most
+  // ---- search by token (data/search.js, loaded on first use), ranked: every (neuron, token, source) hit of the
+  // vocabulary's tokens that contain the text in the token box (or equal it), strongest first. A hit's strength is its
+  // value relative to the neuron's own largest of that kind (search_index: |a| / the neuron's largest |a|; a table's
+  // weight / the largest over the vocabulary); ties by token, neuron and source. The search lives in the hash too
+  // (#?token=%20M&nocase=1&exact=1&group=activation&tpage=2)
+  var TOKEN_PAGE = 100;  // hits a page
+  var CONTEXT_TOKENS = [8, 3];  // tokens shown before and after an example's token
+  var tokenView = {page: 0, group: "", key: ""};
   function tokenQuery() {
     return {text: document.getElementById("token-box").value, nocase: document.getElementById("token-nocase").checked,
       exact: document.getElementById("token-exact").checked};
   }
   function tokenParts() {
     var q = tokenQuery();
-    return q.text ? ["token=" + encodeURIComponent(q.text)].concat(q.nocase ? ["nocase=1"] : [], q.exact ? ["exact=1"] : []) : [];
+    if (!q.text) { return []; }
+    return ["token=" + encodeURIComponent(q.text)].concat(q.nocase ? ["nocase=1"] : [], q.exact ? ["exact=1"] : [],
+      tokenView.group ? ["group=" + encodeURIComponent(tokenView.group)] : [], tokenView.page ? ["tpage=" + (tokenView.page + 1)] : []);
   }
   function restoreTokenSearch(query) {
-    var q = {token: "", nocase: "", exact: ""};
+    var q = {token: "", nocase: "", exact: "", group: "", tpage: ""};
     query.split("&").forEach(function (pair) {
       var at = pair.indexOf("="), key = at < 0 ? pair : pair.slice(0, at), text = decoded(at < 0 ? "" : pair.slice(at + 1));
       if (text !== null && Object.prototype.hasOwnProperty.call(q, key)) { q[key] = text; }
@@ -357,9 +368,11 @@ var neuroscope = (function () {
     document.getElementById("token-box").value = q.token;
     document.getElementById("token-nocase").checked = q.nocase === "1";
     document.getElementById("token-exact").checked = q.exact === "1";
+    tokenView.group = q.group;
+    tokenView.page = /^[1-9]\d{0,6}$/.test(q.tpage) ? Number(q.tpage) - 1 : 0;
   }
   function tokenWantedAtStart() { return /^#\?(.*&)?token=[^&]/.test(location.hash); }
-  function matchingTokens(q) {  // the ids of the vocabulary's tokens that contain (or equal) the text
+  function matchingTokens(q) {  // the ids of the vocabulary's tokens that contain (or equal) the text, ascending
     var wanted = q.nocase ? q.text.toLowerCase() : q.text, found = [];
     for (var id = 0; id < Math.min(data.vocab.length, data.search.offsets.length - 1); id++) {
       var text = q.nocase ? String(data.vocab[id]).toLowerCase() : String(data.vocab[id]);
@@ -367,28 +380,99 @@ var neuroscope = (function () {
     }
     return found;
   }
-  function tokenHits(tokens) {  // the first TOKEN_ROWS [neuron id, token, source bits] (by token, then neuron), how many, of how many neurons
-    var s = data.search, seen = new Uint8Array(data.meta.n_layers * data.meta.d_mlp), out = {rows: [], count: 0, neurons: 0};
+  function tokenHits(tokens, group) {
+    // the hits of `tokens` [entry] in `group` ("": all), strongest first; how many of each group, how many
+    // (neuron, token) pairs and neurons among all of them
+    var s = data.search, ids = data.meta.n_layers * data.meta.d_mlp, stamp = new Int32Array(ids), seen = new Uint8Array(ids);
+    var out = {entries: null, groups: {}, count: 0, pairs: 0, neurons: 0}, picked = [];
+    s.groups.forEach(function (g) { out.groups[g] = 0; });
     tokens.forEach(function (t) {
       for (var e = s.offsets[t]; e < s.offsets[t + 1]; e++) {
-        if (out.rows.length < TOKEN_ROWS) { out.rows.push([s.neurons[e], t, s.where[e]]); }
-        if (!seen[s.neurons[e]]) { seen[s.neurons[e]] = 1; out.neurons += 1; }
+        var n = s.neurons[e], g = s.groups[s.source[e]];
+        out.groups[g] += 1;
+        if (stamp[n] !== t + 1) { stamp[n] = t + 1; out.pairs += 1; }
+        if (!seen[n]) { seen[n] = 1; out.neurons += 1; }
+        if (!group || g === group) { picked.push(e); }
       }
       out.count += s.offsets[t + 1] - s.offsets[t];
     });
+    out.entries = strongestFirst(picked);
     return out;
   }
-  function tokenRow(hit) {  // "28.28 · promoted, max/min example " + the token
-    var d = data.meta.d_mlp, label = name(Math.floor(hit[0] / d), hit[0] % d);
-    var where = data.search.sources.filter(function (s, i) { return hit[2] & (1 << i); }).join(", ");
-    return el("li", {"class": "token-hit"}, [el("a", {href: "#" + label, text: label}), document.createTextNode(" · " + where + " "),
-      el("code", {text: JSON.stringify(tokenText(hit[1]))})]);
+  function strongestFirst(picked) {  // entries [hit], gathered by token (each token's strongest first): by strength, stably
+    var s = data.search, n = picked.length, out = new Int32Array(n), i;
+    if (n >= 1 << ORDER_BITS) {  // more than a packed key numbers: a comparison sort (entries ascend as gathered)
+      picked.sort(function (a, b) { return s.strength[b] - s.strength[a] || a - b; });
+      out.set(picked);
+      return out;
+    }
+    var keys = new Float64Array(n), scale = 1 << ORDER_BITS;  // (key of -strength) * 2^ORDER_BITS + place: exact below 2^53
+    for (i = 0; i < n; i++) { keys[i] = (0xFFFFFFFF - sortKey(s.strength[picked[i]])) * scale + i; }
+    keys.sort();
+    for (i = 0; i < n; i++) { out[i] = picked[keys[i] % scale]; }
+    return out;
+  }
+  function hitValue(e) {  // "a +6.80" for an example, "weight +0.412" for a table
+    var s = data.search, v = s.value[e], example = s.groups[s.source[e]] === "activation";
+    return (example ? "a " : "weight ") + (isNaN(v) ? "not in this viewer" : plus(v, 3));
+  }
+  function tokenRow(e) {  // strength · neuron · source · value · "token" · its context (examples: filled in once loaded)
+    var s = data.search, d = data.meta.d_mlp, label = name(Math.floor(s.neurons[e] / d), s.neurons[e] % d);
+    return el("li", {"class": "token-hit", "data-entry": String(e)}, [el("span", {"class": "num strength", text: s.strength[e].toFixed(3)}),
+      document.createTextNode(" "), el("a", {href: "#" + label, text: label}), document.createTextNode(" · "),
+      el("span", {"class": "source", text: s.sources[s.source[e]]}), document.createTextNode(" · "),
+      el("span", {"class": "num value", text: hitValue(e)}), document.createTextNode(" "),
+      el("code", {text: JSON.stringify(tokenText(tokenOf(e)))}), el("span", {"class": "context"})]);
+  }
+  function tokenOf(e) { return sortedIndex(data.search.offsets, e + 1) - 1; }  // the token whose run holds entry e
+  function fillContexts(list) {  // each example's token in its text, once the documents it lies in are here
+    var s = data.search, rows = Array.prototype.slice.call(list.querySelectorAll("li[data-entry]")).filter(function (li) {
+      return s.doc[Number(li.getAttribute("data-entry"))] >= 0;
+    });
+    var files = {};
+    rows.forEach(function (li) { files["docs_" + chunkOf(s.doc[Number(li.getAttribute("data-entry"))])] = true; });
+    return Promise.all(Object.keys(files).map(load)).then(function () {
+      rows.forEach(function (li) {
+        var e = Number(li.getAttribute("data-entry")), box = li.querySelector(".context"), file = "docs_" + chunkOf(s.doc[e]);
+        if (faults[file] || !data.docs[chunkOf(s.doc[e])]) { box.textContent = " (" + (faults[file] || file + " did not load") + ")"; return; }
+        box.appendChild(contextOf(s.doc[e], s.position[e]));
+      });
+    });
+  }
+  function contextOf(doc, position) {  // "…text [token] text…", the token marked, the text as text nodes
+    var tokens = docTokens(doc), from = Math.max(0, position - CONTEXT_TOKENS[0]), to = Math.min(tokens.length, position + CONTEXT_TOKENS[1] + 1);
+    var parts = [document.createTextNode(" · " + (from > 0 ? "…" : ""))];
+    for (var p = from; p < to; p++) {
+      var text = draw.shown(tokenText(tokens[p])).replace(/\n/g, "");
+      parts.push(p === position ? el("b", {"class": "peak", text: text}) : document.createTextNode(text));
+    }
+    parts.push(document.createTextNode(to < tokens.length ? "…" : ""));
+    return el("span", {"class": "text"}, parts);
   }
   function tokenNote(text) {
     var box = document.getElementById("token-results");
     box.textContent = "";
     box.appendChild(el("p", {id: "token-count", "class": "meta", text: text}));
     return box;
+  }
+  function groupChoice(hits) {  // the kinds of hits, each with its count: all of them or one group
+    var box = el("select", {id: "token-group"}, [el("option", {value: "", text: "every kind (" + hits.count + ")"})]);
+    Object.keys(hits.groups).forEach(function (g) { box.appendChild(el("option", {value: g, text: g + " (" + hits.groups[g] + ")"})); });
+    box.value = hits.groups[tokenView.group] === undefined ? "" : tokenView.group;
+    box.addEventListener("change", function () { tokenView.group = box.value; tokenView.page = 0; remember(); renderTokenSearch(); });
+    return el("label", {"class": "meta"}, [document.createTextNode("kind of hit "), box]);
+  }
+  function tokenPager(count) {
+    var pages = Math.max(1, Math.ceil(count / TOKEN_PAGE)), nodes = [];
+    tokenView.page = Math.max(0, Math.min(tokenView.page, pages - 1));
+    [["token-prev", "← stronger", -1], ["token-next", "weaker →", 1]].forEach(function (b) {
+      var button = el("button", {type: "button", id: b[0], text: b[1]});
+      button.disabled = tokenView.page + b[2] < 0 || tokenView.page + b[2] >= pages;
+      button.addEventListener("click", function () { tokenView.page += b[2]; remember(); renderTokenSearch(); });
+      nodes.push(button);
+    });
+    return el("span", {"class": "pager"}, [nodes[0], el("span", {id: "token-page", text: " hits " + (count ? tokenView.page * TOKEN_PAGE + 1 : 0) +
+      "–" + Math.min(count, (tokenView.page + 1) * TOKEN_PAGE) + " of " + count + " (page " + (tokenView.page + 1) + " of " + pages + ") "}), nodes[1]]);
   }
   function renderTokenSearch() {
     var q = tokenQuery();
@@ -404,15 +488,23 @@ var neuroscope = (function () {
       });
       return;
     }
-    var tokens = matchingTokens(q), hits = tokenHits(tokens);
+    var key = JSON.stringify([q.text, q.nocase, q.exact, tokenView.group]);
+    if (tokenView.key !== key) { tokenView.key = key; tokenView.tokens = matchingTokens(q); tokenView.hits = tokenHits(tokenView.tokens, tokenView.group); }
+    var tokens = tokenView.tokens, hits = tokenView.hits;
     var what = (q.exact ? " tokens equal to " : " tokens containing ") + JSON.stringify(q.text) + (q.nocase ? " (any case)" : "");
-    var box = tokenNote(tokens.length + what + " · " + hits.count + " (neuron, token) pairs in " + hits.neurons + " neurons" +
-      (hits.count > hits.rows.length ? " · the first " + hits.rows.length + " listed" : ""));
-    box.appendChild(el("ul", {id: "token-list"}, hits.rows.map(tokenRow)));
+    var box = tokenNote(tokens.length + what + " · " + hits.count + " hits: " + hits.pairs + " (neuron, token) pairs in " +
+      hits.neurons + " neurons · strongest first (strength: the value relative to the neuron's own largest of its kind)");
+    var shown = hits.entries.length, pager = tokenPager(shown);
+    box.appendChild(el("div", {"class": "token-controls"}, [groupChoice(hits), document.createTextNode(" "), pager]));
+    var list = el("ol", {id: "token-list", start: String(tokenView.page * TOKEN_PAGE + 1)},
+      Array.prototype.map.call(hits.entries.subarray(tokenView.page * TOKEN_PAGE, (tokenView.page + 1) * TOKEN_PAGE), tokenRow));
+    box.appendChild(list);
+    fillContexts(list).catch(fail);
   }
   function tokenSearch(event) {
     event.preventDefault();
     if (document.getElementById("index-view").hidden) { history.pushState(null, "", "#?"); }  // back returns to the neuron
+    tokenView.page = 0;
     remember();
     route(false).catch(fail);
   }
@@ -917,6 +1009,7 @@ var neuroscope = (function () {
     document.getElementById("run").textContent = "dataset " + meta.dataset + " (" + meta.tokens + " tokens) · layers " +
       meta.layers.join(", ") + " · " + rowCount() + " neurons" + (meta.notes.length ? " · " + meta.notes.join("; ") : "");
     buildFilters();
+    drawOverview();
     document.getElementById("search").addEventListener("submit", search);
     document.getElementById("token-search").addEventListener("submit", tokenSearch);
     document.getElementById("token-search").addEventListener("change", function (event) { if (event.target.type === "checkbox") { tokenSearch(event); } });
