@@ -3,6 +3,7 @@ any kind, and the page rendered in headless Chromium (deep link, filters, timing
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
 import html
 import json
@@ -22,6 +23,7 @@ from neuroscope.activation_pass.store import Statistics
 from neuroscope.core.histogram import histogram_edges, typical_band_edges, typical_bands
 from neuroscope.recompute.examples import LIST_KINDS, recompute_examples
 from neuroscope.view.neuron_view import to_json
+from neuroscope.view.parts import deflated
 
 URL = re.compile(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}|(src|href)\s*=\s*[\"'](https?:|//)", re.I)
 
@@ -437,3 +439,103 @@ def test_search_index_of_some_layers_from_an_existing_one(viewer, tmp_path, caps
     assert run_main(d_recompute_vis.main, argv[:-3] + ["damaged", "--viewer", "search2"]) == 2
     assert "search.js: cannot read this file of the viewer" in capsys.readouterr().err
     assert not (pages / "search2").exists()
+
+
+def test_refreshing_a_viewer_rebuilds_its_search_from_its_own_files(viewer, tmp_path):
+    """viewer_refresh writes the same search by token and meta as writing the viewer did (its layer files hold every
+    value), and refuses a viewer whose layer file was changed after it was written."""
+    from neuroscope.view.viewer_refresh import main as refresh
+
+    folder = tmp_path / "copy"
+    shutil.copytree(viewer["folder"], folder)
+    (folder / "data" / "search.js").write_text("neuroscope.search({});\n")
+    assert refresh([str(folder)]) == 0
+    for name in ("search.js", "meta.js"):
+        assert (folder / "data" / name).read_text() == (viewer["folder"] / "data" / name).read_text()
+    layer = folder / "data" / "layer_1.js"
+    layer.write_text(re.sub(r'"width":(\d+)', lambda m: f'"width":{int(m.group(1)) + 1}', layer.read_text(), count=1))
+    assert refresh([str(folder)]) == 2
+
+
+def test_refreshing_an_older_viewer_takes_the_input_tables_values_from_the_weights(viewer, tmp_path):
+    """A viewer whose layer files lack the ±w_in, ±w_gate values (as written before they were kept): refreshed with
+    --model, its layer files and search by token are the ones a new viewer has; without, those hits have no value."""
+    from neuroscope.view.parts import LayerPart, inflated, read_plain
+    from neuroscope.view.viewer import page_checksums, write_meta, write_part
+    from neuroscope.view.viewer_copy import read_part
+    from neuroscope.view.viewer_refresh import SEAL
+    from neuroscope.view.viewer_refresh import main as refresh
+
+    folder = tmp_path / "older"
+    shutil.copytree(viewer["folder"], folder)
+    _, (meta,) = read_call(folder / "data" / "meta.js")
+    sums = dict(meta["checksums"])
+    for name in [name for name in sums if name.startswith("layer_")]:
+        layer, payload = read_part(folder / "data" / f"{name}.js")[1][:2]
+        older = dataclasses.replace(read_plain(LayerPart, inflated(payload)), input_values=None)
+        write_part(folder / "data", sums, "layer", layer, deflated(older))
+    write_meta(folder / "data", {k: v for k, v in meta.items() if k not in SEAL}, sums, page_checksums(folder))
+    assert refresh([str(folder)]) == 0
+    hits, _ = search_hits(folder)
+    assert all(np.isnan(h[3]) and h[4] == 0 for h in hits if h[2] in ("+w_in", "-w_in", "+w_gate", "-w_gate"))
+    assert refresh([str(folder), "--model", str(viewer["source"].path)]) == 0
+    for name in ["search", *(name for name in sums if name.startswith("layer_"))]:
+        assert read_call(folder / "data" / f"{name}.js") == read_call(viewer["folder"] / "data" / f"{name}.js"), name
+
+
+def test_refreshing_a_single_page_keeps_its_data(viewer, tmp_path):
+    """A single page (data inline) is written again around the very calls it carries; other HTML is refused."""
+    from neuroscope.view.html import viewer_page
+    from neuroscope.view.viewer_refresh import main as refresh
+
+    data = viewer["folder"] / "data"
+    calls = "".join((data / f"{name}.js").read_text() for name in ("meta", "index", "vocab", "docs_0", "layer_1"))
+    page = tmp_path / "vis.html"
+    page.write_text(viewer_page(calls).replace("var neuroscope = ", "var older = 1;\nvar neuroscope = "))
+    assert refresh([str(page)]) == 0
+    assert page.read_text() == viewer_page(calls)
+    other = tmp_path / "other.html"
+    other.write_text("<!DOCTYPE html><html><body>neuroscope.meta({});\n</body></html>")
+    assert refresh([str(other)]) == 2 and other.read_text().startswith("<!DOCTYPE html><html><body>")
+
+
+# ----------------------------------------------------------------------------- the model at a glance
+
+
+def gate_bin(value, bins=10):
+    """The overview's bin of a gate-open frequency: [b / bins, (b + 1) / bins - 1e-7] (the last up to 1), as its links
+    filter the index (bounds inclusive); None for NaN or a value between two bins."""
+    for b in range(bins - 1, -1, -1):
+        high = 1.0 if b == bins - 1 else float(f"{(b + 1) / bins - 1e-7:.9g}")
+        if value >= b / bins or b == 0:
+            return b if b / bins <= value <= high else None
+    return None
+
+
+@pytest.mark.slow
+def test_overview_counts_equal_the_statistics_and_its_links_filter_to_them(viewer):
+    """The index's overview draws, per layer, as many neurons of each IO class as the index holds and as many
+    neurons in each gate-open bin as the statistics' gate-open frequencies put there; a part's link filters the
+    table to those neurons."""
+    folder = viewer["folder"]
+    _, (index,) = read_call(folder / "data" / "index.js")
+    _, (meta,) = read_call(folder / "data" / "meta.js")
+    d_mlp, gate_open = meta["d_mlp"], viewer["stats"]["gate_open"]
+    classes, gates = {}, {}
+    for neuron_id, io_class in zip(unpack(index["ids"]).tolist(), unpack(index["io_class"]).tolist()):
+        layer, neuron = divmod(neuron_id, d_mlp)
+        classes[(layer, io_class)] = classes.get((layer, io_class), 0) + 1
+        b = gate_bin(float(np.float32(gate_open[layer, neuron])))
+        gates[(layer, b)] = gates.get((layer, b), 0) + 1
+    page = (folder / "viewer.html").as_uri()
+    dom = dump_dom(page)
+    drawn_classes = {(int(at), int(c)): int(n) for at, c, n in re.findall(r'data-layer="(\d+)" data-class="(\d+)" data-count="(\d+)"', dom)}
+    drawn_gates = {(int(at), int(b)): int(n) for at, b, n in re.findall(r'data-layer="(\d+)" data-bin="(\d+)" data-count="(\d+)"', dom)}
+    assert drawn_classes == classes
+    assert {k: v for k, v in drawn_gates.items() if v} == gates and len(drawn_gates) == 10 * len(meta["layers"])
+    (layer, io_class), count = max(classes.items(), key=lambda item: item[1])
+    assert f">{count} of {len(unpack(index['ids']))} neurons<" in dump_dom(f"{page}#?layer={layer}&io_class={io_class}")
+    gate_link = r'<a href="(#\?layer=\d+&amp;gate_open_low=[^"]*)" class="ov-link"><title>[^<]*</title><rect [^>]*data-layer="(\d+)" data-bin="(\d+)"'
+    links = {(int(at), int(b)): html.unescape(href) for href, at, b in re.findall(gate_link, dom)}
+    (layer, b), count = max(gates.items(), key=lambda item: item[1])
+    assert f">{count} of {len(unpack(index['ids']))} neurons<" in dump_dom(page + links[(layer, b)])

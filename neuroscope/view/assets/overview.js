@@ -6,7 +6,7 @@
 var overview = (function () {
   var GATE_BINS = 10;
   var GAP = 1e-7;  // a bin's upper bound in its link: the next bin's lower bound less this (the index's bounds are inclusive)
-  var ROW = 16, LABEL = 44, BAR = 420, GATES_AT = LABEL + BAR + 40, BIN = 16, TOP = 30;
+  var ROW = 16, LABEL = 56, BAR = 420, GATES_AT = LABEL + BAR + 40, BIN = 16, TOP = 30, WIDTH = GATES_AT + 10 * BIN + 140;
   var SVG_NS = (function () {  // the SVG namespace, taken from the parser (so that no address is written here)
     var holder = document.createElement("div");
     holder.innerHTML = "<svg></svg>";
@@ -50,7 +50,7 @@ var overview = (function () {
       if (!n) { return; }
       parts.push(link("#?layer=" + layer + "&io_class=" + c, "layer " + layer + " · " + name + ": " + n + " of " + row.total +
         " neurons (" + (100 * n / row.total).toFixed(1) + "%)", node("rect", {x: x.toFixed(2), y: y, width: Math.max(w, 0.5).toFixed(2),
-        height: ROW - 3, fill: colour(colours[c]), stroke: "#888", "stroke-width": 0.3, "data-class": c, "data-count": n})));
+        height: ROW - 3, fill: colour(colours[c]), stroke: "#888", "stroke-width": 0.3, "data-layer": layer, "data-class": c, "data-count": n})));
       x += w;
     });
     return parts;
@@ -62,7 +62,7 @@ var overview = (function () {
       parts.push(link("#?layer=" + layer + "&gate_open_low=" + bounds[0] + "&gate_open_high=" + bounds[1],
         "layer " + layer + " · gate open on " + (100 * b / GATE_BINS) + "–" + (100 * (b + 1) / GATE_BINS) + "% of tokens: " + n + " of " +
         row.total + " neurons", node("rect", {x: GATES_AT + b * BIN, y: (y + ROW - 3 - h).toFixed(2), width: BIN - 2,
-        height: Math.max(h, n ? 0.5 : 0).toFixed(2), fill: "#4a7", "data-bin": b, "data-count": n})));
+        height: Math.max(h, n ? 0.5 : 0).toFixed(2), fill: "#4a7", "data-layer": layer, "data-bin": b, "data-count": n})));
       parts.push(node("rect", {x: GATES_AT + b * BIN, y: y + ROW - 3, width: BIN - 2, height: 0.6, fill: "#bbb"}));
     }
     return parts;
@@ -72,8 +72,8 @@ var overview = (function () {
     names.forEach(function (name, c) {
       parts.push(node("rect", {x: x, y: y, width: 10, height: 10, fill: colour(colours[c]), stroke: "#888", "stroke-width": 0.3}));
       parts.push(node("text", {x: x + 13, y: y + 9, text: name}));
-      x += 18 + 6.2 * name.length;
-      if (x > LABEL + BAR + GATES_AT - 120) { x = LABEL; y += 14; }
+      x += 22 + 6 * name.length;
+      if (c + 1 < names.length && x + 22 + 6 * names[c + 1].length > WIDTH) { x = LABEL; y += 14; }
     });
     return parts;
   }
@@ -82,10 +82,10 @@ var overview = (function () {
   function draw(ix, layers, names, colours) {
     var table = counts(ix, layers, names.length), top = 1;
     layers.forEach(function (l) { for (var b = 0; b < GATE_BINS; b++) { top = Math.max(top, table[l].gates[b]); } });
-    var height = TOP + layers.length * ROW + 14 + 14 * Math.ceil(names.length / 5);
-    var svg = node("svg", {id: "overview-chart", width: GATES_AT + GATE_BINS * BIN + 10, height: height, role: "img"});
+    var height = TOP + layers.length * ROW + 14 + 14 * Math.ceil(names.length / 4);
+    var svg = node("svg", {id: "overview-chart", width: WIDTH, height: height, role: "img"});
     svg.appendChild(node("text", {x: LABEL, y: 12, text: "IO classes: share of the layer's neurons (click a part: those neurons)"}));
-    svg.appendChild(node("text", {x: GATES_AT, y: 12, text: "gate open: neurons by % of tokens"}));
+    svg.appendChild(node("text", {x: GATES_AT, y: 12, text: "gate open: neurons by % of tokens (click a bin)"}));
     svg.appendChild(node("text", {x: GATES_AT, y: 24, text: "0%"}));
     svg.appendChild(node("text", {x: GATES_AT + GATE_BINS * BIN - 24, y: 24, text: "100%"}));
     layers.forEach(function (l, i) {
