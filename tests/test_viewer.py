@@ -38,7 +38,7 @@ def copied_pages(viewer, tmp_path):
 def test_viewer_files_hold_only_data_and_no_address(viewer):
     folder = viewer["folder"]
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    assert names == ["data/docs_0.js", "data/index.js", "data/layer_0.js", "data/layer_1.js", "data/meta.js", "data/search.js",
+    assert names == ["data/docs_0.js", "data/index.js", "data/layer_0.js", "data/layer_1.js", "data/meta.js", "data/search_0.js",
                      "data/vocab.js", "lists/index.html", "lists/layer_0.html", "lists/layer_1.html", "neuroscope_viewer.json", "viewer.html"]
     assert not (viewer["pages"] / "L0").exists()  # 192 neurons: more than --max_pages, so no vis.html pages
     for path in folder.rglob("*"):
@@ -143,7 +143,7 @@ def test_viewer_of_some_layers_from_an_existing_one(viewer, tmp_path, capsys):
             "--device", "cpu", "--neurons", "1.*", "--from_viewer", "viewer", "--viewer", "layer1"]
     assert run_main(d_recompute_vis.main, argv) == 0
     folder = pages / "layer1"
-    assert sorted(p.name for p in (folder / "data").iterdir()) == ["docs_0.js", "index.js", "layer_1.js", "meta.js", "search.js", "vocab.js"]
+    assert sorted(p.name for p in (folder / "data").iterdir()) == ["docs_0.js", "index.js", "layer_1.js", "meta.js", "search_0.js", "vocab.js"]
     assert read_call(folder / "data" / "meta.js")[1][0]["layers"] == [1]
     ids = unpack(read_call(folder / "data" / "index.js")[1][0]["ids"])
     d_mlp = viewer["stats"]["top_values"].shape[1]
@@ -265,18 +265,22 @@ SEARCH_SOURCES = ("promoted", "suppressed", "+w_in", "-w_in", "+w_gate", "-w_gat
 
 
 def search_hits(folder):
-    """Every hit of a viewer's search by token (data/search.js) in the file's order: (token, neuron id, source, value,
-    strength, doc, position)."""
-    part, (payload,) = read_call(folder / "data" / "search.js")
-    assert part == "search" and payload["sources"] == list(SEARCH_SOURCES)
-    offsets = unpack(payload["offsets"])
-    columns = [unpack(payload[k]) for k in ("neurons", "source", "value", "strength", "doc", "position")]
-    hits = []
-    for token in range(len(offsets) - 1):
-        for e in range(offsets[token], offsets[token + 1]):
-            neuron, source, value, strength, doc, position = (c[e] for c in columns)
-            hits.append((token, int(neuron), SEARCH_SOURCES[source], float(value), float(strength), int(doc), int(position)))
-    return hits, len(offsets) - 1
+    """Every hit of a viewer's search by token (data/search_<shard>.js, the shards its meta lists) in the files' order:
+    (token, neuron id, source, value, strength, doc, position); and the vocabulary's size."""
+    _, (meta,) = read_call(folder / "data" / "meta.js")
+    hits, first = [], 0
+    for shard, shard_first in enumerate(meta["search_shards"]):
+        part, (number, payload) = read_call(folder / "data" / f"search_{shard}.js")
+        assert part == "search" and number == shard and payload["sources"] == list(SEARCH_SOURCES)
+        assert payload["first"] == shard_first == first
+        offsets = unpack(payload["offsets"])
+        columns = [unpack(payload[k]) for k in ("neurons", "source", "value", "strength", "doc", "position")]
+        for token in range(len(offsets) - 1):
+            for e in range(offsets[token], offsets[token + 1]):
+                neuron, source, value, strength, doc, position = (c[e] for c in columns)
+                hits.append((first + token, int(neuron), SEARCH_SOURCES[source], float(value), float(strength), int(doc), int(position)))
+        first += len(offsets) - 1
+    return hits, first
 
 
 def f16(x):
@@ -337,7 +341,7 @@ def ranked(hits, tokens):
 
 
 def test_search_index_holds_every_hit_of_the_layer_files_ranked(viewer):
-    """data/search.js against a plain loop over the layer files: the same hits with the same values and strengths,
+    """data/search_<shard>.js against a plain loop over the layer files: the same hits with the same values and strengths,
     and each token's hits in the order of a brute-force sort (strength, then neuron and source)."""
     folder = viewer["folder"]
     hits, vocab_size = search_hits(folder)
@@ -355,7 +359,7 @@ def shown(text):
     return html.escape(json.dumps(text, ensure_ascii=False), quote=False)
 
 
-HIT_ROW = re.compile(r'<li class="token-hit" data-entry="\d+"><span class="num strength">([^<]*)</span> <a href="#[^"]*">([^<]*)</a>'
+HIT_ROW = re.compile(r'<li class="token-hit" data-ref="\d+"><span class="num strength">([^<]*)</span> <a href="#[^"]*">([^<]*)</a>'
                      r' · <span class="source">([^<]*)</span> · <span class="num value">[^<]*</span> <code>([^<]*)</code>')
 
 
@@ -371,11 +375,20 @@ def row_of(hit, vocab, d_mlp):
 
 
 @pytest.mark.slow
-def test_search_by_token_in_chromium_ranks_as_a_brute_force_sort(viewer, tmp_path):
+def test_search_by_token_in_chromium_ranks_as_a_brute_force_sort(viewer, tmp_path, monkeypatch):
     """#?token=...&exact=1 for the token that drives a neuron hardest (the extreme token of the neuron's largest
-    |a|) lists that neuron first and every hit in the brute-force order; a search of many tokens pages beyond the
-    first 100 in the same order; a kind of hit keeps only its group."""
-    folder = viewer["folder"]
+    |a|) lists that neuron first and every hit in the brute-force order; a search of many tokens (in several shards
+    of the search: a copy of the viewer refreshed with small ones) pages beyond the first 100 in the same order; a
+    kind of hit keeps only its group."""
+    from neuroscope.view import search_index
+    from neuroscope.view.viewer_refresh import refresh_viewer
+
+    folder = tmp_path / "sharded"
+    shutil.copytree(viewer["folder"], folder)
+    monkeypatch.setattr(search_index, "SHARD_HITS", 1000)
+    refresh_viewer(folder)
+    assert search_hits(folder) == search_hits(viewer["folder"])
+    assert len(read_call(folder / "data" / "meta.js")[1][0]["search_shards"]) > 10
     vocab = read_call(folder / "data" / "vocab.js")[1][0]
     hits, _ = search_hits(folder)
     d_mlp = viewer["stats"]["top_values"].shape[1]
@@ -433,11 +446,11 @@ def test_search_index_of_some_layers_from_an_existing_one(viewer, tmp_path, caps
     assert cut == [h for h in whole if h[1] // d_mlp == 1] and cut and cut_vocab_size == vocab_size
     damaged = pages / "damaged"
     shutil.copytree(viewer["folder"], damaged)
-    search = damaged / "data" / "search.js"
+    search = damaged / "data" / "search_0.js"
     search.write_text(search.read_text()[:-100] + ");\n")
     capsys.readouterr()
     assert run_main(d_recompute_vis.main, argv[:-3] + ["damaged", "--viewer", "search2"]) == 2
-    assert "search.js: cannot read this file of the viewer" in capsys.readouterr().err
+    assert "search_0.js: cannot read this file of the viewer" in capsys.readouterr().err
     assert not (pages / "search2").exists()
 
 
@@ -448,9 +461,9 @@ def test_refreshing_a_viewer_rebuilds_its_search_from_its_own_files(viewer, tmp_
 
     folder = tmp_path / "copy"
     shutil.copytree(viewer["folder"], folder)
-    (folder / "data" / "search.js").write_text("neuroscope.search({});\n")
+    (folder / "data" / "search_0.js").write_text("neuroscope.search({});\n")
     assert refresh([str(folder)]) == 0
-    for name in ("search.js", "meta.js"):
+    for name in ("search_0.js", "meta.js"):
         assert (folder / "data" / name).read_text() == (viewer["folder"] / "data" / name).read_text()
     layer = folder / "data" / "layer_1.js"
     layer.write_text(re.sub(r'"width":(\d+)', lambda m: f'"width":{int(m.group(1)) + 1}', layer.read_text(), count=1))
@@ -479,7 +492,7 @@ def test_refreshing_an_older_viewer_takes_the_input_tables_values_from_the_weigh
     hits, _ = search_hits(folder)
     assert all(np.isnan(h[3]) and h[4] == 0 for h in hits if h[2] in ("+w_in", "-w_in", "+w_gate", "-w_gate"))
     assert refresh([str(folder), "--model", str(viewer["source"].path)]) == 0
-    for name in ["search", *(name for name in sums if name.startswith("layer_"))]:
+    for name in ["search_0", *(name for name in sums if name.startswith("layer_"))]:
         assert read_call(folder / "data" / f"{name}.js") == read_call(viewer["folder"] / "data" / f"{name}.js"), name
 
 
@@ -539,3 +552,25 @@ def test_overview_counts_equal_the_statistics_and_its_links_filter_to_them(viewe
     links = {(int(at), int(b)): html.unescape(href) for href, at, b in re.findall(gate_link, dom)}
     (layer, b), count = max(gates.items(), key=lambda item: item[1])
     assert f">{count} of {len(unpack(index['ids']))} neurons<" in dump_dom(page + links[(layer, b)])
+
+
+def test_search_shards_hold_consecutive_tokens_up_to_their_size(viewer):
+    """Shards of at most `most` hits (a token of more alone), consecutive, each as large as the next token allows,
+    and read back as the whole index."""
+    from neuroscope.view.parts import SearchPart, read_plain
+    from neuroscope.view.search_index import SearchIndex
+
+    part = read_plain(SearchPart, read_call(viewer["folder"] / "data" / "search_0.js")[1][1])
+    index = SearchIndex.of_parts([part])
+    counts = np.diff(index.offsets)
+    most = int(counts.max()) + 7
+    firsts = index.shards(most)
+    stops = [*firsts[1:], len(counts)]
+    assert firsts[0] == 0 and all(a < b for a, b in zip(firsts, stops))
+    for first, stop in zip(firsts, stops):
+        assert counts[first:stop].sum() <= most
+        assert stop == len(counts) or counts[first:stop + 1].sum() > most  # the next token did not fit
+    parts = [index.payload(first, stop) for first, stop in zip(firsts, stops)]
+    again = SearchIndex.of_parts(parts)
+    assert np.array_equal(again.offsets, index.offsets) and len(firsts) > 1
+    assert all(np.array_equal(getattr(again.hits, k), getattr(index.hits, k)) for k in index.hits.__dict__)

@@ -14,9 +14,12 @@ relative to the neuron's own largest of its kind, a number in [0, 1] comparable 
 - embedding connections: |virtual weight| / the largest |virtual weight| of the neuron's shown list of that kind.
 A token met several times by one neuron and source (three max examples at " with") is one hit, its strongest.
 
-`data/search.js` holds one `neuroscope.search(...)` call (`parts.SearchPart`): the hits in CSR form over the vocabulary,
-- `offsets` [vocab + 1]: token t's hits are [offsets[t], offsets[t + 1]), strongest first (ties: neuron id, then
-  source, ascending), so that a search ranks by strength, then token, neuron and source;
+The hits are written in shards of consecutive tokens, `data/search_<shard>.js`, each of at most SHARD_HITS hits (a
+token with more is a shard of its own; the meta's `search_shards` lists each shard's first token), so that a search
+loads only the shards of the tokens it matches, and no file outgrows what a page can load at 7B size. Each holds one
+`neuroscope.search(shard, ...)` call (`parts.SearchPart`): its hits in CSR form over its tokens [first, next first),
+- `offsets` [tokens + 1]: token first + t's hits are [offsets[t], offsets[t + 1]), strongest first (ties: neuron id,
+  then source, ascending), so that a search ranks by strength, then token, neuron and source;
 - `neurons`, `source`, `value` (float16), `strength` (float16) [hit]; `doc`, `position` [hit]: where an example's
   token is (dataset document, position in it; -1 and 0 for a table hit), so that the page shows it in context;
 - `sources`, `groups`: the names of the sources and the group of each (activation, output weight, input weight,
@@ -41,6 +44,7 @@ OUTPUT_TABLES = ("promoted", "suppressed")
 SOURCES = (*OUTPUT_TABLES, *INPUT_TABLES, *EXAMPLE_SOURCES, *EMBED_KINDS)
 GROUPS = {**{s: "activation" for s in EXAMPLE_SOURCES}, **{s: "output weight" for s in OUTPUT_TABLES},
           **{s: "input weight" for s in INPUT_TABLES}, **{s: "embedding connection" for s in EMBED_KINDS}}
+SHARD_HITS = 1 << 20  # hits a search file at most (~20 MiB of text), unless one token has more
 EXTREME_KINDS = 2  # the first LIST_KINDS (max, min); then the sign combinations (and the typical examples, left out)
 
 
@@ -207,23 +211,42 @@ class SearchIndex:
                 ((hits.neuron < 0) | (hits.neuron >= n_ids)).any() or ((hits.source < 0) | (hits.source >= len(SOURCES))).any():
             raise ValueError("offsets, neurons and sources do not fit together")
 
-    def payload(self) -> SearchPart:
-        """The argument of `neuroscope.search(...)` (data/search.js)."""
-        hits = self.hits
-        return SearchPart(sources=list(SOURCES), groups=[GROUPS[s] for s in SOURCES], offsets=Packed.of(self.offsets, "i4"),
-                          neurons=Packed.of(hits.neuron), source=Packed.of(hits.source, "u1"), value=Packed.of(hits.value, "f2"),
-                          strength=Packed.of(hits.strength, "f2"), doc=Packed.of(hits.doc, "i4"), position=Packed.of(hits.position))
+    def shards(self, most: int | None = None) -> list[int]:
+        """The first token of each shard: consecutive tokens of at most `most` (SHARD_HITS) hits together (a token of
+        more alone)."""
+        most = most or SHARD_HITS
+        counts, firsts, held = np.diff(self.offsets), [0], 0
+        for token, count in enumerate(counts.tolist()):
+            if held and held + count > most:
+                firsts.append(token)
+                held = 0
+            held += count
+        return firsts
+
+    def payload(self, first: int, stop: int) -> SearchPart:
+        """The argument of `neuroscope.search(shard, ...)`: the hits of tokens [first, stop) (a `data/search_<shard>.js`)."""
+        hits = self.hits.rows(slice(int(self.offsets[first]), int(self.offsets[stop])))
+        return SearchPart(first=first, sources=list(SOURCES), groups=[GROUPS[s] for s in SOURCES],
+                          offsets=Packed.of(self.offsets[first:stop + 1] - self.offsets[first], "i4"), neurons=Packed.of(hits.neuron),
+                          source=Packed.of(hits.source, "u1"), value=Packed.of(hits.value, "f2"), strength=Packed.of(hits.strength, "f2"),
+                          doc=Packed.of(hits.doc, "i4"), position=Packed.of(hits.position))
 
     @classmethod
-    def of_part(cls, part: SearchPart) -> SearchIndex:
-        """The index that `payload` wrote (not checked: `check`); ValueError where its sources are not SOURCES."""
-        if list(part.sources) != list(SOURCES):
-            raise ValueError(f"sources {part.sources}, not {list(SOURCES)}")
-        offsets = part.offsets.array().astype(np.int64)
-        token = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets)) if len(offsets) else np.zeros(0, np.int64)
-        arrays = [part.neurons, part.source, part.value, part.strength, part.doc, part.position]
-        if len({len(token), *(len(a.array()) for a in arrays)}) != 1:
-            raise ValueError("its arrays are not all of one length per hit")
-        neuron, source, value, strength, doc, position = (a.array() for a in arrays)
-        return cls(offsets, Hits(token, neuron.astype(np.int64), source.astype(np.int64), value.astype(np.float64),
-                                 strength.astype(np.float64), doc.astype(np.int64), position.astype(np.int64)))
+    def of_parts(cls, parts: list[SearchPart]) -> SearchIndex:
+        """The index that the shards `parts` (in order) hold (not checked: `check`); ValueError where they are not
+        consecutive shards of this version's sources."""
+        offsets, hits, first = [np.zeros(1, np.int64)], [], 0
+        for part in parts:
+            if list(part.sources) != list(SOURCES) or part.first != first:
+                raise ValueError(f"a shard of sources {part.sources} from token {part.first}, not of {list(SOURCES)} from {first}")
+            local = part.offsets.array().astype(np.int64)
+            token = first + np.repeat(np.arange(len(local) - 1), np.diff(local)) if len(local) else np.zeros(0, np.int64)
+            arrays = [part.neurons, part.source, part.value, part.strength, part.doc, part.position]
+            if len(local) < 1 or len({len(token), *(len(a.array()) for a in arrays)}) != 1:
+                raise ValueError("its arrays are not all of one length per hit")
+            neuron, source, value, strength, doc, position = (a.array() for a in arrays)
+            hits.append(Hits(token, neuron.astype(np.int64), source.astype(np.int64), value.astype(np.float64),
+                             strength.astype(np.float64), doc.astype(np.int64), position.astype(np.int64)))
+            offsets.append(local[1:] + offsets[-1][-1])
+            first += len(local) - 1
+        return cls(np.concatenate(offsets), Hits.joined(hits))

@@ -1,6 +1,6 @@
 """Bring a written viewer's page and search by token up to this version from its own files, without the model or
 its activations: `viewer.html` written again (this version's page: the ranked search, the model at a glance),
-`data/search.js` rebuilt from the viewer's layer, index and document files (`search_index.layer_hits`), and
+`data/search_<shard>.js` rebuilt from the viewer's layer, index and document files (`search_index.layer_hits`), and
 `data/meta.js` sealed again with the new checksums. Every file it reads is first verified against the meta's
 checksums; a viewer without checksums is refused (write it again with d_recompute_vis.py --viewer).
 
@@ -123,9 +123,13 @@ def refresh_viewer(folder: Path, model: str | None = None) -> dict[str, Any]:
         index = SearchIndex.of_hits(viewer_hits(folder, meta), len(vocab))
     except (TypeError, ValueError) as exc:
         raise UserError(f"{folder}: its files do not fit this version ({exc}); {REWRITE}") from exc
-    write_search(folder / "data", index, sums)
+    for name in [name for name in sums if name == "search" or name.startswith("search_")]:  # the search written before
+        (folder / "data" / f"{name}.js").unlink(missing_ok=True)
+        del sums[name]
+    firsts = write_search(folder / "data", index, sums)
     write_page(folder)
-    return write_meta(folder / "data", {k: v for k, v in meta.items() if k not in SEAL}, sums, page_checksums(folder))
+    rest = {k: v for k, v in meta.items() if k not in SEAL}
+    return write_meta(folder / "data", {**rest, "search_shards": firsts}, sums, page_checksums(folder))
 
 
 INLINE_CALL = re.compile(r"^neuroscope\.(?:meta|index|vocab|docs|layer)\(.*\);$", re.M)  # a single page's data

@@ -11,7 +11,7 @@ var neuroscope = (function () {
   var NUMERIC = ["kurtosis", "skew", "max", "min", "mean", "gate_open"];
   var LABELS = {kurtosis: "kurtosis", skew: "skew", max: "max", min: "min", mean: "mean", gate_open: "gate open"};
   var KIND_TITLES = {"max": "Max activations", "min": "Min activations"};
-  var data = {meta: null, index: null, vocab: null, docs: {}, layers: {}, search: null};
+  var data = {meta: null, index: null, vocab: null, docs: {}, layers: {}, search: {}};
   var loading = {};
   var table = {sort: "id", descending: false, page: 0, orders: {}};
 
@@ -44,15 +44,16 @@ var neuroscope = (function () {
   }
   function partOf(name) { return name.replace(/_.*$/, ""); }
   function fileOf(part, args) {  // the file a call belongs in (viewer.part_file)
-    if (part === "docs") { return "docs_" + args[0]; }
+    if (part === "docs" || part === "search") { return part + "_" + args[0]; }
     if (part === "layer") { return "layer_" + args[0] + (args.length > 2 ? "_" + args[2] : ""); }
     return part;
   }
   function titleOf(name) {  // what a file holds, in words (viewer.part_title)
-    var m = /^(layer|docs)_(\d+)(?:_(\d+))?$/.exec(name);
-    var titles = {meta: "the meta", index: "the index", vocab: "the vocabulary", search: "the search by token"};
+    var m = /^(layer|docs|search)_(\d+)(?:_(\d+))?$/.exec(name);
+    var titles = {meta: "the meta", index: "the index", vocab: "the vocabulary"};
     if (!m) { return titles[name] || name; }
-    return (m[1] === "docs" ? "documents " : "layer ") + m[2] + (m[3] ? " chunk " + m[3] : "");
+    var what = {layer: "layer ", docs: "documents ", search: "the search by token, part "}[m[1]];
+    return what + m[2] + (m[3] ? " chunk " + m[3] : "");
   }
   function runningFile() {  // the data file whose script runs now (null: data inline in a single page)
     var script = document.currentScript, m = script && script.src ? /\/data\/([^\/?#]+)\.js$/.exec(script.src) : null;
@@ -64,7 +65,7 @@ var neuroscope = (function () {
     var shape = shapeFault(payloadOf(part, args), type, true);
     return shape ? "does not fit this page's data format (" + shape + "; a file of another version?)" : "";
   }
-  function payloadOf(part, args) { return args[part === "layer" || part === "docs" ? 1 : 0]; }
+  function payloadOf(part, args) { return args[part === "layer" || part === "docs" || part === "search" ? 1 : 0]; }
   // what in `value` does not fit the type `type` of SCHEMA, or "" (`top`: the part itself, which may carry its arrays'
   // DEFLATE stream)
   function shapeFault(value, type, top) {
@@ -341,13 +342,15 @@ var neuroscope = (function () {
     });
   }
 
-  // ---- search by token (data/search.js, loaded on first use), ranked: every (neuron, token, source) hit of the
-  // vocabulary's tokens that contain the text in the token box (or equal it), strongest first. A hit's strength is its
-  // value relative to the neuron's own largest of that kind (search_index: |a| / the neuron's largest |a|; a table's
-  // weight / the largest over the vocabulary); ties by token, neuron and source. The search lives in the hash too
+  // ---- search by token (data/search_<shard>.js, the shards of the tokens searched loaded on first use), ranked: every
+  // (neuron, token, source) hit of the vocabulary's tokens that contain the text in the token box (or equal it),
+  // strongest first. A hit's strength is its value relative to the neuron's own largest of that kind (search_index:
+  // |a| / the neuron's largest |a|; a table's weight / the largest over the vocabulary); ties by token, neuron and
+  // source. A hit is named by a reference shard * 2^32 + entry. The search lives in the hash too
   // (#?token=%20M&nocase=1&exact=1&group=activation&tpage=2)
   var TOKEN_PAGE = 100;  // hits a page
   var CONTEXT_TOKENS = [8, 3];  // tokens shown before and after an example's token
+  var SHARD = 4294967296;  // 2^32: a hit's reference is shard * SHARD + entry
   var tokenView = {page: 0, group: "", key: ""};
   function tokenQuery() {
     return {text: document.getElementById("token-box").value, nocase: document.getElementById("token-nocase").checked,
@@ -374,68 +377,85 @@ var neuroscope = (function () {
   function tokenWantedAtStart() { return /^#\?(.*&)?token=[^&]/.test(location.hash); }
   function matchingTokens(q) {  // the ids of the vocabulary's tokens that contain (or equal) the text, ascending
     var wanted = q.nocase ? q.text.toLowerCase() : q.text, found = [];
-    for (var id = 0; id < Math.min(data.vocab.length, data.search.offsets.length - 1); id++) {
+    for (var id = 0; id < data.vocab.length; id++) {
       var text = q.nocase ? String(data.vocab[id]).toLowerCase() : String(data.vocab[id]);
       if (q.exact ? text === wanted : text.indexOf(wanted) >= 0) { found.push(id); }
     }
     return found;
   }
+  function shardOf(token) {  // the shard whose tokens [first, next first) hold a token (meta.search_shards: the firsts)
+    var firsts = data.meta.search_shards, low = 0, high = firsts.length - 1;
+    while (low < high) { var mid = (low + high + 1) >> 1; if (firsts[mid] <= token) { low = mid; } else { high = mid - 1; } }
+    return low;
+  }
+  function shardFiles(tokens) {  // the search files that the tokens' hits are in, once each
+    var names = {};
+    tokens.forEach(function (t) { names["search_" + shardOf(t)] = true; });
+    return Object.keys(names);
+  }
   function tokenHits(tokens, group) {
-    // the hits of `tokens` [entry] in `group` ("": all), strongest first; how many of each group, how many
+    // the hits of `tokens` in `group` ("": all) as references, strongest first; how many of each group, how many
     // (neuron, token) pairs and neurons among all of them
-    var s = data.search, ids = data.meta.n_layers * data.meta.d_mlp, stamp = new Int32Array(ids), seen = new Uint8Array(ids);
-    var out = {entries: null, groups: {}, count: 0, pairs: 0, neurons: 0}, picked = [];
-    s.groups.forEach(function (g) { out.groups[g] = 0; });
+    var ids = data.meta.n_layers * data.meta.d_mlp, stamp = new Int32Array(ids), seen = new Uint8Array(ids);
+    var out = {refs: null, groups: {}, count: 0, pairs: 0, neurons: 0}, refs = [], strengths = [];
     tokens.forEach(function (t) {
-      for (var e = s.offsets[t]; e < s.offsets[t + 1]; e++) {
+      var shard = shardOf(t), s = data.search[shard], local = t - s.first;
+      s.groups.forEach(function (g) { if (out.groups[g] === undefined) { out.groups[g] = 0; } });
+      for (var e = s.offsets[local]; e < s.offsets[local + 1]; e++) {
         var n = s.neurons[e], g = s.groups[s.source[e]];
         out.groups[g] += 1;
         if (stamp[n] !== t + 1) { stamp[n] = t + 1; out.pairs += 1; }
         if (!seen[n]) { seen[n] = 1; out.neurons += 1; }
-        if (!group || g === group) { picked.push(e); }
+        if (!group || g === group) { refs.push(shard * SHARD + e); strengths.push(s.strength[e]); }
       }
-      out.count += s.offsets[t + 1] - s.offsets[t];
+      out.count += s.offsets[local + 1] - s.offsets[local];
     });
-    out.entries = strongestFirst(picked);
+    out.refs = strongestFirst(refs, strengths);
     return out;
   }
-  function strongestFirst(picked) {  // entries [hit], gathered by token (each token's strongest first): by strength, stably
-    var s = data.search, n = picked.length, out = new Int32Array(n), i;
-    if (n >= 1 << ORDER_BITS) {  // more than a packed key numbers: a comparison sort (entries ascend as gathered)
-      picked.sort(function (a, b) { return s.strength[b] - s.strength[a] || a - b; });
-      out.set(picked);
+  function strongestFirst(refs, strengths) {  // hits gathered by token (each token's strongest first): by strength, stably
+    var n = refs.length, out = new Float64Array(n), i;
+    if (n >= 1 << ORDER_BITS) {  // more than a packed key numbers: a comparison sort of the places
+      var places = refs.map(function (r, j) { return j; });
+      places.sort(function (a, b) { return strengths[b] - strengths[a] || a - b; });
+      for (i = 0; i < n; i++) { out[i] = refs[places[i]]; }
       return out;
     }
     var keys = new Float64Array(n), scale = 1 << ORDER_BITS;  // (key of -strength) * 2^ORDER_BITS + place: exact below 2^53
-    for (i = 0; i < n; i++) { keys[i] = (0xFFFFFFFF - sortKey(s.strength[picked[i]])) * scale + i; }
+    for (i = 0; i < n; i++) { keys[i] = (0xFFFFFFFF - sortKey(strengths[i])) * scale + i; }
     keys.sort();
-    for (i = 0; i < n; i++) { out[i] = picked[keys[i] % scale]; }
+    for (i = 0; i < n; i++) { out[i] = refs[keys[i] % scale]; }
     return out;
   }
-  function hitValue(e) {  // "a +6.80" for an example, "weight +0.412" for a table
-    var s = data.search, v = s.value[e], example = s.groups[s.source[e]] === "activation";
+  function hitAt(ref) {  // a hit's shard data and entry
+    var shard = Math.floor(ref / SHARD);
+    return {s: data.search[shard], e: ref - shard * SHARD};
+  }
+  function hitValue(h) {  // "a +6.80" for an example, "weight +0.412" for a table
+    var v = h.s.value[h.e], example = h.s.groups[h.s.source[h.e]] === "activation";
     return (example ? "a " : "weight ") + (isNaN(v) ? "not in this viewer" : plus(v, 3));
   }
-  function tokenRow(e) {  // strength · neuron · source · value · "token" · its context (examples: filled in once loaded)
-    var s = data.search, d = data.meta.d_mlp, label = name(Math.floor(s.neurons[e] / d), s.neurons[e] % d);
-    return el("li", {"class": "token-hit", "data-entry": String(e)}, [el("span", {"class": "num strength", text: s.strength[e].toFixed(3)}),
+  function tokenRow(ref) {  // strength · neuron · source · value · "token" · its context (examples: filled in once loaded)
+    var h = hitAt(ref), s = h.s, e = h.e, d = data.meta.d_mlp, label = name(Math.floor(s.neurons[e] / d), s.neurons[e] % d);
+    var token = s.first + sortedIndex(s.offsets, e + 1) - 1;  // the token whose run holds the entry
+    return el("li", {"class": "token-hit", "data-ref": String(ref)}, [el("span", {"class": "num strength", text: s.strength[e].toFixed(3)}),
       document.createTextNode(" "), el("a", {href: "#" + label, text: label}), document.createTextNode(" · "),
       el("span", {"class": "source", text: s.sources[s.source[e]]}), document.createTextNode(" · "),
-      el("span", {"class": "num value", text: hitValue(e)}), document.createTextNode(" "),
-      el("code", {text: JSON.stringify(tokenText(tokenOf(e)))}), el("span", {"class": "context"})]);
+      el("span", {"class": "num value", text: hitValue(h)}), document.createTextNode(" "),
+      el("code", {text: JSON.stringify(tokenText(token))}), el("span", {"class": "context"})]);
   }
-  function tokenOf(e) { return sortedIndex(data.search.offsets, e + 1) - 1; }  // the token whose run holds entry e
   function fillContexts(list) {  // each example's token in its text, once the documents it lies in are here
-    var s = data.search, rows = Array.prototype.slice.call(list.querySelectorAll("li[data-entry]")).filter(function (li) {
-      return s.doc[Number(li.getAttribute("data-entry"))] >= 0;
-    });
+    var rows = Array.prototype.slice.call(list.querySelectorAll("li[data-ref]")).map(function (li) {
+      var h = hitAt(Number(li.getAttribute("data-ref")));
+      return {box: li.querySelector(".context"), doc: h.s.doc[h.e], position: h.s.position[h.e]};
+    }).filter(function (row) { return row.doc >= 0; });
     var files = {};
-    rows.forEach(function (li) { files["docs_" + chunkOf(s.doc[Number(li.getAttribute("data-entry"))])] = true; });
+    rows.forEach(function (row) { files["docs_" + chunkOf(row.doc)] = true; });
     return Promise.all(Object.keys(files).map(load)).then(function () {
-      rows.forEach(function (li) {
-        var e = Number(li.getAttribute("data-entry")), box = li.querySelector(".context"), file = "docs_" + chunkOf(s.doc[e]);
-        if (faults[file] || !data.docs[chunkOf(s.doc[e])]) { box.textContent = " (" + (faults[file] || file + " did not load") + ")"; return; }
-        box.appendChild(contextOf(s.doc[e], s.position[e]));
+      rows.forEach(function (row) {
+        var file = "docs_" + chunkOf(row.doc);
+        if (faults[file] || !data.docs[chunkOf(row.doc)]) { row.box.textContent = " (" + (faults[file] || file + " did not load") + ")"; return; }
+        row.box.appendChild(contextOf(row.doc, row.position));
       });
     });
   }
@@ -474,31 +494,39 @@ var neuroscope = (function () {
     return el("span", {"class": "pager"}, [nodes[0], el("span", {id: "token-page", text: " hits " + (count ? tokenView.page * TOKEN_PAGE + 1 : 0) +
       "–" + Math.min(count, (tokenView.page + 1) * TOKEN_PAGE) + " of " + count + " (page " + (tokenView.page + 1) + " of " + pages + ") "}), nodes[1]]);
   }
+  function searchReady(q) {  // the files a search needs are here (else they are loaded and it runs again): true
+    if (!data.meta.search_shards) {
+      tokenNote("this viewer has no ranked token index (data/search_*.js): write it again, or bring it up to date with " +
+        "python -m neuroscope.view.viewer_refresh");
+      return false;
+    }
+    if (!data.vocab) { return waitFor(["vocab"]); }
+    var files = shardFiles(matchingTokens(q)).filter(function (f) { return !data.search[Number(f.slice(7))]; });
+    return files.length ? waitFor(files) : true;
+  }
+  function waitFor(files) {
+    tokenNote("loading the token index (" + files.length + (files.length > 1 ? " files" : " file") + ")…");
+    Promise.all(files.map(load)).then(function () {
+      var problem = files.map(function (f) { return faults[f]; }).filter(Boolean)[0];
+      if (problem) { tokenNote("error: " + problem); } else { renderTokenSearch(); }
+    });
+    return false;
+  }
   function renderTokenSearch() {
     var q = tokenQuery();
     document.getElementById("token-results").hidden = !q.text;
-    if (!q.text) { return; }
-    if (!data.search || !data.vocab) {
-      tokenNote("loading the token index…");
-      Promise.all([load("vocab"), load("search")]).then(function () {
-        var listed = data.meta.checksums && data.meta.checksums.search !== undefined, problem = faults.vocab || (listed || !missing.search ? faults.search : "");
-        if (problem) { tokenNote("error: " + problem); }
-        else if (data.search && data.vocab) { renderTokenSearch(); }
-        else { tokenNote("this viewer has no token index (data/search.js): write it again to search by token"); }
-      });
-      return;
-    }
-    var key = JSON.stringify([q.text, q.nocase, q.exact, tokenView.group]);
+    if (!q.text || !searchReady(q)) { return; }
+    var key = JSON.stringify([q.text, q.nocase, q.exact, tokenView.group]), started = performance.now();
     if (tokenView.key !== key) { tokenView.key = key; tokenView.tokens = matchingTokens(q); tokenView.hits = tokenHits(tokenView.tokens, tokenView.group); }
     var tokens = tokenView.tokens, hits = tokenView.hits;
     var what = (q.exact ? " tokens equal to " : " tokens containing ") + JSON.stringify(q.text) + (q.nocase ? " (any case)" : "");
     var box = tokenNote(tokens.length + what + " · " + hits.count + " hits: " + hits.pairs + " (neuron, token) pairs in " +
       hits.neurons + " neurons · strongest first (strength: the value relative to the neuron's own largest of its kind)");
-    var shown = hits.entries.length, pager = tokenPager(shown);
-    box.appendChild(el("div", {"class": "token-controls"}, [groupChoice(hits), document.createTextNode(" "), pager]));
+    box.appendChild(el("div", {"class": "token-controls"}, [groupChoice(hits), document.createTextNode(" "), tokenPager(hits.refs.length)]));
     var list = el("ol", {id: "token-list", start: String(tokenView.page * TOKEN_PAGE + 1)},
-      Array.prototype.map.call(hits.entries.subarray(tokenView.page * TOKEN_PAGE, (tokenView.page + 1) * TOKEN_PAGE), tokenRow));
+      Array.prototype.map.call(hits.refs.subarray(tokenView.page * TOKEN_PAGE, (tokenView.page + 1) * TOKEN_PAGE), tokenRow));
     box.appendChild(list);
+    document.body.setAttribute("data-search-ms", String(performance.now() - started));  // ranked and drawn (benchmarks)
     fillContexts(list).catch(fail);
   }
   function tokenSearch(event) {
@@ -976,7 +1004,7 @@ var neuroscope = (function () {
   function start() {
     if (data.meta) { beginPage(); return; }  // a single page: its data came inline
     var wanted = wantedAtStart(), names = ["meta", "index"].concat(wanted ? ["vocab"] : [],
-      !wanted && tokenWantedAtStart() ? ["vocab", "search"] : []);
+      !wanted && tokenWantedAtStart() ? ["vocab"] : []);
     if (document.readyState !== "loading") {  // meta.js first: it vouches for the others
       load("meta").then(function () { return Promise.all(names.map(load)); }).then(begin).catch(fail);
       return;
@@ -1062,7 +1090,7 @@ var neuroscope = (function () {
       var args = Array.prototype.slice.call(arguments);
       receive("layer", args, function () { data.layers[fileOf("layer", args)] = decodeActs(unpackAll(args[1], SCHEMA.parts.layer)); });
     },
-    search: function (d) { receive("search", [d], function () { data.search = unpackAll(d, SCHEMA.parts.search); }); },
+    search: function (shard, d) { receive("search", [shard, d], function () { data.search[shard] = unpackAll(d, SCHEMA.parts.search); }); },
     start: start,
     part: part,
     documents: documents,
