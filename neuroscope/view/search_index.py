@@ -44,7 +44,7 @@ OUTPUT_TABLES = ("promoted", "suppressed")
 SOURCES = (*OUTPUT_TABLES, *INPUT_TABLES, *EXAMPLE_SOURCES, *EMBED_KINDS)
 GROUPS = {**{s: "activation" for s in EXAMPLE_SOURCES}, **{s: "output weight" for s in OUTPUT_TABLES},
           **{s: "input weight" for s in INPUT_TABLES}, **{s: "embedding connection" for s in EMBED_KINDS}}
-SHARD_HITS = 1 << 20  # hits a search file at most (~20 MiB of text), unless one token has more
+SHARD_HITS = 1 << 18  # hits a search file at most (~5 MiB of text), unless one token has more
 EXTREME_KINDS = 2  # the first LIST_KINDS (max, min); then the sign combinations (and the typical examples, left out)
 
 

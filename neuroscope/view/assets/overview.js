@@ -18,13 +18,15 @@ var overview = (function () {
     (children || []).forEach(function (c) { n.appendChild(c); });
     return n;
   }
-  function gateBounds(bin) {  // [low, high] of a gate-open bin as the index's filter reads them (numbers of its link)
-    return [bin / GATE_BINS, bin === GATE_BINS - 1 ? 1 : Number(((bin + 1) / GATE_BINS - GAP).toPrecision(9))];
+  var BOUNDS = [];  // [low, high] of each gate-open bin as the index's filter reads them (the numbers of its link)
+  for (var b = 0; b < GATE_BINS; b++) {
+    BOUNDS.push([b / GATE_BINS, b === GATE_BINS - 1 ? 1 : Number(((b + 1) / GATE_BINS - GAP).toPrecision(9))]);
   }
-  function gateBin(value) {  // the bin whose bounds hold a gate-open frequency; -1 for NaN
+  function gateBin(value) {  // the bin whose bounds hold a gate-open frequency; -1 for NaN or a value between two bins
     if (!(value === value)) { return -1; }
-    for (var b = GATE_BINS - 1; b > 0; b--) { if (value >= gateBounds(b)[0]) { return value <= gateBounds(b)[1] ? b : -1; } }
-    return value <= gateBounds(0)[1] ? 0 : -1;
+    var b = Math.max(0, Math.min(GATE_BINS - 1, Math.floor(value * GATE_BINS)));
+    if (b > 0 && value < BOUNDS[b][0]) { b -= 1; }
+    return value >= BOUNDS[b][0] && value <= BOUNDS[b][1] ? b : -1;
   }
   // per layer of `layers`: neurons, count per class [class], count per gate-open bin [bin], from the index's columns
   function counts(ix, layers, classes) {
@@ -58,7 +60,7 @@ var overview = (function () {
   function gateBars(layer, row, y, top) {
     var parts = [];
     for (var b = 0; b < GATE_BINS; b++) {
-      var n = row.gates[b], h = top ? (ROW - 3) * n / top : 0, bounds = gateBounds(b);
+      var n = row.gates[b], h = top ? (ROW - 3) * n / top : 0, bounds = BOUNDS[b];
       parts.push(link("#?layer=" + layer + "&gate_open_low=" + bounds[0] + "&gate_open_high=" + bounds[1],
         "layer " + layer + " · gate open on " + (100 * b / GATE_BINS) + "–" + (100 * (b + 1) / GATE_BINS) + "% of tokens: " + n + " of " +
         row.total + " neurons", node("rect", {x: GATES_AT + b * BIN, y: (y + ROW - 3 - h).toFixed(2), width: BIN - 2,
@@ -96,5 +98,5 @@ var overview = (function () {
     legend(names, colours, TOP + layers.length * ROW + 8).forEach(function (p) { svg.appendChild(p); });
     return svg;
   }
-  return {draw: draw, counts: counts, gateBounds: gateBounds, GATE_BINS: GATE_BINS};
+  return {draw: draw};
 })();
