@@ -328,7 +328,20 @@ def index_times(browser: Chromium, page: str) -> list[tuple[str, float, str]]:
     for name, script in steps:
         took, count = browser.evaluate(script)
         rows.append((name, took, count))
+    rows.append(("overview: classes and gate-open bins of 352,256 neurons counted and drawn (part of the page load)",
+                 browser.evaluate(timed_overview()), ""))
     return rows
+
+
+def timed_overview() -> str:
+    """JavaScript: the index's overview (assets/overview.js) drawn again from index columns of every OLMo neuron
+    (random classes and gate-open frequencies); the milliseconds it took."""
+    return ("(function () { var n = " + str(OLMO["n_layers"] * OLMO["d_mlp"]) + ", d = " + str(OLMO["d_mlp"]) + ", ix = {ids: "
+            "new Int32Array(n), layer: new Int32Array(n), io_class: new Uint8Array(n), gate_open: new Float32Array(n)}; "
+            "for (var i = 0; i < n; i++) { ix.ids[i] = i; ix.layer[i] = Math.floor(i / d); ix.io_class[i] = i % 11; "
+            "ix.gate_open[i] = Math.random(); } var layers = []; for (var l = 0; l < " + str(OLMO["n_layers"]) + "; l++) { layers.push(l); } "
+            "var names = []; for (var c = 0; c < 11; c++) { names.push('class ' + c); } "
+            "var t0 = performance.now(); overview.draw(ix, layers, names, CLASS_COLOURS); return performance.now() - t0; })()")
 
 
 SEARCHES = [(" the", True, "token \" the\", whole token (loads its shard)"), (".", True, "token \".\", whole token (loads its shard)"),
