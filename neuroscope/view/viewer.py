@@ -45,7 +45,7 @@ from neuroscope.view.checksums import CHECKSUM_METHOD, file_checksum, meta_check
 from neuroscope.view.facts import LayerLogitEffects
 from neuroscope.view.html import viewer_page
 from neuroscope.view.neuron_view import Moments, ViewRun, documents_payload, index_payload, js_call, layer_payload, meta_payload
-from neuroscope.view.parts import IndexPart, deflated, plain
+from neuroscope.view.parts import IndexPart, ViewMeta, deflated, plain, read_plain
 from neuroscope.view.search_index import DocumentTokens, Hits, SearchIndex, index_peaks, layer_hits
 from neuroscope.view.viewer_folder import replace_viewer
 
@@ -151,7 +151,7 @@ def write_viewer(run: ViewRun, examples: dict[int, LayerExamples], effects: dict
         write_part(aside.data, sums, "index", index)
         documents = DocumentTokens(run.documents.tokens, run.documents.starts, run.documents.ids)
         hits = [write_layer(aside, examples[layer], effects[layer], sums, SearchInputs(index, documents)) for layer in sorted(examples)]
-        meta["search_shards"] = write_search(aside.data, SearchIndex.of_hits(Hits.joined(hits), len(run.vocab)), sums)
+        meta = with_search(meta, write_search(aside.data, SearchIndex.of_hits(Hits.joined(hits), len(run.vocab)), sums))
         write_page(staging)
         write_lists(aside, effects, moments)
         return write_meta(aside.data, meta, sums, page_checksums(staging))
@@ -210,6 +210,11 @@ def write_layer(run: ViewRun, examples: LayerExamples, effects: LayerLogitEffect
         ids = layer * run.stats.d_mlp + payload.examples.neurons.array().astype(np.int64)
         hits.append(layer_hits(payload, layer, run.stats.d_mlp, index_peaks(search.index, ids), search.documents))
     return Hits.joined(hits)
+
+
+def with_search(meta: dict[str, Any], firsts: list[int]) -> dict[str, Any]:
+    """The meta (as JSON) with the first token of each shard of its search by token, its keys in ViewMeta's order."""
+    return plain(dataclasses.replace(read_plain(ViewMeta, meta), search_shards=firsts))
 
 
 def write_search(data: Path, index: SearchIndex, sums: dict[str, int]) -> list[int]:

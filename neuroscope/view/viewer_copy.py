@@ -29,6 +29,7 @@ from neuroscope.view.viewer import (
     page_checksums,
     part_file,
     part_title,
+    with_search,
     write_meta,
     write_part,
     write_search,
@@ -275,7 +276,8 @@ def extract_layers(source: Path, target: Path, layers: list[int], expected: dict
         sums = {Path(name).stem: meta["checksums"][Path(name).stem] for name in copied if verified and name.endswith(".js")}
         write_part(staging / "data", sums, "index", index.rows(keep))
         if search is not None:
-            kept_meta["search_shards"] = write_search(staging / "data", search.kept(np.isin(search.hits.neuron // meta["d_mlp"], layers)), sums)
+            kept = search.kept(np.isin(search.hits.neuron // meta["d_mlp"], layers))
+            kept_meta = with_search(kept_meta, write_search(staging / "data", kept, sums))
         atomic_write_text(staging / "lists" / "index.html", lists_of_layers(lists_index, layers))
         if not verified:  # a copy of a viewer without checksums stays without them: nothing vouches for its files
             atomic_write_text(staging / "data" / "meta.js", js_call("meta", kept_meta))

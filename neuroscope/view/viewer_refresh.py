@@ -32,7 +32,7 @@ from gated_core.errors import UserError
 from neuroscope.view.html import viewer_page
 from neuroscope.view.parts import DocumentsPart, IndexPart, LayerPart, Packed, deflated, inflated, read_plain
 from neuroscope.view.search_index import DocumentTokens, Hits, SearchIndex, index_peaks, layer_hits
-from neuroscope.view.viewer import page_checksums, write_meta, write_page, write_part, write_search
+from neuroscope.view.viewer import page_checksums, with_search, write_meta, write_page, write_part, write_search
 from neuroscope.view.viewer_copy import REWRITE, check_meta_checksums, read_call, verified_part
 
 SEAL = ("checksum_method", "checksums", "file_checksums", "checksum")  # what write_meta adds to a meta
@@ -129,7 +129,7 @@ def refresh_viewer(folder: Path, model: str | None = None) -> dict[str, Any]:
     firsts = write_search(folder / "data", index, sums)
     write_page(folder)
     rest = {k: v for k, v in meta.items() if k not in SEAL}
-    return write_meta(folder / "data", {**rest, "search_shards": firsts}, sums, page_checksums(folder))
+    return write_meta(folder / "data", with_search(rest, firsts), sums, page_checksums(folder))
 
 
 INLINE_CALL = re.compile(r"^neuroscope\.(?:meta|index|vocab|docs|layer)\(.*\);$", re.M)  # a single page's data
