@@ -14,7 +14,7 @@ import urllib.parse
 import numpy as np
 import pytest
 import torch
-from helpers import CONTEXT, WINDOW, dump_dom, read_call, unpack
+from helpers import CONTEXT, PASS_TEXTS, WINDOW, dump_dom, read_call, tiny_run, unpack
 
 from gated_core.cli import run_main
 from gated_core.models.loading import load_hf_model, load_tokenizer
@@ -260,8 +260,8 @@ def test_direct_effects_in_chunks_of_examples(viewer, tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- search by token, ranked
 
-SEARCH_SOURCES = ("promoted", "suppressed", "+w_in", "-w_in", "+w_gate", "-w_gate", "max/min example",
-                  "sign-combination example", "gate_embed", "linear_embed")
+SEARCH_SOURCES = ("max/min example", "sign-combination example", "promoted", "suppressed", "+w_in", "-w_in", "+w_gate",
+                  "-w_gate", "gate_embed", "linear_embed")
 
 
 def search_hits(folder):
@@ -335,20 +335,21 @@ def brute_force_hits(folder):
 
 
 def ranked(hits, tokens):
-    """The hits of some tokens as the search ranks them: strength (descending), then token, neuron, source."""
+    """The hits of some tokens as the search ranks them: strength (descending), then source (activations first),
+    token, neuron."""
     chosen = [h for h in hits if h[0] in tokens]
-    return sorted(chosen, key=lambda h: (-h[4], h[0], h[1], SEARCH_SOURCES.index(h[2])))
+    return sorted(chosen, key=lambda h: (-h[4], SEARCH_SOURCES.index(h[2]), h[0], h[1]))
 
 
 def test_search_index_holds_every_hit_of_the_layer_files_ranked(viewer):
     """data/search_<shard>.js against a plain loop over the layer files: the same hits with the same values and strengths,
-    and each token's hits in the order of a brute-force sort (strength, then neuron and source)."""
+    and each token's hits in the order of a brute-force sort (strength, then source and neuron)."""
     folder = viewer["folder"]
     hits, vocab_size = search_hits(folder)
     assert vocab_size == len(read_call(folder / "data" / "vocab.js")[1][0])
     expected = brute_force_hits(folder)
     assert {(t, n, s): (v, st, d, p) for t, n, s, v, st, d, p in hits} == expected and len(hits) == len(expected)
-    assert {s for _, _, s, *_ in hits} == set(SEARCH_SOURCES[:8])
+    assert {s for _, _, s, *_ in hits} == set(SEARCH_SOURCES[:8])  # the tiny model has no connections
     assert all(0 <= h[4] <= 1 for h in hits) and max(h[4] for h in hits) == 1
     for token in {h[0] for h in hits}:
         assert [h for h in hits if h[0] == token] == ranked(hits, {token})
@@ -395,21 +396,23 @@ def test_search_by_token_in_chromium_ranks_as_a_brute_force_sort(viewer, tmp_pat
     strongest = next(h for h in ranked(hits, {h[0] for h in hits}) if h[2] == "max/min example" and vocab.count(vocab[h[0]]) == 1)
     token = strongest[0]
     page = (folder / "viewer.html").as_uri()
-    dom = dump_dom(f"{page}#?token={urllib.parse.quote(vocab[token], safe='')}&exact=1")
+    quoted = urllib.parse.quote(vocab[token], safe='')
+    dom = dump_dom(f"{page}#?token={quoted}&exact=1")  # the activations (the examples' hits) first
     expected = ranked(hits, {token})
     pairs = len({(t, n) for t, n, *_ in expected})
     assert f"1 tokens equal to {shown(vocab[token])} · {len(expected)} hits: {pairs} (neuron, token) pairs" in dom
-    assert token_rows(dom) == [row_of(h, vocab, d_mlp) for h in expected[:100]]
+    assert token_rows(dom) == [row_of(h, vocab, d_mlp) for h in expected if "example" in h[2]][:100]
     assert token_rows(dom)[0][1] == f"{strongest[1] // d_mlp}.{strongest[1] % d_mlp}" and strongest[4] == 1
+    assert token_rows(dump_dom(f"{page}#?token={quoted}&exact=1&group=all")) == [row_of(h, vocab, d_mlp) for h in expected[:100]]
     query = "e"
     matching = {i for i, v in enumerate(vocab) if query in v}
     many = ranked(hits, matching)
     assert len(many) > 200
-    second = dump_dom(f"{page}#?token={query}&tpage=2")
+    second = dump_dom(f"{page}#?token={query}&group=all&tpage=2")
     assert token_rows(second) == [row_of(h, vocab, d_mlp) for h in many[100:200]]
     assert f"hits 101–200 of {len(many)}" in second
-    activations = dump_dom(f"{page}#?token={query}&group=activation")
-    assert token_rows(activations) == [row_of(h, vocab, d_mlp) for h in many if "example" in h[2]][:100]
+    weights = dump_dom(f"{page}#?token={query}&group=output%20weight")
+    assert token_rows(weights) == [row_of(h, vocab, d_mlp) for h in many if h[2] in ("promoted", "suppressed")][:100]
 
 
 @pytest.mark.slow
@@ -574,3 +577,55 @@ def test_search_shards_hold_consecutive_tokens_up_to_their_size(viewer):
     again = SearchIndex.of_parts(parts)
     assert np.array_equal(again.offsets, index.offsets) and len(firsts) > 1
     assert all(np.array_equal(getattr(again.hits, k), getattr(index.hits, k)) for k in index.hits.__dict__)
+
+
+def planted_model(folder, target, text, token, neuron):
+    """A copy of the tiny checkpoint `folder` in `target` whose last layer's `neuron` reads `token` as it stands in
+    `text`: its gate and linear input both along the MLP's input there (so that its largest a on any text is at such
+    a token), 8 times as long as the layer's longest rows."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]  # as the activation pass runs a document
+    ids = torch.tensor([bos + tokenizer(text, add_special_tokens=False)["input_ids"]])
+    mlp, found = model.model.layers[-1].mlp, {}
+    handle = mlp.register_forward_pre_hook(lambda module, args: found.setdefault("x", args[0][0]))
+    with torch.no_grad():
+        model(ids)
+        handle.remove()
+        direction = found["x"][ids[0].tolist().index(token)]
+        for weight in (mlp.gate_proj.weight, mlp.up_proj.weight):
+            weight[neuron] = 8 * weight.norm(dim=1).max() * direction / direction.norm()
+    model.save_pretrained(target)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(folder / name, target / name)
+    return target
+
+
+@pytest.mark.slow
+def test_search_lists_a_planted_neuron_first(tiny_models, tmp_path):
+    """A neuron planted to respond to one token ("Q", in one document of the dataset) and given the largest neuron
+    number, which the unranked search listed last: the ranked search for that token lists it first, with strength 1
+    at its max example there, and no other neuron's activation there is as strong."""
+    from gated_core.models.loading import load_tokenizer
+    from gated_core.models.sources import resolve_model
+
+    source = tiny_models["llama"]
+    (token,) = load_tokenizer(resolve_model(str(source)))("Q", add_special_tokens=False)["input_ids"]
+    config = json.loads((source / "config.json").read_text())
+    layer, neuron = config["num_hidden_layers"] - 1, config["intermediate_size"] - 1
+    text = next(text for text in PASS_TEXTS if "Q" in text)
+    planted = planted_model(source, tmp_path / "planted", text, token, neuron)
+    _, _, results, argv = tiny_run(planted, tmp_path / "world")
+    assert run_main(d_recompute_vis.main, argv) == 0
+    folder = results / "local" / "planted" / "neuroscope" / "viewer"
+    hits, _ = search_hits(folder)
+    ours = [h for h in hits if h[0] == token]
+    assert ours and {h[1] // config["intermediate_size"] for h in ours} != {layer}  # other neurons meet "Q" too
+    dom = dump_dom(f"{(folder / 'viewer.html').as_uri()}#?token=Q&exact=1")
+    first = token_rows(dom)[0]
+    assert first[1:] == (f"{layer}.{neuron}", "max/min example", "Q") and first[0] > 0.99  # 1 but for recomputation's rounding
+    planted_hits = [h for h in ours if h[1] == layer * config["intermediate_size"] + neuron and "example" in h[2]]
+    others = [h[4] for h in ours if h[1] != layer * config["intermediate_size"] + neuron and "example" in h[2]]
+    assert others and max(others) < min(h[4] for h in planted_hits)  # first by its strength, not by its number

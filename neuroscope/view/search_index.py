@@ -18,8 +18,9 @@ The hits are written in shards of consecutive tokens, `data/search_<shard>.js`, 
 token with more is a shard of its own; the meta's `search_shards` lists each shard's first token), so that a search
 loads only the shards of the tokens it matches, and no file outgrows what a page can load at 7B size. Each holds one
 `neuroscope.search(shard, ...)` call (`parts.SearchPart`): its hits in CSR form over its tokens [first, next first),
-- `offsets` [tokens + 1]: token first + t's hits are [offsets[t], offsets[t + 1]), strongest first (ties: neuron id,
-  then source, ascending), so that a search ranks by strength, then token, neuron and source;
+- `offsets` [tokens + 1]: token first + t's hits are [offsets[t], offsets[t + 1]), strongest first (ties: by source in
+  SOURCES' order, activations first, then neuron id), so that a search ranks by strength, then source, token and
+  neuron;
 - `neurons`, `source`, `value` (float16), `strength` (float16) [hit]; `doc`, `position` [hit]: where an example's
   token is (dataset document, position in it; -1 and 0 for a table hit), so that the page shows it in context;
 - `sources`, `groups`: the names of the sources and the group of each (activation, output weight, input weight,
@@ -41,7 +42,7 @@ from wcos_casestudies.connections import EMBED_KINDS
 
 EXAMPLE_SOURCES = ("max/min example", "sign-combination example")  # an example's list: max or min, or a sign combination
 OUTPUT_TABLES = ("promoted", "suppressed")
-SOURCES = (*OUTPUT_TABLES, *INPUT_TABLES, *EXAMPLE_SOURCES, *EMBED_KINDS)
+SOURCES = (*EXAMPLE_SOURCES, *OUTPUT_TABLES, *INPUT_TABLES, *EMBED_KINDS)  # in the order that breaks ties: activations first
 GROUPS = {**{s: "activation" for s in EXAMPLE_SOURCES}, **{s: "output weight" for s in OUTPUT_TABLES},
           **{s: "input weight" for s in INPUT_TABLES}, **{s: "embedding connection" for s in EMBED_KINDS}}
 SHARD_HITS = 1 << 18  # hits a search file at most (~5 MiB of text), unless one token has more
@@ -179,12 +180,12 @@ def layer_hits(part: LayerPart, layer: int, d_mlp: int, peak: np.ndarray, docume
 
 def strongest_first(hits: Hits) -> Hits:
     """One hit per (token, neuron, source), its strongest (then its first), ordered by token, then strength
-    (descending), neuron and source."""
+    (descending), source and neuron."""
     order = np.lexsort((-hits.strength, hits.source, hits.neuron, hits.token))
     hits = hits.rows(order)
     same = (hits.token[1:] == hits.token[:-1]) & (hits.neuron[1:] == hits.neuron[:-1]) & (hits.source[1:] == hits.source[:-1])
     hits = hits.rows(np.concatenate([[True], ~same]) if len(hits.token) else np.zeros(0, bool))
-    return hits.rows(np.lexsort((hits.source, hits.neuron, -hits.strength, hits.token)))
+    return hits.rows(np.lexsort((hits.neuron, hits.source, -hits.strength, hits.token)))
 
 
 @dataclass

@@ -345,9 +345,10 @@ var neuroscope = (function () {
   // ---- search by token (data/search_<shard>.js, the shards of the tokens searched loaded on first use), ranked: every
   // (neuron, token, source) hit of the vocabulary's tokens that contain the text in the token box (or equal it),
   // strongest first. A hit's strength is its value relative to the neuron's own largest of that kind (search_index:
-  // |a| / the neuron's largest |a|; a table's weight / the largest over the vocabulary); ties by token, neuron and
-  // source. A hit is named by a reference shard * 2^32 + entry. The search lives in the hash too
-  // (#?token=%20M&nocase=1&exact=1&group=activation&tpage=2)
+  // |a| / the neuron's largest |a|; a table's weight / the largest over the vocabulary); ties by source (in the
+  // order of `sources`: activations first), then token and neuron. A hit is named by a reference shard * 2^32 + entry.
+  // One kind of hit is listed at a time: the activations (examples) where there are any, else every kind, or the one
+  // chosen. The search lives in the hash too (#?token=%20M&nocase=1&exact=1&group=all&tpage=2)
   var TOKEN_PAGE = 100;  // hits a page
   var CONTEXT_TOKENS = [8, 3];  // tokens shown before and after an example's token
   var SHARD = 4294967296;  // 2^32: a hit's reference is shard * SHARD + entry
@@ -393,48 +394,61 @@ var neuroscope = (function () {
     tokens.forEach(function (t) { names["search_" + shardOf(t)] = true; });
     return Object.keys(names);
   }
-  function groupCodes(s) {  // per source of a shard, the index of its group among the shard's distinct groups (kept)
-    if (!s.groupNames) {
-      s.groupNames = s.groups.filter(function (g, i) { return s.groups.indexOf(g) === i; });
-      s.groupCode = new Uint8Array(s.groups.map(function (g) { return s.groupNames.indexOf(g); }));
-    }
-    return s;
-  }
-  function tokenHits(tokens, group) {
-    // the hits of `tokens` in `group` ("": all) as references, strongest first; how many of each group, how many
-    // (neuron, token) pairs and neurons among all of them
-    var ids = data.meta.n_layers * data.meta.d_mlp, stamp = new Int32Array(ids), seen = new Uint8Array(ids), started = performance.now();
-    var out = {refs: null, groups: {}, count: 0, pairs: 0, neurons: 0, ms: {}}, total = 0, kept = 0;
+  function tokenHits(tokens) {
+    // every hit of `tokens` in gathering order (by token, each token's by strength, source, neuron): references,
+    // strengths, sources; how many of each group, how many (neuron, token) pairs and neurons
+    var ids = data.meta.n_layers * data.meta.d_mlp, stamp = new Int32Array(ids), seen = new Uint8Array(ids), total = 0, kept = 0;
+    var out = {groups: {}, count: 0, pairs: 0, neurons: 0, ranked: {}, started: performance.now()};
     tokens.forEach(function (t) { var s = data.search[shardOf(t)], l = t - s.first; total += s.offsets[l + 1] - s.offsets[l]; });
-    var refs = new Float64Array(total), strengths = new Float32Array(total);
+    out.refs = new Float64Array(total);
+    out.strengths = new Float32Array(total);
+    out.sources = new Uint8Array(total);
     tokens.forEach(function (t) {
-      var shard = shardOf(t), s = groupCodes(data.search[shard]), local = t - s.first, counts = new Int32Array(s.groupNames.length);
-      var wanted = group ? s.groupNames.indexOf(group) : -1, base = shard * SHARD;
+      var shard = shardOf(t), s = data.search[shard], local = t - s.first, base = shard * SHARD;
+      if (!out.groupOf) { out.groupOf = s.groups; }  // every shard has the same sources (search_index.SOURCES)
       for (var e = s.offsets[local]; e < s.offsets[local + 1]; e++) {
-        var n = s.neurons[e], g = s.groupCode[s.source[e]];
-        counts[g] += 1;
+        var n = s.neurons[e];
         if (stamp[n] !== t + 1) { stamp[n] = t + 1; out.pairs += 1; }
         if (!seen[n]) { seen[n] = 1; out.neurons += 1; }
-        if (wanted < 0 || g === wanted) { refs[kept] = base + e; strengths[kept++] = s.strength[e]; }
+        out.refs[kept] = base + e;
+        out.sources[kept] = s.source[e];
+        out.strengths[kept++] = s.strength[e];
       }
-      s.groupNames.forEach(function (name, g) { out.groups[name] = (out.groups[name] || 0) + counts[g]; });
-      out.count += s.offsets[local + 1] - s.offsets[local];
     });
-    out.ms.gather = performance.now() - started;
-    out.refs = strongestFirst(refs.subarray(0, kept), strengths);
-    out.ms.rank = performance.now() - started - out.ms.gather;
+    out.count = total;
+    (out.groupOf || []).forEach(function (g) { out.groups[g] = 0; });
+    for (var i = 0; i < total; i++) { out.groups[out.groupOf[out.sources[i]]] += 1; }
+    out.ms = {gather: performance.now() - out.started};
     return out;
   }
-  function strongestFirst(refs, strengths) {  // hits gathered by token (each token's strongest first): by strength, stably
+  function shownGroup(hits) {  // the kind of hit listed: the one chosen, else activations where there are any, else all
+    if (tokenView.group && (tokenView.group === "all" || hits.groups[tokenView.group] !== undefined)) { return tokenView.group; }
+    return hits.groups.activation ? "activation" : "all";
+  }
+  function rankedHits(hits, group) {  // the references of the hits of a group ("all": every kind), strongest first; kept
+    if (!hits.ranked[group]) {
+      var started = performance.now(), keep = [];
+      for (var i = 0; i < hits.count; i++) { if (group === "all" || hits.groupOf[hits.sources[i]] === group) { keep.push(i); } }
+      var refs = new Float64Array(keep.length), strengths = new Float32Array(keep.length), sources = new Uint8Array(keep.length);
+      keep.forEach(function (i, j) { refs[j] = hits.refs[i]; strengths[j] = hits.strengths[i]; sources[j] = hits.sources[i]; });
+      hits.ranked[group] = strongestFirst(refs, strengths, sources);
+      hits.ms.rank = performance.now() - started;
+    }
+    return hits.ranked[group];
+  }
+  // hits gathered by token (each token's by strength, source, neuron): sorted by strength, then source, stably. The
+  // strengths are float16 values: as float32 their low 13 bits are 0, so the key is the top 19 bits of their order
+  // (sortKey), the source's 4 bits and the place's ORDER_BITS, exact below 2^53
+  function strongestFirst(refs, strengths, sources) {
     var n = refs.length, out = new Float64Array(n), i;
     if (n >= 1 << ORDER_BITS) {  // more than a packed key numbers: a comparison sort of the places
       var places = Array.from({length: n}, function (v, j) { return j; });
-      places.sort(function (a, b) { return strengths[b] - strengths[a] || a - b; });
+      places.sort(function (a, b) { return strengths[b] - strengths[a] || sources[a] - sources[b] || a - b; });
       for (i = 0; i < n; i++) { out[i] = refs[places[i]]; }
       return out;
     }
-    var keys = new Float64Array(n), scale = 1 << ORDER_BITS;  // (key of -strength) * 2^ORDER_BITS + place: exact below 2^53
-    for (i = 0; i < n; i++) { keys[i] = (0xFFFFFFFF - sortKey(strengths[i])) * scale + i; }
+    var keys = new Float64Array(n), scale = 1 << ORDER_BITS;
+    for (i = 0; i < n; i++) { keys[i] = ((0x7FFFF - (sortKey(strengths[i]) >>> 13)) * 16 + sources[i]) * scale + i; }
     keys.sort();
     for (i = 0; i < n; i++) { out[i] = refs[keys[i] % scale]; }
     return out;
@@ -487,10 +501,10 @@ var neuroscope = (function () {
     box.appendChild(el("p", {id: "token-count", "class": "meta", text: text}));
     return box;
   }
-  function groupChoice(hits) {  // the kinds of hits, each with its count: all of them or one group
-    var box = el("select", {id: "token-group"}, [el("option", {value: "", text: "every kind (" + hits.count + ")"})]);
+  function groupChoice(hits, group) {  // the kinds of hits, each with its count: one group, or all of them
+    var box = el("select", {id: "token-group"}, [el("option", {value: "all", text: "every kind (" + hits.count + ")"})]);
     Object.keys(hits.groups).forEach(function (g) { box.appendChild(el("option", {value: g, text: g + " (" + hits.groups[g] + ")"})); });
-    box.value = hits.groups[tokenView.group] === undefined ? "" : tokenView.group;
+    box.value = group;
     box.addEventListener("change", function () { tokenView.group = box.value; tokenView.page = 0; remember(); renderTokenSearch(); });
     return el("label", {"class": "meta"}, [document.createTextNode("kind of hit "), box]);
   }
@@ -528,23 +542,23 @@ var neuroscope = (function () {
     var q = tokenQuery();
     document.getElementById("token-results").hidden = !q.text;
     if (!q.text || !searchReady(q)) { return; }
-    var key = JSON.stringify([q.text, q.nocase, q.exact, tokenView.group]), started = performance.now(), matched = started;
+    var key = JSON.stringify([q.text, q.nocase, q.exact]), started = performance.now(), matched = started;
     if (tokenView.key !== key) {
       tokenView.key = key;
       tokenView.tokens = matchingTokens(q);
       matched = performance.now();
-      tokenView.hits = tokenHits(tokenView.tokens, tokenView.group);
+      tokenView.hits = tokenHits(tokenView.tokens);
     }
-    var tokens = tokenView.tokens, hits = tokenView.hits;
+    var tokens = tokenView.tokens, hits = tokenView.hits, group = shownGroup(hits), refs = rankedHits(hits, group);
     var what = (q.exact ? " tokens equal to " : " tokens containing ") + JSON.stringify(q.text) + (q.nocase ? " (any case)" : "");
     var box = tokenNote(tokens.length + what + " · " + hits.count + " hits: " + hits.pairs + " (neuron, token) pairs in " +
       hits.neurons + " neurons · strongest first (strength: the value relative to the neuron's own largest of its kind)");
-    box.appendChild(el("div", {"class": "token-controls"}, [groupChoice(hits), document.createTextNode(" "), tokenPager(hits.refs.length)]));
+    box.appendChild(el("div", {"class": "token-controls"}, [groupChoice(hits, group), document.createTextNode(" "), tokenPager(refs.length)]));
     var list = el("ol", {id: "token-list", start: String(tokenView.page * TOKEN_PAGE + 1)},
-      Array.prototype.map.call(hits.refs.subarray(tokenView.page * TOKEN_PAGE, (tokenView.page + 1) * TOKEN_PAGE), tokenRow));
+      Array.prototype.map.call(refs.subarray(tokenView.page * TOKEN_PAGE, (tokenView.page + 1) * TOKEN_PAGE), tokenRow));
     box.appendChild(list);
     var ms = hits.ms;  // the times of the search's steps (benchmarks/bench_viewer_index.py reads them)
-    document.body.setAttribute("data-search-ms", [matched - started, ms.gather, ms.rank, performance.now() - started].join(" "));
+    document.body.setAttribute("data-search-ms", [matched - started, ms.gather, ms.rank || 0, performance.now() - started].join(" "));
     fillContexts(list).catch(fail);
   }
   function tokenSearch(event) {
