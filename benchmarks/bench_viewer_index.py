@@ -8,9 +8,17 @@ SmolLM2 neuron), its windows moved to random places of random documents (20M ran
 paper's dataset has); the vocabulary is the source's, repeated to OLMo's size. Chromium is driven over its
 DevTools pipe (no package needed): the times are the page's own (`performance.now()`), not virtual time.
 
+The search by token of every neuron: each synthetic neuron holds the hits of a source neuron (its id modulo the
+source's neurons), their values and strengths scaled by a random factor in [0.5, 1], their examples' tokens moved to
+random places of random documents; written in shards as the viewer writes them. Searches for common tokens are timed
+from the submit to the ranked list drawn (the shards of the token loaded on the way), then again with the shards
+loaded; beside them, in the same page, the page's own steps and, as the baseline, a brute-force comparison sort of as
+many hits (by strength, then place), the sort a ranked search without the packed keys would do.
+
   python benchmarks/bench_viewer_index.py                       # 352,256 rows, the chunk size of the viewer
   python benchmarks/bench_viewer_index.py --chunks 64 128 256   # compare chunk sizes (opening time, files)
   python benchmarks/bench_viewer_index.py --save benchmarks/results/viewer_index_cpu.txt
+  python benchmarks/bench_viewer_index.py --source results/.../viewer-case-studies --source_layer 28   # without make demo
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,12 +216,51 @@ def write_index(data: Path, rng, np) -> int:
     return len(text)
 
 
-def source_layer_file(source: Path) -> Path | None:
-    """The source viewer's data file of SOURCE_LAYER: the whole layer, or its first chunk (of NEURON_CHUNK neurons)."""
-    return next((path for path in (source / "data" / f"layer_{SOURCE_LAYER}{part}.js" for part in ("", "_0")) if path.is_file()), None)
+def source_layer_file(source: Path, layer: int = SOURCE_LAYER) -> Path | None:
+    """The source viewer's data file of `layer`: the whole layer, or its first chunk (of NEURON_CHUNK neurons)."""
+    return next((path for path in (source / "data" / f"layer_{layer}{part}.js" for part in ("", "_0")) if path.is_file()), None)
 
 
-def build_viewer(folder: Path, source: Path, layer: int, chunk: int, doc_tokens: int, np) -> dict:
+def source_hits(source: Path, np):
+    """The hits of the source viewer's search by token, by neuron id (ascending; `search_index.Hits`)."""
+    from neuroscope.view.parts import SearchPart, read_plain
+    from neuroscope.view.search_index import SearchIndex
+
+    shards = read_part(source / "data" / "meta.js")[0].get("search_shards")
+    if shards is None:
+        raise SystemExit(f"{source}: no ranked search by token (search_<shard>.js): refresh it with "
+                         "python -m neuroscope.view.viewer_refresh")
+    parts = [read_plain(SearchPart, read_part(source / "data" / f"search_{shard}.js")[1]) for shard in range(len(shards))]
+    hits = SearchIndex.of_parts(parts).hits
+    return hits.rows(np.argsort(hits.neuron, kind="stable"))
+
+
+def write_search(data: Path, source: Path, documents: tuple, rng, np) -> tuple[list[int], int, int]:
+    """`search_<shard>.js` of every OLMo neuron (see the module's docstring); its shards' first tokens, hits, bytes."""
+    from neuroscope.view.search_index import SearchIndex
+    from neuroscope.view.viewer import write_search as write_shards
+
+    hits = source_hits(source, np)
+    _, firsts, counts = np.unique(hits.neuron, return_index=True, return_counts=True)
+    neurons = OLMO["n_layers"] * OLMO["d_mlp"]
+    copied = np.arange(neurons) % len(counts)  # [neuron] the source neuron whose hits it holds
+    each = counts[copied]
+    owner = np.repeat(np.arange(neurons), each)  # [hit]
+    rows = np.repeat(firsts[copied], each) + np.arange(int(each.sum())) - np.repeat(np.cumsum(each) - each, each)
+    hits = hits.rows(rows)
+    factor = rng.uniform(0.5, 1.0, len(rows))
+    example = hits.doc >= 0
+    starts, lengths = documents
+    doc = rng.integers(0, len(lengths), len(rows))
+    hits.neuron, hits.value = owner, hits.value * factor
+    hits.strength = (hits.strength * factor).astype(np.float16).astype(np.float64)
+    hits.doc, hits.position = np.where(example, doc, -1), np.where(example, rng.integers(0, lengths[doc]), 0)
+    index = SearchIndex.of_hits(hits, OLMO["vocab"])
+    shards = write_shards(data, index, {})
+    return shards, len(rows), sum(p.stat().st_size for p in data.glob("search_*.js"))
+
+
+def build_viewer(folder: Path, source: Path, layer: int, chunk: int, doc_tokens: int, np, source_layer: int = SOURCE_LAYER) -> dict:
     """The synthetic viewer in `folder`; what was written (sizes, the meta)."""
     from neuroscope.view.neuron_view import js_call
     from neuroscope.view.parts import deflated, inflated
@@ -228,11 +276,12 @@ def build_viewer(folder: Path, source: Path, layer: int, chunk: int, doc_tokens:
     meta.update({"model": "OLMo-7B-0424-shaped (synthetic)", "dataset": "synthetic", "tokens": OLMO["tokens"],
                  "n_layers": OLMO["n_layers"], "d_mlp": OLMO["d_mlp"], "layers": list(range(OLMO["n_layers"])),
                  "doc_chunks": chunks, "neuron_chunk": chunk, "chunked_layers": [layer], "notes": []})
+    meta["search_shards"], search_hits, search_bytes = write_search(data, source, documents, rng, np)
     (data / "meta.js").write_text(js_call("meta", meta))
     vocab = read_part(source / "data" / "vocab.js")[0]
     (data / "vocab.js").write_text(js_call("vocab", [vocab[i % len(vocab)] for i in range(OLMO["vocab"])]))
     index_bytes = write_index(data, rng, np)
-    payload = read_part(source_layer_file(source))[1]
+    payload = read_part(source_layer_file(source, source_layer))[1]
     payload = inflated(payload)
     records = per_neuron_parts(payload, np)
     layer_bytes = 0
@@ -244,8 +293,8 @@ def build_viewer(folder: Path, source: Path, layer: int, chunk: int, doc_tokens:
     write_page(folder)
     docs_bytes = sum(p.stat().st_size for p in data.glob("docs_*.js"))
     return {"index": index_bytes, "layer": layer_bytes, "docs": docs_bytes, "vocab": (data / "vocab.js").stat().st_size,
-            "source_neurons": len(records), "source_search": (source / "data" / "search.js").stat().st_size,
-            "source_index_rows": len(unpack(read_part(source / "data" / "index.js")[0]["ids"], np))}
+            "source_neurons": len(records), "search": search_bytes, "search_hits": search_hits,
+            "search_shards": len(meta["search_shards"])}
 
 
 # ----------------------------------------------------------------------------- the measurements
@@ -280,6 +329,60 @@ def index_times(browser: Chromium, page: str) -> list[tuple[str, float, str]]:
     for name, script in steps:
         took, count = browser.evaluate(script)
         rows.append((name, took, count))
+    rows.append(("overview: classes and gate-open bins of 352,256 neurons counted and drawn (part of the page load)",
+                 browser.evaluate(timed_overview()), ""))
+    return rows
+
+
+def timed_overview() -> str:
+    """JavaScript: the index's overview (assets/overview.js) drawn again from index columns of every OLMo neuron
+    (random classes and gate-open frequencies); the milliseconds it took."""
+    return ("(function () { var n = " + str(OLMO["n_layers"] * OLMO["d_mlp"]) + ", d = " + str(OLMO["d_mlp"]) + ", ix = {ids: "
+            "new Int32Array(n), layer: new Int32Array(n), io_class: new Uint8Array(n), gate_open: new Float32Array(n)}; "
+            "for (var i = 0; i < n; i++) { ix.ids[i] = i; ix.layer[i] = Math.floor(i / d); ix.io_class[i] = i % 11; "
+            "ix.gate_open[i] = Math.random(); } var layers = []; for (var l = 0; l < " + str(OLMO["n_layers"]) + "; l++) { layers.push(l); } "
+            "var names = []; for (var c = 0; c < 11; c++) { names.push('class ' + c); } "
+            "var t0 = performance.now(); overview.draw(ix, layers, names, CLASS_COLOURS); return performance.now() - t0; })()")
+
+
+SEARCHES = [(" the", True, "token \" the\", whole token (loads its shard)"), (".", True, "token \".\", whole token (loads its shard)"),
+            (" with", False, "tokens containing \" with\" (loads their shards)"), (" the", True, "token \" the\" again (its shard loaded)"),
+            (".", True, "token \".\" again (its shard loaded)")]
+
+
+def timed_search(text: str, exact: bool) -> str:
+    """JavaScript: search by token through the address, every kind of hit ranked (group=all: the most to sort), wait
+    for the ranked list; [ms from the hash change to drawn, the page's steps (matching, gathering, ranking, all: ms),
+    what it says]."""
+    query = "#?token=" + urllib.parse.quote(text, safe="") + ("&exact=1" if exact else "") + "&group=all"
+    return ("(function () { document.body.removeAttribute('data-search-ms'); var t0 = performance.now(); "
+            "location.hash = " + json.dumps(query) + "; "
+            "return new Promise(function (done) { (function poll() { var v = document.body.getAttribute('data-search-ms'); "
+            "if (v) { return done([performance.now() - t0, v, document.getElementById('token-count').textContent]); } "
+            "setTimeout(poll, 2); })(); }); })()")
+
+
+def brute_force_sort(hits: int) -> str:
+    """JavaScript: the baseline: a comparison sort of `hits` random strengths' places (strength, then place); its ms."""
+    return ("(function () { var n = " + str(hits) + ", s = new Float32Array(n), places = new Array(n); "
+            "for (var i = 0; i < n; i++) { s[i] = Math.round(Math.random() * 2048) / 2048; places[i] = i; } "
+            "var t0 = performance.now(); places.sort(function (a, b) { return s[b] - s[a] || a - b; }); "
+            "return performance.now() - t0; })()")
+
+
+def search_times(browser: Chromium, page: str) -> list[tuple[str, float, str]]:
+    """The search by token: common tokens, from the submit to the ranked list drawn; the page's steps; the baseline."""
+    browser.open("about:blank")
+    browser.open(page)
+    rows = []
+    for text, exact, what in SEARCHES:
+        took, steps, says = browser.evaluate(timed_search(text, exact))
+        match, gather, rank, drawn = (float(v) for v in steps.split())
+        hits = int(says.split(" · ")[1].split(" hits")[0])
+        rows.append((f"search: {what}", took, f"{hits:,} hits; in the page: matching {match:.0f} ms, gathering {gather:.0f} ms "
+                                              f"(the unranked lookup's work), ranking {rank:.0f} ms, all with drawing {drawn:.0f} ms"))
+        if exact and "again" not in what:
+            rows.append((f"baseline: brute-force comparison sort of {hits:,} hits in the page", browser.evaluate(brute_force_sort(hits)), ""))
     return rows
 
 
@@ -320,12 +423,13 @@ def projection(sizes: dict, chunk: int) -> list[str]:
     """The viewer of every OLMo-7B neuron on 20M tokens, from the sizes measured here."""
     per_neuron = sizes["layer"] / OLMO["d_mlp"]
     neurons = OLMO["n_layers"] * OLMO["d_mlp"]
-    search = sizes["source_search"] / sizes["source_index_rows"] * neurons
+    search = sizes["search"]
     total = per_neuron * neurons + sizes["docs"] + sizes["index"] + sizes["vocab"] + search
     return [f"a layer of {OLMO['d_mlp']:,} neurons in {-(-OLMO['d_mlp'] // chunk)} files of {chunk} neurons: "
             f"{sizes['layer'] / 2**20:.1f} MiB ({per_neuron / 1024:.2f} KiB a neuron, the source's neurons copied)",
             f"documents ({OLMO['tokens']:,} tokens): {sizes['docs'] / 2**20:.1f} MiB; index: {sizes['index'] / 2**20:.1f} MiB; "
-            f"vocabulary: {sizes['vocab'] / 2**20:.1f} MiB; search by token (at the source's size a neuron): {search / 2**20:.0f} MiB",
+            f"vocabulary: {sizes['vocab'] / 2**20:.1f} MiB; search by token: {search / 2**20:.0f} MiB, {sizes['search_hits']:,} hits "
+            f"({sizes['search_hits'] / neurons:.0f} a neuron, the source's) in {sizes['search_shards']} files",
             f"projected viewer of every OLMo-7B-0424 neuron ({neurons:,}) on the paper's 20M tokens: {total / 2**30:.2f} GiB"]
 
 
@@ -333,13 +437,13 @@ def measure(args: argparse.Namespace, chunk: int, doc_tokens: int, scratch: Path
     """Write the synthetic viewer of one chunk size and documents file size, and time it in Chromium."""
     folder = scratch / f"viewer_{chunk}_{doc_tokens}"
     started = time.perf_counter()
-    sizes = build_viewer(folder, args.source, args.layer, chunk, doc_tokens, np)
+    sizes = build_viewer(folder, args.source, args.layer, chunk, doc_tokens, np, args.source_layer)
     print(f"synthetic viewer with chunks of {chunk} neurons, {doc_tokens} tokens: written in {time.perf_counter() - started:.0f} s",
           file=sys.stderr)
     browser = Chromium(scratch)
     try:
         page = (folder / "viewer.html").as_uri()
-        rows = index_times(browser, page) + neuron_times(browser, page, args.layer, chunk)
+        rows = index_times(browser, page) + search_times(browser, page) + neuron_times(browser, page, args.layer, chunk)
     finally:
         browser.close()
     if not args.keep:
@@ -354,6 +458,8 @@ def main() -> int:
     parser.add_argument("--doc_tokens", type=int, nargs="+", default=None,
                         help="tokens a documents file (default: the viewer's DOC_CHUNK_TOKENS)")
     parser.add_argument("--layer", type=int, default=28, help="the layer that has data files")
+    parser.add_argument("--source_layer", type=int, default=SOURCE_LAYER,
+                        help=f"the source viewer's layer whose neurons are copied (default {SOURCE_LAYER})")
     parser.add_argument("--save", type=Path, default=None, help="also write the tables to this file")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic viewers (printed folder)")
     args = parser.parse_args()
@@ -361,12 +467,13 @@ def main() -> int:
 
     from neuroscope.view.viewer import DOC_CHUNK_TOKENS, NEURON_CHUNK
 
-    if source_layer_file(args.source) is None:
-        raise SystemExit(f"{args.source}: no viewer with data/layer_{SOURCE_LAYER}.js or layer_{SOURCE_LAYER}_0.js "
+    if source_layer_file(args.source, args.source_layer) is None:
+        raise SystemExit(f"{args.source}: no viewer with data/layer_{args.source_layer}.js or layer_{args.source_layer}_0.js "
                          "(write one, or give --source)")
     scratch = Path(tempfile.mkdtemp(prefix="bench_viewer_index."))
     lines = [f"viewer at OLMo-7B-0424's size in headless Chromium ({chromium_version()}), {os.cpu_count()} CPU cores; "
-             f"neurons copied from {args.source.relative_to(ROOT) if args.source.is_relative_to(ROOT) else args.source}"]
+             f"neurons copied from {args.source.relative_to(ROOT) if args.source.is_relative_to(ROOT) else args.source} "
+             f"(layer {args.source_layer}; the search's hits from all of its neurons)"]
     try:
         for chunk, doc_tokens in itertools.product(args.chunks or [NEURON_CHUNK], args.doc_tokens or [DOC_CHUNK_TOKENS]):
             rows, sizes = measure(args, chunk, doc_tokens, scratch, np)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 from helpers import PASS_TEXTS, dump_dom, run_pass, visible_text
@@ -99,9 +100,14 @@ def test_values_and_top_lists_equal_a_hugging_face_hook(probe_setup, tmp_path):
         for key in ("g", "u", "a"):
             assert data["neurons"][name][key] == direct[key][layer, 1:, neuron].tolist(), (name, key)  # exactly equal
     a = direct["a"][:, 1:, :]  # [layer token neuron], BOS left out
-    for token, row in enumerate(data["top"]):
-        every = sorted(((abs(v), f"{layer}.{n}", v) for layer in range(2) for n, v in enumerate(a[layer, token].tolist())), reverse=True)
-        assert row == [[name, value] for _, name, value in every[:4]]
+    stats = probe_setup["stats"]
+    peak = np.maximum(np.abs(stats.top_values[..., 0].float().numpy()), np.abs(stats.bottom_values[..., 0].float().numpy()))
+    for token, row in enumerate(data["top"]):  # with the statistics: ranked by |a| over the neuron's largest |a| on them
+        every = sorted(((float(np.float32(abs(v)) / peak[layer, n]), f"{layer}.{n}", v) for layer in range(2)
+                        for n, v in enumerate(a[layer, token].tolist())), reverse=True)
+        by_name = {name: [name, value, strength] for strength, name, value in every}
+        assert [entry[2] for entry in row] == [strength for strength, _, _ in every[:4]]  # the 4 strongest (ties in any order)
+        assert all(entry == by_name[entry[0]] for entry in row)
     histogram = probe_setup["stats"].histogram
     for name in ("1.17", "0.3"):
         layer, neuron = map(int, name.split("."))

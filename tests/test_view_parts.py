@@ -39,7 +39,7 @@ def calls(text: str) -> list[tuple[str, list]]:
 
 
 def payload_of(part: str, args: list):
-    return args[1] if part in ("layer", "docs") else args[0]
+    return args[1] if part in ("layer", "docs", "search") else args[0]
 
 
 def check_round_trip(part: str, args: list) -> None:
@@ -90,7 +90,7 @@ def full_layer(rng: np.random.Generator) -> LayerPart:
                           other_class=arr(4, "u1"))
     return LayerPart(examples=examples, **{key: arr() for key in (
         "sign_frequencies", "nonfinite", "promoted", "promoted_values", "suppressed", "suppressed_values", "logit_low",
-        "logit_high", "logit_histogram")}, cosines={"gate_out": arr()}, inputs={"+w_in": arr(3, "u2")}, reasons={"3": "why"},
+        "logit_high", "logit_histogram")}, cosines={"gate_out": arr()}, inputs={"+w_in": arr(3, "u2")}, input_values={"+w_in": arr(3)}, reasons={"3": "why"},
         histogram=Histograms(first=arr(2, "u1"), offsets=arr(3, "i4"), counts=arr(5, "i4")),
         connections=ConnectionLists(shown=2, inputs_by="virtual_weight", kinds={"out_in": kind}))
 

@@ -3,6 +3,8 @@ any kind, and the page rendered in headless Chromium (deep link, filters, timing
 
 from __future__ import annotations
 
+import dataclasses
+import decimal
 import html
 import json
 import re
@@ -12,7 +14,7 @@ import urllib.parse
 import numpy as np
 import pytest
 import torch
-from helpers import CONTEXT, WINDOW, dump_dom, read_call, unpack
+from helpers import CONTEXT, PASS_TEXTS, WINDOW, dump_dom, read_call, tiny_run, unpack
 
 from gated_core.cli import run_main
 from gated_core.models.loading import load_hf_model, load_tokenizer
@@ -21,6 +23,7 @@ from neuroscope.activation_pass.store import Statistics
 from neuroscope.core.histogram import histogram_edges, typical_band_edges, typical_bands
 from neuroscope.recompute.examples import LIST_KINDS, recompute_examples
 from neuroscope.view.neuron_view import to_json
+from neuroscope.view.parts import deflated
 
 URL = re.compile(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}|(src|href)\s*=\s*[\"'](https?:|//)", re.I)
 
@@ -35,7 +38,7 @@ def copied_pages(viewer, tmp_path):
 def test_viewer_files_hold_only_data_and_no_address(viewer):
     folder = viewer["folder"]
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    assert names == ["data/docs_0.js", "data/index.js", "data/layer_0.js", "data/layer_1.js", "data/meta.js", "data/search.js",
+    assert names == ["data/docs_0.js", "data/index.js", "data/layer_0.js", "data/layer_1.js", "data/meta.js", "data/search_0.js",
                      "data/vocab.js", "lists/index.html", "lists/layer_0.html", "lists/layer_1.html", "neuroscope_viewer.json", "viewer.html"]
     assert not (viewer["pages"] / "L0").exists()  # 192 neurons: more than --max_pages, so no vis.html pages
     for path in folder.rglob("*"):
@@ -140,7 +143,7 @@ def test_viewer_of_some_layers_from_an_existing_one(viewer, tmp_path, capsys):
             "--device", "cpu", "--neurons", "1.*", "--from_viewer", "viewer", "--viewer", "layer1"]
     assert run_main(d_recompute_vis.main, argv) == 0
     folder = pages / "layer1"
-    assert sorted(p.name for p in (folder / "data").iterdir()) == ["docs_0.js", "index.js", "layer_1.js", "meta.js", "search.js", "vocab.js"]
+    assert sorted(p.name for p in (folder / "data").iterdir()) == ["docs_0.js", "index.js", "layer_1.js", "meta.js", "search_0.js", "vocab.js"]
     assert read_call(folder / "data" / "meta.js")[1][0]["layers"] == [1]
     ids = unpack(read_call(folder / "data" / "index.js")[1][0]["ids"])
     d_mlp = viewer["stats"]["top_values"].shape[1]
@@ -255,66 +258,101 @@ def test_direct_effects_in_chunks_of_examples(viewer, tmp_path, monkeypatch):
         np.testing.assert_allclose(unpack(chunked["example_effect"]), unpack(whole["example_effect"]), rtol=1e-5, atol=1e-7)
 
 
-# ----------------------------------------------------------------------------- search by token
+# ----------------------------------------------------------------------------- search by token, ranked
+
+SEARCH_SOURCES = ("max/min example", "sign-combination example", "promoted", "suppressed", "+w_in", "-w_in", "+w_gate",
+                  "-w_gate", "gate_embed", "linear_embed")
 
 
-def search_triples(folder):
-    """Every (token, neuron id, source) of a viewer's search by token (data/search.js), decoded from its bits."""
-    part, (payload,) = read_call(folder / "data" / "search.js")
-    assert part == "search"
-    offsets, neurons, where = (unpack(payload[k]) for k in ("offsets", "neurons", "where"))
-    sources, triples = payload["sources"], set()
-    for token in range(len(offsets) - 1):
-        row = neurons[offsets[token]:offsets[token + 1]].tolist()
-        assert row == sorted(set(row))  # each neuron once per token, ascending
-        for entry in range(offsets[token], offsets[token + 1]):
-            assert where[entry] > 0
-            triples |= {(token, int(neurons[entry]), name) for bit, name in enumerate(sources) if where[entry] >> bit & 1}
-    return triples, len(offsets) - 1
+def search_hits(folder):
+    """Every hit of a viewer's search by token (data/search_<shard>.js, the shards its meta lists) in the files' order:
+    (token, neuron id, source, value, strength, doc, position); and the vocabulary's size."""
+    _, (meta,) = read_call(folder / "data" / "meta.js")
+    hits, first = [], 0
+    for shard, shard_first in enumerate(meta["search_shards"]):
+        part, (number, payload) = read_call(folder / "data" / f"search_{shard}.js")
+        assert part == "search" and number == shard and payload["sources"] == list(SEARCH_SOURCES)
+        assert payload["first"] == shard_first == first
+        offsets = unpack(payload["offsets"])
+        columns = [unpack(payload[k]) for k in ("neurons", "source", "value", "strength", "doc", "position")]
+        for token in range(len(offsets) - 1):
+            for e in range(offsets[token], offsets[token + 1]):
+                neuron, source, value, strength, doc, position = (c[e] for c in columns)
+                hits.append((first + token, int(neuron), SEARCH_SOURCES[source], float(value), float(strength), int(doc), int(position)))
+        first += len(offsets) - 1
+    return hits, first
 
 
-def brute_force_triples(folder):
-    """Every (token, neuron id, source) found by a plain loop over the viewer's layer files and documents."""
+def f16(x):
+    """A number as the page reads a float16 of it."""
+    return float(np.float16(x))
+
+
+def brute_force_hits(folder):
+    """Every hit found by a plain loop over the viewer's layer files, index and documents, the strongest of each
+    (token, neuron, source) (the first of equals), its strength computed here: |value| over the neuron's largest of
+    its kind."""
     _, (meta,) = read_call(folder / "data" / "meta.js")
     _, (_, docs) = read_call(folder / "data" / "docs_0.js")
+    _, (index,) = read_call(folder / "data" / "index.js")
     tokens, starts = unpack(docs["tokens"]), unpack(docs["starts"])
     assert len(meta["doc_chunks"]) == 1 and "ids" not in docs
-    kinds = len(meta["list_kinds"])
-    triples = set()
+    peak = {int(i): max(abs(float(hi)), abs(float(lo))) for i, hi, lo in zip(unpack(index["ids"]), unpack(index["max"]), unpack(index["min"]))}
+    kinds, best = len(meta["list_kinds"]), {}
+
+    def add(token, neuron_id, source, value, scale, doc=-1, position=0):
+        strength = f16(abs(value) / scale) if scale > 0 and np.isfinite(value) else 0.0
+        key = (int(token), neuron_id, source)
+        if key not in best or strength > best[key][1]:
+            best[key] = (f16(value), strength, doc, position)
+
     for layer in meta["layers"]:
         _, (_, data) = read_call(folder / "data" / f"layer_{layer}.js")
         neurons = unpack(data["neurons"])
-        tables = {"promoted": unpack(data["promoted"]), "suppressed": unpack(data["suppressed"]),
-                  **{name: unpack(ids) for name, ids in data["inputs"].items()}}
+        tables = {"promoted": (data["promoted"], data["promoted_values"]), "suppressed": (data["suppressed"], data["suppressed_values"]),
+                  **{name: (ids, data["input_values"][name]) for name, ids in data["inputs"].items()}}
         lists, first_windows = unpack(data["list_offsets"]), unpack(data["window_offsets"])
-        example_window, example_peak = unpack(data["example_window"]), unpack(data["example_peak"])
-        window_doc, window_start = unpack(data["window_doc"]), unpack(data["window_start"])
         for column, neuron in enumerate(neurons.tolist()):
             neuron_id = layer * meta["d_mlp"] + neuron
-            for name, table in tables.items():
-                top = len(table) // len(neurons)
-                triples |= {(int(t), neuron_id, name) for t in table[column * top:(column + 1) * top]}
+            logits = max(abs(float(unpack(data["logit_low"])[column])), abs(float(unpack(data["logit_high"])[column])))
+            for name, (ids, values) in tables.items():
+                top = len(unpack(ids)) // len(neurons)
+                row = slice(column * top, (column + 1) * top)
+                other = name.replace("+", "-") if name.startswith("+") else name.replace("-", "+")
+                scale = logits if name in ("promoted", "suppressed") else \
+                    max(abs(float(unpack(values)[row][0])), abs(float(unpack(data["input_values"][other])[row][0])))
+                for t, v in zip(unpack(ids)[row], unpack(values)[row]):
+                    add(t, neuron_id, name, float(v), scale)
             for kind in range(kinds):
                 if meta["list_kinds"][kind].startswith("typical"):
                     continue
                 source = "max/min example" if meta["list_kinds"][kind] in ("max", "min") else "sign-combination example"
-                slot = column * kinds + kind
-                for e in range(lists[slot], lists[slot + 1]):
-                    w = first_windows[column] + example_window[e]
-                    position = starts[window_doc[w]] + window_start[w] + example_peak[e]
-                    triples.add((int(tokens[position]), neuron_id, source))
-    return triples
+                for e in range(lists[column * kinds + kind], lists[column * kinds + kind + 1]):
+                    w = first_windows[column] + unpack(data["example_window"])[e]
+                    doc, position = int(unpack(data["window_doc"])[w]), int(unpack(data["window_start"])[w] + unpack(data["example_peak"])[e])
+                    add(tokens[starts[doc] + position], neuron_id, source, float(unpack(data["example_value"])[e]), peak[neuron_id], doc, position)
+    return {key: value for key, value in best.items()}
 
 
-def test_search_index_holds_every_token_of_the_layer_files(viewer):
-    """data/search.js against a plain loop over the layer files: the same (token, neuron, source) triples."""
+def ranked(hits, tokens):
+    """The hits of some tokens as the search ranks them: strength (descending), then source (activations first),
+    token, neuron."""
+    chosen = [h for h in hits if h[0] in tokens]
+    return sorted(chosen, key=lambda h: (-h[4], SEARCH_SOURCES.index(h[2]), h[0], h[1]))
+
+
+def test_search_index_holds_every_hit_of_the_layer_files_ranked(viewer):
+    """data/search_<shard>.js against a plain loop over the layer files: the same hits with the same values and strengths,
+    and each token's hits in the order of a brute-force sort (strength, then source and neuron)."""
     folder = viewer["folder"]
-    triples, vocab_size = search_triples(folder)
+    hits, vocab_size = search_hits(folder)
     assert vocab_size == len(read_call(folder / "data" / "vocab.js")[1][0])
-    expected = brute_force_triples(folder)
-    assert triples == expected
-    assert {source for _, _, source in triples} == {"promoted", "suppressed", "+w_in", "-w_in", "+w_gate", "-w_gate",
-                                                    "max/min example", "sign-combination example"}
+    expected = brute_force_hits(folder)
+    assert {(t, n, s): (v, st, d, p) for t, n, s, v, st, d, p in hits} == expected and len(hits) == len(expected)
+    assert {s for _, _, s, *_ in hits} == set(SEARCH_SOURCES[:8])  # the tiny model has no connections
+    assert all(0 <= h[4] <= 1 for h in hits) and max(h[4] for h in hits) == 1
+    for token in {h[0] for h in hits}:
+        assert [h for h in hits if h[0] == token] == ranked(hits, {token})
 
 
 def shown(text):
@@ -322,54 +360,80 @@ def shown(text):
     return html.escape(json.dumps(text, ensure_ascii=False), quote=False)
 
 
+HIT_ROW = re.compile(r'<li class="token-hit" data-ref="\d+"><span class="num strength">([^<]*)</span> <a href="#[^"]*">([^<]*)</a>'
+                     r' · <span class="source">([^<]*)</span> · <span class="num value">[^<]*</span> <code>([^<]*)</code>')
+
+
 def token_rows(dom):
-    """The rows that the token search lists: (layer.neuron, where, token text)."""
-    return [(link, where, json.loads(html.unescape(token))) for link, where, token in
-            re.findall(r'<li class="token-hit"><a href="#[^"]*">([^<]*)</a> · ([^<]*) <code>([^<]*)</code></li>', dom)]
+    """The rows that the token search lists: (strength, layer.neuron, source, token text)."""
+    return [(float(s), link, source, json.loads(html.unescape(token))) for s, link, source, token in HIT_ROW.findall(dom)]
+
+
+def row_of(hit, vocab, d_mlp):
+    """A hit as the page lists it (its strength as toFixed(3) writes it: halves up)."""
+    strength = float(decimal.Decimal(hit[4]).quantize(decimal.Decimal("0.001"), decimal.ROUND_HALF_UP))
+    return (strength, f"{hit[1] // d_mlp}.{hit[1] % d_mlp}", hit[2], vocab[hit[0]])
 
 
 @pytest.mark.slow
-def test_search_by_token_in_chromium(viewer, tmp_path):
-    """#?token=...&exact=1 lists every neuron whose tables or examples' extreme tokens hold that token, among them
-    the neuron whose promoted table it comes from; case-insensitive search finds more."""
+def test_search_by_token_in_chromium_ranks_as_a_brute_force_sort(viewer, tmp_path, monkeypatch):
+    """#?token=...&exact=1 for the token that drives a neuron hardest (the extreme token of the neuron's largest
+    |a|) lists that neuron first and every hit in the brute-force order; a search of many tokens (in several shards
+    of the search: a copy of the viewer refreshed with small ones) pages beyond the first 100 in the same order; a
+    kind of hit keeps only its group."""
+    from neuroscope.view import search_index
+    from neuroscope.view.viewer_refresh import refresh_viewer
+
+    folder = tmp_path / "sharded"
+    shutil.copytree(viewer["folder"], folder)
+    monkeypatch.setattr(search_index, "SHARD_HITS", 1000)
+    refresh_viewer(folder)
+    assert search_hits(folder) == search_hits(viewer["folder"])
+    assert len(read_call(folder / "data" / "meta.js")[1][0]["search_shards"]) > 10
+    vocab = read_call(folder / "data" / "vocab.js")[1][0]
+    hits, _ = search_hits(folder)
+    d_mlp = viewer["stats"]["top_values"].shape[1]
+    strongest = next(h for h in ranked(hits, {h[0] for h in hits}) if h[2] == "max/min example" and vocab.count(vocab[h[0]]) == 1)
+    token = strongest[0]
+    page = (folder / "viewer.html").as_uri()
+    quoted = urllib.parse.quote(vocab[token], safe='')
+    dom = dump_dom(f"{page}#?token={quoted}&exact=1")  # the activations (the examples' hits) first
+    expected = ranked(hits, {token})
+    pairs = len({(t, n) for t, n, *_ in expected})
+    assert f"1 tokens equal to {shown(vocab[token])} · {len(expected)} hits: {pairs} (neuron, token) pairs" in dom
+    assert token_rows(dom) == [row_of(h, vocab, d_mlp) for h in expected if "example" in h[2]][:100]
+    assert token_rows(dom)[0][1] == f"{strongest[1] // d_mlp}.{strongest[1] % d_mlp}" and strongest[4] == 1
+    assert token_rows(dump_dom(f"{page}#?token={quoted}&exact=1&group=all")) == [row_of(h, vocab, d_mlp) for h in expected[:100]]
+    query = "e"
+    matching = {i for i, v in enumerate(vocab) if query in v}
+    many = ranked(hits, matching)
+    assert len(many) > 200
+    second = dump_dom(f"{page}#?token={query}&group=all&tpage=2")
+    assert token_rows(second) == [row_of(h, vocab, d_mlp) for h in many[100:200]]
+    assert f"hits 101–200 of {len(many)}" in second
+    weights = dump_dom(f"{page}#?token={query}&group=output%20weight")
+    assert token_rows(weights) == [row_of(h, vocab, d_mlp) for h in many if h[2] in ("promoted", "suppressed")][:100]
+
+
+@pytest.mark.slow
+def test_search_shows_an_example_token_in_context(viewer):
+    """An example's hit shows its token in its document's text, marked."""
     folder = viewer["folder"]
     vocab = read_call(folder / "data" / "vocab.js")[1][0]
-    _, (_, data) = read_call(folder / "data" / "layer_1.js")
-    neuron = int(unpack(data["neurons"])[3])
-    top = len(unpack(data["promoted"])) // len(unpack(data["neurons"]))
-    token = next(int(t) for t in unpack(data["promoted"])[3 * top:4 * top]
-                 if vocab.count(vocab[t]) == 1 and vocab[t].strip() and vocab[t].lower() != vocab[t].upper())
-    text = vocab[token]
-    triples, _ = search_triples(folder)
-    expected = {}
-    for t, neuron_id, source in triples:
-        if t == token:
-            expected.setdefault(neuron_id, set()).add(source)
-    d_mlp = viewer["stats"]["top_values"].shape[1]
-    page = (folder / "viewer.html").as_uri()
-    dom = dump_dom(f"{page}#?token={urllib.parse.quote(text, safe='')}&exact=1")
-    rows = token_rows(dom)
-    assert f"1 tokens equal to {shown(text)} · {len(expected)} (neuron, token) pairs in {len(expected)} neurons" in dom
-    assert {link for link, _, _ in rows} == {f"{i // d_mlp}.{i % d_mlp}" for i in expected} and len(rows) == len(expected)
-    assert all(t == text and set(where.split(", ")) == expected[int(link.split(".")[0]) * d_mlp + int(link.split(".")[1])]
-               for link, where, t in rows)
-    assert "promoted" in dict((link, where) for link, where, _ in rows)[f"1.{neuron}"]
-    query = text.swapcase()
-    folded = dump_dom(f"{page}#?layer=1&token={urllib.parse.quote(query, safe='')}&nocase=1")
-    matching = {i for i, v in enumerate(vocab) if query.lower() in v.lower()}
-    pairs = len({(t, n) for t, n, _ in triples if t in matching})
-    assert token in matching and f"{len(matching)} tokens containing {shown(query)} (any case) · {pairs} (neuron, token) pairs" in folded
-    assert len(token_rows(folded)) == min(pairs, 300)
-    assert f">{d_mlp} of {2 * d_mlp} neurons<" in folded  # the index's filter holds beside the search
+    hits, _ = search_hits(folder)
+    hit = next(h for h in ranked(hits, {h[0] for h in hits}) if "example" in h[2] and vocab.count(vocab[h[0]]) == 1)
+    dom = dump_dom(f"{(folder / 'viewer.html').as_uri()}#?token={urllib.parse.quote(vocab[hit[0]], safe='')}&exact=1")
+    peak = html.escape(vocab[hit[0]].replace("\n", "⏎"), quote=False) or "∅"
+    assert f'<b class="peak">{peak}</b>' in dom
 
 
 @pytest.mark.slow
 def test_search_text_stays_text(viewer, tmp_path):
     """Markup typed into the token box (here in the address) is shown as text, never parsed."""
     hostile = '<img src=x onerror="document.title=1"><b>x</b>'
-    dom = dump_dom(f"{(viewer['folder'] / 'viewer.html').as_uri()}#?token={urllib.parse.quote(hostile, safe='')}")
-    assert "<img" not in dom and "<b>x" not in dom
-    assert f"0 tokens containing {shown(hostile)} · 0 (neuron, token) pairs in 0 neurons" in dom
+    dom = dump_dom(f"{(viewer['folder'] / 'viewer.html').as_uri()}#?token={urllib.parse.quote(hostile, safe='')}&group=%3Cb%3E&tpage=%3Cb%3E")
+    assert "<img" not in dom and "<b>x" not in dom and "<b>" not in dom.split('id="token-results"')[1]
+    assert f"0 tokens containing {shown(hostile)} · 0 hits: 0 (neuron, token) pairs in 0 neurons" in dom
 
 
 def test_search_index_of_some_layers_from_an_existing_one(viewer, tmp_path, capsys):
@@ -380,14 +444,188 @@ def test_search_index_of_some_layers_from_an_existing_one(viewer, tmp_path, caps
             str(results), "--device", "cpu", "--neurons", "1.*", "--from_viewer", "viewer", "--viewer", "search1"]
     assert run_main(d_recompute_vis.main, argv) == 0
     d_mlp = viewer["stats"]["top_values"].shape[1]
-    whole, vocab_size = search_triples(viewer["folder"])
-    cut, cut_vocab_size = search_triples(pages / "search1")
-    assert cut == {(t, n, s) for t, n, s in whole if n // d_mlp == 1} and cut and cut_vocab_size == vocab_size
+    whole, vocab_size = search_hits(viewer["folder"])
+    cut, cut_vocab_size = search_hits(pages / "search1")
+    assert cut == [h for h in whole if h[1] // d_mlp == 1] and cut and cut_vocab_size == vocab_size
     damaged = pages / "damaged"
     shutil.copytree(viewer["folder"], damaged)
-    search = damaged / "data" / "search.js"
+    search = damaged / "data" / "search_0.js"
     search.write_text(search.read_text()[:-100] + ");\n")
     capsys.readouterr()
     assert run_main(d_recompute_vis.main, argv[:-3] + ["damaged", "--viewer", "search2"]) == 2
-    assert "search.js: cannot read this file of the viewer" in capsys.readouterr().err
+    assert "search_0.js: cannot read this file of the viewer" in capsys.readouterr().err
     assert not (pages / "search2").exists()
+
+
+def test_refreshing_a_viewer_rebuilds_its_search_from_its_own_files(viewer, tmp_path):
+    """viewer_refresh writes the same search by token and meta as writing the viewer did (its layer files hold every
+    value), and refuses a viewer whose layer file was changed after it was written."""
+    from neuroscope.view.viewer_refresh import main as refresh
+
+    folder = tmp_path / "copy"
+    shutil.copytree(viewer["folder"], folder)
+    (folder / "data" / "search_0.js").write_text("neuroscope.search({});\n")
+    assert refresh([str(folder)]) == 0
+    for name in ("search_0.js", "meta.js"):
+        assert (folder / "data" / name).read_text() == (viewer["folder"] / "data" / name).read_text()
+    layer = folder / "data" / "layer_1.js"
+    layer.write_text(re.sub(r'"width":(\d+)', lambda m: f'"width":{int(m.group(1)) + 1}', layer.read_text(), count=1))
+    assert refresh([str(folder)]) == 2
+
+
+def test_refreshing_an_older_viewer_takes_the_input_tables_values_from_the_weights(viewer, tmp_path):
+    """A viewer whose layer files lack the ±w_in, ±w_gate values (as written before they were kept): refreshed with
+    --model, its layer files and search by token are the ones a new viewer has; without, those hits have no value."""
+    from neuroscope.view.parts import LayerPart, inflated, read_plain
+    from neuroscope.view.viewer import page_checksums, write_meta, write_part
+    from neuroscope.view.viewer_copy import read_part
+    from neuroscope.view.viewer_refresh import SEAL
+    from neuroscope.view.viewer_refresh import main as refresh
+
+    folder = tmp_path / "older"
+    shutil.copytree(viewer["folder"], folder)
+    _, (meta,) = read_call(folder / "data" / "meta.js")
+    sums = dict(meta["checksums"])
+    for name in [name for name in sums if name.startswith("layer_")]:
+        layer, payload = read_part(folder / "data" / f"{name}.js")[1][:2]
+        older = dataclasses.replace(read_plain(LayerPart, inflated(payload)), input_values=None)
+        write_part(folder / "data", sums, "layer", layer, deflated(older))
+    write_meta(folder / "data", {k: v for k, v in meta.items() if k not in SEAL}, sums, page_checksums(folder))
+    assert refresh([str(folder)]) == 0
+    hits, _ = search_hits(folder)
+    assert all(np.isnan(h[3]) and h[4] == 0 for h in hits if h[2] in ("+w_in", "-w_in", "+w_gate", "-w_gate"))
+    assert refresh([str(folder), "--model", str(viewer["source"].path)]) == 0
+    for name in ["search_0", *(name for name in sums if name.startswith("layer_"))]:
+        assert read_call(folder / "data" / f"{name}.js") == read_call(viewer["folder"] / "data" / f"{name}.js"), name
+
+
+def test_refreshing_a_single_page_keeps_its_data(viewer, tmp_path):
+    """A single page (data inline) is written again around the very calls it carries; other HTML is refused."""
+    from neuroscope.view.html import viewer_page
+    from neuroscope.view.viewer_refresh import main as refresh
+
+    data = viewer["folder"] / "data"
+    calls = "".join((data / f"{name}.js").read_text() for name in ("meta", "index", "vocab", "docs_0", "layer_1"))
+    page = tmp_path / "vis.html"
+    page.write_text(viewer_page(calls).replace("var neuroscope = ", "var older = 1;\nvar neuroscope = "))
+    assert refresh([str(page)]) == 0
+    assert page.read_text() == viewer_page(calls)
+    other = tmp_path / "other.html"
+    other.write_text("<!DOCTYPE html><html><body>neuroscope.meta({});\n</body></html>")
+    assert refresh([str(other)]) == 2 and other.read_text().startswith("<!DOCTYPE html><html><body>")
+
+
+# ----------------------------------------------------------------------------- the model at a glance
+
+
+def gate_bin(value, bins=10):
+    """The overview's bin of a gate-open frequency: [b / bins, (b + 1) / bins - 1e-7] (the last up to 1), as its links
+    filter the index (bounds inclusive); None for NaN or a value between two bins."""
+    for b in range(bins - 1, -1, -1):
+        high = 1.0 if b == bins - 1 else float(f"{(b + 1) / bins - 1e-7:.9g}")
+        if value >= b / bins or b == 0:
+            return b if b / bins <= value <= high else None
+    return None
+
+
+@pytest.mark.slow
+def test_overview_counts_equal_the_statistics_and_its_links_filter_to_them(viewer):
+    """The index's overview draws, per layer, as many neurons of each IO class as the index holds and as many
+    neurons in each gate-open bin as the statistics' gate-open frequencies put there; a part's link filters the
+    table to those neurons."""
+    folder = viewer["folder"]
+    _, (index,) = read_call(folder / "data" / "index.js")
+    _, (meta,) = read_call(folder / "data" / "meta.js")
+    d_mlp, gate_open = meta["d_mlp"], viewer["stats"]["gate_open"]
+    classes, gates = {}, {}
+    for neuron_id, io_class in zip(unpack(index["ids"]).tolist(), unpack(index["io_class"]).tolist()):
+        layer, neuron = divmod(neuron_id, d_mlp)
+        classes[(layer, io_class)] = classes.get((layer, io_class), 0) + 1
+        b = gate_bin(float(np.float32(gate_open[layer, neuron])))
+        gates[(layer, b)] = gates.get((layer, b), 0) + 1
+    page = (folder / "viewer.html").as_uri()
+    dom = dump_dom(page)
+    drawn_classes = {(int(at), int(c)): int(n) for at, c, n in re.findall(r'data-layer="(\d+)" data-class="(\d+)" data-count="(\d+)"', dom)}
+    drawn_gates = {(int(at), int(b)): int(n) for at, b, n in re.findall(r'data-layer="(\d+)" data-bin="(\d+)" data-count="(\d+)"', dom)}
+    assert drawn_classes == classes
+    assert {k: v for k, v in drawn_gates.items() if v} == gates and len(drawn_gates) == 10 * len(meta["layers"])
+    (layer, io_class), count = max(classes.items(), key=lambda item: item[1])
+    assert f">{count} of {len(unpack(index['ids']))} neurons<" in dump_dom(f"{page}#?layer={layer}&io_class={io_class}")
+    gate_link = r'<a href="(#\?layer=\d+&amp;gate_open_low=[^"]*)" class="ov-link"><title>[^<]*</title><rect [^>]*data-layer="(\d+)" data-bin="(\d+)"'
+    links = {(int(at), int(b)): html.unescape(href) for href, at, b in re.findall(gate_link, dom)}
+    (layer, b), count = max(gates.items(), key=lambda item: item[1])
+    assert f">{count} of {len(unpack(index['ids']))} neurons<" in dump_dom(page + links[(layer, b)])
+
+
+def test_search_shards_hold_consecutive_tokens_up_to_their_size(viewer):
+    """Shards of at most `most` hits (a token of more alone), consecutive, each as large as the next token allows,
+    and read back as the whole index."""
+    from neuroscope.view.parts import SearchPart, read_plain
+    from neuroscope.view.search_index import SearchIndex
+
+    part = read_plain(SearchPart, read_call(viewer["folder"] / "data" / "search_0.js")[1][1])
+    index = SearchIndex.of_parts([part])
+    counts = np.diff(index.offsets)
+    most = int(counts.max()) + 7
+    firsts = index.shards(most)
+    stops = [*firsts[1:], len(counts)]
+    assert firsts[0] == 0 and all(a < b for a, b in zip(firsts, stops))
+    for first, stop in zip(firsts, stops):
+        assert counts[first:stop].sum() <= most
+        assert stop == len(counts) or counts[first:stop + 1].sum() > most  # the next token did not fit
+    parts = [index.payload(first, stop) for first, stop in zip(firsts, stops)]
+    again = SearchIndex.of_parts(parts)
+    assert np.array_equal(again.offsets, index.offsets) and len(firsts) > 1
+    assert all(np.array_equal(getattr(again.hits, k), getattr(index.hits, k)) for k in index.hits.__dict__)
+
+
+def planted_model(folder, target, text, token, neuron):
+    """A copy of the tiny checkpoint `folder` in `target` whose last layer's `neuron` reads `token` as it stands in
+    `text`: its gate and linear input both along the MLP's input there (so that its largest a on any text is at such
+    a token), 8 times as long as the layer's longest rows."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]  # as the activation pass runs a document
+    ids = torch.tensor([bos + tokenizer(text, add_special_tokens=False)["input_ids"]])
+    mlp, found = model.model.layers[-1].mlp, {}
+    handle = mlp.register_forward_pre_hook(lambda module, args: found.setdefault("x", args[0][0]))
+    with torch.no_grad():
+        model(ids)
+        handle.remove()
+        direction = found["x"][ids[0].tolist().index(token)]
+        for weight in (mlp.gate_proj.weight, mlp.up_proj.weight):
+            weight[neuron] = 8 * weight.norm(dim=1).max() * direction / direction.norm()
+    model.save_pretrained(target)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(folder / name, target / name)
+    return target
+
+
+@pytest.mark.slow
+def test_search_lists_a_planted_neuron_first(tiny_models, tmp_path):
+    """A neuron planted to respond to one token ("Q", in one document of the dataset) and given the largest neuron
+    number, which the unranked search listed last: the ranked search for that token lists it first, with strength 1
+    at its max example there, and no other neuron's activation there is as strong."""
+    from gated_core.models.loading import load_tokenizer
+    from gated_core.models.sources import resolve_model
+
+    source = tiny_models["llama"]
+    (token,) = load_tokenizer(resolve_model(str(source)))("Q", add_special_tokens=False)["input_ids"]
+    config = json.loads((source / "config.json").read_text())
+    layer, neuron = config["num_hidden_layers"] - 1, config["intermediate_size"] - 1
+    text = next(text for text in PASS_TEXTS if "Q" in text)
+    planted = planted_model(source, tmp_path / "planted", text, token, neuron)
+    _, _, results, argv = tiny_run(planted, tmp_path / "world")
+    assert run_main(d_recompute_vis.main, argv) == 0
+    folder = results / "local" / "planted" / "neuroscope" / "viewer"
+    hits, _ = search_hits(folder)
+    ours = [h for h in hits if h[0] == token]
+    assert ours and {h[1] // config["intermediate_size"] for h in ours} != {layer}  # other neurons meet "Q" too
+    dom = dump_dom(f"{(folder / 'viewer.html').as_uri()}#?token=Q&exact=1")
+    first = token_rows(dom)[0]
+    assert first[1:] == (f"{layer}.{neuron}", "max/min example", "Q") and first[0] > 0.99  # 1 but for recomputation's rounding
+    planted_hits = [h for h in ours if h[1] == layer * config["intermediate_size"] + neuron and "example" in h[2]]
+    others = [h[4] for h in ours if h[1] != layer * config["intermediate_size"] + neuron and "example" in h[2]]
+    assert others and max(others) < min(h[4] for h in planted_hits)  # first by its strength, not by its number

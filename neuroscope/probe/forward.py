@@ -1,5 +1,6 @@
 """The probe's forward pass (`probe_pass`): g, u and a of the chosen neurons at every token, the neurons with the
-largest |a| at each token and each neuron's largest a over the text, by the activation pass's hooks, and the
+largest |a| at each token (with the statistics: the largest strength, |a| over the neuron's largest |a| on the
+dataset, the viewer's search's ranking of examples) and each neuron's largest a over the text, by the activation pass's hooks, and the
 percentiles of values among the dataset's (`histogram_percentiles`, from the histogram of the activation pass).
 
 A text longer than the model's context runs in windows, each its own forward pass with BOS first; BOS itself is run
@@ -56,6 +57,7 @@ class ProbeValues:
     chosen: dict[Neuron, dict[str, torch.Tensor]]  # neuron -> "g", "u", "a": [token] float32
     top_values: torch.Tensor  # [token top] float32: a of the neurons with the largest |a| at each token (NaN: none)
     top_ids: torch.Tensor  # [token top] int64: their layer * d_mlp + neuron
+    top_strengths: torch.Tensor | None  # [token top] float32: |a| / the neuron's largest |a| on the dataset (None: no statistics)
     max_values: torch.Tensor  # [layer neuron] float32: the largest a over the text (NaN left out; -inf: none)
     max_tokens: torch.Tensor  # [layer neuron] int64: the token where it is
     windows: list[tuple[int, int]]  # [start, stop) in token_ids of each forward pass
@@ -84,7 +86,8 @@ class WindowCapture:
     max_tokens: torch.Tensor
     chosen: dict[Neuron, dict[str, list[torch.Tensor]]]
     non_finite: NonFinite  # updated in place
-    candidates: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # ([pos k] a, [pos k] ids)
+    peaks: torch.Tensor | None = None  # [layer neuron] the neurons' largest |a| on the dataset: rank by |a| / peak
+    candidates: list[tuple[torch.Tensor, ...]] = field(default_factory=list)  # ([pos k] a, ids, scores)
 
     def __call__(self, layer: int, g: torch.Tensor, u: torch.Tensor, a: torch.Tensor) -> None:
         g, u, a = (t[0, self.skip:] for t in (g, u, a))  # [pos neuron]
@@ -98,21 +101,32 @@ class WindowCapture:
         if count == 0:
             return
         scores = rank_scores(a)
+        if self.peaks is not None:
+            scores /= self.peaks[layer].to(a.device)
         if count < len(allowed):
             scores.masked_fill_(~allowed.to(a.device), -torch.inf)
         index = scores.topk(min(self.run.request.top, count), dim=-1).indices  # [pos k]
-        self.candidates.append((a.gather(-1, index).cpu(), (index + layer * a.shape[-1]).cpu()))
+        self.candidates.append((a.gather(-1, index).cpu(), (index + layer * a.shape[-1]).cpu(), scores.gather(-1, index).cpu()))
         best, where = a.masked_fill(a.isnan(), -torch.inf).max(dim=0)
         better = best.cpu() > self.max_values[layer]
         self.max_values[layer] = torch.where(better, best.cpu(), self.max_values[layer])
         self.max_tokens[layer] = torch.where(better, where.cpu() + self.start, self.max_tokens[layer])
 
-    def top(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The window's neurons with the largest |a| at each token, over every layer: a and ids, [pos k]."""
-        values = torch.cat([v for v, _ in self.candidates], dim=-1)
-        ids = torch.cat([i for _, i in self.candidates], dim=-1)
-        order = rank_scores(values).topk(min(k, values.shape[-1]), dim=-1).indices
-        return values.gather(-1, order), ids.gather(-1, order)
+    def top(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The window's neurons with the largest |a| (or strength) at each token, over every layer: a, ids and their
+        scores (|a|, or |a| / peak), [pos k]."""
+        values, ids, scores = (torch.cat([c[part] for c in self.candidates], dim=-1) for part in range(3))
+        order = scores.topk(min(k, values.shape[-1]), dim=-1).indices
+        return values.gather(-1, order), ids.gather(-1, order), scores.gather(-1, order)
+
+
+def neuron_peaks(run: ProbeRun) -> torch.Tensor | None:
+    """Each neuron's largest |a| on the dataset, max(|max a|, |min a|) of the statistics [layer neuron] (at least the
+    smallest float, so that a dead neuron ranks by |a| over it); None without statistics."""
+    if run.stats is None:
+        return None
+    peaks = torch.maximum(run.stats.top_values[..., 0].float().abs(), run.stats.bottom_values[..., 0].float().abs())
+    return peaks.nan_to_num(nan=0.0).clamp_min(torch.finfo(torch.float32).tiny)
 
 
 def rank_scores(a: torch.Tensor) -> torch.Tensor:
@@ -145,21 +159,22 @@ def probe_pass(run: ProbeRun, model: Any) -> ProbeValues:
     chosen = {neuron: {"g": [], "u": [], "a": []} for neuron in run.neurons}
     non_finite = NonFinite.empty(len(run.token_ids), n_layers, d_mlp)
     layers = sorted({layer for layer, _ in run.neurons} | set(torch.nonzero(run.allowed.any(dim=1)).flatten().tolist()))
-    top_values, top_ids = [], []
+    top_values, top_ids, top_strengths, peaks = [], [], [], neuron_peaks(run)
     started = time.perf_counter()
     for start, stop in windows:
         ids = torch.tensor([([run.bos_id] if skip else []) + run.token_ids[start:stop]], device=run.device)
-        capture = WindowCapture(run, skip, start, max_values, max_tokens, chosen, non_finite)
+        capture = WindowCapture(run, skip, start, max_values, max_tokens, chosen, non_finite, peaks)
         with mlp_hooks(model, capture, layers, stop_after=layers[-1]):
             run_model(model, ids, torch.ones_like(ids))
-        values, neuron_ids = capture.top(run.request.top)
+        values, neuron_ids, scores = capture.top(run.request.top)
         top_values.append(values)
         top_ids.append(neuron_ids)
+        top_strengths.append(scores)
     seconds = time.perf_counter() - started
     joined = {neuron: {key: torch.cat(parts) for key, parts in values.items()} for neuron, values in chosen.items()}
     report_non_finite(run, non_finite)
-    return ProbeValues(joined, torch.cat(top_values), torch.cat(top_ids), max_values, max_tokens, windows, window,
-                       non_finite, seconds)
+    return ProbeValues(joined, torch.cat(top_values), torch.cat(top_ids), None if peaks is None else torch.cat(top_strengths),
+                       max_values, max_tokens, windows, window, non_finite, seconds)
 
 
 def report_non_finite(run: ProbeRun, found: NonFinite) -> None:

@@ -142,15 +142,20 @@ class ProbeData:
     neurons: dict[str, dict[str, torch.Tensor]]  # chosen neuron -> chosen_arrays' [token] arrays
     top_values: torch.Tensor  # [token top], as ProbeValues'
     top_ids: torch.Tensor
+    top_strengths: torch.Tensor | None = None  # [token top] |a| / the neuron's largest |a| on the dataset
 
     def tokens(self, piece: Piece) -> list[str]:
         return [self.texts[i] for i in self.ids[piece].tolist()]
 
     def top(self, piece: Piece) -> list[list[list[Any]]]:
-        """Each token's top list: [name, a], or [name, null, kind] for ±inf; NaN left out."""
-        return [[[self.names[i], a] if math.isfinite(a) else [self.names[i], None, non_finite_kind(a)]
-                 for a, i in zip(row_a, row_i) if not math.isnan(a)]
-                for row_a, row_i in zip(self.top_values[piece].tolist(), self.top_ids[piece].tolist())]
+        """Each token's top list: [name, a] ([name, a, strength] with the statistics), or [name, null, kind] for
+        ±inf; NaN left out."""
+        values, ids = self.top_values[piece].tolist(), self.top_ids[piece].tolist()
+        strengths = self.top_strengths[piece].tolist() if self.top_strengths is not None else [[None] * len(r) for r in ids]
+        return [[([self.names[i], a] if strength is None else [self.names[i], a, strength]) if math.isfinite(a)
+                 else [self.names[i], None, non_finite_kind(a)]
+                 for a, i, strength in zip(row_a, row_i, row_s) if not math.isnan(a)]
+                for row_a, row_i, row_s in zip(values, ids, strengths)]
 
     def values(self, name: str, key: str, piece: Piece) -> list[Any]:
         found = self.neurons[name][key][piece]
@@ -176,7 +181,7 @@ def probe_data(run: ProbeRun, values: ProbeValues) -> ProbeData:
     n_layers, d_mlp = run.allowed.shape
     names = [neuron_name(layer, neuron) for layer in range(n_layers) for neuron in range(d_mlp)]
     return ProbeData(ids, dict(zip(known, token_texts(run.tokenizer, known))), names, chosen_arrays(run, values),
-                     values.top_values, values.top_ids)
+                     values.top_values, values.top_ids, values.top_strengths)
 
 
 def dumps(value: Any) -> str:

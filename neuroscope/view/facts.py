@@ -87,15 +87,17 @@ class LayerLogitEffects:
     high: torch.Tensor  # [chosen] max
     histogram: torch.Tensor  # [chosen LOGIT_BINS] int64, linear bins from low to high
     input_tokens: dict[str, torch.Tensor]  # INPUT_TABLES name -> [chosen table_top] token ids
+    input_values: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [chosen table_top] w · W_U (float32)
     skew: torch.Tensor | None = None  # [chosen] of cos(w_out, W_U), when computed here
     kurtosis: torch.Tensor | None = None
 
     def columns(self, chosen: list[int]) -> LayerLogitEffects:
         """The effects of some of the chosen neurons (by their place among them)."""
         index = torch.tensor(chosen)
-        rows = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "input_tokens"}
+        tables = ("input_tokens", "input_values")
+        rows = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in tables}
         return LayerLogitEffects(**{name: None if value is None else value[index] for name, value in rows.items()},
-                                 input_tokens={name: ids[index] for name, ids in self.input_tokens.items()})
+                                 **{name: {key: values[index] for key, values in getattr(self, name).items()} for name in tables})
 
 
 def logit_histogram(logits: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -128,13 +130,16 @@ def layer_logit_effects(results: ModelResults, reader: Any, w_u: torch.Tensor, l
             if vector is None:
                 continue
             product = vector[rows].float() @ w_u
-            found[f"+{name}"], found[f"-{name}"] = torch.topk(product, table_top).indices, torch.topk(-product, table_top).indices
+            plus, minus = torch.topk(product, table_top), torch.topk(-product, table_top)
+            found[f"+{name}"], found[f"-{name}"] = plus.indices, minus.indices
+            found[f"+{name} values"], found[f"-{name} values"] = plus.values, -minus.values
         for name, value in found.items():
             parts.setdefault(name, []).append(value)
     joined = {name: torch.cat(values) for name, values in parts.items()}
     effects = LayerLogitEffects(**{name: joined[name] for name in ("promoted", "promoted_values", "suppressed",
                                                                    "suppressed_values", "low", "high", "histogram")},
-                                input_tokens={name: joined[name] for name in INPUT_TABLES if name in joined})
+                                input_tokens={name: joined[name] for name in INPUT_TABLES if name in joined},
+                                input_values={name: joined[f"{name} values"] for name in INPUT_TABLES if name in joined})
     if moments:
         computed = unembed_moments([weights.out[neurons]], w_u, 1)
         effects.skew, effects.kurtosis = computed["skew"][0], computed["kurtosis"][0]

@@ -15,6 +15,7 @@ from gated_core.html import Markup, render
 from gated_core.naming import shown
 from neuroscope.view.neuron_view import to_json
 from neuroscope.view.parts import SCHEMA
+from wcos_casestudies.utils import CLASS_COLORS
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -32,9 +33,11 @@ def scripts(*names: str) -> str:
 def viewer_page(inline_data: str = "") -> str:
     """The page with its style and script inline; `inline_data`: the view's parts (`neuron_view.js_call` texts, safe
     in a script) for a page that carries its data itself, empty for the viewer (which loads them from `data/`); the data's
-format (`parts.SCHEMA`) is written into the page, which unpacks and checks every part by it."""
+format (`parts.SCHEMA`) is written into the page, which unpacks and checks every part by it, and the IO classes'
+    colours of main.py's plots (`CLASS_COLORS`, the index's overview)."""
     return render("neuroscope.view", "viewer.html", style=Markup(asset("viewer.css")), schema=Markup(to_json(SCHEMA)),
-                  script=Markup(scripts("inflate.js", "checksum.js", "viewer.js")), data=Markup(inline_data))
+                  colours=Markup(to_json([list(c) for c in CLASS_COLORS])),
+                  script=Markup(scripts("inflate.js", "checksum.js", "overview.js", "viewer.js")), data=Markup(inline_data))
 
 
 def render_index(model: str, entries: list[dict[str, Any]]) -> str:

@@ -212,6 +212,7 @@ def layer_payload(run: ViewRun, examples: LayerExamples, effects: LayerLogitEffe
         logit_low=Packed.of(effects.low, "f4"), logit_high=Packed.of(effects.high, "f4"),
         logit_histogram=Packed.of(effects.histogram),  # token ids and counts of the vocabulary: uint16 where it fits
         inputs={name: Packed.of(ids) for name, ids in effects.input_tokens.items()},
+        input_values={name: Packed.of(values, "f4") for name, values in effects.input_values.items()} or None,
         reasons={str(n): reason for (lay, n), reason in facts.reasons.items() if lay == layer and n in set(chosen.tolist())},
         histogram=None if stats.histogram is None else trimmed_histograms(stats.histogram[layer, chosen].numpy()),
         connections=None if facts.connections is None else connections_payload(facts, layer, chosen))

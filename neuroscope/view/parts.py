@@ -163,6 +163,7 @@ class LayerPart:
     logit_high: Packed
     logit_histogram: Packed
     inputs: dict[str, Packed]
+    input_values: dict[str, Packed] | None = optional()  # [chosen top] w · W_U of each `inputs` table (float32)
     reasons: dict[str, str]  # neuron -> why its facts are missing
     histogram: Histograms | None = optional()
     connections: ConnectionLists | None = optional()
@@ -204,12 +205,21 @@ class DocumentsPart:
 
 @dataclass(frozen=True, kw_only=True)
 class SearchPart:
-    """`neuroscope.search(part)`: the search by token (`search_index.SearchIndex`)."""
+    """`neuroscope.search(part)`: the ranked search by token (`search_index.SearchIndex`): per hit [hit] in CSR form
+    over the vocabulary (`offsets`), its neuron id, source (index into `sources`, each of a group of `groups`), value,
+    strength, and for an example the dataset document and position of its token (-1, 0 otherwise); one shard of
+    consecutive tokens from `first` (`data/search_<shard>.js`)."""
 
+    first: int
     sources: list[str]
+    groups: list[str]
     offsets: Packed
     neurons: Packed
-    where: Packed
+    source: Packed
+    value: Packed
+    strength: Packed
+    doc: Packed
+    position: Packed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -246,6 +256,7 @@ class ViewMeta:
     neuron_chunk: int | None = optional()
     chunked_layers: list[int] | None = optional()
     list_page_rows: int | None = optional()
+    search_shards: list[int] | None = optional()  # the first token of each data/search_<shard>.js
     page: dict[str, Any] | None = optional()
     checksum_method: str | None = optional()
     checksums: dict[str, int] | None = optional()

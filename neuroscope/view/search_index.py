@@ -1,116 +1,253 @@
-"""The viewer's search by token: for every token, the neurons whose token tables or examples' extreme tokens hold it.
+"""The viewer's search by token, ranked: for every token, each neuron that shows it, where, and how strongly.
 
-`data/search.js` holds one `neuroscope.search(...)` call: an inverse index in CSR form over the vocabulary,
-- `offsets` [vocab + 1]: token t's entries are [offsets[t], offsets[t + 1]);
-- `neurons` [entry]: neuron ids (layer * d_mlp + neuron), ascending within a token;
-- `where` [entry]: uint8, bit i set where the token is in SOURCES[i] of that neuron (its promoted, suppressed, ±w_in,
-  ±w_gate table, or the extreme token of one of its max/min or sign-combination examples; not of its typical
-  examples, which show what the neuron does everywhere);
-- `sources`: the names of the bits.
-It is built with numpy from the per-layer data that the viewer writes anyway (the weights' token tables and the
-examples' extreme tokens); `--from_viewer` cuts it to the kept layers.
+A hit is one (token, neuron, source): the token is in the neuron's SOURCES[source], one of
+- its token tables: promoted or suppressed (w_out · W_U), ±w_in · W_U, ±w_gate · W_U, the embedding's connection
+  lists (gate_embed, linear_embed: virtual weight of the token's W_E row into the gate or the linear input);
+- the extreme token of one of its max/min or sign-combination examples (not of its typical examples, which show what
+  the neuron does everywhere).
+Each hit carries its value (the weight of the table, or the activation a at the token) and its strength, the value
+relative to the neuron's own largest of its kind, a number in [0, 1] comparable across neurons:
+- examples: |a| / max(|max a|, |min a|) of the neuron on the dataset (the index's max and min);
+- promoted, suppressed: |w_out · W_U[t]| / max over the vocabulary of |w_out · W_U| (the layer's logit_low, logit_high);
+- ±w_in, ±w_gate: |w · W_U[t]| / max(|first of +w|, |first of -w|), the largest over the vocabulary both ways; 0
+  (value NaN) in a viewer written before the tables' values were kept;
+- embedding connections: |virtual weight| / the largest |virtual weight| of the neuron's shown list of that kind.
+A token met several times by one neuron and source (three max examples at " with") is one hit, its strongest.
+
+The hits are written in shards of consecutive tokens, `data/search_<shard>.js`, each of at most SHARD_HITS hits (a
+token with more is a shard of its own; the meta's `search_shards` lists each shard's first token), so that a search
+loads only the shards of the tokens it matches, and no file outgrows what a page can load at 7B size. Each holds one
+`neuroscope.search(shard, ...)` call (`parts.SearchPart`): its hits in CSR form over its tokens [first, next first),
+- `offsets` [tokens + 1]: token first + t's hits are [offsets[t], offsets[t + 1]), strongest first (ties: by source in
+  SOURCES' order, activations first, then neuron id), so that a search ranks by strength, then source, token and
+  neuron;
+- `neurons`, `source`, `value` (float16), `strength` (float16) [hit]; `doc`, `position` [hit]: where an example's
+  token is (dataset document, position in it; -1 and 0 for a table hit), so that the page shows it in context;
+- `sources`, `groups`: the names of the sources and the group of each (activation, output weight, input weight,
+  embedding connection).
+It is built from the layer parts the viewer writes (`layer_hits`), so that a viewer's own files rebuild it
+(`viewer_refresh`); `--from_viewer` cuts it to the kept layers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from neuroscope.recompute.examples import LIST_KINDS, TYPICAL_KINDS
-from neuroscope.recompute.windows import LayerExamples
-from neuroscope.view.facts import INPUT_TABLES, LayerLogitEffects
-from neuroscope.view.neuron_view import ViewRun
-from neuroscope.view.parts import Packed, SearchPart
+from neuroscope.view.facts import INPUT_TABLES
+from neuroscope.view.parts import ExampleArrays, IndexPart, LayerPart, Packed, SearchPart
+from wcos_casestudies.connections import EMBED_KINDS
 
 EXAMPLE_SOURCES = ("max/min example", "sign-combination example")  # an example's list: max or min, or a sign combination
-SOURCES = ("promoted", "suppressed", *INPUT_TABLES, *EXAMPLE_SOURCES)  # the bits of `where`
+OUTPUT_TABLES = ("promoted", "suppressed")
+SOURCES = (*EXAMPLE_SOURCES, *OUTPUT_TABLES, *INPUT_TABLES, *EMBED_KINDS)  # in the order that breaks ties: activations first
+GROUPS = {**{s: "activation" for s in EXAMPLE_SOURCES}, **{s: "output weight" for s in OUTPUT_TABLES},
+          **{s: "input weight" for s in INPUT_TABLES}, **{s: "embedding connection" for s in EMBED_KINDS}}
+SHARD_HITS = 1 << 18  # hits a search file at most (~5 MiB of text), unless one token has more
 EXTREME_KINDS = 2  # the first LIST_KINDS (max, min); then the sign combinations (and the typical examples, left out)
 
 
 @dataclass
-class LayerTokens:
-    """What the chosen neurons of one layer show by token: their token tables and their examples' extreme tokens."""
+class Hits:
+    """(token, neuron id, source) hits [hit] with their value, strength (float16-rounded) and, for examples, where
+    the token is (dataset document, position in it; -1, 0 for a table hit)."""
 
-    ids: np.ndarray  # [chosen] neuron ids (layer * d_mlp + neuron)
-    tables: dict[str, np.ndarray]  # name in SOURCES -> [chosen, top] token ids
-    peak_tokens: np.ndarray  # [example] the token at each example's extreme position
-    example_column: np.ndarray  # [example] index into `ids`
-    example_kind: np.ndarray  # [example] index into LIST_KINDS
+    token: np.ndarray
+    neuron: np.ndarray
+    source: np.ndarray
+    value: np.ndarray
+    strength: np.ndarray
+    doc: np.ndarray
+    position: np.ndarray
 
-    def hits(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every (token, neuron id, source) of this layer, as three arrays [hit] (repeats included)."""
-        tokens, neurons, sources = [], [], []
-        for name, table in self.tables.items():
-            tokens.append(np.asarray(table).reshape(-1))
-            neurons.append(np.repeat(self.ids, np.asarray(table).shape[1]))
-            sources.append(np.full(np.asarray(table).size, SOURCES.index(name)))
-        tokens.append(self.peak_tokens)
-        neurons.append(self.ids[self.example_column])
-        sources.append(np.where(self.example_kind < EXTREME_KINDS, SOURCES.index(EXAMPLE_SOURCES[0]), SOURCES.index(EXAMPLE_SOURCES[1])))
-        return tuple(np.concatenate(parts).astype(np.int64) for parts in (tokens, neurons, sources))
+    @classmethod
+    def of(cls, token, neuron, source, value, scale, doc=None, position=None) -> Hits:
+        """Hits of arrays [hit] (a scalar `source` for all), strength |value| / scale (0 where the scale is 0 or the
+        value unknown), rounded to float16 as the page reads it."""
+        token = np.asarray(token, np.int64).reshape(-1)
+        value = np.asarray(value, np.float64).reshape(-1)
+        scale = np.broadcast_to(np.asarray(scale, np.float64), value.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            strength = np.where((scale > 0) & np.isfinite(value), np.abs(value) / np.where(scale > 0, scale, 1), 0.0)
+        size = len(token)
+        return cls(token, np.broadcast_to(np.asarray(neuron, np.int64), (size,)).copy(),
+                   np.broadcast_to(np.asarray(source, np.int64), (size,)).copy(), value,
+                   strength.astype(np.float16).astype(np.float64),
+                   np.full(size, -1, np.int64) if doc is None else np.asarray(doc, np.int64),
+                   np.zeros(size, np.int64) if position is None else np.asarray(position, np.int64))
+
+    @classmethod
+    def joined(cls, parts: list[Hits]) -> Hits:
+        """The hits of all `parts`, one after the other."""
+        if not parts:
+            return cls.of(np.zeros(0), np.zeros(0), 0, np.zeros(0), 1.0)
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+
+    def rows(self, keep: np.ndarray) -> Hits:
+        """The hits `keep` (a mask or indices)."""
+        return Hits(*(getattr(self, f.name)[keep] for f in fields(self)))
 
 
-def viewer_layer_tokens(run: ViewRun, examples: LayerExamples, effects: LayerLogitEffects) -> LayerTokens:
-    """The token tables and examples' extreme tokens of one layer of a viewer, from what it writes of that layer."""
-    tables = {"promoted": effects.promoted.numpy(), "suppressed": effects.suppressed.numpy(),
-              **{name: ids.numpy() for name, ids in effects.input_tokens.items()}}
-    documents = run.documents
-    extreme = examples.kind < LIST_KINDS.index(TYPICAL_KINDS[0])  # typical examples are what every neuron does: left out
-    peaks = documents.tokens[documents.starts[documents.local(examples.doc[extreme])] + examples.position[extreme]]
-    return LayerTokens(examples.layer * run.stats.d_mlp + examples.neurons, tables, peaks, examples.column[extreme],
-                       examples.kind[extreme])
+def table_hits(ids: np.ndarray, tokens: Packed, values: Packed | None, scale: np.ndarray, source: str) -> Hits:
+    """The hits of one token table [chosen top] (flat), its values (None: unknown) and each neuron's scale [chosen]."""
+    table = tokens.array().astype(np.int64).reshape(len(ids), -1)
+    weights = np.full(table.shape, np.nan) if values is None else values.array().reshape(table.shape)
+    return Hits.of(table, np.repeat(ids, table.shape[1]), SOURCES.index(source), weights, np.repeat(scale, table.shape[1]))
+
+
+def largest_both_ways(plus: Packed | None, minus: Packed | None, chosen: int) -> np.ndarray:
+    """max(|first of +table|, |first of -table|) per neuron [chosen]: the largest |w · W_U| over the vocabulary."""
+    found = [np.abs(p.array().astype(np.float64).reshape(chosen, -1)[:, 0]) for p in (plus, minus) if p is not None]
+    return np.maximum.reduce(found) if found else np.zeros(chosen)
+
+
+def weight_hits(part: LayerPart, ids: np.ndarray) -> list[Hits]:
+    """The hits of a layer part's token tables: promoted, suppressed, ±w_in, ±w_gate."""
+    chosen = len(ids)
+    logit_scale = np.maximum(np.abs(part.logit_low.array()), np.abs(part.logit_high.array())).astype(np.float64)
+    found = [table_hits(ids, part.promoted, part.promoted_values, logit_scale, "promoted"),
+             table_hits(ids, part.suppressed, part.suppressed_values, logit_scale, "suppressed")]
+    values = part.input_values or {}
+    for name, tokens in part.inputs.items():
+        sign_free = name[1:]
+        scale = largest_both_ways(values.get("+" + sign_free), values.get("-" + sign_free), chosen)
+        found.append(table_hits(ids, tokens, values.get(name), scale, name))
+    return found
+
+
+def connection_hits(part: LayerPart, ids: np.ndarray) -> list[Hits]:
+    """The hits of the embedding's connection lists (token ids, virtual weights [chosen shown]; -1: none)."""
+    lists = part.connections
+    found = []
+    for kind in EMBED_KINDS:
+        if lists is None or kind not in lists.kinds or lists.kinds[kind].virtual_weight is None:
+            continue
+        other = lists.kinds[kind].other.array().astype(np.int64).reshape(len(ids), -1)
+        weight = lists.kinds[kind].virtual_weight.array().astype(np.float64).reshape(other.shape)
+        scale = np.where(other >= 0, np.abs(weight), 0).max(axis=1, initial=0.0)
+        keep = other >= 0
+        found.append(Hits.of(other[keep], np.repeat(ids, other.shape[1]).reshape(other.shape)[keep], SOURCES.index(kind),
+                             weight[keep], np.repeat(scale, other.shape[1]).reshape(other.shape)[keep]))
+    return found
+
+
+@dataclass(frozen=True)
+class DocumentTokens:
+    """The tokens of the documents a viewer carries [token], where each starts [document + 1], and which dataset
+    documents they are ([document], ascending; None: all, in order)."""
+
+    tokens: np.ndarray
+    starts: np.ndarray
+    ids: np.ndarray | None = None
+
+    def at(self, docs: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """The token at `positions` [hit] of dataset documents `docs` [hit]."""
+        rows = docs if self.ids is None else np.searchsorted(self.ids, docs)
+        return self.tokens[self.starts[rows] + positions]
+
+
+def example_hits(examples: ExampleArrays, ids: np.ndarray, peak: np.ndarray, documents: DocumentTokens) -> Hits:
+    """The hits of a layer part's examples: each max/min or sign-combination example's extreme token, its a
+    relative to the neuron's largest |a| `peak` [chosen]."""
+    kinds = len(LIST_KINDS)
+    list_offsets = examples.list_offsets.array().astype(np.int64)
+    slot = np.repeat(np.arange(len(list_offsets) - 1), np.diff(list_offsets))  # [example] column * kinds + kind
+    column, kind = slot // kinds, slot % kinds
+    window = examples.window_offsets.array().astype(np.int64)[column] + examples.example_window.array()
+    doc = examples.window_doc.array().astype(np.int64)[window]
+    position = examples.window_start.array().astype(np.int64)[window] + examples.example_peak.array()
+    keep = kind < LIST_KINDS.index(TYPICAL_KINDS[0])  # typical examples are what every neuron does: left out
+    sources = np.where(kind < EXTREME_KINDS, SOURCES.index(EXAMPLE_SOURCES[0]), SOURCES.index(EXAMPLE_SOURCES[1]))
+    return Hits.of(documents.at(doc[keep], position[keep]), ids[column[keep]], sources[keep],
+                   examples.example_value.array()[keep], peak[column[keep]], doc[keep], position[keep])
+
+
+def index_peaks(index: IndexPart, ids: np.ndarray) -> np.ndarray:
+    """Each neuron's largest |a| on the dataset, max(|max|, |min|) of its index row, for neuron ids [chosen]."""
+    rows = np.searchsorted(index.ids.array(), ids)
+    return np.maximum(np.abs(index.max.array()[rows]), np.abs(index.min.array()[rows])).astype(np.float64)
+
+
+def layer_hits(part: LayerPart, layer: int, d_mlp: int, peak: np.ndarray, documents: DocumentTokens) -> Hits:
+    """Every hit of the chosen neurons of one layer part (a layer, or a chunk of one); `peak` [chosen]: each neuron's
+    largest |a| on the dataset."""
+    ids = layer * d_mlp + part.examples.neurons.array().astype(np.int64)
+    return Hits.joined([*weight_hits(part, ids), *connection_hits(part, ids),
+                        example_hits(part.examples, ids, np.asarray(peak, np.float64), documents)])
+
+
+def strongest_first(hits: Hits) -> Hits:
+    """One hit per (token, neuron, source), its strongest (then its first), ordered by token, then strength
+    (descending), source and neuron."""
+    order = np.lexsort((-hits.strength, hits.source, hits.neuron, hits.token))
+    hits = hits.rows(order)
+    same = (hits.token[1:] == hits.token[:-1]) & (hits.neuron[1:] == hits.neuron[:-1]) & (hits.source[1:] == hits.source[:-1])
+    hits = hits.rows(np.concatenate([[True], ~same]) if len(hits.token) else np.zeros(0, bool))
+    return hits.rows(np.lexsort((hits.neuron, hits.source, -hits.strength, hits.token)))
 
 
 @dataclass
 class SearchIndex:
-    """The inverse index: for each token, the neurons that show it and where (see the module's docstring)."""
+    """The ranked search by token: the hits in CSR form over the vocabulary (see the module's docstring)."""
 
     offsets: np.ndarray  # [vocab + 1] int64
-    neurons: np.ndarray  # [entry] neuron ids, ascending within a token
-    where: np.ndarray  # [entry] uint8 bits of SOURCES
+    hits: Hits  # [entry] by token, strongest first
 
     @classmethod
-    def from_hits(cls, tokens: np.ndarray, neurons: np.ndarray, sources: np.ndarray, vocab_size: int) -> SearchIndex:
-        """The index of (token, neuron id, source) hits [hit]; repeats are merged, their sources or'ed."""
-        key = tokens.astype(np.int64) * (int(neurons.max(initial=0)) + 1) + neurons
-        order = np.argsort(key, kind="stable")
-        key, bits = key[order], (1 << sources[order]).astype(np.uint8)
-        first = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.zeros(0, np.int64)
-        where = np.bitwise_or.reduceat(bits, first) if len(key) else np.zeros(0, np.uint8)
-        return cls(np.searchsorted(tokens[order][first], np.arange(vocab_size + 1)).astype(np.int64),
-                   neurons[order][first].astype(np.int64), where.astype(np.uint8))
-
-    @classmethod
-    def of_layers(cls, layers: list[LayerTokens], vocab_size: int) -> SearchIndex:
-        """The index of the chosen neurons of some layers."""
-        hits = [layer.hits() for layer in layers]
-        return cls.from_hits(*(np.concatenate([h[i] for h in hits]) if hits else np.zeros(0, np.int64) for i in range(3)),
-                             vocab_size)
-
-    def tokens(self) -> np.ndarray:
-        """The token of each entry [entry]."""
-        return np.repeat(np.arange(len(self.offsets) - 1), np.diff(self.offsets))
+    def of_hits(cls, hits: Hits, vocab_size: int) -> SearchIndex:
+        """The index of some hits (repeats merged: `strongest_first`)."""
+        hits = strongest_first(hits)
+        return cls(np.searchsorted(hits.token, np.arange(vocab_size + 1)).astype(np.int64), hits)
 
     def kept(self, keep: np.ndarray) -> SearchIndex:
         """The index of only the entries `keep` [entry] (bool), e.g. the neurons of some layers."""
-        counts = np.bincount(self.tokens()[keep], minlength=len(self.offsets) - 1)
-        return SearchIndex(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), self.neurons[keep], self.where[keep])
+        return SearchIndex.of_hits(self.hits.rows(keep), len(self.offsets) - 1)
 
     def check(self, n_ids: int) -> None:
         """ValueError unless this is a whole index of neuron ids below `n_ids`."""
-        offsets = self.offsets
-        if len(offsets) < 1 or offsets[0] != 0 or (np.diff(offsets) < 0).any() or offsets[-1] != len(self.neurons) or \
-                len(self.where) != len(self.neurons) or ((self.neurons < 0) | (self.neurons >= n_ids)).any() or \
-                (self.where >> len(SOURCES)).any():
+        offsets, hits = self.offsets, self.hits
+        if len(offsets) < 1 or offsets[0] != 0 or (np.diff(offsets) < 0).any() or offsets[-1] != len(hits.neuron) or \
+                ((hits.neuron < 0) | (hits.neuron >= n_ids)).any() or ((hits.source < 0) | (hits.source >= len(SOURCES))).any():
             raise ValueError("offsets, neurons and sources do not fit together")
 
-    def payload(self) -> SearchPart:
-        """The argument of `neuroscope.search(...)` (data/search.js)."""
-        return SearchPart(sources=list(SOURCES), offsets=Packed.of(self.offsets, "i4"), neurons=Packed.of(self.neurons),
-                          where=Packed.of(self.where, "u1"))
+    def shards(self, most: int | None = None) -> list[int]:
+        """The first token of each shard: consecutive tokens of at most `most` (SHARD_HITS) hits together (a token of
+        more alone)."""
+        most = most or SHARD_HITS
+        counts, firsts, held = np.diff(self.offsets), [0], 0
+        for token, count in enumerate(counts.tolist()):
+            if held and held + count > most:
+                firsts.append(token)
+                held = 0
+            held += count
+        return firsts
+
+    def payload(self, first: int, stop: int) -> SearchPart:
+        """The argument of `neuroscope.search(shard, ...)`: the hits of tokens [first, stop) (a `data/search_<shard>.js`)."""
+        hits = self.hits.rows(slice(int(self.offsets[first]), int(self.offsets[stop])))
+        return SearchPart(first=first, sources=list(SOURCES), groups=[GROUPS[s] for s in SOURCES],
+                          offsets=Packed.of(self.offsets[first:stop + 1] - self.offsets[first], "i4"), neurons=Packed.of(hits.neuron),
+                          source=Packed.of(hits.source, "u1"), value=Packed.of(hits.value, "f2"), strength=Packed.of(hits.strength, "f2"),
+                          doc=Packed.of(hits.doc, "i4"), position=Packed.of(hits.position))
 
     @classmethod
-    def of_part(cls, part: SearchPart) -> SearchIndex:
-        """The index that `payload` wrote (not checked: `check`)."""
-        return cls(part.offsets.array().astype(np.int64), part.neurons.array().astype(np.int64), part.where.array().astype(np.uint8))
+    def of_parts(cls, parts: list[SearchPart]) -> SearchIndex:
+        """The index that the shards `parts` (in order) hold (not checked: `check`); ValueError where they are not
+        consecutive shards of this version's sources."""
+        offsets, hits, first = [np.zeros(1, np.int64)], [], 0
+        for part in parts:
+            if list(part.sources) != list(SOURCES) or part.first != first:
+                raise ValueError(f"a shard of sources {part.sources} from token {part.first}, not of {list(SOURCES)} from {first}")
+            local = part.offsets.array().astype(np.int64)
+            token = first + np.repeat(np.arange(len(local) - 1), np.diff(local)) if len(local) else np.zeros(0, np.int64)
+            arrays = [part.neurons, part.source, part.value, part.strength, part.doc, part.position]
+            if len(local) < 1 or len({len(token), *(len(a.array()) for a in arrays)}) != 1:
+                raise ValueError("its arrays are not all of one length per hit")
+            neuron, source, value, strength, doc, position = (a.array() for a in arrays)
+            hits.append(Hits(token, neuron.astype(np.int64), source.astype(np.int64), value.astype(np.float64),
+                             strength.astype(np.float64), doc.astype(np.int64), position.astype(np.int64)))
+            offsets.append(local[1:] + offsets[-1][-1])
+            first += len(local) - 1
+        return cls(np.concatenate(offsets), Hits.joined(hits))

@@ -12,8 +12,9 @@ Layout of `<results>/<model>/neuroscope/<name>/`:
   neuron of the layer opens. A layer of more than NEURON_CHUNK chosen neurons is split by neuron number into
   `data/layer_<layer>_<chunk>.js` (chunk = neuron // NEURON_CHUNK; meta's `chunked_layers` and `neuron_chunk` say
   which), so that opening a neuron loads one chunk whatever the layer's width;
-- `data/search.js`: the search by token, an inverse index from each token to the neurons whose token tables or
-  examples' extreme tokens hold it (`search_index`); loaded when the page's token box is first used;
+- `data/search_<shard>.js`: the ranked search by token, from each token to the neurons whose token tables or examples'
+  extreme tokens hold it, with the value and its strength relative to the neuron (`search_index`); loaded when the
+  page's token box is first used, only the shards of the tokens searched;
 - `lists/index.html`, `lists/layer_<layer>.html`: the same index as plain HTML, readable without JavaScript, in
   pages of LIST_PAGE_ROWS neurons (`lists/layer_<layer>_<page>.html` after the first, with links between them).
 
@@ -44,8 +45,8 @@ from neuroscope.view.checksums import CHECKSUM_METHOD, file_checksum, meta_check
 from neuroscope.view.facts import LayerLogitEffects
 from neuroscope.view.html import viewer_page
 from neuroscope.view.neuron_view import Moments, ViewRun, documents_payload, index_payload, js_call, layer_payload, meta_payload
-from neuroscope.view.parts import deflated, plain
-from neuroscope.view.search_index import SearchIndex, viewer_layer_tokens
+from neuroscope.view.parts import IndexPart, ViewMeta, deflated, plain, read_plain
+from neuroscope.view.search_index import DocumentTokens, Hits, SearchIndex, index_peaks, layer_hits
 from neuroscope.view.viewer_folder import replace_viewer
 
 # tokens per documents file; a neuron loads only the files its examples need: its ~50 windows lie in as many random
@@ -78,24 +79,25 @@ def doc_chunks(doc_starts: np.ndarray, tokens: int | None = None) -> list[tuple[
 def part_file(part: str, arguments: list[Any] | tuple[Any, ...]) -> str:
     """The data file (in `data/`, without `.js`) that the call neuroscope.<part>(*arguments) belongs in: a call names
     its file (`docs_<chunk>`, `layer_<layer>`, `layer_<layer>_<chunk>`, or the part: `meta`, `index`, `vocab`,
-    `search`). `assets/viewer.js` (fileOf) names them the same way."""
-    if part == "docs":
-        return f"docs_{arguments[0]}"
+    `search_<shard>`, or the part: `meta`, `index`, `vocab`). `assets/viewer.js` (fileOf) names them the same way."""
+    if part in ("docs", "search"):
+        return f"{part}_{arguments[0]}"
     if part == "layer":
         return f"layer_{arguments[0]}" + (f"_{arguments[2]}" if len(arguments) > 2 else "")
     return part
 
 
-PART_TITLES = {"meta": "the meta", "index": "the index", "vocab": "the vocabulary", "search": "the search by token"}
+PART_TITLES = {"meta": "the meta", "index": "the index", "vocab": "the vocabulary"}
+NUMBERED_TITLES = {"layer": "layer", "docs": "documents", "search": "the search by token, part"}
 
 
 def part_title(name: str) -> str:
-    """What a data file holds, in words: `layer 2`, `layer 2 chunk 3`, `documents 4`, `the index`
-    (`assets/viewer.js`: titleOf)."""
-    found = re.fullmatch(r"(layer|docs)_(\d+)(?:_(\d+))?", name)
+    """What a data file holds, in words: `layer 2`, `layer 2 chunk 3`, `documents 4`, `the search by token, part 0`,
+    `the index` (`assets/viewer.js`: titleOf)."""
+    found = re.fullmatch(r"(layer|docs|search)_(\d+)(?:_(\d+))?", name)
     if found is None:
         return PART_TITLES.get(name, name)
-    what = "documents" if found.group(1) == "docs" else "layer"
+    what = NUMBERED_TITLES[found.group(1)]
     return f"{what} {found.group(2)}" + (f" chunk {found.group(3)}" if found.group(3) else "")
 
 
@@ -145,11 +147,11 @@ def write_viewer(run: ViewRun, examples: dict[int, LayerExamples], effects: dict
         meta = plain(meta_payload(aside, write_documents(aside, sums), k, neuron_chunk=NEURON_CHUNK, chunked_layers=chunked,
                                   list_page_rows=LIST_PAGE_ROWS))
         write_part(aside.data, sums, "vocab", run.vocab)
-        write_part(aside.data, sums, "index", index_payload(aside, moments))
-        for layer in sorted(examples):
-            write_layer(aside, examples[layer], effects[layer], sums)
-        tokens = [viewer_layer_tokens(aside, examples[layer], effects[layer]) for layer in sorted(examples)]
-        write_search(aside.data, SearchIndex.of_layers(tokens, len(run.vocab)), sums)
+        index = index_payload(aside, moments)
+        write_part(aside.data, sums, "index", index)
+        documents = DocumentTokens(run.documents.tokens, run.documents.starts, run.documents.ids)
+        hits = [write_layer(aside, examples[layer], effects[layer], sums, SearchInputs(index, documents)) for layer in sorted(examples)]
+        meta = with_search(meta, write_search(aside.data, SearchIndex.of_hits(Hits.joined(hits), len(run.vocab)), sums))
         write_page(staging)
         write_lists(aside, effects, moments)
         return write_meta(aside.data, meta, sums, page_checksums(staging))
@@ -185,23 +187,46 @@ def examples_of_columns(examples: LayerExamples, first: int, stop: int) -> Layer
     return LayerExamples(layer=examples.layer, **cut)
 
 
-def write_layer(run: ViewRun, examples: LayerExamples, effects: LayerLogitEffects, sums: dict[str, int]) -> None:
+@dataclass(frozen=True)
+class SearchInputs:
+    """What the search by token needs beside a layer part: the index (each neuron's largest |a|) and the documents."""
+
+    index: IndexPart
+    documents: DocumentTokens
+
+
+def write_layer(run: ViewRun, examples: LayerExamples, effects: LayerLogitEffects, sums: dict[str, int],
+                search: SearchInputs) -> Hits:
     """`layer_<layer>.js`, or `layer_<layer>_<chunk>.js` per chunk of a wide layer (`layer_chunks`); their checksums
-    into `sums`."""
-    layer = examples.layer
+    into `sums`; returns the hits of the search by token of what they hold."""
+    layer, hits = examples.layer, []
     for chunk, first, stop in layer_chunks(examples.neurons):
         if chunk is None:
-            write_part(run.data, sums, "layer", layer, deflated(layer_payload(run, examples, effects)))
-            continue
-        payload = layer_payload(run, examples_of_columns(examples, first, stop), effects.columns(list(range(first, stop))))
-        write_part(run.data, sums, "layer", layer, deflated(payload), chunk)
+            payload = layer_payload(run, examples, effects)
+            write_part(run.data, sums, "layer", layer, deflated(payload))
+        else:
+            payload = layer_payload(run, examples_of_columns(examples, first, stop), effects.columns(list(range(first, stop))))
+            write_part(run.data, sums, "layer", layer, deflated(payload), chunk)
+        ids = layer * run.stats.d_mlp + payload.examples.neurons.array().astype(np.int64)
+        hits.append(layer_hits(payload, layer, run.stats.d_mlp, index_peaks(search.index, ids), search.documents))
+    return Hits.joined(hits)
 
 
-def write_search(data: Path, index: SearchIndex, sums: dict[str, int]) -> int:
-    """`data/search.js`, the search by token (its checksum into `sums`); says and returns its size in bytes."""
-    size = write_part(data, sums, "search", index.payload())
-    print(f"search by token: {len(index.neurons):,} (token, neuron) entries in data/search.js ({size / 2**20:.2f} MiB)")
-    return size
+def with_search(meta: dict[str, Any], firsts: list[int]) -> dict[str, Any]:
+    """The meta (as JSON) with the first token of each shard of its search by token, its keys in ViewMeta's order."""
+    return plain(dataclasses.replace(read_plain(ViewMeta, meta), search_shards=firsts))
+
+
+def write_search(data: Path, index: SearchIndex, sums: dict[str, int]) -> list[int]:
+    """`data/search_<shard>.js`, the search by token in shards of consecutive tokens (their checksums into `sums`);
+    says their size; returns each shard's first token (the meta's `search_shards`)."""
+    firsts = index.shards()
+    stops = [*firsts[1:], len(index.offsets) - 1]
+    size = sum(write_part(data, sums, "search", shard, index.payload(first, stop))
+               for shard, (first, stop) in enumerate(zip(firsts, stops)))
+    print(f"search by token: {len(index.hits.neuron):,} (token, neuron, source) hits in {len(firsts)} files "
+          f"data/search_*.js ({size / 2**20:.2f} MiB)")
+    return firsts
 
 
 def list_pages(neurons: int, rows: int | None) -> int:

@@ -29,6 +29,7 @@ from neuroscope.view.viewer import (
     page_checksums,
     part_file,
     part_title,
+    with_search,
     write_meta,
     write_part,
     write_search,
@@ -215,18 +216,30 @@ def check_source_files(source: Path, meta: dict[str, Any], layers: list[int], id
 
 
 def checked_source_search(source: Path, meta: dict[str, Any]) -> SearchIndex | None:
-    """The search by token of the viewer `source`, refused unless it is whole; None for a viewer written before it."""
-    path = source / "data" / "search.js"
-    if not path.exists() and not path.is_symlink() and "search" not in meta.get("checksums", {}):
+    """The search by token of the viewer `source` (its shards `search_<shard>.js`), refused unless it is whole; None
+    for a viewer written before it; a viewer of the unranked search (one `search.js`) is refused with the remedy."""
+    if "search" in meta.get("checksums", {}) or (source / "data" / "search.js").exists():
+        raise UserError(f"{source}: its search by token is of an older version (data/search.js); refresh that viewer "
+                        f"(python -m neuroscope.view.viewer_refresh {source}) or {REWRITE}")
+    firsts = meta.get("search_shards")
+    if firsts is None:
         return None
-    if path.is_symlink() or not path.is_file():
-        raise UserError(f"{path}: missing from the viewer {source.name} (or not a file); {REWRITE}")
-    payload = verified_part(path, meta)[1][0]
+    parts = []
+    for shard in range(len(firsts) if isinstance(firsts, list) else 0):
+        path = source / "data" / f"search_{shard}.js"
+        if path.is_symlink() or not path.is_file():
+            raise UserError(f"{path}: missing from the viewer {source.name} (or not a file); {REWRITE}")
+        try:
+            parts.append(read_plain(SearchPart, verified_part(path, meta)[1][1]))
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{path}: not the search by token of a viewer ({first_line(exc)}); write that viewer again") from exc
     try:
-        index = SearchIndex.of_part(read_plain(SearchPart, payload))
+        index = SearchIndex.of_parts(parts)
+        if not isinstance(firsts, list) or firsts != [part.first for part in parts] or len(index.offsets) - 1 < 1:
+            raise ValueError(f"its meta's search_shards {firsts} are not its files'")
         index.check(meta["n_layers"] * meta["d_mlp"])
     except (TypeError, ValueError) as exc:
-        raise UserError(f"{path}: not the search by token of a viewer ({first_line(exc)}); write that viewer again") from exc
+        raise UserError(f"{source / 'data'}: not the search by token of a viewer ({first_line(exc)}); write that viewer again") from exc
     return index
 
 
@@ -263,7 +276,8 @@ def extract_layers(source: Path, target: Path, layers: list[int], expected: dict
         sums = {Path(name).stem: meta["checksums"][Path(name).stem] for name in copied if verified and name.endswith(".js")}
         write_part(staging / "data", sums, "index", index.rows(keep))
         if search is not None:
-            write_search(staging / "data", search.kept(np.isin(search.neurons // meta["d_mlp"], layers)), sums)
+            kept = search.kept(np.isin(search.hits.neuron // meta["d_mlp"], layers))
+            kept_meta = with_search(kept_meta, write_search(staging / "data", kept, sums))
         atomic_write_text(staging / "lists" / "index.html", lists_of_layers(lists_index, layers))
         if not verified:  # a copy of a viewer without checksums stays without them: nothing vouches for its files
             atomic_write_text(staging / "data" / "meta.js", js_call("meta", kept_meta))

@@ -32,6 +32,11 @@ var probe = (function () {
     return kind === "inf" ? scale : kind === "-inf" ? -scale : 0;
   }
   function pairText(pair) { return pair[1] === null ? "= " + pair[2] + " (non-finite)" : fmt(pair[1], 4); }
+  // an entry's strength, |a| over the neuron's largest |a| on the dataset (with the statistics; "" otherwise)
+  function strengthText(pair) { return pair[1] !== null && typeof pair[2] === "number" ? pair[2].toFixed(3) : ""; }
+  function rankedBy() {  // what the per-token lists are ranked by
+    return data.meta.dataset ? "strength (|a| over the neuron's largest |a| on " + data.meta.dataset + ", as the viewer's search ranks)" : "|a|";
+  }
 
   function ordinal(p) {
     if (p === null || p === undefined) { return ""; }
@@ -135,8 +140,10 @@ var probe = (function () {
     var lines = [JSON.stringify(data.tokens[i]) + " · token " + globals[i]];
     if (flagged[globals[i]]) { lines.push("non-finite values (inf or NaN) at this token"); }
     if (current !== null) { lines.push(valuesAt(current, i)); }
-    lines.push("largest |a| here:");
-    data.top[i].slice(0, 5).forEach(function (pair) { lines.push("  " + pair[0] + "  a " + pairText(pair)); });
+    lines.push(data.meta.dataset ? "strongest here (|a| / the neuron's largest):" : "largest |a| here:");
+    data.top[i].slice(0, 5).forEach(function (pair) {
+      lines.push("  " + pair[0] + "  a " + pairText(pair) + (strengthText(pair) ? "  strength " + strengthText(pair) : ""));
+    });
     box.textContent = lines.join("\n");
     box.hidden = false;
   }
@@ -149,14 +156,14 @@ var probe = (function () {
     view.appendChild(el("h2", {text: "Token " + globals[i] + ": " + JSON.stringify(data.tokens[i])}));
     if (current !== null) { view.appendChild(el("p", {text: valuesAt(current, i)})); }
     view.appendChild(el("p", {"class": "meta",
-      text: "its top " + data.top[i].length + " neurons by |a|" + filterText() + " (click another token)"}));
-    var body = el("tbody");
+      text: "its top " + data.top[i].length + " neurons by " + rankedBy() + filterText() + " (click another token)"}));
+    var body = el("tbody"), strengths = !!data.meta.dataset;
     data.top[i].forEach(function (pair, rank) {
       body.appendChild(el("tr", {}, [el("td", {"class": "num", text: String(rank + 1)}), el("td", {}, [neuronLink(pair[0])]),
-        el("td", {"class": "num", text: pairText(pair)})]));
+        el("td", {"class": "num", text: pairText(pair)})].concat(strengths ? [el("td", {"class": "num", text: strengthText(pair)})] : [])));
     });
-    view.appendChild(el("table", {}, [el("thead", {}, [el("tr", {}, [el("th", {text: "#"}), el("th", {text: "neuron"}),
-      el("th", {text: "a"})])]), body]));
+    var head = ["#", "neuron", "a"].concat(strengths ? ["strength"] : []);
+    view.appendChild(el("table", {}, [el("thead", {}, [el("tr", {}, head.map(function (h) { return el("th", {text: h}); }))]), body]));
   }
   function filterText() {
     var f = data.meta.filters, parts = [];

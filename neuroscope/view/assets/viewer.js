@@ -11,7 +11,7 @@ var neuroscope = (function () {
   var NUMERIC = ["kurtosis", "skew", "max", "min", "mean", "gate_open"];
   var LABELS = {kurtosis: "kurtosis", skew: "skew", max: "max", min: "min", mean: "mean", gate_open: "gate open"};
   var KIND_TITLES = {"max": "Max activations", "min": "Min activations"};
-  var data = {meta: null, index: null, vocab: null, docs: {}, layers: {}, search: null};
+  var data = {meta: null, index: null, vocab: null, docs: {}, layers: {}, search: {}};
   var loading = {};
   var table = {sort: "id", descending: false, page: 0, orders: {}};
 
@@ -44,15 +44,16 @@ var neuroscope = (function () {
   }
   function partOf(name) { return name.replace(/_.*$/, ""); }
   function fileOf(part, args) {  // the file a call belongs in (viewer.part_file)
-    if (part === "docs") { return "docs_" + args[0]; }
+    if (part === "docs" || part === "search") { return part + "_" + args[0]; }
     if (part === "layer") { return "layer_" + args[0] + (args.length > 2 ? "_" + args[2] : ""); }
     return part;
   }
   function titleOf(name) {  // what a file holds, in words (viewer.part_title)
-    var m = /^(layer|docs)_(\d+)(?:_(\d+))?$/.exec(name);
-    var titles = {meta: "the meta", index: "the index", vocab: "the vocabulary", search: "the search by token"};
+    var m = /^(layer|docs|search)_(\d+)(?:_(\d+))?$/.exec(name);
+    var titles = {meta: "the meta", index: "the index", vocab: "the vocabulary"};
     if (!m) { return titles[name] || name; }
-    return (m[1] === "docs" ? "documents " : "layer ") + m[2] + (m[3] ? " chunk " + m[3] : "");
+    var what = {layer: "layer ", docs: "documents ", search: "the search by token, part "}[m[1]];
+    return what + m[2] + (m[3] ? " chunk " + m[3] : "");
   }
   function runningFile() {  // the data file whose script runs now (null: data inline in a single page)
     var script = document.currentScript, m = script && script.src ? /\/data\/([^\/?#]+)\.js$/.exec(script.src) : null;
@@ -64,7 +65,7 @@ var neuroscope = (function () {
     var shape = shapeFault(payloadOf(part, args), type, true);
     return shape ? "does not fit this page's data format (" + shape + "; a file of another version?)" : "";
   }
-  function payloadOf(part, args) { return args[part === "layer" || part === "docs" ? 1 : 0]; }
+  function payloadOf(part, args) { return args[part === "layer" || part === "docs" || part === "search" ? 1 : 0]; }
   // what in `value` does not fit the type `type` of SCHEMA, or "" (`top`: the part itself, which may carry its arrays'
   // DEFLATE stream)
   function shapeFault(value, type, top) {
@@ -313,6 +314,11 @@ var neuroscope = (function () {
     }
     return out.subarray(0, count);
   }
+  function drawOverview() {  // the model at a glance (overview.js): classes and gate-open frequency per layer
+    var box = document.getElementById("overview");
+    box.appendChild(el("h2", {text: "The model at a glance: the " + rowCount() + " neurons of this viewer by layer"}));
+    box.appendChild(overview.draw(data.index, data.meta.layers, data.meta.class_names.map(named), CLASS_COLOURS));
+  }
   function roleList(bits) {
     return data.meta.role_names.filter(function (r, i) { return bits & (1 << i); }).map(function (r) { return r.replace(/_/g, " "); });
   }
@@ -336,20 +342,29 @@ var neuroscope = (function () {
     });
   }
 
-  // ---- search by token (data/search.js, loaded on first use): the neurons whose token tables (promoted, suppressed,
-  // ±w_in, ±w_gate) or whose examples' extreme tokens hold a token of the vocabulary that contains the text in the
-  // token box (or equals it); the search lives in the hash too (#?token=%20M&nocase=1&exact=1)
-  var TOKEN_ROWS = 300;  // (neuron, token) rows listed at most
+  // ---- search by token (data/search_<shard>.js, the shards of the tokens searched loaded on first use), ranked: every
+  // (neuron, token, source) hit of the vocabulary's tokens that contain the text in the token box (or equal it),
+  // strongest first. A hit's strength is its value relative to the neuron's own largest of that kind (search_index:
+  // |a| / the neuron's largest |a|; a table's weight / the largest over the vocabulary); ties by source (in the
+  // order of `sources`: activations first), then token and neuron. A hit is named by a reference shard * 2^32 + entry.
+  // One kind of hit is listed at a time: the activations (examples) where there are any, else every kind, or the one
+  // chosen. The search lives in the hash too (#?token=%20M&nocase=1&exact=1&group=all&tpage=2)
+  var TOKEN_PAGE = 100;  // hits a page
+  var CONTEXT_TOKENS = [8, 3];  // tokens shown before and after an example's token
+  var SHARD = 4294967296;  // 2^32: a hit's reference is shard * SHARD + entry
+  var tokenView = {page: 0, group: "", key: ""};
   function tokenQuery() {
     return {text: document.getElementById("token-box").value, nocase: document.getElementById("token-nocase").checked,
       exact: document.getElementById("token-exact").checked};
   }
   function tokenParts() {
     var q = tokenQuery();
-    return q.text ? ["token=" + encodeURIComponent(q.text)].concat(q.nocase ? ["nocase=1"] : [], q.exact ? ["exact=1"] : []) : [];
+    if (!q.text) { return []; }
+    return ["token=" + encodeURIComponent(q.text)].concat(q.nocase ? ["nocase=1"] : [], q.exact ? ["exact=1"] : [],
+      tokenView.group ? ["group=" + encodeURIComponent(tokenView.group)] : [], tokenView.page ? ["tpage=" + (tokenView.page + 1)] : []);
   }
   function restoreTokenSearch(query) {
-    var q = {token: "", nocase: "", exact: ""};
+    var q = {token: "", nocase: "", exact: "", group: "", tpage: ""};
     query.split("&").forEach(function (pair) {
       var at = pair.indexOf("="), key = at < 0 ? pair : pair.slice(0, at), text = decoded(at < 0 ? "" : pair.slice(at + 1));
       if (text !== null && Object.prototype.hasOwnProperty.call(q, key)) { q[key] = text; }
@@ -357,32 +372,128 @@ var neuroscope = (function () {
     document.getElementById("token-box").value = q.token;
     document.getElementById("token-nocase").checked = q.nocase === "1";
     document.getElementById("token-exact").checked = q.exact === "1";
+    tokenView.group = q.group;
+    tokenView.page = /^[1-9]\d{0,6}$/.test(q.tpage) ? Number(q.tpage) - 1 : 0;
   }
   function tokenWantedAtStart() { return /^#\?(.*&)?token=[^&]/.test(location.hash); }
-  function matchingTokens(q) {  // the ids of the vocabulary's tokens that contain (or equal) the text
+  function matchingTokens(q) {  // the ids of the vocabulary's tokens that contain (or equal) the text, ascending
     var wanted = q.nocase ? q.text.toLowerCase() : q.text, found = [];
-    for (var id = 0; id < Math.min(data.vocab.length, data.search.offsets.length - 1); id++) {
+    for (var id = 0; id < data.vocab.length; id++) {
       var text = q.nocase ? String(data.vocab[id]).toLowerCase() : String(data.vocab[id]);
       if (q.exact ? text === wanted : text.indexOf(wanted) >= 0) { found.push(id); }
     }
     return found;
   }
-  function tokenHits(tokens) {  // the first TOKEN_ROWS [neuron id, token, source bits] (by token, then neuron), how many, of how many neurons
-    var s = data.search, seen = new Uint8Array(data.meta.n_layers * data.meta.d_mlp), out = {rows: [], count: 0, neurons: 0};
+  function shardOf(token) {  // the shard whose tokens [first, next first) hold a token (meta.search_shards: the firsts)
+    var firsts = data.meta.search_shards, low = 0, high = firsts.length - 1;
+    while (low < high) { var mid = (low + high + 1) >> 1; if (firsts[mid] <= token) { low = mid; } else { high = mid - 1; } }
+    return low;
+  }
+  function shardFiles(tokens) {  // the search files that the tokens' hits are in, once each
+    var names = {};
+    tokens.forEach(function (t) { names["search_" + shardOf(t)] = true; });
+    return Object.keys(names);
+  }
+  function tokenHits(tokens) {
+    // every hit of `tokens` in gathering order (by token, each token's by strength, source, neuron): references,
+    // strengths, sources; how many of each group, how many (neuron, token) pairs and neurons
+    var ids = data.meta.n_layers * data.meta.d_mlp, stamp = new Int32Array(ids), seen = new Uint8Array(ids), total = 0, kept = 0;
+    var out = {groups: {}, count: 0, pairs: 0, neurons: 0, ranked: {}, started: performance.now()};
+    tokens.forEach(function (t) { var s = data.search[shardOf(t)], l = t - s.first; total += s.offsets[l + 1] - s.offsets[l]; });
+    out.refs = new Float64Array(total);
+    out.strengths = new Float32Array(total);
+    out.sources = new Uint8Array(total);
     tokens.forEach(function (t) {
-      for (var e = s.offsets[t]; e < s.offsets[t + 1]; e++) {
-        if (out.rows.length < TOKEN_ROWS) { out.rows.push([s.neurons[e], t, s.where[e]]); }
-        if (!seen[s.neurons[e]]) { seen[s.neurons[e]] = 1; out.neurons += 1; }
+      var shard = shardOf(t), s = data.search[shard], local = t - s.first, base = shard * SHARD;
+      if (!out.groupOf) { out.groupOf = s.groups; }  // every shard has the same sources (search_index.SOURCES)
+      for (var e = s.offsets[local]; e < s.offsets[local + 1]; e++) {
+        var n = s.neurons[e];
+        if (stamp[n] !== t + 1) { stamp[n] = t + 1; out.pairs += 1; }
+        if (!seen[n]) { seen[n] = 1; out.neurons += 1; }
+        out.refs[kept] = base + e;
+        out.sources[kept] = s.source[e];
+        out.strengths[kept++] = s.strength[e];
       }
-      out.count += s.offsets[t + 1] - s.offsets[t];
     });
+    out.count = total;
+    (out.groupOf || []).forEach(function (g) { out.groups[g] = 0; });
+    for (var i = 0; i < total; i++) { out.groups[out.groupOf[out.sources[i]]] += 1; }
+    out.ms = {gather: performance.now() - out.started};
     return out;
   }
-  function tokenRow(hit) {  // "28.28 · promoted, max/min example " + the token
-    var d = data.meta.d_mlp, label = name(Math.floor(hit[0] / d), hit[0] % d);
-    var where = data.search.sources.filter(function (s, i) { return hit[2] & (1 << i); }).join(", ");
-    return el("li", {"class": "token-hit"}, [el("a", {href: "#" + label, text: label}), document.createTextNode(" · " + where + " "),
-      el("code", {text: JSON.stringify(tokenText(hit[1]))})]);
+  function shownGroup(hits) {  // the kind of hit listed: the one chosen, else activations where there are any, else all
+    if (tokenView.group && (tokenView.group === "all" || hits.groups[tokenView.group] !== undefined)) { return tokenView.group; }
+    return hits.groups.activation ? "activation" : "all";
+  }
+  function rankedHits(hits, group) {  // the references of the hits of a group ("all": every kind), strongest first; kept
+    if (!hits.ranked[group]) {
+      var started = performance.now(), keep = [];
+      for (var i = 0; i < hits.count; i++) { if (group === "all" || hits.groupOf[hits.sources[i]] === group) { keep.push(i); } }
+      var refs = new Float64Array(keep.length), strengths = new Float32Array(keep.length), sources = new Uint8Array(keep.length);
+      keep.forEach(function (i, j) { refs[j] = hits.refs[i]; strengths[j] = hits.strengths[i]; sources[j] = hits.sources[i]; });
+      hits.ranked[group] = strongestFirst(refs, strengths, sources);
+      hits.ms.rank = performance.now() - started;
+    }
+    return hits.ranked[group];
+  }
+  // hits gathered by token (each token's by strength, source, neuron): sorted by strength, then source, stably. The
+  // strengths are float16 values: as float32 their low 13 bits are 0, so the key is the top 19 bits of their order
+  // (sortKey), the source's 4 bits and the place's ORDER_BITS, exact below 2^53
+  function strongestFirst(refs, strengths, sources) {
+    var n = refs.length, out = new Float64Array(n), i;
+    if (n >= 1 << ORDER_BITS) {  // more than a packed key numbers: a comparison sort of the places
+      var places = Array.from({length: n}, function (v, j) { return j; });
+      places.sort(function (a, b) { return strengths[b] - strengths[a] || sources[a] - sources[b] || a - b; });
+      for (i = 0; i < n; i++) { out[i] = refs[places[i]]; }
+      return out;
+    }
+    var keys = new Float64Array(n), scale = 1 << ORDER_BITS;
+    for (i = 0; i < n; i++) { keys[i] = ((0x7FFFF - (sortKey(strengths[i]) >>> 13)) * 16 + sources[i]) * scale + i; }
+    keys.sort();
+    for (i = 0; i < n; i++) { out[i] = refs[keys[i] % scale]; }
+    return out;
+  }
+  function hitAt(ref) {  // a hit's shard data and entry
+    var shard = Math.floor(ref / SHARD);
+    return {s: data.search[shard], e: ref - shard * SHARD};
+  }
+  function hitValue(h) {  // "a +6.80" for an example, "weight +0.412" for a table
+    var v = h.s.value[h.e], example = h.s.groups[h.s.source[h.e]] === "activation";
+    return (example ? "a " : "weight ") + (isNaN(v) ? "not in this viewer" : plus(v, 3));
+  }
+  function tokenRow(ref) {  // strength · neuron · source · value · "token" · its context (examples: filled in once loaded)
+    var h = hitAt(ref), s = h.s, e = h.e, d = data.meta.d_mlp, label = name(Math.floor(s.neurons[e] / d), s.neurons[e] % d);
+    var token = s.first + sortedIndex(s.offsets, e + 1) - 1;  // the token whose run holds the entry
+    return el("li", {"class": "token-hit", "data-ref": String(ref)}, [el("span", {"class": "num strength", text: s.strength[e].toFixed(3)}),
+      document.createTextNode(" "), el("a", {href: "#" + label, text: label}), document.createTextNode(" · "),
+      el("span", {"class": "source", text: s.sources[s.source[e]]}), document.createTextNode(" · "),
+      el("span", {"class": "num value", text: hitValue(h)}), document.createTextNode(" "),
+      el("code", {text: JSON.stringify(tokenText(token))}), el("span", {"class": "context"})]);
+  }
+  function fillContexts(list) {  // each example's token in its text, once the documents it lies in are here
+    var rows = Array.prototype.slice.call(list.querySelectorAll("li[data-ref]")).map(function (li) {
+      var h = hitAt(Number(li.getAttribute("data-ref")));
+      return {box: li.querySelector(".context"), doc: h.s.doc[h.e], position: h.s.position[h.e]};
+    }).filter(function (row) { return row.doc >= 0; });
+    var files = {};
+    rows.forEach(function (row) { files["docs_" + chunkOf(row.doc)] = true; });
+    return Promise.all(Object.keys(files).map(load)).then(function () {
+      rows.forEach(function (row) {
+        var file = "docs_" + chunkOf(row.doc);
+        if (faults[file] || !data.docs[chunkOf(row.doc)]) { row.box.textContent = " (" + (faults[file] || file + " did not load") + ")"; return; }
+        row.box.appendChild(contextOf(row.doc, row.position));
+      });
+    });
+  }
+  function contextOf(doc, position) {  // "…text [token] text…", the token marked, the text as text nodes
+    var tokens = docTokens(doc), from = Math.max(0, position - CONTEXT_TOKENS[0]), to = Math.min(tokens.length, position + CONTEXT_TOKENS[1] + 1);
+    var parts = [document.createTextNode(" · " + (from > 0 ? "…" : ""))];
+    for (var p = from; p < to; p++) {
+      var text = draw.shown(tokenText(tokens[p])).replace(/\n/g, "");
+      parts.push(p === position ? el("b", {"class": "peak", text: text}) : document.createTextNode(text));
+    }
+    parts.push(document.createTextNode(to < tokens.length ? "…" : ""));
+    return el("span", {"class": "text"}, parts);
   }
   function tokenNote(text) {
     var box = document.getElementById("token-results");
@@ -390,29 +501,70 @@ var neuroscope = (function () {
     box.appendChild(el("p", {id: "token-count", "class": "meta", text: text}));
     return box;
   }
+  function groupChoice(hits, group) {  // the kinds of hits, each with its count: one group, or all of them
+    var box = el("select", {id: "token-group"}, [el("option", {value: "all", text: "every kind (" + hits.count + ")"})]);
+    Object.keys(hits.groups).forEach(function (g) { box.appendChild(el("option", {value: g, text: g + " (" + hits.groups[g] + ")"})); });
+    box.value = group;
+    box.addEventListener("change", function () { tokenView.group = box.value; tokenView.page = 0; remember(); renderTokenSearch(); });
+    return el("label", {"class": "meta"}, [document.createTextNode("kind of hit "), box]);
+  }
+  function tokenPager(count) {
+    var pages = Math.max(1, Math.ceil(count / TOKEN_PAGE)), nodes = [];
+    tokenView.page = Math.max(0, Math.min(tokenView.page, pages - 1));
+    [["token-prev", "← stronger", -1], ["token-next", "weaker →", 1]].forEach(function (b) {
+      var button = el("button", {type: "button", id: b[0], text: b[1]});
+      button.disabled = tokenView.page + b[2] < 0 || tokenView.page + b[2] >= pages;
+      button.addEventListener("click", function () { tokenView.page += b[2]; remember(); renderTokenSearch(); });
+      nodes.push(button);
+    });
+    return el("span", {"class": "pager"}, [nodes[0], el("span", {id: "token-page", text: " hits " + (count ? tokenView.page * TOKEN_PAGE + 1 : 0) +
+      "–" + Math.min(count, (tokenView.page + 1) * TOKEN_PAGE) + " of " + count + " (page " + (tokenView.page + 1) + " of " + pages + ") "}), nodes[1]]);
+  }
+  function searchReady(q) {  // the files a search needs are here (else they are loaded and it runs again): true
+    if (!data.meta.search_shards) {
+      tokenNote("this viewer has no ranked token index (data/search_*.js): write it again, or bring it up to date with " +
+        "python -m neuroscope.view.viewer_refresh");
+      return false;
+    }
+    if (!data.vocab) { return waitFor(["vocab"]); }
+    var files = shardFiles(matchingTokens(q)).filter(function (f) { return !data.search[Number(f.slice(7))]; });
+    return files.length ? waitFor(files) : true;
+  }
+  function waitFor(files) {
+    tokenNote("loading the token index (" + files.length + (files.length > 1 ? " files" : " file") + ")…");
+    Promise.all(files.map(load)).then(function () {
+      var problem = files.map(function (f) { return faults[f]; }).filter(Boolean)[0];
+      if (problem) { tokenNote("error: " + problem); } else { renderTokenSearch(); }
+    });
+    return false;
+  }
   function renderTokenSearch() {
     var q = tokenQuery();
     document.getElementById("token-results").hidden = !q.text;
-    if (!q.text) { return; }
-    if (!data.search || !data.vocab) {
-      tokenNote("loading the token index…");
-      Promise.all([load("vocab"), load("search")]).then(function () {
-        var listed = data.meta.checksums && data.meta.checksums.search !== undefined, problem = faults.vocab || (listed || !missing.search ? faults.search : "");
-        if (problem) { tokenNote("error: " + problem); }
-        else if (data.search && data.vocab) { renderTokenSearch(); }
-        else { tokenNote("this viewer has no token index (data/search.js): write it again to search by token"); }
-      });
-      return;
+    if (!q.text || !searchReady(q)) { return; }
+    var key = JSON.stringify([q.text, q.nocase, q.exact]), started = performance.now(), matched = started;
+    if (tokenView.key !== key) {
+      tokenView.key = key;
+      tokenView.tokens = matchingTokens(q);
+      matched = performance.now();
+      tokenView.hits = tokenHits(tokenView.tokens);
     }
-    var tokens = matchingTokens(q), hits = tokenHits(tokens);
+    var tokens = tokenView.tokens, hits = tokenView.hits, group = shownGroup(hits), refs = rankedHits(hits, group);
     var what = (q.exact ? " tokens equal to " : " tokens containing ") + JSON.stringify(q.text) + (q.nocase ? " (any case)" : "");
-    var box = tokenNote(tokens.length + what + " · " + hits.count + " (neuron, token) pairs in " + hits.neurons + " neurons" +
-      (hits.count > hits.rows.length ? " · the first " + hits.rows.length + " listed" : ""));
-    box.appendChild(el("ul", {id: "token-list"}, hits.rows.map(tokenRow)));
+    var box = tokenNote(tokens.length + what + " · " + hits.count + " hits: " + hits.pairs + " (neuron, token) pairs in " +
+      hits.neurons + " neurons · strongest first (strength: the value relative to the neuron's own largest of its kind)");
+    box.appendChild(el("div", {"class": "token-controls"}, [groupChoice(hits, group), document.createTextNode(" "), tokenPager(refs.length)]));
+    var list = el("ol", {id: "token-list", start: String(tokenView.page * TOKEN_PAGE + 1)},
+      Array.prototype.map.call(refs.subarray(tokenView.page * TOKEN_PAGE, (tokenView.page + 1) * TOKEN_PAGE), tokenRow));
+    box.appendChild(list);
+    var ms = hits.ms;  // the times of the search's steps (benchmarks/bench_viewer_index.py reads them)
+    document.body.setAttribute("data-search-ms", [matched - started, ms.gather, ms.rank || 0, performance.now() - started].join(" "));
+    fillContexts(list).catch(fail);
   }
   function tokenSearch(event) {
     event.preventDefault();
     if (document.getElementById("index-view").hidden) { history.pushState(null, "", "#?"); }  // back returns to the neuron
+    tokenView.page = 0;
     remember();
     route(false).catch(fail);
   }
@@ -884,7 +1036,7 @@ var neuroscope = (function () {
   function start() {
     if (data.meta) { beginPage(); return; }  // a single page: its data came inline
     var wanted = wantedAtStart(), names = ["meta", "index"].concat(wanted ? ["vocab"] : [],
-      !wanted && tokenWantedAtStart() ? ["vocab", "search"] : []);
+      !wanted && tokenWantedAtStart() ? ["vocab"] : []);
     if (document.readyState !== "loading") {  // meta.js first: it vouches for the others
       load("meta").then(function () { return Promise.all(names.map(load)); }).then(begin).catch(fail);
       return;
@@ -917,6 +1069,7 @@ var neuroscope = (function () {
     document.getElementById("run").textContent = "dataset " + meta.dataset + " (" + meta.tokens + " tokens) · layers " +
       meta.layers.join(", ") + " · " + rowCount() + " neurons" + (meta.notes.length ? " · " + meta.notes.join("; ") : "");
     buildFilters();
+    drawOverview();
     document.getElementById("search").addEventListener("submit", search);
     document.getElementById("token-search").addEventListener("submit", tokenSearch);
     document.getElementById("token-search").addEventListener("change", function (event) { if (event.target.type === "checkbox") { tokenSearch(event); } });
@@ -969,7 +1122,7 @@ var neuroscope = (function () {
       var args = Array.prototype.slice.call(arguments);
       receive("layer", args, function () { data.layers[fileOf("layer", args)] = decodeActs(unpackAll(args[1], SCHEMA.parts.layer)); });
     },
-    search: function (d) { receive("search", [d], function () { data.search = unpackAll(d, SCHEMA.parts.search); }); },
+    search: function (shard, d) { receive("search", [shard, d], function () { data.search[shard] = unpackAll(d, SCHEMA.parts.search); }); },
     start: start,
     part: part,
     documents: documents,
