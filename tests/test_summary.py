@@ -10,7 +10,9 @@ must give back the very statistics, and what does not fit is refused in one line
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -170,6 +172,9 @@ def test_pages_and_viewer_of_the_imported_summary(world, imported):
     pages = results / "local" / "llama" / "neuroscope"
     page = (pages / "L1" / "N3" / "vis.html").read_text()
     assert "imported from a published neuron summary" in page and "the activation histogram" in page
+    layer_call = re.search(r"^neuroscope\.layer\((.*)\);$", page, re.M)
+    layer_part = read_plain(LayerPart, inflated(json.loads(f"[{layer_call.group(1)}]")[1]))
+    assert np.isnan(layer_part.examples.bos_value.array()).all()  # the first token's a is not known: –, not 0
     recomputed = load_artifact(pages / "L1" / "N3" / "activations.pt")
     kinds = {row["kind"] for row in recomputed["examples"]}
     assert {"max", "min"} <= kinds and len(recomputed["examples"]) >= 2 * len(CASES)

@@ -172,7 +172,7 @@ def example_payload(run: ViewRun, examples: LayerExamples) -> ExampleArrays:
         example_window=Packed.of(examples.window[kept] - offsets(window_counts)[examples.column[kept]]),
         example_peak=Packed.of(examples.position[kept] - examples.window_start[examples.window[kept]]),
         example_value=Packed.of(examples.stored[kept], floats), example_duplicates=Packed.of(duplicates),
-        bos_value=Packed.of(np.nan_to_num(examples.bos_value, nan=0.0), "f4"),
+        bos_value=Packed.of(np.asarray(examples.bos_value, dtype=np.float32), "f4"),  # NaN: not known (the page shows –)
         gates=Packed.of(examples.gates.reshape(-1), "f2") if with_values else None,
         lins=Packed.of(examples.lins.reshape(-1), "f2") if with_values else None,
         **next_token_payload(examples, kept, floats))
