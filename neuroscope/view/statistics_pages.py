@@ -17,7 +17,7 @@ from gated_core.neurons import NeuronId
 from gated_core.output_folders import rewrite_folder
 from neuroscope.activation_pass.activations import SIGN_COMBINATIONS
 from neuroscope.activation_pass.store import Statistics, statistics_notes
-from neuroscope.recompute.examples import Neuron, stored_lists
+from neuroscope.recompute.examples import Neuron, selected_documents, stored_lists
 
 STATISTICS_PAGES_KIND = "statistics-only pages"
 BEFORE, AFTER = 24, 8  # tokens shown before and after an example token whose position is known
@@ -48,14 +48,16 @@ def example_text(value: float, doc: int, position: int, ids: list[int], tokenize
 def neuron_lists(stats: Statistics, neuron: Neuron, dataset: Any,
                  tokenizer: Any) -> list[tuple[str, list[ExampleText], bool]]:
     """Each example list of `neuron` that the statistics have (max, min, the sign combinations; typical examples where
-    they have them) as text, and whether some of its positions are unknown."""
-    layer, index = neuron
+    they have them) as text, and whether some of its positions are unknown; its documents read once."""
+    examples = selected_documents(stats, *neuron)  # (kind, document, position, value), list by list
+    documents = sorted({doc for _, doc, _, _ in examples})
+    ids = dict(zip(documents, dataset.select(documents)["input_ids"] if documents else []))
+    kinds = [kind for kind, _, _, _ in stored_lists(stats, neuron[0])]
     lists = []
-    for kind, values, docs, positions in stored_lists(stats, layer):
-        rows = [(float(v), int(d), int(p)) for v, d, p in zip(values[index], docs[index], positions[index]) if int(d) >= 0]
-        texts = dataset.select([doc for _, doc, _ in rows])["input_ids"] if rows else []
-        examples = [example_text(v, d, p, ids, tokenizer) for (v, d, p), ids in zip(rows, texts)]
-        lists.append((kind, examples, any(example.position is None for example in examples)))
+    for kind in kinds:
+        texts = [example_text(value, doc, position, ids[doc], tokenizer) for listed, doc, position, value in examples
+                 if listed == kind]
+        lists.append((kind, texts, any(text.position is None for text in texts)))
     return lists
 
 
