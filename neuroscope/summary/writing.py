@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gated_core.artifacts import remove_stale_folders, replace_folder, staging_folder
 from gated_core.errors import UserError
+from gated_core.locks import hold_lock
 from neuroscope.activation_pass.activations import COMBINATION_SIGNS
 from neuroscope.activation_pass.store import STATS_KEYS, SUMMARY_KEYS
 from neuroscope.summary.schema import (
@@ -130,23 +131,29 @@ def write_export(columns: dict[str, np.ndarray], meta: dict[str, Any], folder: P
     check_export_target(folder, overwrite)
     described = json.dumps({DESCRIPTION_KEY: meta})
     dataset = datasets.Dataset.from_dict(columns, info=datasets.DatasetInfo(description=described))
-    staging = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex[:8]}"
-    try:
-        dataset.save_to_disk(str(staging / SAVED))
-        (staging / PARQUET).mkdir()
-        files = max(1, -(-len(dataset) // ROWS_PER_PARQUET_FILE))
-        for index in range(files):
-            part = dataset.select(range(index * ROWS_PER_PARQUET_FILE, min(len(dataset), (index + 1) * ROWS_PER_PARQUET_FILE)))
-            part.to_parquet(str(staging / PARQUET / f"train-{index:05d}-of-{files:05d}.parquet"))
-        (staging / PARQUET / META_FILE).write_text(described, encoding="utf-8")
-        (staging / "README.md").write_text(dataset_card(meta, len(dataset)), encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    with hold_lock(folder):
+        remove_stale_folders(folder)  # what a killed export left beside it (an old export set aside goes back)
+        staging = staging_folder(folder)
+        try:
+            write_forms(dataset, described, meta, staging)
+            check_export_target(folder, overwrite)  # again: nothing of the user's came in meanwhile
+            replace_folder(staging, folder)  # the old export, or the new one, whole at every moment
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
     return folder
+
+
+def write_forms(dataset: Any, described: str, meta: dict[str, Any], staging: Path) -> None:
+    """The export's files into `staging`: SAVED, PARQUET (with META_FILE) and the dataset card."""
+    dataset.save_to_disk(str(staging / SAVED))
+    (staging / PARQUET).mkdir()
+    files = max(1, -(-len(dataset) // ROWS_PER_PARQUET_FILE))
+    for index in range(files):
+        part = dataset.select(range(index * ROWS_PER_PARQUET_FILE, min(len(dataset), (index + 1) * ROWS_PER_PARQUET_FILE)))
+        part.to_parquet(str(staging / PARQUET / f"train-{index:05d}-of-{files:05d}.parquet"))
+    (staging / PARQUET / META_FILE).write_text(described, encoding="utf-8")
+    (staging / "README.md").write_text(dataset_card(meta, len(dataset)), encoding="utf-8")
 
 
 def check_export_target(folder: Path, overwrite: bool) -> None:
