@@ -203,7 +203,7 @@ def test_meta_checksums_match_an_independent_computation(work, tree, tmp_path):
                     dump_after_hash_change(folder, DEEP_LINK, tmp_path)):
             assert f">Neuron {NEURON[0]}.{NEURON[1]}<" in dom and status(dom) == "", (name, status(dom))
     assert sorted(call_arguments(root / VIEWER_PAGES / "part" / "data" / "meta.js")[0]["checksums"]) == \
-        ["docs_0", "index", "layer_1", "search_0", "vocab"]
+        ["docs_0", "index", "layer_1", "search_0", "top_0", "vocab"]
 
 
 @pytest.mark.slow

@@ -39,7 +39,7 @@ def calls(text: str) -> list[tuple[str, list]]:
 
 
 def payload_of(part: str, args: list):
-    return args[1] if part in ("layer", "docs", "search") else args[0]
+    return args[1] if part in ("layer", "docs", "search", "top") else args[0]
 
 
 def check_round_trip(part: str, args: list) -> None:

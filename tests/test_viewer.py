@@ -39,7 +39,7 @@ def test_viewer_files_hold_only_data_and_no_address(viewer):
     folder = viewer["folder"]
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     assert names == ["data/docs_0.js", "data/index.js", "data/layer_0.js", "data/layer_1.js", "data/meta.js", "data/search_0.js",
-                     "data/vocab.js", "lists/index.html", "lists/layer_0.html", "lists/layer_1.html", "neuroscope_viewer.json", "viewer.html"]
+                     "data/top_0.js", "data/vocab.js", "lists/index.html", "lists/layer_0.html", "lists/layer_1.html", "neuroscope_viewer.json", "viewer.html"]
     assert not (viewer["pages"] / "L0").exists()  # 192 neurons: more than --max_pages, so no vis.html pages
     for path in folder.rglob("*"):
         if path.is_file():
@@ -143,7 +143,8 @@ def test_viewer_of_some_layers_from_an_existing_one(viewer, tmp_path, capsys):
             "--device", "cpu", "--neurons", "1.*", "--from_viewer", "viewer", "--viewer", "layer1"]
     assert run_main(d_recompute_vis.main, argv) == 0
     folder = pages / "layer1"
-    assert sorted(p.name for p in (folder / "data").iterdir()) == ["docs_0.js", "index.js", "layer_1.js", "meta.js", "search_0.js", "vocab.js"]
+    assert sorted(p.name for p in (folder / "data").iterdir()) == ["docs_0.js", "index.js", "layer_1.js", "meta.js", "search_0.js", "top_0.js",
+                                                                      "vocab.js"]
     assert read_call(folder / "data" / "meta.js")[1][0]["layers"] == [1]
     ids = unpack(read_call(folder / "data" / "index.js")[1][0]["ids"])
     d_mlp = viewer["stats"]["top_values"].shape[1]
@@ -260,27 +261,56 @@ def test_direct_effects_in_chunks_of_examples(viewer, tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- search by token, ranked
 
-SEARCH_SOURCES = ("max/min example", "sign-combination example", "promoted", "suppressed", "+w_in", "-w_in", "+w_gate",
-                  "-w_gate", "gate_embed", "linear_embed")
+SEARCH_SOURCES = ("max/min example", "sign-combination example", "typical example", "promoted", "suppressed", "+w_in",
+                  "-w_in", "+w_gate", "-w_gate", "gate_embed", "linear_embed")
+SEARCH_GROUPS = ("activation",) * 3 + ("output weight",) * 2 + ("input weight",) * 4 + ("embedding connection",) * 2
+GROUP_ORDER = list(dict.fromkeys(SEARCH_GROUPS))
+
+
+def shard_runs(folder, part, firsts):
+    """{(token, group): [hit]} of a viewer's files data/<part>_<shard>.js (hits as in `search_hits`), and each
+    file's extra arrays (counts, pairs) by token."""
+    runs, extra, first = {}, {}, 0
+    for shard, shard_first in enumerate(firsts):
+        name, (number, payload) = read_call(folder / "data" / f"{part}_{shard}.js")
+        assert name == part and number == shard and payload["sources"] == list(SEARCH_SOURCES)
+        assert payload["groups"] == list(SEARCH_GROUPS) and payload["first"] == shard_first == first
+        offsets = unpack(payload["offsets"])
+        columns = [unpack(payload[k]) for k in ("neurons", "source", "value", "strength", "doc", "position")]
+        tokens = (len(offsets) - 1) // len(GROUP_ORDER)
+        for run in range(len(offsets) - 1):
+            token, group = first + run // len(GROUP_ORDER), GROUP_ORDER[run % len(GROUP_ORDER)]
+            for e in range(offsets[run], offsets[run + 1]):
+                neuron, source, value, strength, doc, position = (c[e] for c in columns)
+                assert SEARCH_GROUPS[source] == group
+                runs.setdefault((token, group), []).append((token, int(neuron), SEARCH_SOURCES[source], float(value), float(strength),
+                                                            int(doc), int(position)))
+        if part == "top":
+            counts, pairs = unpack(payload["counts"]), unpack(payload["pairs"])
+            for t in range(tokens):
+                extra[first + t] = ({g: int(counts[t * len(GROUP_ORDER) + i]) for i, g in enumerate(GROUP_ORDER)}, int(pairs[t]))
+        first += tokens
+    return runs, extra, first
 
 
 def search_hits(folder):
-    """Every hit of a viewer's search by token (data/search_<shard>.js, the shards its meta lists) in the files' order:
-    (token, neuron id, source, value, strength, doc, position); and the vocabulary's size."""
+    """Every hit of a viewer's search by token in the files' order, each run (token, group) its top hits
+    (data/top_<shard>.js) then the rest (data/search_<shard>.js): (token, neuron id, source, value, strength, doc,
+    position); and the vocabulary's size. Checked on the way: the top files hold each run's first meta.search_top
+    hits (all of a run that has no more), and their counts and pairs are those of all the hits."""
     _, (meta,) = read_call(folder / "data" / "meta.js")
-    hits, first = [], 0
-    for shard, shard_first in enumerate(meta["search_shards"]):
-        part, (number, payload) = read_call(folder / "data" / f"search_{shard}.js")
-        assert part == "search" and number == shard and payload["sources"] == list(SEARCH_SOURCES)
-        assert payload["first"] == shard_first == first
-        offsets = unpack(payload["offsets"])
-        columns = [unpack(payload[k]) for k in ("neurons", "source", "value", "strength", "doc", "position")]
-        for token in range(len(offsets) - 1):
-            for e in range(offsets[token], offsets[token + 1]):
-                neuron, source, value, strength, doc, position = (c[e] for c in columns)
-                hits.append((first + token, int(neuron), SEARCH_SOURCES[source], float(value), float(strength), int(doc), int(position)))
-        first += len(offsets) - 1
-    return hits, first
+    tops, extra, vocab_size = shard_runs(folder, "top", meta["top_shards"])
+    rests, _, rest_size = shard_runs(folder, "search", meta["search_shards"])
+    assert rest_size == vocab_size and set(extra) == set(range(vocab_size))
+    hits = []
+    for token in range(vocab_size):
+        counts, pairs = extra[token]
+        for group in GROUP_ORDER:
+            top, rest = tops.get((token, group), []), rests.get((token, group), [])
+            assert len(top) == min(counts[group], meta["search_top"]) and len(top) + len(rest) == counts[group]
+            hits.extend(top + rest)
+        assert pairs == len({h[1] for h in hits if h[0] == token})
+    return hits, vocab_size
 
 
 def f16(x):
@@ -324,9 +354,8 @@ def brute_force_hits(folder):
                 for t, v in zip(unpack(ids)[row], unpack(values)[row]):
                     add(t, neuron_id, name, float(v), scale)
             for kind in range(kinds):
-                if meta["list_kinds"][kind].startswith("typical"):
-                    continue
-                source = "max/min example" if meta["list_kinds"][kind] in ("max", "min") else "sign-combination example"
+                source = "max/min example" if meta["list_kinds"][kind] in ("max", "min") else \
+                    "typical example" if meta["list_kinds"][kind].startswith("typical") else "sign-combination example"
                 for e in range(lists[column * kinds + kind], lists[column * kinds + kind + 1]):
                     w = first_windows[column] + unpack(data["example_window"])[e]
                     doc, position = int(unpack(data["window_doc"])[w]), int(unpack(data["window_start"])[w] + unpack(data["example_peak"])[e])
@@ -342,17 +371,20 @@ def ranked(hits, tokens):
 
 
 def test_search_index_holds_every_hit_of_the_layer_files_ranked(viewer):
-    """data/search_<shard>.js against a plain loop over the layer files: the same hits with the same values and strengths,
-    and each token's hits in the order of a brute-force sort (strength, then source and neuron)."""
+    """data/top_<shard>.js and data/search_<shard>.js against a plain loop over the layer files: the same hits with
+    the same values and strengths, and each token's hits of each group in the order of a brute-force sort (strength,
+    then source and neuron)."""
     folder = viewer["folder"]
     hits, vocab_size = search_hits(folder)
     assert vocab_size == len(read_call(folder / "data" / "vocab.js")[1][0])
     expected = brute_force_hits(folder)
     assert {(t, n, s): (v, st, d, p) for t, n, s, v, st, d, p in hits} == expected and len(hits) == len(expected)
-    assert {s for _, _, s, *_ in hits} == set(SEARCH_SOURCES[:8])  # the tiny model has no connections
+    assert {s for _, _, s, *_ in hits} == set(SEARCH_SOURCES[:9])  # the tiny model has no connections
     assert all(0 <= h[4] <= 1 for h in hits) and max(h[4] for h in hits) == 1
     for token in {h[0] for h in hits}:
-        assert [h for h in hits if h[0] == token] == ranked(hits, {token})
+        for group in GROUP_ORDER:
+            in_group = [h for h in ranked(hits, {token}) if SEARCH_GROUPS[SEARCH_SOURCES.index(h[2])] == group]
+            assert [h for h in hits if h[0] == token and SEARCH_GROUPS[SEARCH_SOURCES.index(h[2])] == group] == in_group
 
 
 def shown(text):
@@ -375,44 +407,60 @@ def row_of(hit, vocab, d_mlp):
     return (strength, f"{hit[1] // d_mlp}.{hit[1] % d_mlp}", hit[2], vocab[hit[0]])
 
 
+def group_of(hit):
+    return SEARCH_GROUPS[SEARCH_SOURCES.index(hit[2])]
+
+
 @pytest.mark.slow
 def test_search_by_token_in_chromium_ranks_as_a_brute_force_sort(viewer, tmp_path, monkeypatch):
     """#?token=...&exact=1 for the token that drives a neuron hardest (the extreme token of the neuron's largest
-    |a|) lists that neuron first and every hit in the brute-force order; a search of many tokens (in several shards
-    of the search: a copy of the viewer refreshed with small ones) pages beyond the first 100 in the same order; a
-    kind of hit keeps only its group."""
+    |a|) lists that neuron first and every hit in the brute-force order; in a copy of the viewer refreshed with small
+    top runs (7 hits, pages of 7) and small shards, a search of many tokens pages beyond the first page in the same
+    order (its later pages from the files of the rest), a group keeps only its hits, and the counts are all the hits'."""
     from neuroscope.view import search_index
     from neuroscope.view.viewer_refresh import refresh_viewer
 
     folder = tmp_path / "sharded"
     shutil.copytree(viewer["folder"], folder)
-    monkeypatch.setattr(search_index, "SHARD_HITS", 1000)
+    for name, value in (("SHARD_HITS", 1000), ("TOP_SHARD_HITS", 300), ("TOP_HITS", 7)):
+        monkeypatch.setattr(search_index, name, value)
+    monkeypatch.setattr("neuroscope.view.viewer.TOP_HITS", 7)
     refresh_viewer(folder)
     assert search_hits(folder) == search_hits(viewer["folder"])
-    assert len(read_call(folder / "data" / "meta.js")[1][0]["search_shards"]) > 10
+    _, (meta,) = read_call(folder / "data" / "meta.js")
+    assert len(meta["search_shards"]) > 10 and len(meta["top_shards"]) > 10 and meta["search_top"] == 7
     vocab = read_call(folder / "data" / "vocab.js")[1][0]
-    hits, _ = search_hits(folder)
+    hits, _ = search_hits(viewer["folder"])
     d_mlp = viewer["stats"]["top_values"].shape[1]
     strongest = next(h for h in ranked(hits, {h[0] for h in hits}) if h[2] == "max/min example" and vocab.count(vocab[h[0]]) == 1)
     token = strongest[0]
-    page = (folder / "viewer.html").as_uri()
+    whole = (viewer["folder"] / "viewer.html").as_uri()
     quoted = urllib.parse.quote(vocab[token], safe='')
-    dom = dump_dom(f"{page}#?token={quoted}&exact=1")  # the activations (the examples' hits) first
+    dom = dump_dom(f"{whole}#?token={quoted}&exact=1")  # the activations (the examples' hits) first
     expected = ranked(hits, {token})
     pairs = len({(t, n) for t, n, *_ in expected})
-    assert f"1 tokens equal to {shown(vocab[token])} · {len(expected)} hits: {pairs} (neuron, token) pairs" in dom
+    assert f"1 token equal to {shown(vocab[token])} · {len(expected)} hits: {pairs} (neuron, token) pairs in {pairs} neurons" in dom
     assert token_rows(dom) == [row_of(h, vocab, d_mlp) for h in expected if "example" in h[2]][:100]
     assert token_rows(dom)[0][1] == f"{strongest[1] // d_mlp}.{strongest[1] % d_mlp}" and strongest[4] == 1
-    assert token_rows(dump_dom(f"{page}#?token={quoted}&exact=1&group=all")) == [row_of(h, vocab, d_mlp) for h in expected[:100]]
+    assert token_rows(dump_dom(f"{whole}#?token={quoted}&exact=1&group=all")) == [row_of(h, vocab, d_mlp) for h in expected[:100]]
+    page = (folder / "viewer.html").as_uri()
     query = "e"
     matching = {i for i, v in enumerate(vocab) if query in v}
     many = ranked(hits, matching)
-    assert len(many) > 200
+    assert len(many) > 30 and any(len([h for h in many if h[0] == t and group_of(h) == "activation"]) > 7 for t in matching)
+    neurons = len({h[1] for h in many})
+    first = dump_dom(f"{page}#?token={query}&group=all")
+    assert token_rows(first) == [row_of(h, vocab, d_mlp) for h in many[:7]]
+    assert f"{len(many)} hits: {len({(h[0], h[1]) for h in many})} (neuron, token) pairs · strongest" in first  # neurons: later
     second = dump_dom(f"{page}#?token={query}&group=all&tpage=2")
-    assert token_rows(second) == [row_of(h, vocab, d_mlp) for h in many[100:200]]
-    assert f"hits 101–200 of {len(many)}" in second
+    assert token_rows(second) == [row_of(h, vocab, d_mlp) for h in many[7:14]]
+    assert f"hits 8–14 of {len(many)}" in second and f"pairs in {neurons} neurons ·" in second
+    activations = [h for h in many if group_of(h) == "activation"]
+    for number in (1, 2):
+        dom = dump_dom(f"{page}#?token={query}&tpage={number}")
+        assert token_rows(dom) == [row_of(h, vocab, d_mlp) for h in activations[7 * (number - 1):7 * number]]
     weights = dump_dom(f"{page}#?token={query}&group=output%20weight")
-    assert token_rows(weights) == [row_of(h, vocab, d_mlp) for h in many if h[2] in ("promoted", "suppressed")][:100]
+    assert token_rows(weights) == [row_of(h, vocab, d_mlp) for h in many if h[2] in ("promoted", "suppressed")][:7]
 
 
 @pytest.mark.slow
@@ -465,8 +513,9 @@ def test_refreshing_a_viewer_rebuilds_its_search_from_its_own_files(viewer, tmp_
     folder = tmp_path / "copy"
     shutil.copytree(viewer["folder"], folder)
     (folder / "data" / "search_0.js").write_text("neuroscope.search({});\n")
+    (folder / "data" / "top_0.js").write_text("neuroscope.top({});\n")
     assert refresh([str(folder)]) == 0
-    for name in ("search_0.js", "meta.js"):
+    for name in ("search_0.js", "top_0.js", "meta.js"):
         assert (folder / "data" / name).read_text() == (viewer["folder"] / "data" / name).read_text()
     layer = folder / "data" / "layer_1.js"
     layer.write_text(re.sub(r'"width":(\d+)', lambda m: f'"width":{int(m.group(1)) + 1}', layer.read_text(), count=1))
@@ -495,7 +544,7 @@ def test_refreshing_an_older_viewer_takes_the_input_tables_values_from_the_weigh
     hits, _ = search_hits(folder)
     assert all(np.isnan(h[3]) and h[4] == 0 for h in hits if h[2] in ("+w_in", "-w_in", "+w_gate", "-w_gate"))
     assert refresh([str(folder), "--model", str(viewer["source"].path)]) == 0
-    for name in ["search_0", *(name for name in sums if name.startswith("layer_"))]:
+    for name in ["search_0", "top_0", *(name for name in sums if name.startswith("layer_"))]:
         assert read_call(folder / "data" / f"{name}.js") == read_call(viewer["folder"] / "data" / f"{name}.js"), name
 
 
@@ -558,14 +607,15 @@ def test_overview_counts_equal_the_statistics_and_its_links_filter_to_them(viewe
 
 
 def test_search_shards_hold_consecutive_tokens_up_to_their_size(viewer):
-    """Shards of at most `most` hits (a token of more alone), consecutive, each as large as the next token allows,
-    and read back as the whole index."""
-    from neuroscope.view.parts import SearchPart, read_plain
-    from neuroscope.view.search_index import SearchIndex
+    """Shards of at most `most` hits (a token of more alone), consecutive, each as large as the next token allows;
+    the files read back as the whole index, and files that are not those of their hits are refused."""
+    from neuroscope.view.parts import Packed, SearchPart, TopPart, read_plain
+    from neuroscope.view.search_index import GROUP_NAMES, SearchFiles
 
-    part = read_plain(SearchPart, read_call(viewer["folder"] / "data" / "search_0.js")[1][1])
-    index = SearchIndex.of_parts([part])
-    counts = np.diff(index.offsets)
+    data = viewer["folder"] / "data"
+    files = SearchFiles([read_plain(TopPart, read_call(data / "top_0.js")[1][1])], [read_plain(SearchPart, read_call(data / "search_0.js")[1][1])])
+    index = files.index()
+    counts = np.diff(index.offsets[::len(GROUP_NAMES)])
     most = int(counts.max()) + 7
     firsts = index.shards(most)
     stops = [*firsts[1:], len(counts)]
@@ -573,10 +623,14 @@ def test_search_shards_hold_consecutive_tokens_up_to_their_size(viewer):
     for first, stop in zip(firsts, stops):
         assert counts[first:stop].sum() <= most
         assert stop == len(counts) or counts[first:stop + 1].sum() > most  # the next token did not fit
-    parts = [index.payload(first, stop) for first, stop in zip(firsts, stops)]
-    again = SearchIndex.of_parts(parts)
-    assert np.array_equal(again.offsets, index.offsets) and len(firsts) > 1
-    assert all(np.array_equal(getattr(again.hits, k), getattr(index.hits, k)) for k in index.hits.__dict__)
+    assert len(firsts) > 1 and SearchFiles.of_index(index) == files
+    top, rest = index.split()
+    with pytest.raises(ValueError, match="not those of the hits"):  # the same hits in other shards than written
+        SearchFiles(files.tops, [rest.payload(0, 5), rest.payload(5, index.vocab_size)]).index()
+    with pytest.raises(ValueError, match="not those of the hits"):  # the top hits repeated as the rest: counts wrong
+        SearchFiles(files.tops, [top.payload(0, index.vocab_size)]).index()
+    with pytest.raises(ValueError, match="whole tokens"):
+        SearchFiles(files.tops, [dataclasses.replace(files.rests[0], offsets=Packed.of(np.zeros(3), "i4"))]).index()
 
 
 def planted_model(folder, target, text, token, neuron):

@@ -4,7 +4,7 @@ carries (`neuron_view` builds the parts, `viewer.py` and `pages.py` write them, 
 - `Packed`: an array as the little-endian bytes of one of DTYPES, written {"dtype", "b64"} (base64), or in the viewer's
   neuron data files {"dtype", "z": [start, length]} within the file's one DEFLATE stream (`deflated`);
 - one frozen dataclass per part and per object within one: `ViewMeta`, `IndexPart`, `DocumentsPart`, `LayerPart` (with
-  `ExampleArrays` written inline, `Histograms`, `ConnectionLists` of `ConnectionKind`s) and `SearchPart`; the vocabulary
+  `ExampleArrays` written inline, `Histograms`, `ConnectionLists` of `ConnectionKind`s), `SearchPart` and `TopPart`; the vocabulary
   is a list of strings by token id (or, on a single page, an object of the ids it shows);
 - `plain`: the one serialiser, a part as the JSON value of its call (fields in their order; an `optional` field that is
   None is left out, any other None is written null); `read_plain`: the part back from that value, refusing a key it
@@ -223,6 +223,17 @@ class SearchPart:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TopPart(SearchPart):
+    """`neuroscope.top(shard, part)`: the strongest hits of each (token, group) of tokens from `first`
+    (`data/top_<shard>.js`), as a `SearchPart`, with how many hits each (token, group) has in all [token group]
+    (`counts`, these and the rest in `data/search_<shard>.js`) and how many neurons each token's hits are of [token]
+    (`pairs`), so that the first page of any search, and its counts, need only these files."""
+
+    counts: Packed
+    pairs: Packed
+
+
+@dataclass(frozen=True, kw_only=True)
 class ViewMeta:
     """`neuroscope.meta(part)`: the run, the names the data's codes stand for, the histogram edges; the viewer adds its
     chunking and the checksums (`viewer.write_meta`), a single page its neuron and links (`page`)."""
@@ -257,6 +268,8 @@ class ViewMeta:
     chunked_layers: list[int] | None = optional()
     list_page_rows: int | None = optional()
     search_shards: list[int] | None = optional()  # the first token of each data/search_<shard>.js
+    top_shards: list[int] | None = optional()  # the first token of each data/top_<shard>.js
+    search_top: int | None = optional()  # hits of each (token, group) in data/top_<shard>.js at most
     page: dict[str, Any] | None = optional()
     checksum_method: str | None = optional()
     checksums: dict[str, int] | None = optional()
@@ -264,7 +277,8 @@ class ViewMeta:
     checksum: int | None = optional()
 
 
-PARTS = {"meta": ViewMeta, "index": IndexPart, "vocab": None, "docs": DocumentsPart, "layer": LayerPart, "search": SearchPart}
+PARTS = {"meta": ViewMeta, "index": IndexPart, "vocab": None, "docs": DocumentsPart, "layer": LayerPart, "search": SearchPart,
+         "top": TopPart}
 
 
 def plain(value: Any, stream: list[bytes] | None = None) -> Any:

@@ -12,9 +12,10 @@ Layout of `<results>/<model>/neuroscope/<name>/`:
   neuron of the layer opens. A layer of more than NEURON_CHUNK chosen neurons is split by neuron number into
   `data/layer_<layer>_<chunk>.js` (chunk = neuron // NEURON_CHUNK; meta's `chunked_layers` and `neuron_chunk` say
   which), so that opening a neuron loads one chunk whatever the layer's width;
-- `data/search_<shard>.js`: the ranked search by token, from each token to the neurons whose token tables or examples'
-  extreme tokens hold it, with the value and its strength relative to the neuron (`search_index`); loaded when the
-  page's token box is first used, only the shards of the tokens searched;
+- `data/top_<shard>.js`, `data/search_<shard>.js`: the ranked search by token, from each token to the neurons whose
+  token tables or examples' extreme tokens hold it, with the value and its strength relative to the neuron
+  (`search_index`); loaded when the page's token box is first used, only the shards of the tokens searched: the top
+  files (each token's strongest hits, the counts) for a search's first page, the others for the pages after;
 - `lists/index.html`, `lists/layer_<layer>.html`: the same index as plain HTML, readable without JavaScript, in
   pages of LIST_PAGE_ROWS neurons (`lists/layer_<layer>_<page>.html` after the first, with links between them).
 
@@ -46,7 +47,7 @@ from neuroscope.view.facts import LayerLogitEffects
 from neuroscope.view.html import viewer_page
 from neuroscope.view.neuron_view import Moments, ViewRun, documents_payload, index_payload, js_call, layer_payload, meta_payload
 from neuroscope.view.parts import IndexPart, ViewMeta, deflated, plain, read_plain
-from neuroscope.view.search_index import DocumentTokens, Hits, SearchIndex, index_peaks, layer_hits
+from neuroscope.view.search_index import TOP_HITS, DocumentTokens, Hits, SearchFiles, SearchIndex, index_peaks, layer_hits
 from neuroscope.view.viewer_folder import replace_viewer
 
 # tokens per documents file; a neuron loads only the files its examples need: its ~50 windows lie in as many random
@@ -78,9 +79,9 @@ def doc_chunks(doc_starts: np.ndarray, tokens: int | None = None) -> list[tuple[
 
 def part_file(part: str, arguments: list[Any] | tuple[Any, ...]) -> str:
     """The data file (in `data/`, without `.js`) that the call neuroscope.<part>(*arguments) belongs in: a call names
-    its file (`docs_<chunk>`, `layer_<layer>`, `layer_<layer>_<chunk>`, or the part: `meta`, `index`, `vocab`,
-    `search_<shard>`, or the part: `meta`, `index`, `vocab`). `assets/viewer.js` (fileOf) names them the same way."""
-    if part in ("docs", "search"):
+    its file (`docs_<chunk>`, `layer_<layer>`, `layer_<layer>_<chunk>`, `search_<shard>`, `top_<shard>`, or the part:
+    `meta`, `index`, `vocab`). `assets/viewer.js` (fileOf) names them the same way."""
+    if part in ("docs", "search", "top"):
         return f"{part}_{arguments[0]}"
     if part == "layer":
         return f"layer_{arguments[0]}" + (f"_{arguments[2]}" if len(arguments) > 2 else "")
@@ -88,13 +89,14 @@ def part_file(part: str, arguments: list[Any] | tuple[Any, ...]) -> str:
 
 
 PART_TITLES = {"meta": "the meta", "index": "the index", "vocab": "the vocabulary"}
-NUMBERED_TITLES = {"layer": "layer", "docs": "documents", "search": "the search by token, part"}
+NUMBERED_TITLES = {"layer": "layer", "docs": "documents", "search": "the search by token, part",
+                   "top": "the search by token's strongest hits, part"}
 
 
 def part_title(name: str) -> str:
     """What a data file holds, in words: `layer 2`, `layer 2 chunk 3`, `documents 4`, `the search by token, part 0`,
     `the index` (`assets/viewer.js`: titleOf)."""
-    found = re.fullmatch(r"(layer|docs|search)_(\d+)(?:_(\d+))?", name)
+    found = re.fullmatch(r"(layer|docs|search|top)_(\d+)(?:_(\d+))?", name)
     if found is None:
         return PART_TITLES.get(name, name)
     what = NUMBERED_TITLES[found.group(1)]
@@ -212,21 +214,21 @@ def write_layer(run: ViewRun, examples: LayerExamples, effects: LayerLogitEffect
     return Hits.joined(hits)
 
 
-def with_search(meta: dict[str, Any], firsts: list[int]) -> dict[str, Any]:
+def with_search(meta: dict[str, Any], files: SearchFiles) -> dict[str, Any]:
     """The meta (as JSON) with the first token of each shard of its search by token, its keys in ViewMeta's order."""
-    return plain(dataclasses.replace(read_plain(ViewMeta, meta), search_shards=firsts))
+    tops, rests = files.firsts
+    return plain(dataclasses.replace(read_plain(ViewMeta, meta), search_shards=rests, top_shards=tops, search_top=TOP_HITS))
 
 
-def write_search(data: Path, index: SearchIndex, sums: dict[str, int]) -> list[int]:
-    """`data/search_<shard>.js`, the search by token in shards of consecutive tokens (their checksums into `sums`);
-    says their size; returns each shard's first token (the meta's `search_shards`)."""
-    firsts = index.shards()
-    stops = [*firsts[1:], len(index.offsets) - 1]
-    size = sum(write_part(data, sums, "search", shard, index.payload(first, stop))
-               for shard, (first, stop) in enumerate(zip(firsts, stops)))
-    print(f"search by token: {len(index.hits.neuron):,} (token, neuron, source) hits in {len(firsts)} files "
-          f"data/search_*.js ({size / 2**20:.2f} MiB)")
-    return firsts
+def write_search(data: Path, index: SearchIndex, sums: dict[str, int]) -> SearchFiles:
+    """`data/top_<shard>.js` and `data/search_<shard>.js`, the search by token in shards of consecutive tokens (their
+    checksums into `sums`); says their size; returns what they hold (the meta's `top_shards`, `search_shards`)."""
+    files = SearchFiles.of_index(index)
+    size = sum(write_part(data, sums, "top", shard, part) for shard, part in enumerate(files.tops))
+    size += sum(write_part(data, sums, "search", shard, part) for shard, part in enumerate(files.rests))
+    print(f"search by token: {len(index.hits.neuron):,} (token, neuron, source) hits in {len(files.tops)} files "
+          f"data/top_*.js (each token's strongest) and {len(files.rests)} data/search_*.js ({size / 2**20:.2f} MiB)")
+    return files
 
 
 def list_pages(neurons: int, rows: int | None) -> int:

@@ -21,8 +21,8 @@ from gated_core.artifacts import atomic_write_text, check_provenance, made_from
 from gated_core.errors import UserError, first_line
 from neuroscope.view.checksums import CHECKSUM_METHOD, file_checksum, meta_checksum, part_checksum
 from neuroscope.view.neuron_view import js_call
-from neuroscope.view.parts import IndexPart, Packed, SearchPart, read_plain
-from neuroscope.view.search_index import SearchIndex
+from neuroscope.view.parts import IndexPart, Packed, SearchPart, TopPart, read_plain
+from neuroscope.view.search_index import TOP_HITS, SearchFiles, SearchIndex
 from neuroscope.view.viewer import (
     list_page_name,
     list_pages,
@@ -216,31 +216,39 @@ def check_source_files(source: Path, meta: dict[str, Any], layers: list[int], id
 
 
 def checked_source_search(source: Path, meta: dict[str, Any]) -> SearchIndex | None:
-    """The search by token of the viewer `source` (its shards `search_<shard>.js`), refused unless it is whole; None
-    for a viewer written before it; a viewer of the unranked search (one `search.js`) is refused with the remedy."""
-    if "search" in meta.get("checksums", {}) or (source / "data" / "search.js").exists():
-        raise UserError(f"{source}: its search by token is of an older version (data/search.js); refresh that viewer "
+    """The search by token of the viewer `source` (its shards `top_<shard>.js`, `search_<shard>.js`), refused unless
+    it is whole; None for a viewer written before it; a viewer of an older search (one `search.js`, or shards without
+    top files) is refused with the remedy."""
+    if "search" in meta.get("checksums", {}) or (source / "data" / "search.js").exists() or \
+            (meta.get("search_shards") is not None and meta.get("top_shards") is None):
+        raise UserError(f"{source}: its search by token is of an older version; refresh that viewer "
                         f"(python -m neuroscope.view.viewer_refresh {source}) or {REWRITE}")
-    firsts = meta.get("search_shards")
-    if firsts is None:
+    if meta.get("search_shards") is None:
         return None
-    parts = []
-    for shard in range(len(firsts) if isinstance(firsts, list) else 0):
-        path = source / "data" / f"search_{shard}.js"
-        if path.is_symlink() or not path.is_file():
-            raise UserError(f"{path}: missing from the viewer {source.name} (or not a file); {REWRITE}")
-        try:
-            parts.append(read_plain(SearchPart, verified_part(path, meta)[1][1]))
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"{path}: not the search by token of a viewer ({first_line(exc)}); write that viewer again") from exc
+    files = SearchFiles(source_shards(source, meta, "top", TopPart), source_shards(source, meta, "search", SearchPart))
     try:
-        index = SearchIndex.of_parts(parts)
-        if not isinstance(firsts, list) or firsts != [part.first for part in parts] or len(index.offsets) - 1 < 1:
-            raise ValueError(f"its meta's search_shards {firsts} are not its files'")
+        index = files.index()
+        if files.firsts != (meta["top_shards"], meta["search_shards"]) or meta.get("search_top") != TOP_HITS:
+            raise ValueError(f"its meta's top_shards, search_shards {meta['top_shards']}, {meta['search_shards']} "
+                             f"or search_top {meta.get('search_top')} are not its files'")
         index.check(meta["n_layers"] * meta["d_mlp"])
     except (TypeError, ValueError) as exc:
         raise UserError(f"{source / 'data'}: not the search by token of a viewer ({first_line(exc)}); write that viewer again") from exc
     return index
+
+
+def source_shards(source: Path, meta: dict[str, Any], part: str, kind: type) -> list:
+    """The parts `kind` of a viewer's files `<part>_<shard>.js`, as many as its meta lists, each verified."""
+    firsts, parts = meta.get("top_shards" if part == "top" else "search_shards"), []
+    for shard in range(len(firsts) if isinstance(firsts, list) else 0):
+        path = source / "data" / f"{part}_{shard}.js"
+        if path.is_symlink() or not path.is_file():
+            raise UserError(f"{path}: missing from the viewer {source.name} (or not a file); {REWRITE}")
+        try:
+            parts.append(read_plain(kind, verified_part(path, meta)[1][1]))
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{path}: not the search by token of a viewer ({first_line(exc)}); write that viewer again") from exc
+    return parts
 
 
 def extract_layers(source: Path, target: Path, layers: list[int], expected: dict[str, Any]) -> int:

@@ -28,9 +28,9 @@ PAGE_FOLDER = re.compile(r"L[0-9]+")  # the folders of the neuron pages (neurosc
 PAGE_FILES = ("index.html", "neurons.json")  # the index of the neuron pages, beside them
 # every path a viewer holds (relative to its folder): what replace_viewer may delete with it
 # (a wide layer's data in chunks, layer_<layer>_<chunk>.js, its list in pages, layer_<layer>_<page>.html; the search by
-# token in shards, search_<shard>.js, or as one search.js before it was ranked)
+# token in shards, top_<shard>.js and search_<shard>.js, or as one search.js before it was ranked)
 VIEWER_FILES = re.compile(r"viewer\.html|neuroscope_viewer\.json|data|lists|lists/(index|layer_\d+(_\d+)?)\.html|"
-                          r"data/(meta|vocab|index|search|search_\d+|docs_\d+|layer_\d+(_\d+)?)\.js")
+                          r"data/(meta|vocab|index|search|(search|top)_\d+|docs_\d+|layer_\d+(_\d+)?)\.js")
 DEFAULT_NAME_MAX = 255
 
 

@@ -1,8 +1,9 @@
 """Bring a written viewer's page and search by token up to this version from its own files, without the model or
 its activations: `viewer.html` written again (this version's page: the ranked search, the model at a glance),
-`data/search_<shard>.js` rebuilt from the viewer's layer, index and document files (`search_index.layer_hits`), and
-`data/meta.js` sealed again with the new checksums. Every file it reads is first verified against the meta's
-checksums; a viewer without checksums is refused (write it again with d_recompute_vis.py --viewer).
+`data/top_<shard>.js` and `data/search_<shard>.js` rebuilt from the viewer's layer, index and document files
+(`search_index.layer_hits`), and `data/meta.js` sealed again with the new checksums. Every file it reads is first
+verified against the meta's checksums; a viewer without checksums is refused (write it again with d_recompute_vis.py
+--viewer).
 
 A viewer written before the ±w_in, ±w_gate tables kept their values has none in its layer files: with --model (the
 viewer's model, its weights read as the viewer's were, with TransformerLens processing) they are computed from the
@@ -123,13 +124,13 @@ def refresh_viewer(folder: Path, model: str | None = None) -> dict[str, Any]:
         index = SearchIndex.of_hits(viewer_hits(folder, meta), len(vocab))
     except (TypeError, ValueError) as exc:
         raise UserError(f"{folder}: its files do not fit this version ({exc}); {REWRITE}") from exc
-    for name in [name for name in sums if name == "search" or name.startswith("search_")]:  # the search written before
+    for name in [name for name in sums if re.fullmatch(r"search|(search|top)_\d+", name)]:  # the search written before
         (folder / "data" / f"{name}.js").unlink(missing_ok=True)
         del sums[name]
-    firsts = write_search(folder / "data", index, sums)
+    files = write_search(folder / "data", index, sums)
     write_page(folder)
     rest = {k: v for k, v in meta.items() if k not in SEAL}
-    return write_meta(folder / "data", with_search(rest, firsts), sums, page_checksums(folder))
+    return write_meta(folder / "data", with_search(rest, files), sums, page_checksums(folder))
 
 
 INLINE_CALL = re.compile(r"^neuroscope\.(?:meta|index|vocab|docs|layer)\(.*\);$", re.M)  # a single page's data

@@ -11,7 +11,7 @@ var neuroscope = (function () {
   var NUMERIC = ["kurtosis", "skew", "max", "min", "mean", "gate_open"];
   var LABELS = {kurtosis: "kurtosis", skew: "skew", max: "max", min: "min", mean: "mean", gate_open: "gate open"};
   var KIND_TITLES = {"max": "Max activations", "min": "Min activations"};
-  var data = {meta: null, index: null, vocab: null, docs: {}, layers: {}, search: {}};
+  var data = {meta: null, index: null, vocab: null, docs: {}, layers: {}, search: {}, top: {}};
   var loading = {};
   var table = {sort: "id", descending: false, page: 0, orders: {}};
 
@@ -44,15 +44,15 @@ var neuroscope = (function () {
   }
   function partOf(name) { return name.replace(/_.*$/, ""); }
   function fileOf(part, args) {  // the file a call belongs in (viewer.part_file)
-    if (part === "docs" || part === "search") { return part + "_" + args[0]; }
+    if (part === "docs" || part === "search" || part === "top") { return part + "_" + args[0]; }
     if (part === "layer") { return "layer_" + args[0] + (args.length > 2 ? "_" + args[2] : ""); }
     return part;
   }
   function titleOf(name) {  // what a file holds, in words (viewer.part_title)
-    var m = /^(layer|docs|search)_(\d+)(?:_(\d+))?$/.exec(name);
+    var m = /^(layer|docs|search|top)_(\d+)(?:_(\d+))?$/.exec(name);
     var titles = {meta: "the meta", index: "the index", vocab: "the vocabulary"};
     if (!m) { return titles[name] || name; }
-    var what = {layer: "layer ", docs: "documents ", search: "the search by token, part "}[m[1]];
+    var what = {layer: "layer ", docs: "documents ", search: "the search by token, part ", top: "the search by token's strongest hits, part "}[m[1]];
     return what + m[2] + (m[3] ? " chunk " + m[3] : "");
   }
   function runningFile() {  // the data file whose script runs now (null: data inline in a single page)
@@ -65,7 +65,7 @@ var neuroscope = (function () {
     var shape = shapeFault(payloadOf(part, args), type, true);
     return shape ? "does not fit this page's data format (" + shape + "; a file of another version?)" : "";
   }
-  function payloadOf(part, args) { return args[part === "layer" || part === "docs" || part === "search" ? 1 : 0]; }
+  function payloadOf(part, args) { return args[["layer", "docs", "search", "top"].indexOf(part) >= 0 ? 1 : 0]; }
   // what in `value` does not fit the type `type` of SCHEMA, or "" (`top`: the part itself, which may carry its arrays'
   // DEFLATE stream)
   function shapeFault(value, type, top) {
@@ -342,17 +342,20 @@ var neuroscope = (function () {
     });
   }
 
-  // ---- search by token (data/search_<shard>.js, the shards of the tokens searched loaded on first use), ranked: every
-  // (neuron, token, source) hit of the vocabulary's tokens that contain the text in the token box (or equal it),
-  // strongest first. A hit's strength is its value relative to the neuron's own largest of that kind (search_index:
-  // |a| / the neuron's largest |a|; a table's weight / the largest over the vocabulary); ties by source (in the
-  // order of `sources`: activations first), then token and neuron. A hit is named by a reference shard * 2^32 + entry.
-  // One kind of hit is listed at a time: the activations (examples) where there are any, else every kind, or the one
-  // chosen. The search lives in the hash too (#?token=%20M&nocase=1&exact=1&group=all&tpage=2)
-  var TOKEN_PAGE = 100;  // hits a page
+  // ---- search by token, ranked: every (neuron, token, source) hit of the vocabulary's tokens that contain the text in
+  // the token box (or equal it), strongest first. A hit's strength is its value relative to the neuron's own largest
+  // of that kind (search_index: |a| / the neuron's largest |a|; a table's weight / the largest over the vocabulary);
+  // ties by source (in the order of `sources`: activations first), then token and neuron. One group of hits is listed
+  // at a time: the activations (examples) where there are any, else every kind, or the one chosen. The hits are in
+  // runs (token, group), strongest first: each run's first meta.search_top hits (a page) in data/top_<shard>.js with
+  // every run's count, the rest in data/search_<shard>.js; the first page of a search is among the top hits, so it
+  // loads only the top shards of the tokens searched, and a later page the other shards of the tokens that have more.
+  // A hit is named by a reference (shard * 2 + 1 for the rest) * 2^32 + entry. The search lives in the hash too
+  // (#?token=%20M&nocase=1&exact=1&group=all&tpage=2)
   var CONTEXT_TOKENS = [8, 3];  // tokens shown before and after an example's token
-  var SHARD = 4294967296;  // 2^32: a hit's reference is shard * SHARD + entry
+  var SHARD = 4294967296;  // 2^32
   var tokenView = {page: 0, group: "", key: ""};
+  function tokenPage() { return data.meta.search_top; }  // hits a page: each run's hits in the top files
   function tokenQuery() {
     return {text: document.getElementById("token-box").value, nocase: document.getElementById("token-nocase").checked,
       exact: document.getElementById("token-exact").checked};
@@ -384,57 +387,93 @@ var neuroscope = (function () {
     }
     return found;
   }
-  function shardOf(token) {  // the shard whose tokens [first, next first) hold a token (meta.search_shards: the firsts)
-    var firsts = data.meta.search_shards, low = 0, high = firsts.length - 1;
+  function shardOf(firsts, token) {  // the shard whose tokens [first, next first) hold a token (firsts: the meta's)
+    var low = 0, high = firsts.length - 1;
     while (low < high) { var mid = (low + high + 1) >> 1; if (firsts[mid] <= token) { low = mid; } else { high = mid - 1; } }
     return low;
   }
-  function shardFiles(tokens) {  // the search files that the tokens' hits are in, once each
-    var names = {};
-    tokens.forEach(function (t) { names["search_" + shardOf(t)] = true; });
-    return Object.keys(names);
+  function topOf(token) { var shard = shardOf(data.meta.top_shards, token); return {shard: shard, s: data.top[shard]}; }
+  function restOf(token) { var shard = shardOf(data.meta.search_shards, token); return {shard: shard, s: data.search[shard]}; }
+  function groupNames(s) {  // the groups in the order of their sources (search_index.GROUP_NAMES)
+    var names = [];
+    s.groups.forEach(function (g) { if (names.indexOf(g) < 0) { names.push(g); } });
+    return names;
   }
-  function tokenHits(tokens) {
-    // every hit of `tokens` in gathering order (by token, each token's by strength, source, neuron): references,
-    // strengths, sources; how many of each group, how many (neuron, token) pairs and neurons
-    var ids = data.meta.n_layers * data.meta.d_mlp, stamp = new Int32Array(ids), seen = new Uint8Array(ids), total = 0, kept = 0;
-    var out = {groups: {}, count: 0, pairs: 0, neurons: 0, ranked: {}, started: performance.now()};
-    tokens.forEach(function (t) { var s = data.search[shardOf(t)], l = t - s.first; total += s.offsets[l + 1] - s.offsets[l]; });
-    out.refs = new Float64Array(total);
-    out.strengths = new Float32Array(total);
-    out.sources = new Uint8Array(total);
+  function unloaded(names) {
+    return Object.keys(names).filter(function (f) { var m = /^(top|search)_(\d+)$/.exec(f); return !data[m[1]][Number(m[2])]; });
+  }
+  function topFiles(tokens) {  // the top files of the tokens not yet loaded
+    var names = {};
+    tokens.forEach(function (t) { names["top_" + shardOf(data.meta.top_shards, t)] = true; });
+    return unloaded(names);
+  }
+  // each run of the tokens' hits in a group ("all": every group), in gathering order (by token, group, rank): the top
+  // hits, then (`complete`) the rest; visit(s, from, to, base) for each
+  function eachRun(tokens, group, complete, visit) {
     tokens.forEach(function (t) {
-      var shard = shardOf(t), s = data.search[shard], local = t - s.first, base = shard * SHARD;
-      if (!out.groupOf) { out.groupOf = s.groups; }  // every shard has the same sources (search_index.SOURCES)
-      for (var e = s.offsets[local]; e < s.offsets[local + 1]; e++) {
-        var n = s.neurons[e];
-        if (stamp[n] !== t + 1) { stamp[n] = t + 1; out.pairs += 1; }
-        if (!seen[n]) { seen[n] = 1; out.neurons += 1; }
-        out.refs[kept] = base + e;
-        out.sources[kept] = s.source[e];
-        out.strengths[kept++] = s.strength[e];
-      }
+      var top = topOf(t), s = top.s, names = groupNames(s), local = (t - s.first) * names.length;
+      names.forEach(function (g, i) {
+        if (group !== "all" && g !== group) { return; }
+        var from = s.offsets[local + i], to = s.offsets[local + i + 1];
+        visit(s, from, to, top.shard * 2 * SHARD);
+        if (complete && s.counts[local + i] > to - from) {
+          var rest = restOf(t), r = rest.s, at = (t - r.first) * names.length + i;
+          visit(r, r.offsets[at], r.offsets[at + 1], (rest.shard * 2 + 1) * SHARD);
+        }
+      });
     });
-    out.count = total;
-    (out.groupOf || []).forEach(function (g) { out.groups[g] = 0; });
-    for (var i = 0; i < total; i++) { out.groups[out.groupOf[out.sources[i]]] += 1; }
-    out.ms = {gather: performance.now() - out.started};
+  }
+  function restFiles(tokens, group) {  // the other files of the tokens that have more hits in the group, not yet loaded
+    var names = {};
+    tokens.forEach(function (t) {
+      var s = topOf(t).s, groups = groupNames(s), local = (t - s.first) * groups.length;
+      groups.forEach(function (g, i) {
+        if ((group === "all" || g === group) && s.counts[local + i] > s.offsets[local + i + 1] - s.offsets[local + i]) {
+          names["search_" + shardOf(data.meta.search_shards, t)] = true;
+        }
+      });
+    });
+    return unloaded(names);
+  }
+  function summary(tokens) {  // the hits of every group, of each group, the (neuron, token) pairs: from the top files
+    var out = {count: 0, groups: {}, pairs: 0, neurons: null};
+    tokens.forEach(function (t) {
+      var s = topOf(t).s, names = groupNames(s), local = t - s.first;
+      names.forEach(function (g, i) { var n = s.counts[local * names.length + i]; out.groups[g] = (out.groups[g] || 0) + n; out.count += n; });
+      out.pairs += s.pairs[local];
+    });
+    if (tokens.length <= 1) { out.neurons = out.pairs; }
     return out;
   }
-  function shownGroup(hits) {  // the kind of hit listed: the one chosen, else activations where there are any, else all
+  function neuronCount(tokens) {  // the neurons of the tokens' hits, once every file they are in is loaded (else null)
+    if (restFiles(tokens, "all").length) { return null; }
+    var seen = new Uint8Array(data.meta.n_layers * data.meta.d_mlp), count = 0;
+    eachRun(tokens, "all", true, function (s, from, to) {
+      for (var e = from; e < to; e++) { if (!seen[s.neurons[e]]) { seen[s.neurons[e]] = 1; count += 1; } }
+    });
+    return count;
+  }
+  function gathered(tokens, group, complete) {  // references, strengths, sources of the hits in gathering order
+    var total = 0, kept = 0;
+    eachRun(tokens, group, complete, function (s, from, to) { total += to - from; });
+    var out = {refs: new Float64Array(total), strengths: new Float32Array(total), sources: new Uint8Array(total)};
+    eachRun(tokens, group, complete, function (s, from, to, base) {
+      for (var e = from; e < to; e++) { out.refs[kept] = base + e; out.sources[kept] = s.source[e]; out.strengths[kept++] = s.strength[e]; }
+    });
+    return out;
+  }
+  function shownGroup(hits) {  // the group listed: the one chosen, else activations where there are any, else all
     if (tokenView.group && (tokenView.group === "all" || hits.groups[tokenView.group] !== undefined)) { return tokenView.group; }
     return hits.groups.activation ? "activation" : "all";
   }
-  function rankedHits(hits, group) {  // the references of the hits of a group ("all": every kind), strongest first; kept
-    if (!hits.ranked[group]) {
-      var started = performance.now(), keep = [];
-      for (var i = 0; i < hits.count; i++) { if (group === "all" || hits.groupOf[hits.sources[i]] === group) { keep.push(i); } }
-      var refs = new Float64Array(keep.length), strengths = new Float32Array(keep.length), sources = new Uint8Array(keep.length);
-      keep.forEach(function (i, j) { refs[j] = hits.refs[i]; strengths[j] = hits.strengths[i]; sources[j] = hits.sources[i]; });
-      hits.ranked[group] = strongestFirst(refs, strengths, sources);
-      hits.ms.rank = performance.now() - started;
+  function rankedHits(group, complete) {  // the references of the hits of a group, strongest first (kept)
+    var key = group + (complete ? "|complete" : "|top");
+    if (!tokenView.ranked[key]) {
+      var started = performance.now(), hits = gathered(tokenView.tokens, group, complete), gathering = performance.now();
+      tokenView.ranked[key] = strongestFirst(hits.refs, hits.strengths, hits.sources);
+      tokenView.ms = {gather: gathering - started, rank: performance.now() - gathering};
     }
-    return hits.ranked[group];
+    return tokenView.ranked[key];
   }
   // hits gathered by token (each token's by strength, source, neuron): sorted by strength, then source, stably. The
   // strengths are float16 values: as float32 their low 13 bits are 0, so the key is the top 19 bits of their order
@@ -454,8 +493,8 @@ var neuroscope = (function () {
     return out;
   }
   function hitAt(ref) {  // a hit's shard data and entry
-    var shard = Math.floor(ref / SHARD);
-    return {s: data.search[shard], e: ref - shard * SHARD};
+    var file = Math.floor(ref / SHARD), shard = file >> 1;
+    return {s: file & 1 ? data.search[shard] : data.top[shard], e: ref - file * SHARD};
   }
   function hitValue(h) {  // "a +6.80" for an example, "weight +0.412" for a table
     var v = h.s.value[h.e], example = h.s.groups[h.s.source[h.e]] === "activation";
@@ -463,7 +502,7 @@ var neuroscope = (function () {
   }
   function tokenRow(ref) {  // strength · neuron · source · value · "token" · its context (examples: filled in once loaded)
     var h = hitAt(ref), s = h.s, e = h.e, d = data.meta.d_mlp, label = name(Math.floor(s.neurons[e] / d), s.neurons[e] % d);
-    var token = s.first + sortedIndex(s.offsets, e + 1) - 1;  // the token whose run holds the entry
+    var token = s.first + Math.floor((sortedIndex(s.offsets, e + 1) - 1) / groupNames(s).length);  // the run that holds it
     return el("li", {"class": "token-hit", "data-ref": String(ref)}, [el("span", {"class": "num strength", text: s.strength[e].toFixed(3)}),
       document.createTextNode(" "), el("a", {href: "#" + label, text: label}), document.createTextNode(" · "),
       el("span", {"class": "source", text: s.sources[s.source[e]]}), document.createTextNode(" · "),
@@ -501,7 +540,7 @@ var neuroscope = (function () {
     box.appendChild(el("p", {id: "token-count", "class": "meta", text: text}));
     return box;
   }
-  function groupChoice(hits, group) {  // the kinds of hits, each with its count: one group, or all of them
+  function groupChoice(hits, group) {  // the groups of hits, each with its count: one group, or all of them
     var box = el("select", {id: "token-group"}, [el("option", {value: "all", text: "every kind (" + hits.count + ")"})]);
     Object.keys(hits.groups).forEach(function (g) { box.appendChild(el("option", {value: g, text: g + " (" + hits.groups[g] + ")"})); });
     box.value = group;
@@ -509,7 +548,7 @@ var neuroscope = (function () {
     return el("label", {"class": "meta"}, [document.createTextNode("kind of hit "), box]);
   }
   function tokenPager(count) {
-    var pages = Math.max(1, Math.ceil(count / TOKEN_PAGE)), nodes = [];
+    var size = tokenPage(), pages = Math.max(1, Math.ceil(count / size)), nodes = [];
     tokenView.page = Math.max(0, Math.min(tokenView.page, pages - 1));
     [["token-prev", "← stronger", -1], ["token-next", "weaker →", 1]].forEach(function (b) {
       var button = el("button", {type: "button", id: b[0], text: b[1]});
@@ -517,21 +556,27 @@ var neuroscope = (function () {
       button.addEventListener("click", function () { tokenView.page += b[2]; remember(); renderTokenSearch(); });
       nodes.push(button);
     });
-    return el("span", {"class": "pager"}, [nodes[0], el("span", {id: "token-page", text: " hits " + (count ? tokenView.page * TOKEN_PAGE + 1 : 0) +
-      "–" + Math.min(count, (tokenView.page + 1) * TOKEN_PAGE) + " of " + count + " (page " + (tokenView.page + 1) + " of " + pages + ") "}), nodes[1]]);
+    return el("span", {"class": "pager"}, [nodes[0], el("span", {id: "token-page", text: " hits " + (count ? tokenView.page * size + 1 : 0) +
+      "–" + Math.min(count, (tokenView.page + 1) * size) + " of " + count + " (page " + (tokenView.page + 1) + " of " + pages + ") "}), nodes[1]]);
   }
-  function searchReady(q) {  // the files a search needs are here (else they are loaded and it runs again): true
-    if (!data.meta.search_shards) {
-      tokenNote("this viewer has no ranked token index (data/search_*.js): write it again, or bring it up to date with " +
-        "python -m neuroscope.view.viewer_refresh");
+  function counted(n, one, many) { return n + " " + (n === 1 ? one : many || one + "s"); }
+  function searchReady(q) {  // the files a search's page needs are here (else they are loaded and it runs again): true
+    if (!data.meta.top_shards) {
+      tokenNote("this viewer has no ranked token index of this version (data/top_*.js): write it again, or bring it up " +
+        "to date with python -m neuroscope.view.viewer_refresh");
       return false;
     }
     if (!data.vocab) { return waitFor(["vocab"]); }
-    var files = shardFiles(matchingTokens(q)).filter(function (f) { return !data.search[Number(f.slice(7))]; });
+    var key = JSON.stringify([q.text, q.nocase, q.exact]);
+    if (tokenView.key !== key) { tokenView.key = key; tokenView.tokens = matchingTokens(q); tokenView.hits = null; tokenView.ranked = {}; }
+    var files = topFiles(tokenView.tokens);
+    if (files.length) { return waitFor(files); }
+    if (!tokenView.hits) { tokenView.hits = summary(tokenView.tokens); }
+    files = tokenView.page > 0 ? restFiles(tokenView.tokens, shownGroup(tokenView.hits)) : [];
     return files.length ? waitFor(files) : true;
   }
   function waitFor(files) {
-    tokenNote("loading the token index (" + files.length + (files.length > 1 ? " files" : " file") + ")…");
+    tokenNote("loading the token index (" + counted(files.length, "file") + ")…");
     Promise.all(files.map(load)).then(function () {
       var problem = files.map(function (f) { return faults[f]; }).filter(Boolean)[0];
       if (problem) { tokenNote("error: " + problem); } else { renderTokenSearch(); }
@@ -539,26 +584,25 @@ var neuroscope = (function () {
     return false;
   }
   function renderTokenSearch() {
-    var q = tokenQuery();
+    var q = tokenQuery(), started = performance.now();
     document.getElementById("token-results").hidden = !q.text;
     if (!q.text || !searchReady(q)) { return; }
-    var key = JSON.stringify([q.text, q.nocase, q.exact]), started = performance.now(), matched = started;
-    if (tokenView.key !== key) {
-      tokenView.key = key;
-      tokenView.tokens = matchingTokens(q);
-      matched = performance.now();
-      tokenView.hits = tokenHits(tokenView.tokens);
-    }
-    var tokens = tokenView.tokens, hits = tokenView.hits, group = shownGroup(hits), refs = rankedHits(hits, group);
-    var what = (q.exact ? " tokens equal to " : " tokens containing ") + JSON.stringify(q.text) + (q.nocase ? " (any case)" : "");
-    var box = tokenNote(tokens.length + what + " · " + hits.count + " hits: " + hits.pairs + " (neuron, token) pairs in " +
-      hits.neurons + " neurons · strongest first (strength: the value relative to the neuron's own largest of its kind)");
-    box.appendChild(el("div", {"class": "token-controls"}, [groupChoice(hits, group), document.createTextNode(" "), tokenPager(refs.length)]));
-    var list = el("ol", {id: "token-list", start: String(tokenView.page * TOKEN_PAGE + 1)},
-      Array.prototype.map.call(refs.subarray(tokenView.page * TOKEN_PAGE, (tokenView.page + 1) * TOKEN_PAGE), tokenRow));
+    var tokens = tokenView.tokens, hits = tokenView.hits, group = shownGroup(hits), size = tokenPage(), matched = performance.now();
+    var count = group === "all" ? hits.count : hits.groups[group] || 0;
+    tokenView.page = Math.max(0, Math.min(tokenView.page, Math.ceil(count / size) - 1));
+    tokenView.ms = {gather: 0, rank: 0};
+    var refs = rankedHits(group, tokenView.page > 0);
+    if (hits.neurons === null) { hits.neurons = neuronCount(tokens); }
+    var what = (q.exact ? " equal to " : " containing ") + JSON.stringify(q.text) + (q.nocase ? " (any case)" : "");
+    var box = tokenNote(counted(tokens.length, "token") + what + " · " + counted(hits.count, "hit") + ": " +
+      counted(hits.pairs, "(neuron, token) pair") + (hits.neurons === null ? "" : " in " + counted(hits.neurons, "neuron")) +
+      " · strongest first (strength: the value relative to the neuron's own largest of its kind)");
+    box.appendChild(el("div", {"class": "token-controls"}, [groupChoice(hits, group), document.createTextNode(" "), tokenPager(count)]));
+    var list = el("ol", {id: "token-list", start: String(tokenView.page * size + 1)},
+      Array.prototype.map.call(refs.subarray(tokenView.page * size, (tokenView.page + 1) * size), tokenRow));
     box.appendChild(list);
-    var ms = hits.ms;  // the times of the search's steps (benchmarks/bench_viewer_index.py reads them)
-    document.body.setAttribute("data-search-ms", [matched - started, ms.gather, ms.rank || 0, performance.now() - started].join(" "));
+    var ms = tokenView.ms;  // the times of the search's steps (benchmarks/bench_viewer_index.py reads them)
+    document.body.setAttribute("data-search-ms", [matched - started, ms.gather, ms.rank, performance.now() - started].join(" "));
     fillContexts(list).catch(fail);
   }
   function tokenSearch(event) {
@@ -1123,6 +1167,7 @@ var neuroscope = (function () {
       receive("layer", args, function () { data.layers[fileOf("layer", args)] = decodeActs(unpackAll(args[1], SCHEMA.parts.layer)); });
     },
     search: function (shard, d) { receive("search", [shard, d], function () { data.search[shard] = unpackAll(d, SCHEMA.parts.search); }); },
+    top: function (shard, d) { receive("top", [shard, d], function () { data.top[shard] = unpackAll(d, SCHEMA.parts.top); }); },
     start: start,
     part: part,
     documents: documents,
