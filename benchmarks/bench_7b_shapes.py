@@ -212,7 +212,7 @@ def viewer_sizes(results: Path) -> dict[str, Any]:
     """Bytes of the viewer: in all, its neuron data (the layer chunks), search index, documents."""
     folder = next(results.rglob("neuroscope_viewer.json")).parent
     return {"folder": folder, "total": folder_bytes(folder), "neurons": folder_bytes(folder / "data", "layer_*.js"),
-            "search": folder_bytes(folder / "data", "search*.js"), "documents": folder_bytes(folder / "data", "docs*.js")}
+            "search": folder_bytes(folder / "data", "search*.js") + folder_bytes(folder / "data", "top_*.js"), "documents": folder_bytes(folder / "data", "docs*.js")}
 
 
 def measure(args: argparse.Namespace, scratch: Path) -> dict:

@@ -505,6 +505,37 @@ def test_search_index_of_some_layers_from_an_existing_one(viewer, tmp_path, caps
     assert not (pages / "search2").exists()
 
 
+@pytest.mark.slow
+def test_a_viewer_of_the_search_before_its_top_files_is_refused_until_refreshed(viewer, tmp_path, capsys):
+    """A viewer whose search has shards but no top files (as written before them): --from_viewer refuses it in one
+    line with the remedy, its page says to refresh it, and once refreshed the copy of a layer works."""
+    from neuroscope.view.viewer import page_checksums, write_meta
+    from neuroscope.view.viewer_refresh import SEAL
+    from neuroscope.view.viewer_refresh import main as refresh
+
+    pages = copied_pages(viewer, tmp_path)
+    older = pages / "older"
+    shutil.copytree(viewer["folder"], older)
+    _, (meta,) = read_call(older / "data" / "meta.js")
+    sums = {name: value for name, value in meta["checksums"].items() if not name.startswith("top_")}
+    for path in (older / "data").glob("top_*.js"):
+        path.unlink()
+    rest = {k: v for k, v in meta.items() if k not in (*SEAL, "top_shards", "search_top")}
+    write_meta(older / "data", rest, sums, page_checksums(older))
+    assert "ranked token index of this version" in dump_dom(f"{(older / 'viewer.html').as_uri()}#?token=e")
+    results = pages.parent.parent.parent
+    argv = ["--model", str(viewer["source"].path), "--datadir", str(results.parent), "--activations", "ref", "--results_dir",
+            str(results), "--device", "cpu", "--neurons", "1.*", "--from_viewer", "older", "--viewer", "cut"]
+    capsys.readouterr()
+    assert run_main(d_recompute_vis.main, argv) == 2
+    err = capsys.readouterr().err
+    assert "its search by token is of an older version; refresh that viewer (python -m neuroscope.view.viewer_refresh" in err
+    assert not (pages / "cut").exists()
+    assert refresh([str(older)]) == 0
+    assert run_main(d_recompute_vis.main, argv) == 0
+    assert search_hits(pages / "cut")[0] == [h for h in search_hits(viewer["folder"])[0] if h[1] // viewer["stats"]["top_values"].shape[1] == 1]
+
+
 def test_refreshing_a_viewer_rebuilds_its_search_from_its_own_files(viewer, tmp_path):
     """viewer_refresh writes the same search by token and meta as writing the viewer did (its layer files hold every
     value), and refuses a viewer whose layer file was changed after it was written."""

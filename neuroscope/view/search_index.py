@@ -194,8 +194,8 @@ def strongest_first(hits: Hits) -> Hits:
 
 def pairs_of(hits: Hits, vocab_size: int) -> np.ndarray:
     """How many neurons each token's hits are of [vocab]."""
-    pairs = np.unique(np.stack([hits.token, hits.neuron]), axis=1)[0] if len(hits.token) else np.zeros(0, np.int64)
-    return np.bincount(pairs, minlength=vocab_size)
+    width = int(hits.neuron.max()) + 1 if len(hits.neuron) else 1
+    return np.bincount(np.unique(hits.token * width + hits.neuron) // width, minlength=vocab_size)
 
 
 @dataclass
