@@ -225,7 +225,8 @@ def checked_source_search(source: Path, meta: dict[str, Any]) -> SearchIndex | N
                         f"(python -m neuroscope.view.viewer_refresh {source}) or {REWRITE}")
     if meta.get("search_shards") is None:
         return None
-    files = SearchFiles(source_shards(source, meta, "top", TopPart), source_shards(source, meta, "search", SearchPart))
+    files = SearchFiles(source_shards(source, meta, meta.get("top_shards"), "top", TopPart),
+                        source_shards(source, meta, meta.get("search_shards"), "search", SearchPart))
     try:
         index = files.index()
         if files.firsts != (meta["top_shards"], meta["search_shards"]) or meta.get("search_top") != TOP_HITS:
@@ -237,9 +238,10 @@ def checked_source_search(source: Path, meta: dict[str, Any]) -> SearchIndex | N
     return index
 
 
-def source_shards(source: Path, meta: dict[str, Any], part: str, kind: type) -> list:
-    """The parts `kind` of a viewer's files `<part>_<shard>.js`, as many as its meta lists, each verified."""
-    firsts, parts = meta.get("top_shards" if part == "top" else "search_shards"), []
+def source_shards(source: Path, meta: dict[str, Any], firsts: Any, part: str, kind: type) -> list:
+    """The parts `kind` of a viewer's files `<part>_<shard>.js`, one per first token its meta lists (`firsts`), each
+    verified against the meta."""
+    parts = []
     for shard in range(len(firsts) if isinstance(firsts, list) else 0):
         path = source / "data" / f"{part}_{shard}.js"
         if path.is_symlink() or not path.is_file():

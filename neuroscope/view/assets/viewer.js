@@ -416,19 +416,20 @@ var neuroscope = (function () {
         if (group !== "all" && g !== group) { return; }
         var from = s.offsets[local + i], to = s.offsets[local + i + 1];
         visit(s, from, to, top.shard * 2 * SHARD);
-        if (complete && s.counts[local + i] > to - from) {
+        if (complete && hasRest(s, local + i)) {
           var rest = restOf(t), r = rest.s, at = (t - r.first) * names.length + i;
           visit(r, r.offsets[at], r.offsets[at + 1], (rest.shard * 2 + 1) * SHARD);
         }
       });
     });
   }
+  function hasRest(s, run) { return s.counts[run] > s.offsets[run + 1] - s.offsets[run]; }  // a top file's run has more
   function restFiles(tokens, group) {  // the other files of the tokens that have more hits in the group, not yet loaded
     var names = {};
     tokens.forEach(function (t) {
       var s = topOf(t).s, groups = groupNames(s), local = (t - s.first) * groups.length;
       groups.forEach(function (g, i) {
-        if ((group === "all" || g === group) && s.counts[local + i] > s.offsets[local + i + 1] - s.offsets[local + i]) {
+        if ((group === "all" || g === group) && hasRest(s, local + i)) {
           names["search_" + shardOf(data.meta.search_shards, t)] = true;
         }
       });
